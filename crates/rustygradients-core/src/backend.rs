@@ -1,0 +1,194 @@
+//! The operations every device backend implements. Op code above this layer never looks at the
+//! device: it calls [`crate::storage::Storage`], which dispatches to a [`BackendStorage`] here.
+
+use crate::{cpu_backend::CpuStorage, DType, Device, Layout, Result, Shape};
+
+/// Elementwise functions of one tensor. Parameterised variants carry their scalars.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UnaryOp {
+    Neg,
+    Abs,
+    Exp,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Sin,
+    Cos,
+    Tanh,
+    Sigmoid,
+    Relu,
+    /// GELU with the exact erf formulation (PyTorch's default).
+    Gelu,
+    /// GELU with the tanh approximation (`approximate="tanh"`).
+    GeluTanh,
+    Silu,
+    Softplus,
+    Sqr,
+    Recip,
+    Erf,
+    Sign,
+    Powf(f64),
+    Clamp(f64, f64),
+    /// `x * mul + add`.
+    Affine(f64, f64),
+}
+
+impl UnaryOp {
+    pub fn name(&self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Rsqrt => "rsqrt",
+            UnaryOp::Sin => "sin",
+            UnaryOp::Cos => "cos",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Relu => "relu",
+            UnaryOp::Gelu => "gelu",
+            UnaryOp::GeluTanh => "gelu_tanh",
+            UnaryOp::Silu => "silu",
+            UnaryOp::Softplus => "softplus",
+            UnaryOp::Sqr => "sqr",
+            UnaryOp::Recip => "recip",
+            UnaryOp::Erf => "erf",
+            UnaryOp::Sign => "sign",
+            UnaryOp::Powf(_) => "powf",
+            UnaryOp::Clamp(..) => "clamp",
+            UnaryOp::Affine(..) => "affine",
+        }
+    }
+    /// Ops that are also defined on integer tensors.
+    pub fn supports_int(&self) -> bool {
+        matches!(
+            self,
+            UnaryOp::Neg
+                | UnaryOp::Abs
+                | UnaryOp::Relu
+                | UnaryOp::Sqr
+                | UnaryOp::Sign
+                | UnaryOp::Clamp(..)
+                | UnaryOp::Affine(..)
+        )
+    }
+}
+
+/// Elementwise functions of two tensors of the same shape (broadcasting happens above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Maximum,
+    Minimum,
+}
+
+impl BinaryOp {
+    pub fn name(&self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+            BinaryOp::Pow => "pow",
+            BinaryOp::Maximum => "maximum",
+            BinaryOp::Minimum => "minimum",
+        }
+    }
+}
+
+/// Comparisons; the result is a `u8` mask of 0/1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl CmpOp {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CmpOp::Eq => "eq",
+            CmpOp::Ne => "ne",
+            CmpOp::Lt => "lt",
+            CmpOp::Le => "le",
+            CmpOp::Gt => "gt",
+            CmpOp::Ge => "ge",
+        }
+    }
+}
+
+/// Reductions over a set of dims. `ArgMax`/`ArgMin` take exactly one dim and give `i64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduceOp {
+    Sum,
+    Max,
+    Min,
+    ArgMax,
+    ArgMin,
+}
+
+impl ReduceOp {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReduceOp::Sum => "sum",
+            ReduceOp::Max => "max",
+            ReduceOp::Min => "min",
+            ReduceOp::ArgMax => "argmax",
+            ReduceOp::ArgMin => "argmin",
+        }
+    }
+}
+
+/// The storage of one device. Every method reads its operands through their layouts and returns
+/// a new contiguous storage, except `copy_into`, which writes into a strided destination.
+pub trait BackendStorage: Sized {
+    fn dtype(&self) -> DType;
+    fn device(&self) -> Device;
+    /// A copy on the host (used for printing, `to_vec` and device moves).
+    fn to_cpu(&self) -> Result<CpuStorage>;
+    fn zeros(shape: &Shape, dtype: DType, device: Device) -> Result<Self>;
+
+    fn to_dtype(&self, layout: &Layout, dtype: DType) -> Result<Self>;
+    /// A contiguous copy of the elements that `layout` selects.
+    fn copy_strided(&self, layout: &Layout) -> Result<Self>;
+    /// Copies the elements `src_l` selects into the positions `dst_l` selects (same shape).
+    fn copy_into(&self, src_l: &Layout, dst: &mut Self, dst_l: &Layout) -> Result<()>;
+    fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self>;
+    fn binary(&self, l: &Layout, rhs: &Self, r: &Layout, op: BinaryOp) -> Result<Self>;
+    fn cmp(&self, l: &Layout, rhs: &Self, r: &Layout, op: CmpOp) -> Result<Self>;
+    /// `self` is a `u8` mask; picks `on_true` where it is non-zero.
+    fn where_cond(
+        &self,
+        l: &Layout,
+        on_true: &Self,
+        t: &Layout,
+        on_false: &Self,
+        f: &Layout,
+    ) -> Result<Self>;
+    /// Reduces `dims` (sorted, unique); the output keeps them with size 1.
+    fn reduce(&self, layout: &Layout, op: ReduceOp, dims: &[usize]) -> Result<Self>;
+    /// Batched matmul: both layouts have the same batch dims, `[.., m, k]` and `[.., k, n]`.
+    fn matmul(&self, l: &Layout, rhs: &Self, r: &Layout) -> Result<Self>;
+    /// `out[.., i, ..] = self[.., ids[i], ..]` along `dim`; `ids` is a 1-D integer tensor.
+    fn index_select(&self, l: &Layout, ids: &Self, il: &Layout, dim: usize) -> Result<Self>;
+    /// `out[i][j] = self[i][ids[i][j]]` along `dim` (PyTorch's `gather`).
+    fn gather(&self, l: &Layout, ids: &Self, il: &Layout, dim: usize) -> Result<Self>;
+    /// A copy of `self` with `src` added at `ids` along `dim` (PyTorch's `scatter_add`).
+    fn scatter_add(
+        &self,
+        l: &Layout,
+        ids: &Self,
+        il: &Layout,
+        src: &Self,
+        sl: &Layout,
+        dim: usize,
+    ) -> Result<Self>;
+}

@@ -1,0 +1,304 @@
+//! Reverse-mode autodiff: an iterative topological sort of the recorded graph, then every op's
+//! gradient rule, all in the one `match` of [`grad_rule`]. Gradients are ordinary tensors, so this
+//! works on every device. The graph is freed as it is walked.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::backend::{BinaryOp, ReduceOp, UnaryOp};
+use crate::op::Op;
+use crate::{grad_mode::NoGradGuard, Error, Result, Shape, Tensor, TensorId};
+
+impl Tensor {
+    /// Backpropagates from this one-element tensor, accumulating into every leaf's `grad()`.
+    pub fn backward(&self) -> Result<()> {
+        if self.elem_count() != 1 {
+            return Err(Error::Backward(format!(
+                "backward() needs a one-element output, got shape {}; use backward_with(grad)",
+                self.shape()
+            )));
+        }
+        self.backward_with(&self.ones_like()?)
+    }
+
+    /// Backpropagates with `grad` as the gradient of this tensor (same shape and dtype).
+    pub fn backward_with(&self, grad: &Tensor) -> Result<()> {
+        if !self.is_tracked() {
+            return Err(Error::Backward(
+                "the tensor does not require grad and has no recorded op".into(),
+            ));
+        }
+        if grad.shape() != self.shape()
+            || grad.dtype() != self.dtype()
+            || grad.device() != self.device()
+        {
+            return Err(Error::Backward(format!(
+                "gradient of shape {} ({:?}, {}) does not match the output of shape {} ({:?}, {})",
+                grad.shape(),
+                grad.dtype(),
+                grad.device(),
+                self.shape(),
+                self.dtype(),
+                self.device()
+            )));
+        }
+        let order = self.sorted_graph()?;
+        let _no_grad = NoGradGuard::new();
+        let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
+        grads.insert(self.id(), grad.clone());
+        for node in order.iter().rev() {
+            let op = node.0.op.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let Some(g) = grads.remove(&node.id()) else {
+                continue;
+            };
+            let Some(op) = op else {
+                if node.requires_grad() {
+                    let g = g.contiguous()?;
+                    let acc = match node.grad() {
+                        Some(prev) => prev.add(&g)?,
+                        None => g,
+                    };
+                    node.set_grad(Some(acc));
+                }
+                continue;
+            };
+            for (input, ig) in grad_rule(node, &op, &g)? {
+                if !input.is_tracked() {
+                    continue;
+                }
+                let ig = match grads.remove(&input.id()) {
+                    Some(prev) => prev.add(&ig)?,
+                    None => ig,
+                };
+                grads.insert(input.id(), ig);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every tracked node reachable from `self`, inputs before the ops that read them. Fails,
+    /// changing nothing, if part of the graph was already freed by an earlier `backward`.
+    fn sorted_graph(&self) -> Result<Vec<Tensor>> {
+        let mut order = Vec::new();
+        let mut visited = HashSet::new();
+        let mut stack = vec![(self.clone(), false)];
+        while let Some((t, done)) = stack.pop() {
+            if done {
+                order.push(t);
+                continue;
+            }
+            if !visited.insert(t.id()) {
+                continue;
+            }
+            {
+                let op = t.0.op.lock().unwrap_or_else(|e| e.into_inner());
+                match &*op {
+                    Some(op) => {
+                        stack.push((t.clone(), true));
+                        for input in op.inputs() {
+                            if input.is_tracked() && !visited.contains(&input.id()) {
+                                stack.push((input.clone(), false));
+                            }
+                        }
+                        continue;
+                    }
+                    None if t.0.in_graph => {
+                        return Err(Error::Backward(
+                            "the graph was already freed by an earlier backward(); recompute the forward pass".into(),
+                        ))
+                    }
+                    None => {}
+                }
+            }
+            order.push(t);
+        }
+        Ok(order)
+    }
+}
+
+/// Sums a broadcast gradient back to `shape` (the inverse of an `Expand`).
+fn sum_to(g: &Tensor, shape: &Shape) -> Result<Tensor> {
+    if g.shape() == shape {
+        return Ok(g.clone());
+    }
+    let extra = g.rank() - shape.rank();
+    let dims: Vec<usize> = (0..g.rank())
+        .filter(|&d| d < extra || (shape.dims()[d - extra] == 1 && g.dims()[d] != 1))
+        .collect();
+    g.sum(dims, true)?.reshape(shape.clone())
+}
+
+fn mask_of(m: Tensor, like: &Tensor) -> Result<Tensor> {
+    m.to_dtype(like.dtype())
+}
+
+/// The gradient of each input of `op`, given the gradient `g` of its output `out`.
+fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
+    let one = |t: &Tensor, gt: Tensor| Ok(vec![(t.clone(), gt)]);
+    match op {
+        Op::Unary(x, u) => {
+            let gx = match *u {
+                UnaryOp::Neg => g.neg()?,
+                UnaryOp::Abs => g.mul(&x.sign()?)?,
+                UnaryOp::Exp => g.mul(out)?,
+                UnaryOp::Log => g.div(x)?,
+                UnaryOp::Sqrt => g.div(out)?.mul_scalar(0.5)?,
+                UnaryOp::Rsqrt => g.mul(&out.powf(3.0)?)?.mul_scalar(-0.5)?,
+                UnaryOp::Sin => g.mul(&x.cos()?)?,
+                UnaryOp::Cos => g.mul(&x.sin()?)?.neg()?,
+                UnaryOp::Tanh => g.mul(&out.sqr()?.affine(-1.0, 1.0)?)?,
+                UnaryOp::Sigmoid => g.mul(&out.mul(&out.affine(-1.0, 1.0)?)?)?,
+                UnaryOp::Relu => g.mul(&mask_of(x.gt(&x.scalar_like(0.0)?)?, x)?)?,
+                UnaryOp::Gelu => {
+                    // d/dx x·Φ(x) = Φ(x) + x·φ(x)
+                    let cdf = x
+                        .mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?
+                        .erf()?
+                        .affine(0.5, 0.5)?;
+                    let pdf = x
+                        .sqr()?
+                        .mul_scalar(-0.5)?
+                        .exp()?
+                        .mul_scalar(1.0 / (2.0 * std::f64::consts::PI).sqrt())?;
+                    g.mul(&cdf.add(&x.mul(&pdf)?)?)?
+                }
+                UnaryOp::GeluTanh => {
+                    let (k, a) = ((2.0 / std::f64::consts::PI).sqrt(), 0.044715);
+                    let t = x.add(&x.powf(3.0)?.mul_scalar(a)?)?.mul_scalar(k)?.tanh()?;
+                    let du = x.sqr()?.affine(3.0 * a * k, k)?;
+                    let d = t.affine(0.5, 0.5)?.add(
+                        &x.mul(&t.sqr()?.affine(-1.0, 1.0)?)?
+                            .mul(&du)?
+                            .mul_scalar(0.5)?,
+                    )?;
+                    g.mul(&d)?
+                }
+                UnaryOp::Silu => {
+                    let s = x.sigmoid()?;
+                    g.mul(&s.mul(&x.mul(&s.affine(-1.0, 1.0)?)?.add_scalar(1.0)?)?)?
+                }
+                UnaryOp::Softplus => g.mul(&x.sigmoid()?)?,
+                UnaryOp::Sqr => g.mul(x)?.mul_scalar(2.0)?,
+                UnaryOp::Recip => g.mul(&out.sqr()?)?.neg()?,
+                UnaryOp::Erf => g
+                    .mul(&x.sqr()?.neg()?.exp()?)?
+                    .mul_scalar(2.0 / std::f64::consts::PI.sqrt())?,
+                UnaryOp::Sign => g.zeros_like()?,
+                UnaryOp::Powf(e) => g.mul(&x.powf(e - 1.0)?)?.mul_scalar(e)?,
+                UnaryOp::Clamp(lo, hi) => {
+                    let inside = x
+                        .ge(&x.scalar_like(lo)?)?
+                        .mul(&x.le(&x.scalar_like(hi)?)?)?;
+                    g.mul(&mask_of(inside, x)?)?
+                }
+                UnaryOp::Affine(m, _) => g.mul_scalar(m)?,
+            };
+            one(x, gx)
+        }
+        Op::Binary(a, b, bop) => {
+            let (ga, gb) = match bop {
+                BinaryOp::Add => (g.clone(), g.clone()),
+                BinaryOp::Sub => (g.clone(), g.neg()?),
+                BinaryOp::Mul => (g.mul(b)?, g.mul(a)?),
+                BinaryOp::Div => (g.div(b)?, g.mul(a)?.div(&b.sqr()?)?.neg()?),
+                BinaryOp::Pow => {
+                    let ga = g.mul(b)?.mul(&a.pow(&b.affine(1.0, -1.0)?)?)?;
+                    // d/db a^b = a^b·ln a, taken as 0 where a == 0 (as PyTorch does).
+                    let zero = a.eq(&a.scalar_like(0.0)?)?;
+                    let ln = zero.where_cond(&a.scalar_like(0.0)?, &a.log()?)?;
+                    (ga, g.mul(out)?.mul(&ln)?)
+                }
+                BinaryOp::Maximum | BinaryOp::Minimum => {
+                    let (win_a, win_b) = if *bop == BinaryOp::Maximum {
+                        (a.gt(b)?, a.lt(b)?)
+                    } else {
+                        (a.lt(b)?, a.gt(b)?)
+                    };
+                    // Ties split the gradient evenly, as in PyTorch.
+                    let tie = mask_of(a.eq(b)?, a)?.mul_scalar(0.5)?;
+                    (
+                        g.mul(&mask_of(win_a, a)?.add(&tie)?)?,
+                        g.mul(&mask_of(win_b, a)?.add(&tie)?)?,
+                    )
+                }
+            };
+            Ok(vec![(a.clone(), ga), (b.clone(), gb)])
+        }
+        Op::WhereCond(m, t, f) => {
+            let zero = g.scalar_like(0.0)?;
+            Ok(vec![
+                (t.clone(), m.where_cond(g, &zero)?),
+                (f.clone(), m.where_cond(&zero, g)?),
+            ])
+        }
+        Op::Reduce(x, rop, dims) => {
+            let gx = match rop {
+                ReduceOp::Sum => g.broadcast_to(x.shape().clone())?,
+                _ => {
+                    let hit = mask_of(x.eq(out)?, x)?;
+                    let count = hit.sum(dims.as_slice(), true)?;
+                    g.div(&count)?.mul(&hit)?
+                }
+            };
+            one(x, gx)
+        }
+        Op::Matmul(a, b) => {
+            let r = a.rank();
+            Ok(vec![
+                (a.clone(), g.matmul(&b.transpose(r - 2, r - 1)?)?),
+                (b.clone(), a.transpose(r - 2, r - 1)?.matmul(g)?),
+            ])
+        }
+        Op::ToDType(x) => one(x, g.to_dtype(x.dtype())?),
+        Op::ToDevice(x) => one(x, g.to_device(x.device())?),
+        Op::Copy(x) => one(x, g.clone()),
+        Op::Reshape(x) => one(x, g.reshape(x.shape().clone())?),
+        Op::Permute(x, perm) => {
+            let mut inv = vec![0; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inv[p] = i;
+            }
+            one(x, g.permute(&inv)?)
+        }
+        Op::Narrow(x, dim, start) => {
+            let (d, s) = (*dim, *start);
+            let len = g.dims()[d];
+            let total = x.dims()[d];
+            let mut parts = Vec::new();
+            let zeros = |n: usize| {
+                let mut dims = g.dims().to_vec();
+                dims[d] = n;
+                Tensor::zeros(dims, g.dtype(), g.device())
+            };
+            if s > 0 {
+                parts.push(zeros(s)?);
+            }
+            parts.push(g.clone());
+            if s + len < total {
+                parts.push(zeros(total - s - len)?);
+            }
+            one(x, Tensor::cat(&parts, d)?)
+        }
+        Op::Expand(x) => one(x, sum_to(g, x.shape())?),
+        Op::IndexSelect(x, ids, dim) => {
+            let mut idx_shape = vec![1; g.rank()];
+            idx_shape[*dim] = ids.elem_count();
+            let full = ids.reshape(idx_shape)?.broadcast_to(g.shape().clone())?;
+            one(x, x.zeros_like()?.scatter_add(*dim, &full, g)?)
+        }
+        Op::Gather(x, ids, dim) => one(x, x.zeros_like()?.scatter_add(*dim, ids, g)?),
+        Op::ScatterAdd(x, ids, src, dim) => Ok(vec![
+            (x.clone(), g.clone()),
+            (src.clone(), g.gather(*dim, ids)?),
+        ]),
+        Op::Cat(ts, dim) => {
+            let mut start = 0;
+            let mut out = Vec::with_capacity(ts.len());
+            for t in ts {
+                let len = t.dims()[*dim];
+                out.push((t.clone(), g.narrow(*dim, start, len)?));
+                start += len;
+            }
+            Ok(out)
+        }
+    }
+}

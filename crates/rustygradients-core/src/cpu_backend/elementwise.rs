@@ -1,0 +1,276 @@
+//! Elementwise CPU kernels: unary functions, binary arithmetic, comparisons and `where`.
+//! The op is matched once per call; the per-element loop is a monomorphised closure.
+
+use num_traits::Float;
+
+use super::strided::{map1, map2};
+use super::{map_pair, with_pair, CpuStorage};
+use crate::backend::{BinaryOp, CmpOp, UnaryOp};
+use crate::{Error, FloatDType, Layout, Result, WithDType};
+
+/// Arithmetic that never panics: wrapping for integers, IEEE for floats.
+pub(crate) trait Arith: WithDType {
+    fn add(a: Self, b: Self) -> Self;
+    fn sub(a: Self, b: Self) -> Self;
+    fn mul(a: Self, b: Self) -> Self;
+    fn div(a: Self, b: Self) -> Self;
+    fn maximum(a: Self, b: Self) -> Self;
+    fn minimum(a: Self, b: Self) -> Self;
+}
+
+macro_rules! arith_float {
+    ($($t:ty),*) => {$(
+        impl Arith for $t {
+            #[inline(always)] fn add(a: Self, b: Self) -> Self { a + b }
+            #[inline(always)] fn sub(a: Self, b: Self) -> Self { a - b }
+            #[inline(always)] fn mul(a: Self, b: Self) -> Self { a * b }
+            #[inline(always)] fn div(a: Self, b: Self) -> Self { a / b }
+            // NaN propagates, as in PyTorch.
+            #[inline(always)] fn maximum(a: Self, b: Self) -> Self {
+                if a >= b { a } else if b > a { b } else { a + b }
+            }
+            #[inline(always)] fn minimum(a: Self, b: Self) -> Self {
+                if a <= b { a } else if b < a { b } else { a + b }
+            }
+        }
+    )*};
+}
+arith_float!(f32, f64, half::f16, half::bf16);
+
+macro_rules! arith_int {
+    ($($t:ty),*) => {$(
+        impl Arith for $t {
+            #[inline(always)] fn add(a: Self, b: Self) -> Self { a.wrapping_add(b) }
+            #[inline(always)] fn sub(a: Self, b: Self) -> Self { a.wrapping_sub(b) }
+            #[inline(always)] fn mul(a: Self, b: Self) -> Self { a.wrapping_mul(b) }
+            #[inline(always)] fn div(a: Self, b: Self) -> Self { a.checked_div(b).unwrap_or(0) }
+            #[inline(always)] fn maximum(a: Self, b: Self) -> Self { a.max(b) }
+            #[inline(always)] fn minimum(a: Self, b: Self) -> Self { a.min(b) }
+        }
+    )*};
+}
+arith_int!(i64, u32, u8);
+
+#[inline(always)]
+fn c<T: WithDType>(v: f64) -> T {
+    T::from_f64(v)
+}
+
+fn erf<T: FloatDType>(x: T) -> T {
+    T::from_f64(libm::erf(x.to_f64()))
+}
+
+fn unary_float<T: FloatDType>(v: &[T], l: &Layout, op: UnaryOp) -> Vec<T> {
+    let (zero, one, half) = (c::<T>(0.0), c::<T>(1.0), c::<T>(0.5));
+    match op {
+        UnaryOp::Neg => map1(v, l, |x| -x),
+        UnaryOp::Abs => map1(v, l, |x| x.abs()),
+        UnaryOp::Exp => map1(v, l, |x| x.exp()),
+        UnaryOp::Log => map1(v, l, |x| x.ln()),
+        UnaryOp::Sqrt => map1(v, l, |x| x.sqrt()),
+        UnaryOp::Rsqrt => map1(v, l, |x| x.sqrt().recip()),
+        UnaryOp::Sin => map1(v, l, |x| x.sin()),
+        UnaryOp::Cos => map1(v, l, |x| x.cos()),
+        UnaryOp::Tanh => map1(v, l, |x| x.tanh()),
+        UnaryOp::Sigmoid => map1(v, l, move |x| sigmoid(x, one)),
+        UnaryOp::Relu => map1(v, l, move |x| {
+            if x > zero {
+                x
+            } else if x.is_nan() {
+                x
+            } else {
+                zero
+            }
+        }),
+        UnaryOp::Gelu => {
+            let inv_sqrt2 = c::<T>(std::f64::consts::FRAC_1_SQRT_2);
+            map1(v, l, move |x| half * x * (one + erf(x * inv_sqrt2)))
+        }
+        UnaryOp::GeluTanh => {
+            let (k, a) = (
+                c::<T>((2.0 / std::f64::consts::PI).sqrt()),
+                c::<T>(0.044715),
+            );
+            map1(v, l, move |x| {
+                half * x * (one + (k * (x + a * x * x * x)).tanh())
+            })
+        }
+        UnaryOp::Silu => map1(v, l, move |x| x * sigmoid(x, one)),
+        // max(x, 0) + log1p(exp(-|x|)): exact, and no overflow for large |x|.
+        UnaryOp::Softplus => map1(v, l, move |x| x.max(zero) + (-x.abs()).exp().ln_1p()),
+        UnaryOp::Sqr => map1(v, l, |x| x * x),
+        UnaryOp::Recip => map1(v, l, |x| x.recip()),
+        UnaryOp::Erf => map1(v, l, erf),
+        UnaryOp::Sign => map1(v, l, move |x| {
+            if x > zero {
+                one
+            } else if x < zero {
+                -one
+            } else {
+                x
+            }
+        }),
+        UnaryOp::Powf(e) => {
+            let e = c::<T>(e);
+            map1(v, l, move |x| x.powf(e))
+        }
+        UnaryOp::Clamp(lo, hi) => {
+            let (lo, hi) = (c::<T>(lo), c::<T>(hi));
+            map1(v, l, move |x| {
+                if x < lo {
+                    lo
+                } else if x > hi {
+                    hi
+                } else {
+                    x
+                }
+            })
+        }
+        UnaryOp::Affine(m, a) => {
+            let (m, a) = (c::<T>(m), c::<T>(a));
+            map1(v, l, move |x| x * m + a)
+        }
+    }
+}
+
+#[inline(always)]
+fn sigmoid<T: Float>(x: T, one: T) -> T {
+    if x >= T::zero() {
+        one / (one + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (one + e)
+    }
+}
+
+/// Integer unary ops are computed in f64 and converted back (saturating).
+fn unary_int<T: WithDType>(v: &[T], l: &Layout, op: UnaryOp) -> Vec<T> {
+    let f = move |x: f64| -> f64 {
+        match op {
+            UnaryOp::Neg => -x,
+            UnaryOp::Abs => x.abs(),
+            UnaryOp::Relu => x.max(0.0),
+            UnaryOp::Sqr => x * x,
+            UnaryOp::Sign => x.signum() * (x != 0.0) as i32 as f64,
+            UnaryOp::Clamp(lo, hi) => x.max(lo).min(hi),
+            UnaryOp::Affine(m, a) => x * m + a,
+            _ => x,
+        }
+    };
+    map1(v, l, move |x| T::from_f64(f(x.to_f64())))
+}
+
+pub(crate) fn unary(s: &CpuStorage, l: &Layout, op: UnaryOp) -> Result<CpuStorage> {
+    Ok(match s {
+        CpuStorage::F32(v) => CpuStorage::F32(unary_float(v, l, op)),
+        CpuStorage::F64(v) => CpuStorage::F64(unary_float(v, l, op)),
+        CpuStorage::F16(v) => CpuStorage::F16(unary_float(v, l, op)),
+        CpuStorage::BF16(v) => CpuStorage::BF16(unary_float(v, l, op)),
+        s if op.supports_int() => match s {
+            CpuStorage::I64(v) => CpuStorage::I64(unary_int(v, l, op)),
+            CpuStorage::U32(v) => CpuStorage::U32(unary_int(v, l, op)),
+            CpuStorage::U8(v) => CpuStorage::U8(unary_int(v, l, op)),
+            _ => unreachable!("float dtypes are matched above"),
+        },
+        s => {
+            return Err(Error::UnsupportedDType {
+                op: op.name(),
+                got: crate::backend::BackendStorage::dtype(s),
+                expected: "a floating-point dtype",
+            })
+        }
+    })
+}
+
+fn binary_typed<T: Arith>(a: &[T], la: &Layout, b: &[T], lb: &Layout, op: BinaryOp) -> Vec<T> {
+    match op {
+        BinaryOp::Add => map2(a, la, b, lb, <T as Arith>::add),
+        BinaryOp::Sub => map2(a, la, b, lb, <T as Arith>::sub),
+        BinaryOp::Mul => map2(a, la, b, lb, <T as Arith>::mul),
+        BinaryOp::Div => map2(a, la, b, lb, <T as Arith>::div),
+        BinaryOp::Maximum => map2(a, la, b, lb, <T as Arith>::maximum),
+        BinaryOp::Minimum => map2(a, la, b, lb, <T as Arith>::minimum),
+        // Integer pow is rejected above this layer; computing in f64 keeps this total.
+        BinaryOp::Pow => map2(a, la, b, lb, |x, y| {
+            T::from_f64(x.to_f64().powf(y.to_f64()))
+        }),
+    }
+}
+
+fn pow_float<T: FloatDType>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
+    map2(a, la, b, lb, |x, y| x.powf(y))
+}
+
+pub(crate) fn binary(
+    a: &CpuStorage,
+    la: &Layout,
+    b: &CpuStorage,
+    lb: &Layout,
+    op: BinaryOp,
+) -> Result<CpuStorage> {
+    if op == BinaryOp::Pow {
+        match (a, b) {
+            (CpuStorage::F32(x), CpuStorage::F32(y)) => {
+                return Ok(CpuStorage::F32(pow_float(x, la, y, lb)))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(y)) => {
+                return Ok(CpuStorage::F64(pow_float(x, la, y, lb)))
+            }
+            (CpuStorage::F16(x), CpuStorage::F16(y)) => {
+                return Ok(CpuStorage::F16(pow_float(x, la, y, lb)))
+            }
+            (CpuStorage::BF16(x), CpuStorage::BF16(y)) => {
+                return Ok(CpuStorage::BF16(pow_float(x, la, y, lb)))
+            }
+            _ => {}
+        }
+    }
+    Ok(map_pair!(op.name(), a, b, (x, y) => binary_typed(x, la, y, lb, op)))
+}
+
+fn cmp_typed<T: WithDType>(a: &[T], la: &Layout, b: &[T], lb: &Layout, op: CmpOp) -> Vec<u8> {
+    match op {
+        CmpOp::Eq => map2(a, la, b, lb, |x, y| (x == y) as u8),
+        CmpOp::Ne => map2(a, la, b, lb, |x, y| (x != y) as u8),
+        CmpOp::Lt => map2(a, la, b, lb, |x, y| (x < y) as u8),
+        CmpOp::Le => map2(a, la, b, lb, |x, y| (x <= y) as u8),
+        CmpOp::Gt => map2(a, la, b, lb, |x, y| (x > y) as u8),
+        CmpOp::Ge => map2(a, la, b, lb, |x, y| (x >= y) as u8),
+    }
+}
+
+pub(crate) fn cmp(
+    a: &CpuStorage,
+    la: &Layout,
+    b: &CpuStorage,
+    lb: &Layout,
+    op: CmpOp,
+) -> Result<CpuStorage> {
+    Ok(CpuStorage::U8(
+        with_pair!(op.name(), a, b, (x, y) => cmp_typed(x, la, y, lb, op)),
+    ))
+}
+
+pub(crate) fn where_cond(
+    m: &CpuStorage,
+    lm: &Layout,
+    t: &CpuStorage,
+    lt: &Layout,
+    f: &CpuStorage,
+    lf: &Layout,
+) -> Result<CpuStorage> {
+    let CpuStorage::U8(mask) = m else {
+        return Err(Error::UnsupportedDType {
+            op: "where_cond",
+            got: crate::backend::BackendStorage::dtype(m),
+            expected: "a u8 mask",
+        });
+    };
+    // Pick the index first, then the value: one pass over three strided inputs.
+    let picks = map1(mask, lm, |m| m != 0);
+    let pl = Layout::contiguous(lm.shape().clone());
+    Ok(map_pair!("where_cond", t, f, (x, y) => {
+        let tv = map2(&picks, &pl, x, lt, |p, v| (p, v));
+        map2(&tv, &pl, y, lf, |(p, a), b| if p { a } else { b })
+    }))
+}

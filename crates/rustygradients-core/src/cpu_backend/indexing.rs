@@ -1,0 +1,146 @@
+//! Integer-indexed reads and writes: `index_select`, `gather`, `scatter_add`. Every index is
+//! range-checked before any element moves, so a bad index is an error, never a wild access.
+
+use super::elementwise::Arith;
+use super::strided::{copy_into, copy_strided};
+use super::{map_all, map_pair, CpuStorage};
+use crate::backend::BackendStorage;
+use crate::{Error, Layout, Result, Shape, WithDType};
+
+/// The index tensor as i64s, each checked against `size`.
+fn checked_ids(op: &'static str, ids: &CpuStorage, il: &Layout, size: usize) -> Result<Vec<i64>> {
+    let v: Vec<i64> = match ids {
+        CpuStorage::I64(_) | CpuStorage::U32(_) | CpuStorage::U8(_) => ids.to_vec(il),
+        other => {
+            return Err(Error::UnsupportedDType {
+                op,
+                got: other.dtype(),
+                expected: "an integer index dtype (i64, u32 or u8)",
+            })
+        }
+    };
+    if let Some(&bad) = v.iter().find(|&&i| i < 0 || i as usize >= size) {
+        return Err(Error::IndexOutOfRange {
+            op,
+            index: bad,
+            size,
+        });
+    }
+    Ok(v)
+}
+
+/// Calls `f(multi_index, linear_position)` for every position of `shape`, row-major.
+fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize], usize)) {
+    let n: usize = shape.iter().product();
+    let mut idx = vec![0; shape.len()];
+    for pos in 0..n {
+        f(&idx, pos);
+        for d in (0..shape.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+fn offset_of(l: &Layout, idx: &[usize], dim: usize, at: usize) -> usize {
+    l.offset()
+        + idx
+            .iter()
+            .zip(l.strides())
+            .enumerate()
+            .map(|(d, (&i, &s))| if d == dim { at * s } else { i * s })
+            .sum::<usize>()
+}
+
+pub(crate) fn index_select(
+    s: &CpuStorage,
+    l: &Layout,
+    ids: &CpuStorage,
+    il: &Layout,
+    dim: usize,
+) -> Result<CpuStorage> {
+    let ids = checked_ids("index_select", ids, il, l.dims()[dim])?;
+    let mut dims = l.dims().to_vec();
+    dims[dim] = ids.len();
+    let out_l = Layout::contiguous(Shape::new(dims));
+    Ok(map_all!(s, v => {
+        let mut out = vec![v.first().copied().unwrap_or_else(|| WithDType::from_f64(0.0)); out_l.elem_count()];
+        for (i, &id) in ids.iter().enumerate() {
+            copy_into(v, &l.narrow(dim, id as usize, 1), &mut out, &out_l.narrow(dim, i, 1));
+        }
+        out
+    }))
+}
+
+/// Checks PyTorch's rule that the index fits inside `l` on every dim but `dim`.
+fn check_index_shape(op: &'static str, l: &Layout, il: &Layout, dim: usize) -> Result<()> {
+    let ok = l.shape().rank() == il.shape().rank()
+        && il
+            .dims()
+            .iter()
+            .zip(l.dims())
+            .enumerate()
+            .all(|(d, (&i, &x))| d == dim || i <= x);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            op,
+            lhs: l.shape().clone(),
+            rhs: il.shape().clone(),
+        })
+    }
+}
+
+pub(crate) fn gather(
+    s: &CpuStorage,
+    l: &Layout,
+    ids: &CpuStorage,
+    il: &Layout,
+    dim: usize,
+) -> Result<CpuStorage> {
+    check_index_shape("gather", l, il, dim)?;
+    let ids = checked_ids("gather", ids, il, l.dims()[dim])?;
+    Ok(map_all!(s, v => {
+        let mut out = Vec::with_capacity(ids.len());
+        for_each_index(il.dims(), |idx, pos| out.push(v[offset_of(l, idx, dim, ids[pos] as usize)]));
+        out
+    }))
+}
+
+fn scatter_add_typed<T: Arith>(
+    v: &[T],
+    l: &Layout,
+    ids: &[i64],
+    il: &Layout,
+    src: &[T],
+    sl: &Layout,
+    dim: usize,
+) -> Vec<T> {
+    let mut out = copy_strided(v, l);
+    let ol = Layout::contiguous(l.shape().clone());
+    for_each_index(il.dims(), |idx, pos| {
+        let o = offset_of(&ol, idx, dim, ids[pos] as usize);
+        let si = offset_of(sl, idx, usize::MAX, 0);
+        out[o] = <T as Arith>::add(out[o], src[si]);
+    });
+    out
+}
+
+pub(crate) fn scatter_add(
+    s: &CpuStorage,
+    l: &Layout,
+    ids: &CpuStorage,
+    il: &Layout,
+    src: &CpuStorage,
+    sl: &Layout,
+    dim: usize,
+) -> Result<CpuStorage> {
+    check_index_shape("scatter_add", l, il, dim)?;
+    check_index_shape("scatter_add", sl, il, usize::MAX)?;
+    let ids = checked_ids("scatter_add", ids, il, l.dims()[dim])?;
+    Ok(map_pair!("scatter_add", s, src, (x, y) => scatter_add_typed(x, l, &ids, il, y, sl, dim)))
+}

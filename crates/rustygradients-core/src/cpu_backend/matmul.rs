@@ -1,0 +1,133 @@
+//! Batched matrix multiply through the `gemm` crate, which reads both operands through their row
+//! and column strides: transposed and sliced views multiply without a copy.
+
+use half::{bf16, f16};
+
+use super::strided::map1;
+use super::CpuStorage;
+use crate::backend::BackendStorage;
+use crate::{Error, Layout, Result, Shape};
+
+/// `(batch offsets, rows, cols, row stride, col stride)` of a `[.., rows, cols]` layout.
+struct Mats {
+    offsets: Vec<usize>,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+fn mats(l: &Layout) -> Mats {
+    let rank = l.shape().rank();
+    let batch = Layout::new(
+        Shape::new(l.dims()[..rank - 2].to_vec()),
+        l.strides()[..rank - 2].to_vec(),
+        l.offset(),
+    );
+    Mats {
+        offsets: batch.offsets().collect(),
+        rows: l.dims()[rank - 2],
+        cols: l.dims()[rank - 1],
+        rs: l.strides()[rank - 2],
+        cs: l.strides()[rank - 1],
+    }
+}
+
+fn gemm_batched<T: 'static + Copy + Default>(
+    a: &[T],
+    la: &Layout,
+    b: &[T],
+    lb: &Layout,
+    one: T,
+) -> Vec<T> {
+    let (ma, mb) = (mats(la), mats(lb));
+    let (m, k, n) = (ma.rows, ma.cols, mb.cols);
+    let mut out = vec![T::default(); ma.offsets.len() * m * n];
+    if m == 0 || n == 0 || k == 0 {
+        return out;
+    }
+    // Only split across threads when the product is big enough to pay for it.
+    let par = if m * n * k >= 64 * 64 * 64 {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    for (bi, (&oa, &ob)) in ma.offsets.iter().zip(mb.offsets.iter()).enumerate() {
+        let dst = &mut out[bi * m * n..(bi + 1) * m * n];
+        // SAFETY: every layout was built by this crate's view ops, which keep each strided
+        // position inside its storage (checked below in debug builds); `dst` is an exclusive
+        // `m × n` row-major block; gemm does not read `dst` because `read_dst` is false.
+        debug_assert!(la.storage_extent() <= a.len() && lb.storage_extent() <= b.len());
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr().add(oa),
+                ma.cs as isize,
+                ma.rs as isize,
+                b.as_ptr().add(ob),
+                mb.cs as isize,
+                mb.rs as isize,
+                one,
+                one,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+    }
+    out
+}
+
+pub(crate) fn matmul(
+    a: &CpuStorage,
+    la: &Layout,
+    b: &CpuStorage,
+    lb: &Layout,
+) -> Result<CpuStorage> {
+    Ok(match (a, b) {
+        (CpuStorage::F32(x), CpuStorage::F32(y)) => {
+            CpuStorage::F32(gemm_batched(x, la, y, lb, 1.0))
+        }
+        (CpuStorage::F64(x), CpuStorage::F64(y)) => {
+            CpuStorage::F64(gemm_batched(x, la, y, lb, 1.0))
+        }
+        (CpuStorage::F16(x), CpuStorage::F16(y)) => {
+            CpuStorage::F16(gemm_batched(x, la, y, lb, f16::ONE))
+        }
+        (CpuStorage::BF16(x), CpuStorage::BF16(y)) => {
+            // No bf16 GEMM kernel: widen to f32 (exact), multiply, round once.
+            let (xf, yf) = (map1(x, la, |v| v.to_f32()), map1(y, lb, |v| v.to_f32()));
+            let (cla, clb) = (
+                Layout::contiguous(la.shape().clone()),
+                Layout::contiguous(lb.shape().clone()),
+            );
+            CpuStorage::BF16(
+                gemm_batched(&xf, &cla, &yf, &clb, 1.0)
+                    .into_iter()
+                    .map(bf16::from_f32)
+                    .collect(),
+            )
+        }
+        (x, y) if x.dtype() != y.dtype() => {
+            return Err(Error::DTypeMismatch {
+                op: "matmul",
+                lhs: x.dtype(),
+                rhs: y.dtype(),
+            })
+        }
+        (x, _) => {
+            return Err(Error::UnsupportedDType {
+                op: "matmul",
+                got: x.dtype(),
+                expected: "a floating-point dtype",
+            })
+        }
+    })
+}

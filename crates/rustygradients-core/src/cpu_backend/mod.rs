@@ -1,0 +1,283 @@
+//! The CPU backend: contiguous host vectors of each dtype and the kernels that read them through
+//! strided layouts. Large elementwise work is split over rayon's threads.
+
+mod elementwise;
+mod indexing;
+mod matmul;
+mod reduce;
+mod strided;
+
+use half::{bf16, f16};
+
+use crate::backend::{BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp};
+use crate::{DType, Device, Error, Layout, Result, Shape, WithDType};
+
+pub(crate) use strided::{copy_strided, map1};
+
+/// Host memory of one dtype.
+#[derive(Clone, Debug)]
+pub enum CpuStorage {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+    I64(Vec<i64>),
+    U32(Vec<u32>),
+    U8(Vec<u8>),
+}
+
+/// Runs `$body` with `$v` bound to the vector of whichever dtype `$s` holds, wrapping a `Vec`
+/// result back into the same variant.
+macro_rules! map_all {
+    ($s:expr, $v:ident => $body:expr) => {
+        match $s {
+            CpuStorage::F32($v) => CpuStorage::F32($body),
+            CpuStorage::F64($v) => CpuStorage::F64($body),
+            CpuStorage::F16($v) => CpuStorage::F16($body),
+            CpuStorage::BF16($v) => CpuStorage::BF16($body),
+            CpuStorage::I64($v) => CpuStorage::I64($body),
+            CpuStorage::U32($v) => CpuStorage::U32($body),
+            CpuStorage::U8($v) => CpuStorage::U8($body),
+        }
+    };
+}
+/// Like `map_all!` but the body's value is returned as is.
+macro_rules! with_all {
+    ($s:expr, $v:ident => $body:expr) => {
+        match $s {
+            CpuStorage::F32($v) => $body,
+            CpuStorage::F64($v) => $body,
+            CpuStorage::F16($v) => $body,
+            CpuStorage::BF16($v) => $body,
+            CpuStorage::I64($v) => $body,
+            CpuStorage::U32($v) => $body,
+            CpuStorage::U8($v) => $body,
+        }
+    };
+}
+/// Runs `$body` for two storages of the same dtype, or fails with a dtype mismatch.
+macro_rules! map_pair {
+    ($op:expr, $a:expr, $b:expr, ($x:ident, $y:ident) => $body:expr) => {
+        match ($a, $b) {
+            (CpuStorage::F32($x), CpuStorage::F32($y)) => CpuStorage::F32($body),
+            (CpuStorage::F64($x), CpuStorage::F64($y)) => CpuStorage::F64($body),
+            (CpuStorage::F16($x), CpuStorage::F16($y)) => CpuStorage::F16($body),
+            (CpuStorage::BF16($x), CpuStorage::BF16($y)) => CpuStorage::BF16($body),
+            (CpuStorage::I64($x), CpuStorage::I64($y)) => CpuStorage::I64($body),
+            (CpuStorage::U32($x), CpuStorage::U32($y)) => CpuStorage::U32($body),
+            (CpuStorage::U8($x), CpuStorage::U8($y)) => CpuStorage::U8($body),
+            (a, b) => {
+                return Err(Error::DTypeMismatch {
+                    op: $op,
+                    lhs: crate::backend::BackendStorage::dtype(a),
+                    rhs: crate::backend::BackendStorage::dtype(b),
+                })
+            }
+        }
+    };
+}
+/// Runs `$body` (whose value is returned as is) for two storages of the same dtype.
+macro_rules! with_pair {
+    ($op:expr, $a:expr, $b:expr, ($x:ident, $y:ident) => $body:expr) => {
+        match ($a, $b) {
+            (CpuStorage::F32($x), CpuStorage::F32($y)) => $body,
+            (CpuStorage::F64($x), CpuStorage::F64($y)) => $body,
+            (CpuStorage::F16($x), CpuStorage::F16($y)) => $body,
+            (CpuStorage::BF16($x), CpuStorage::BF16($y)) => $body,
+            (CpuStorage::I64($x), CpuStorage::I64($y)) => $body,
+            (CpuStorage::U32($x), CpuStorage::U32($y)) => $body,
+            (CpuStorage::U8($x), CpuStorage::U8($y)) => $body,
+            (a, b) => {
+                return Err(Error::DTypeMismatch {
+                    op: $op,
+                    lhs: crate::backend::BackendStorage::dtype(a),
+                    rhs: crate::backend::BackendStorage::dtype(b),
+                })
+            }
+        }
+    };
+}
+pub(crate) use {map_all, map_pair, with_all, with_pair};
+
+impl CpuStorage {
+    /// Wraps a vector of any supported element type.
+    pub fn from_vec<T: WithDType>(v: Vec<T>) -> CpuStorage {
+        // The element type is known statically; the conversion is a move, never a copy.
+        use std::any::Any;
+        let b: Box<dyn Any> = Box::new(v);
+        match T::DTYPE {
+            DType::F32 => CpuStorage::F32(*b.downcast().expect("dtype tag matches type")),
+            DType::F64 => CpuStorage::F64(*b.downcast().expect("dtype tag matches type")),
+            DType::F16 => CpuStorage::F16(*b.downcast().expect("dtype tag matches type")),
+            DType::BF16 => CpuStorage::BF16(*b.downcast().expect("dtype tag matches type")),
+            DType::I64 => CpuStorage::I64(*b.downcast().expect("dtype tag matches type")),
+            DType::U32 => CpuStorage::U32(*b.downcast().expect("dtype tag matches type")),
+            DType::U8 => CpuStorage::U8(*b.downcast().expect("dtype tag matches type")),
+        }
+    }
+
+    /// The elements selected by `layout`, converted to `T` (exact when `T` is the storage dtype).
+    pub fn to_vec<T: WithDType>(&self, layout: &Layout) -> Vec<T> {
+        with_all!(self, v => {
+            let mut out = Vec::with_capacity(layout.elem_count());
+            strided::for_each(layout, |i| out.push(T::from_f64(v[i].to_f64())));
+            out
+        })
+    }
+
+    /// Borrows the data as a slice of `T`, or `None` when the dtype differs.
+    pub fn as_slice<T: WithDType>(&self) -> Option<&[T]> {
+        use std::any::Any;
+        with_all!(self, v => (v as &dyn Any).downcast_ref::<Vec<T>>().map(|v| v.as_slice()))
+    }
+
+    pub fn len(&self) -> usize {
+        with_all!(self, v => v.len())
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` as f64 (for printing and scalar extraction).
+    pub fn get_f64(&self, i: usize) -> f64 {
+        with_all!(self, v => v[i].to_f64())
+    }
+
+    fn full_f64(n: usize, value: f64, dtype: DType) -> CpuStorage {
+        fn fill<T: WithDType>(n: usize, v: f64) -> Vec<T> {
+            vec![T::from_f64(v); n]
+        }
+        match dtype {
+            DType::F32 => CpuStorage::F32(fill(n, value)),
+            DType::F64 => CpuStorage::F64(fill(n, value)),
+            DType::F16 => CpuStorage::F16(fill(n, value)),
+            DType::BF16 => CpuStorage::BF16(fill(n, value)),
+            DType::I64 => CpuStorage::I64(fill(n, value)),
+            DType::U32 => CpuStorage::U32(fill(n, value)),
+            DType::U8 => CpuStorage::U8(fill(n, value)),
+        }
+    }
+
+    /// `n` copies of `value` converted to `dtype`.
+    pub fn full(n: usize, value: f64, dtype: DType) -> CpuStorage {
+        Self::full_f64(n, value, dtype)
+    }
+}
+
+fn convert<T: WithDType, U: WithDType>(v: &[T], l: &Layout) -> Vec<U> {
+    map1(v, l, |x| U::from_f64(x.to_f64()))
+}
+
+impl BackendStorage for CpuStorage {
+    fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F64(_) => DType::F64,
+            CpuStorage::F16(_) => DType::F16,
+            CpuStorage::BF16(_) => DType::BF16,
+            CpuStorage::I64(_) => DType::I64,
+            CpuStorage::U32(_) => DType::U32,
+            CpuStorage::U8(_) => DType::U8,
+        }
+    }
+
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+
+    fn to_cpu(&self) -> Result<CpuStorage> {
+        Ok(self.clone())
+    }
+
+    fn zeros(shape: &Shape, dtype: DType, _device: Device) -> Result<Self> {
+        Ok(Self::full_f64(shape.elem_count(), 0.0, dtype))
+    }
+
+    fn to_dtype(&self, layout: &Layout, dtype: DType) -> Result<Self> {
+        if dtype == self.dtype() {
+            return self.copy_strided(layout);
+        }
+        // f16/bf16 <-> f32 go through `half`'s direct conversions; the rest through f64.
+        Ok(match (self, dtype) {
+            (CpuStorage::F16(v), DType::F32) => CpuStorage::F32(map1(v, layout, |x| x.to_f32())),
+            (CpuStorage::BF16(v), DType::F32) => CpuStorage::F32(map1(v, layout, |x| x.to_f32())),
+            (CpuStorage::F32(v), DType::F16) => CpuStorage::F16(map1(v, layout, f16::from_f32)),
+            (CpuStorage::F32(v), DType::BF16) => CpuStorage::BF16(map1(v, layout, bf16::from_f32)),
+            (s, DType::F32) => with_all!(s, v => CpuStorage::F32(convert(v, layout))),
+            (s, DType::F64) => with_all!(s, v => CpuStorage::F64(convert(v, layout))),
+            (s, DType::F16) => with_all!(s, v => CpuStorage::F16(convert(v, layout))),
+            (s, DType::BF16) => with_all!(s, v => CpuStorage::BF16(convert(v, layout))),
+            (s, DType::I64) => with_all!(s, v => CpuStorage::I64(convert(v, layout))),
+            (s, DType::U32) => with_all!(s, v => CpuStorage::U32(convert(v, layout))),
+            (s, DType::U8) => with_all!(s, v => CpuStorage::U8(convert(v, layout))),
+        })
+    }
+
+    fn copy_strided(&self, layout: &Layout) -> Result<Self> {
+        Ok(map_all!(self, v => copy_strided(v, layout)))
+    }
+
+    fn copy_into(&self, src_l: &Layout, dst: &mut Self, dst_l: &Layout) -> Result<()> {
+        let op = "copy_into";
+        if src_l.shape() != dst_l.shape() {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: src_l.shape().clone(),
+                rhs: dst_l.shape().clone(),
+            });
+        }
+        with_pair!(op, self, dst, (s, d) => strided::copy_into(s, src_l, d, dst_l));
+        Ok(())
+    }
+
+    fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {
+        elementwise::unary(self, layout, op)
+    }
+
+    fn binary(&self, l: &Layout, rhs: &Self, r: &Layout, op: BinaryOp) -> Result<Self> {
+        elementwise::binary(self, l, rhs, r, op)
+    }
+
+    fn cmp(&self, l: &Layout, rhs: &Self, r: &Layout, op: CmpOp) -> Result<Self> {
+        elementwise::cmp(self, l, rhs, r, op)
+    }
+
+    fn where_cond(
+        &self,
+        l: &Layout,
+        on_true: &Self,
+        t: &Layout,
+        on_false: &Self,
+        f: &Layout,
+    ) -> Result<Self> {
+        elementwise::where_cond(self, l, on_true, t, on_false, f)
+    }
+
+    fn reduce(&self, layout: &Layout, op: ReduceOp, dims: &[usize]) -> Result<Self> {
+        reduce::reduce(self, layout, op, dims)
+    }
+
+    fn matmul(&self, l: &Layout, rhs: &Self, r: &Layout) -> Result<Self> {
+        matmul::matmul(self, l, rhs, r)
+    }
+
+    fn index_select(&self, l: &Layout, ids: &Self, il: &Layout, dim: usize) -> Result<Self> {
+        indexing::index_select(self, l, ids, il, dim)
+    }
+
+    fn gather(&self, l: &Layout, ids: &Self, il: &Layout, dim: usize) -> Result<Self> {
+        indexing::gather(self, l, ids, il, dim)
+    }
+
+    fn scatter_add(
+        &self,
+        l: &Layout,
+        ids: &Self,
+        il: &Layout,
+        src: &Self,
+        sl: &Layout,
+        dim: usize,
+    ) -> Result<Self> {
+        indexing::scatter_add(self, l, ids, il, src, sl, dim)
+    }
+}

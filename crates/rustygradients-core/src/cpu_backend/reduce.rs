@@ -1,0 +1,95 @@
+//! Reductions over any set of dims. The layout is permuted so that reduced dims come last; each
+//! output element is then the fold of one run of `r` consecutive elements in that order.
+
+use rayon::prelude::*;
+
+use super::strided::{for_each, PAR_MIN};
+use super::{map_all, with_all, CpuStorage};
+use crate::backend::ReduceOp;
+use crate::{Error, Layout, Result, WithDType};
+
+pub(crate) fn reduce(
+    s: &CpuStorage,
+    l: &Layout,
+    op: ReduceOp,
+    dims: &[usize],
+) -> Result<CpuStorage> {
+    let rank = l.shape().rank();
+    let mut perm: Vec<usize> = (0..rank).filter(|d| !dims.contains(d)).collect();
+    let n_out: usize = perm.iter().map(|&d| l.dims()[d]).product();
+    perm.extend_from_slice(dims);
+    let pl = l.permute(&perm);
+    let r: usize = dims.iter().map(|&d| l.dims()[d]).product();
+    if r == 0 && op != ReduceOp::Sum {
+        return Err(Error::EmptyTensor {
+            op: op.name(),
+            shape: l.shape().clone(),
+        });
+    }
+    Ok(match op {
+        ReduceOp::Sum => map_all!(s, v => fold(v, &pl, r, n_out, sum_run)),
+        ReduceOp::Max => map_all!(s, v => fold(v, &pl, r, n_out, |run| extreme(run, true).0)),
+        ReduceOp::Min => map_all!(s, v => fold(v, &pl, r, n_out, |run| extreme(run, false).0)),
+        ReduceOp::ArgMax => {
+            CpuStorage::I64(with_all!(s, v => fold(v, &pl, r, n_out, |run| extreme(run, true).1)))
+        }
+        ReduceOp::ArgMin => {
+            CpuStorage::I64(with_all!(s, v => fold(v, &pl, r, n_out, |run| extreme(run, false).1)))
+        }
+    })
+}
+
+/// Applies `f` to each run of `r` elements; contiguous runs are borrowed and folded in parallel.
+fn fold<T: WithDType, U: Send>(
+    v: &[T],
+    pl: &Layout,
+    r: usize,
+    n_out: usize,
+    f: impl Fn(&[T]) -> U + Sync + Send,
+) -> Vec<U> {
+    if r == 0 {
+        return (0..n_out).map(|_| f(&[])).collect();
+    }
+    if let Some(range) = pl.contiguous_range() {
+        let s = &v[range];
+        if s.len() >= PAR_MIN && n_out > 1 {
+            return s.par_chunks(r).map(&f).collect();
+        }
+        return s.chunks(r).map(&f).collect();
+    }
+    let mut out = Vec::with_capacity(n_out);
+    let mut run = Vec::with_capacity(r);
+    for_each(pl, |i| {
+        run.push(v[i]);
+        if run.len() == r {
+            out.push(f(&run));
+            run.clear();
+        }
+    });
+    out
+}
+
+/// Sums in f64 (exact for every integer below 2^53, and stable for f16/bf16/f32).
+fn sum_run<T: WithDType>(run: &[T]) -> T {
+    let mut acc = 0f64;
+    for &x in run {
+        acc += x.to_f64();
+    }
+    T::from_f64(acc)
+}
+
+/// The largest (or smallest) element and its first index; a NaN wins, as in PyTorch.
+fn extreme<T: WithDType>(run: &[T], max: bool) -> (T, i64) {
+    let (mut best, mut idx) = (run[0], 0usize);
+    #[allow(clippy::eq_op)]
+    for (j, &x) in run.iter().enumerate() {
+        if x != x {
+            return (x, j as i64);
+        }
+        if (max && x > best) || (!max && x < best) {
+            best = x;
+            idx = j;
+        }
+    }
+    (best, idx as i64)
+}

@@ -1,0 +1,212 @@
+//! How a tensor's elements sit in its storage: shape, strides (in elements) and a start offset.
+//! Every view (`permute`, `narrow`, `expand`, ...) is a new `Layout` over the same storage.
+
+use crate::{Error, Result, Shape};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    shape: Shape,
+    strides: Vec<usize>,
+    offset: usize,
+}
+
+impl Layout {
+    pub fn contiguous(shape: impl Into<Shape>) -> Self {
+        let shape = shape.into();
+        let strides = shape.stride_contiguous();
+        Layout {
+            shape,
+            strides,
+            offset: 0,
+        }
+    }
+    pub fn new(shape: Shape, strides: Vec<usize>, offset: usize) -> Self {
+        Layout {
+            shape,
+            strides,
+            offset,
+        }
+    }
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+    pub fn dims(&self) -> &[usize] {
+        self.shape.dims()
+    }
+    pub fn strides(&self) -> &[usize] {
+        &self.strides
+    }
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+    pub fn elem_count(&self) -> usize {
+        self.shape.elem_count()
+    }
+
+    /// Row-major contiguous (size-1 dims may have any stride).
+    pub fn is_contiguous(&self) -> bool {
+        let mut acc = 1;
+        for (&d, &s) in self.dims().iter().zip(self.strides.iter()).rev() {
+            if d != 1 && s != acc {
+                return false;
+            }
+            acc *= d;
+        }
+        true
+    }
+
+    /// The storage range `offset..offset+n` if the layout is contiguous.
+    pub fn contiguous_range(&self) -> Option<std::ops::Range<usize>> {
+        self.is_contiguous()
+            .then(|| self.offset..self.offset + self.elem_count())
+    }
+
+    /// Largest storage index touched plus one (0 for an empty tensor).
+    pub fn storage_extent(&self) -> usize {
+        if self.elem_count() == 0 {
+            return 0;
+        }
+        self.offset
+            + self
+                .dims()
+                .iter()
+                .zip(self.strides.iter())
+                .map(|(&d, &s)| (d - 1) * s)
+                .sum::<usize>()
+            + 1
+    }
+
+    pub fn permute(&self, perm: &[usize]) -> Layout {
+        Layout {
+            shape: Shape::new(perm.iter().map(|&p| self.dims()[p]).collect()),
+            strides: perm.iter().map(|&p| self.strides[p]).collect(),
+            offset: self.offset,
+        }
+    }
+
+    pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Layout {
+        let mut dims = self.dims().to_vec();
+        dims[dim] = len;
+        Layout {
+            shape: Shape::new(dims),
+            strides: self.strides.clone(),
+            offset: self.offset + start * self.strides[dim],
+        }
+    }
+
+    /// Broadcast view (stride 0 on new or size-1 dims). `shape` must be a valid broadcast target.
+    pub fn broadcast_as(&self, shape: &Shape, op: &'static str) -> Result<Layout> {
+        let target = shape.dims();
+        let rank = target.len();
+        if rank < self.shape.rank() {
+            return Err(Error::BroadcastIncompatible {
+                op,
+                lhs: self.shape.clone(),
+                rhs: shape.clone(),
+            });
+        }
+        let extra = rank - self.shape.rank();
+        let mut strides = vec![0; rank];
+        for i in 0..rank {
+            if i < extra {
+                continue;
+            }
+            let (d, s) = (self.dims()[i - extra], self.strides[i - extra]);
+            strides[i] = if d == target[i] {
+                s
+            } else if d == 1 {
+                0
+            } else {
+                return Err(Error::BroadcastIncompatible {
+                    op,
+                    lhs: self.shape.clone(),
+                    rhs: shape.clone(),
+                });
+            };
+        }
+        Ok(Layout {
+            shape: shape.clone(),
+            strides,
+            offset: self.offset,
+        })
+    }
+
+    /// A view with new dims and strides over the same offset.
+    pub fn restrided(&self, shape: Shape, strides: Vec<usize>) -> Layout {
+        Layout {
+            shape,
+            strides,
+            offset: self.offset,
+        }
+    }
+
+    /// Iterates the storage index of each element in row-major order.
+    pub fn offsets(&self) -> StridedOffsets<'_> {
+        StridedOffsets::new(self)
+    }
+
+    /// Iterates `(outer storage start, inner count, inner stride)` blocks: the innermost dimension is
+    /// walked by the caller, which keeps kernels tight for the common strided cases.
+    pub fn blocks(&self) -> (StridedOffsets<'_>, usize, usize) {
+        match self.dims().last() {
+            None => (StridedOffsets::new(self), 1, 0),
+            Some(&n) => {
+                let rank = self.shape.rank();
+                (
+                    StridedOffsets::with_dims(
+                        &self.dims()[..rank - 1],
+                        &self.strides[..rank - 1],
+                        self.offset,
+                        self.elem_count() == 0,
+                    ),
+                    n,
+                    self.strides[rank - 1],
+                )
+            }
+        }
+    }
+}
+
+/// Row-major walk over storage indices of a strided layout, without per-element allocation.
+pub struct StridedOffsets<'a> {
+    dims: &'a [usize],
+    strides: &'a [usize],
+    index: Vec<usize>,
+    next: Option<usize>,
+}
+
+impl<'a> StridedOffsets<'a> {
+    fn new(l: &'a Layout) -> Self {
+        Self::with_dims(l.dims(), &l.strides, l.offset, l.elem_count() == 0)
+    }
+    fn with_dims(dims: &'a [usize], strides: &'a [usize], offset: usize, empty: bool) -> Self {
+        StridedOffsets {
+            dims,
+            strides,
+            index: vec![0; dims.len()],
+            next: if empty { None } else { Some(offset) },
+        }
+    }
+}
+
+impl Iterator for StridedOffsets<'_> {
+    type Item = usize;
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        let cur = self.next?;
+        let mut next = cur;
+        let mut done = true;
+        for d in (0..self.dims.len()).rev() {
+            if self.index[d] + 1 < self.dims[d] {
+                self.index[d] += 1;
+                next += self.strides[d];
+                done = false;
+                break;
+            }
+            next -= self.index[d] * self.strides[d];
+            self.index[d] = 0;
+        }
+        self.next = if done { None } else { Some(next) };
+        Some(cur)
+    }
+}

@@ -1,0 +1,38 @@
+//! RustyGradients core: one [`Tensor`] type over device storage, the CPU backend, and
+//! reverse-mode autograd.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | `shape`, `layout`, `dtype`, `device` | shapes and dims, strided layouts, element types, devices |
+//! | `storage`, `backend` | the per-device storage enum and the trait every backend implements |
+//! | `cpu_backend`, `cuda_backend` | the backends |
+//! | `tensor`, `ops` | the tensor type and its operations (creation, views, math, reductions, nn) |
+//! | `op`, `backprop`, `grad_mode` | the recorded graph, the gradient rules, `no_grad` |
+//! | `random`, `display`, `error` | seeded randomness, PyTorch-style printing, the error type |
+
+pub mod backend;
+mod backprop;
+pub mod cpu_backend;
+pub mod cuda_backend;
+mod device;
+mod display;
+mod dtype;
+mod error;
+mod grad_mode;
+mod layout;
+mod op;
+mod ops;
+pub mod random;
+mod shape;
+pub mod storage;
+mod tensor;
+
+pub use device::Device;
+pub use dtype::{DType, FloatDType, WithDType};
+pub use error::{Error, Result};
+pub use grad_mode::{is_grad_enabled, no_grad, NoGradGuard};
+pub use layout::Layout;
+pub use ops::Reduction;
+pub use random::manual_seed;
+pub use shape::{All, Dim, Dims, Shape};
+pub use tensor::{Tensor, TensorId};

@@ -1,0 +1,163 @@
+//! Making tensors: constants, ranges, seeded random values, and host data.
+
+use crate::cpu_backend::CpuStorage;
+use crate::storage::Storage;
+use crate::{random, DType, Device, Error, Result, Shape, Tensor, WithDType};
+
+impl Tensor {
+    /// A tensor of `shape` filled with `value` (converted to `dtype`).
+    pub fn full(
+        value: f64,
+        shape: impl Into<Shape>,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Tensor> {
+        let shape = shape.into();
+        let cpu = CpuStorage::full(shape.elem_count(), value, dtype);
+        Ok(Tensor::from_storage(
+            Storage::from_cpu(cpu, device)?,
+            shape,
+            None,
+        ))
+    }
+    pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
+        let shape = shape.into();
+        Ok(Tensor::from_storage(
+            Storage::zeros(&shape, dtype, device)?,
+            shape,
+            None,
+        ))
+    }
+    pub fn ones(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
+        Self::full(1.0, shape, dtype, device)
+    }
+    /// Same shape, dtype and device, filled with `value`.
+    pub fn full_like(&self, value: f64) -> Result<Tensor> {
+        Self::full(value, self.shape().clone(), self.dtype(), self.device())
+    }
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        Self::zeros(self.shape().clone(), self.dtype(), self.device())
+    }
+    pub fn ones_like(&self) -> Result<Tensor> {
+        self.full_like(1.0)
+    }
+
+    /// Values `start, start+step, ...` below `end` (above it for a negative step).
+    pub fn arange(start: f64, end: f64, step: f64, dtype: DType, device: Device) -> Result<Tensor> {
+        if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
+            return Err(Error::InvalidArgument {
+                op: "arange",
+                msg: format!(
+                    "start={start}, end={end}, step={step}: need finite values and a non-zero step"
+                ),
+            });
+        }
+        let n = ((end - start) / step).ceil().max(0.0) as usize;
+        let v: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
+        Tensor::from_vec(v, n, device)?.to_dtype(dtype)
+    }
+
+    /// `steps` evenly spaced values from `start` to `end` inclusive.
+    pub fn linspace(
+        start: f64,
+        end: f64,
+        steps: usize,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Tensor> {
+        let v: Vec<f64> = match steps {
+            0 => vec![],
+            1 => vec![start],
+            _ => {
+                let step = (end - start) / (steps - 1) as f64;
+                (0..steps)
+                    .map(|i| {
+                        if i == steps - 1 {
+                            end
+                        } else {
+                            start + i as f64 * step
+                        }
+                    })
+                    .collect()
+            }
+        };
+        Tensor::from_vec(v, steps, device)?.to_dtype(dtype)
+    }
+
+    fn check_float_dtype(op: &'static str, dtype: DType) -> Result<()> {
+        if dtype.is_float() {
+            Ok(())
+        } else {
+            Err(Error::UnsupportedDType {
+                op,
+                got: dtype,
+                expected: "a floating-point dtype",
+            })
+        }
+    }
+
+    /// Uniform samples in `[0, 1)` from the global generator (see [`crate::manual_seed`]).
+    pub fn rand(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
+        Self::check_float_dtype("rand", dtype)?;
+        let shape = shape.into();
+        Tensor::from_vec(random::uniform(shape.elem_count()), shape, device)?.to_dtype(dtype)
+    }
+
+    /// Standard normal samples from the global generator (see [`crate::manual_seed`]).
+    pub fn randn(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
+        Self::check_float_dtype("randn", dtype)?;
+        let shape = shape.into();
+        Tensor::from_vec(random::normal(shape.elem_count()), shape, device)?.to_dtype(dtype)
+    }
+
+    /// Uniform integers in `[low, high)`, as `i64`.
+    pub fn randint(low: i64, high: i64, shape: impl Into<Shape>, device: Device) -> Result<Tensor> {
+        if low >= high {
+            return Err(Error::InvalidArgument {
+                op: "randint",
+                msg: format!("empty range [{low}, {high})"),
+            });
+        }
+        let shape = shape.into();
+        Tensor::from_vec(
+            random::int_range(shape.elem_count(), low, high),
+            shape,
+            device,
+        )
+    }
+
+    /// Takes ownership of host data laid out row-major in `shape`.
+    pub fn from_vec<T: WithDType>(
+        data: Vec<T>,
+        shape: impl Into<Shape>,
+        device: Device,
+    ) -> Result<Tensor> {
+        let shape = shape.into();
+        if data.len() != shape.elem_count() {
+            return Err(Error::ElementCountMismatch {
+                op: "from_vec",
+                len: data.len(),
+                shape,
+            });
+        }
+        Ok(Tensor::from_storage(
+            Storage::from_cpu(CpuStorage::from_vec(data), device)?,
+            shape,
+            None,
+        ))
+    }
+
+    /// Copies host data laid out row-major in `shape`.
+    pub fn from_slice<T: WithDType>(
+        data: &[T],
+        shape: impl Into<Shape>,
+        device: Device,
+    ) -> Result<Tensor> {
+        Self::from_vec(data.to_vec(), shape, device)
+    }
+
+    /// A 0-dimensional tensor holding `value`.
+    pub fn scalar<T: WithDType>(value: T, device: Device) -> Result<Tensor> {
+        Self::from_vec(vec![value], (), device)
+    }
+}

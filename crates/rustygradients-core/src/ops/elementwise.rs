@@ -1,0 +1,235 @@
+//! Elementwise ops: unary math, binary arithmetic with NumPy broadcasting, comparisons,
+//! `where_cond`/`masked_fill` and dtype conversion.
+
+use crate::backend::{BinaryOp, CmpOp, UnaryOp};
+use crate::op::Op;
+use crate::{DType, Error, Result, Tensor};
+
+macro_rules! unary_methods {
+    ($($(#[$doc:meta])* $name:ident => $op:ident),* $(,)?) => {$(
+        $(#[$doc])*
+        pub fn $name(&self) -> Result<Tensor> {
+            self.unary_op(UnaryOp::$op)
+        }
+    )*};
+}
+
+macro_rules! binary_methods {
+    ($($name:ident => $op:ident),* $(,)?) => {$(
+        #[doc = concat!("Elementwise `", stringify!($name), "` with NumPy broadcasting.")]
+        pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
+            self.binary_op(rhs, BinaryOp::$op)
+        }
+    )*};
+}
+
+macro_rules! cmp_methods {
+    ($($name:ident => $op:ident),* $(,)?) => {$(
+        #[doc = concat!("Elementwise `", stringify!($name), "` with broadcasting; a `u8` mask of 0/1.")]
+        pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
+            self.cmp_op(rhs, CmpOp::$op)
+        }
+    )*};
+}
+
+impl Tensor {
+    pub(crate) fn unary_op(&self, op: UnaryOp) -> Result<Tensor> {
+        if !self.dtype().is_float() && !op.supports_int() {
+            return Err(Error::UnsupportedDType {
+                op: op.name(),
+                got: self.dtype(),
+                expected: "a floating-point dtype",
+            });
+        }
+        let s = self.storage().unary(self.layout(), op)?;
+        Ok(Tensor::from_storage(
+            s,
+            self.shape().clone(),
+            Some(Op::Unary(self.clone(), op)),
+        ))
+    }
+
+    unary_methods!(
+        neg => Neg, abs => Abs, exp => Exp, log => Log, sqrt => Sqrt, rsqrt => Rsqrt, sin => Sin,
+        cos => Cos, tanh => Tanh, sigmoid => Sigmoid, relu => Relu,
+        /// GELU, exact (erf) form: `x * Φ(x)`.
+        gelu => Gelu,
+        /// GELU, tanh approximation.
+        gelu_tanh => GeluTanh,
+        silu => Silu, softplus => Softplus, sqr => Sqr, recip => Recip, erf => Erf, sign => Sign,
+    );
+
+    /// `x^e` for a scalar exponent.
+    pub fn powf(&self, e: f64) -> Result<Tensor> {
+        self.unary_op(UnaryOp::Powf(e))
+    }
+    /// Limits values to `[min, max]`.
+    pub fn clamp(&self, min: f64, max: f64) -> Result<Tensor> {
+        if min > max || min.is_nan() || max.is_nan() {
+            return Err(Error::InvalidArgument {
+                op: "clamp",
+                msg: format!("min {min} must not exceed max {max}"),
+            });
+        }
+        self.unary_op(UnaryOp::Clamp(min, max))
+    }
+    /// `x * mul + add` in one pass.
+    pub fn affine(&self, mul: f64, add: f64) -> Result<Tensor> {
+        self.unary_op(UnaryOp::Affine(mul, add))
+    }
+    pub fn add_scalar(&self, v: f64) -> Result<Tensor> {
+        self.affine(1.0, v)
+    }
+    pub fn sub_scalar(&self, v: f64) -> Result<Tensor> {
+        self.affine(1.0, -v)
+    }
+    pub fn mul_scalar(&self, v: f64) -> Result<Tensor> {
+        self.affine(v, 0.0)
+    }
+    pub fn div_scalar(&self, v: f64) -> Result<Tensor> {
+        self.affine(1.0 / v, 0.0)
+    }
+    pub fn maximum_scalar(&self, v: f64) -> Result<Tensor> {
+        self.maximum(&self.scalar_like(v)?)
+    }
+    pub fn minimum_scalar(&self, v: f64) -> Result<Tensor> {
+        self.minimum(&self.scalar_like(v)?)
+    }
+
+    /// A 0-d tensor of this dtype and device.
+    pub(crate) fn scalar_like(&self, v: f64) -> Result<Tensor> {
+        Tensor::full(v, (), self.dtype(), self.device())
+    }
+
+    /// Broadcasts both operands to their common shape (views, recorded for autograd).
+    pub(crate) fn broadcast_pair(
+        &self,
+        rhs: &Tensor,
+        op: &'static str,
+    ) -> Result<(Tensor, Tensor)> {
+        if self.device() != rhs.device() {
+            return Err(Error::DeviceMismatch {
+                op,
+                lhs: self.device(),
+                rhs: rhs.device(),
+            });
+        }
+        let shape = self.shape().broadcast_with(rhs.shape(), op)?;
+        Ok((self.broadcast_to(shape.clone())?, rhs.broadcast_to(shape)?))
+    }
+
+    pub(crate) fn binary_op(&self, rhs: &Tensor, op: BinaryOp) -> Result<Tensor> {
+        if self.dtype() != rhs.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: op.name(),
+                lhs: self.dtype(),
+                rhs: rhs.dtype(),
+            });
+        }
+        if self.dtype().is_int() && matches!(op, BinaryOp::Div | BinaryOp::Pow) {
+            return Err(Error::UnsupportedDType {
+                op: op.name(),
+                got: self.dtype(),
+                expected: "a floating-point dtype (convert integers with to_dtype first)",
+            });
+        }
+        let (a, b) = self.broadcast_pair(rhs, op.name())?;
+        let s = a
+            .storage()
+            .binary(a.layout(), &b.storage(), b.layout(), op)?;
+        Ok(Tensor::from_storage(
+            s,
+            a.shape().clone(),
+            Some(Op::Binary(a.clone(), b.clone(), op)),
+        ))
+    }
+
+    binary_methods!(add => Add, sub => Sub, mul => Mul, div => Div, pow => Pow, maximum => Maximum, minimum => Minimum);
+
+    pub(crate) fn cmp_op(&self, rhs: &Tensor, op: CmpOp) -> Result<Tensor> {
+        if self.dtype() != rhs.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: op.name(),
+                lhs: self.dtype(),
+                rhs: rhs.dtype(),
+            });
+        }
+        let (a, b) = self.broadcast_pair(rhs, op.name())?;
+        let s = a.storage().cmp(a.layout(), &b.storage(), b.layout(), op)?;
+        Ok(Tensor::from_storage(s, a.shape().clone(), None))
+    }
+
+    cmp_methods!(eq => Eq, ne => Ne, lt => Lt, le => Le, gt => Gt, ge => Ge);
+
+    /// Elementwise `on_true` where this `u8` mask is non-zero, else `on_false` (all broadcast).
+    pub fn where_cond(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
+        let op = "where_cond";
+        if self.dtype() != DType::U8 {
+            return Err(Error::UnsupportedDType {
+                op,
+                got: self.dtype(),
+                expected: "a u8 mask",
+            });
+        }
+        if on_true.dtype() != on_false.dtype() {
+            return Err(Error::DTypeMismatch {
+                op,
+                lhs: on_true.dtype(),
+                rhs: on_false.dtype(),
+            });
+        }
+        for t in [on_true, on_false] {
+            if t.device() != self.device() {
+                return Err(Error::DeviceMismatch {
+                    op,
+                    lhs: self.device(),
+                    rhs: t.device(),
+                });
+            }
+        }
+        let shape = self
+            .shape()
+            .broadcast_with(on_true.shape(), op)?
+            .broadcast_with(on_false.shape(), op)?;
+        let (m, t, f) = (
+            self.broadcast_to(shape.clone())?,
+            on_true.broadcast_to(shape.clone())?,
+            on_false.broadcast_to(shape.clone())?,
+        );
+        let s = m.storage().where_cond(
+            m.layout(),
+            &t.storage(),
+            t.layout(),
+            &f.storage(),
+            f.layout(),
+        )?;
+        Ok(Tensor::from_storage(
+            s,
+            shape,
+            Some(Op::WhereCond(m.clone(), t.clone(), f.clone())),
+        ))
+    }
+
+    /// `value` where the `u8` mask is non-zero, else this tensor's element.
+    pub fn masked_fill(&self, mask: &Tensor, value: f64) -> Result<Tensor> {
+        let shape = self.shape().broadcast_with(mask.shape(), "masked_fill")?;
+        if &shape != self.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "masked_fill",
+                lhs: self.shape().clone(),
+                rhs: mask.shape().clone(),
+            });
+        }
+        mask.where_cond(&self.scalar_like(value)?, self)
+    }
+
+    /// Converts to `dtype` (a copy; gradients flow between float dtypes).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let s = self.storage().to_dtype(self.layout(), dtype)?;
+        let op = (dtype.is_float() && self.dtype().is_float()).then(|| Op::ToDType(self.clone()));
+        Ok(Tensor::from_storage(s, self.shape().clone(), op))
+    }
+}

@@ -1,0 +1,11 @@
+//! The public tensor operations, grouped by kind. Each file adds methods to [`crate::Tensor`].
+
+mod creation;
+mod elementwise;
+mod indexing;
+mod matmul;
+mod nn;
+mod reduce;
+mod views;
+
+pub use nn::Reduction;

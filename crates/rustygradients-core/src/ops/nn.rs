@@ -1,0 +1,200 @@
+//! Neural-network functions: softmax, normalisation, losses and dropout, composed from the
+//! primitive ops (so their gradients come from the primitives' rules).
+
+use crate::{random, DType, Dim, Error, Result, Tensor};
+
+/// How a loss combines its per-element values (PyTorch's `reduction=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reduction {
+    #[default]
+    Mean,
+    Sum,
+    None,
+}
+
+impl Tensor {
+    /// `exp(x) / sum(exp(x))` along `dim`.
+    pub fn softmax(&self, dim: impl Dim) -> Result<Tensor> {
+        let d = dim.resolve(self.shape(), "softmax")?;
+        self.float_only("softmax")?;
+        let m = self.max(d, true)?.detach();
+        let e = self.sub(&m)?.exp()?;
+        e.div(&e.sum(d, true)?)
+    }
+
+    /// `x - logsumexp(x)` along `dim`.
+    pub fn log_softmax(&self, dim: impl Dim) -> Result<Tensor> {
+        let d = dim.resolve(self.shape(), "log_softmax")?;
+        self.sub(&self.logsumexp(d, true)?)
+    }
+
+    fn check_last_dim(&self, p: &Tensor, op: &'static str) -> Result<()> {
+        if p.rank() != 1 || self.rank() == 0 || p.dims()[0] != self.dims()[self.rank() - 1] {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: self.shape().clone(),
+                rhs: p.shape().clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Layer normalisation over the last dim: `(x - mean) / sqrt(var + eps) * weight + bias`.
+    pub fn layer_norm(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let op = "layer_norm";
+        self.float_only(op)?;
+        if self.rank() == 0 {
+            return Err(Error::InvalidShape {
+                op,
+                msg: "needs at least 1 dim".into(),
+                shape: self.shape().clone(),
+            });
+        }
+        let centered = self.sub(&self.mean(-1, true)?)?;
+        let var = centered.sqr()?.mean(-1, true)?;
+        let mut y = centered.mul(&var.add_scalar(eps)?.rsqrt()?)?;
+        if let Some(w) = weight {
+            self.check_last_dim(w, op)?;
+            y = y.mul(w)?;
+        }
+        if let Some(b) = bias {
+            self.check_last_dim(b, op)?;
+            y = y.add(b)?;
+        }
+        Ok(y)
+    }
+
+    /// RMS normalisation over the last dim: `x / sqrt(mean(x²) + eps) * weight`.
+    pub fn rms_norm(&self, weight: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        let op = "rms_norm";
+        self.float_only(op)?;
+        if self.rank() == 0 {
+            return Err(Error::InvalidShape {
+                op,
+                msg: "needs at least 1 dim".into(),
+                shape: self.shape().clone(),
+            });
+        }
+        let y = self.mul(&self.sqr()?.mean(-1, true)?.add_scalar(eps)?.rsqrt()?)?;
+        match weight {
+            Some(w) => {
+                self.check_last_dim(w, op)?;
+                y.mul(w)
+            }
+            None => Ok(y),
+        }
+    }
+
+    /// Cross-entropy of `(N, C)` logits against `(N,)` class indices; targets equal to
+    /// `ignore_index` contribute nothing (and are not counted by the mean).
+    pub fn cross_entropy(
+        &self,
+        targets: &Tensor,
+        ignore_index: Option<i64>,
+        reduction: Reduction,
+    ) -> Result<Tensor> {
+        let op = "cross_entropy";
+        if self.rank() != 2 || targets.rank() != 1 || targets.dims()[0] != self.dims()[0] {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: self.shape().clone(),
+                rhs: targets.shape().clone(),
+            });
+        }
+        if targets.dtype() != DType::I64 {
+            return Err(Error::UnsupportedDType {
+                op,
+                got: targets.dtype(),
+                expected: "i64 class indices",
+            });
+        }
+        let c = self.dims()[1];
+        let t = targets.to_f64_vec()?;
+        let ignored = |v: f64| ignore_index.is_some_and(|i| v as i64 == i);
+        if let Some(&bad) = t
+            .iter()
+            .find(|&&v| !ignored(v) && (v < 0.0 || v as usize >= c))
+        {
+            return Err(Error::IndexOutOfRange {
+                op,
+                index: bad as i64,
+                size: c,
+            });
+        }
+        // Ignored rows gather class 0 and are then masked out.
+        let safe: Vec<i64> = t
+            .iter()
+            .map(|&v| if ignored(v) { 0 } else { v as i64 })
+            .collect();
+        let keep: Vec<f64> = t
+            .iter()
+            .map(|&v| if ignored(v) { 0.0 } else { 1.0 })
+            .collect();
+        let n = self.dims()[0];
+        let safe = Tensor::from_vec(safe, [n, 1], self.device())?;
+        let keep = Tensor::from_vec(keep.clone(), n, self.device())?.to_dtype(self.dtype())?;
+        let nll = self
+            .log_softmax(1)?
+            .gather(1, &safe)?
+            .squeeze(1)?
+            .neg()?
+            .mul(&keep)?;
+        match reduction {
+            Reduction::None => Ok(nll),
+            Reduction::Sum => nll.sum_all(),
+            Reduction::Mean => {
+                // PyTorch gives NaN when every target is ignored (0 / 0); so do we.
+                let count = keep.sum_all()?.item()?;
+                nll.sum_all()?.div_scalar(count)
+            }
+        }
+    }
+
+    /// Mean squared error (or its sum, or the elementwise squares).
+    pub fn mse_loss(&self, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
+        if self.shape() != target.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "mse_loss",
+                lhs: self.shape().clone(),
+                rhs: target.shape().clone(),
+            });
+        }
+        let sq = self.sub(target)?.sqr()?;
+        match reduction {
+            Reduction::None => Ok(sq),
+            Reduction::Sum => sq.sum_all(),
+            Reduction::Mean => sq.mean_all(),
+        }
+    }
+
+    /// Zeroes each element with probability `p` and scales the rest by `1/(1-p)` when `train`;
+    /// the identity in eval mode. The mask comes from the global seeded generator.
+    pub fn dropout(&self, p: f64, train: bool) -> Result<Tensor> {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(Error::InvalidArgument {
+                op: "dropout",
+                msg: format!("probability {p} is outside [0, 1]"),
+            });
+        }
+        self.float_only("dropout")?;
+        if !train || p == 0.0 {
+            return Ok(self.clone());
+        }
+        if p == 1.0 {
+            return self.mul_scalar(0.0);
+        }
+        let scale = 1.0 / (1.0 - p);
+        let mask: Vec<f64> = random::uniform(self.elem_count())
+            .into_iter()
+            .map(|u| if u >= p { scale } else { 0.0 })
+            .collect();
+        let mask =
+            Tensor::from_vec(mask, self.shape().clone(), self.device())?.to_dtype(self.dtype())?;
+        self.mul(&mask)
+    }
+}

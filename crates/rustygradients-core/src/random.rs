@@ -1,0 +1,47 @@
+//! The seedable random source behind `rand`, `randn`, `randint` and `dropout`. One generator for
+//! the process (ChaCha8): the same `manual_seed` gives the same numbers on every machine.
+
+use std::sync::Mutex;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+
+/// The seed used until `manual_seed` is called, so unseeded runs are reproducible too.
+pub const DEFAULT_SEED: u64 = 0x5eed;
+
+static RNG: Mutex<Option<ChaCha8Rng>> = Mutex::new(None);
+
+/// Reseeds the global generator (like `torch.manual_seed`).
+pub fn manual_seed(seed: u64) {
+    *RNG.lock().unwrap_or_else(|e| e.into_inner()) = Some(ChaCha8Rng::seed_from_u64(seed));
+}
+
+/// Runs `f` with the global generator.
+pub(crate) fn with_rng<R>(f: impl FnOnce(&mut ChaCha8Rng) -> R) -> R {
+    let mut guard = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let rng = guard.get_or_insert_with(|| ChaCha8Rng::seed_from_u64(DEFAULT_SEED));
+    f(rng)
+}
+
+/// The generator's state, for checkpoints that must resume the same random stream.
+pub fn rng_state() -> ChaCha8Rng {
+    with_rng(|r| r.clone())
+}
+
+/// Restores a state taken by [`rng_state`].
+pub fn set_rng_state(state: ChaCha8Rng) {
+    *RNG.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
+}
+
+pub(crate) fn uniform(n: usize) -> Vec<f64> {
+    with_rng(|r| (0..n).map(|_| r.gen::<f64>()).collect())
+}
+
+pub(crate) fn normal(n: usize) -> Vec<f64> {
+    with_rng(|r| (0..n).map(|_| r.sample::<f64, _>(StandardNormal)).collect())
+}
+
+pub(crate) fn int_range(n: usize, low: i64, high: i64) -> Vec<i64> {
+    with_rng(|r| (0..n).map(|_| r.gen_range(low..high)).collect())
+}

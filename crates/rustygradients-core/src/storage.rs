@@ -1,0 +1,146 @@
+//! A tensor's memory on whichever device holds it. This is the one place that matches on the
+//! device: every method forwards to the device's [`BackendStorage`].
+
+use crate::backend::{BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp};
+use crate::cpu_backend::CpuStorage;
+use crate::cuda_backend::CudaStorage;
+use crate::{DType, Device, Error, Layout, Result, Shape};
+
+#[derive(Debug, Clone)]
+pub enum Storage {
+    Cpu(CpuStorage),
+    Cuda(CudaStorage),
+}
+
+/// Forwards a method with no storage operands.
+macro_rules! one {
+    ($self:expr, $s:ident => $body:expr) => {
+        match $self {
+            Storage::Cpu($s) => Storage::Cpu($body?),
+            Storage::Cuda($s) => Storage::Cuda($body?),
+        }
+    };
+}
+
+/// Forwards a method whose operands must all live on the same device.
+macro_rules! same_device {
+    ($op:expr, ($($a:ident),+) => $body:expr) => {{
+        #[allow(unused_parens)]
+        match ($($a),+) {
+            ($(Storage::Cpu($a)),+) => Storage::Cpu($body?),
+            ($(Storage::Cuda($a)),+) => Storage::Cuda($body?),
+            #[allow(unreachable_patterns)]
+            _ => return Err(mismatch($op, &[$($a.device()),+])),
+        }
+    }};
+}
+
+fn mismatch(op: &'static str, devices: &[Device]) -> Error {
+    let lhs = devices[0];
+    let rhs = devices.iter().copied().find(|d| *d != lhs).unwrap_or(lhs);
+    Error::DeviceMismatch { op, lhs, rhs }
+}
+
+impl Storage {
+    pub fn dtype(&self) -> DType {
+        match self {
+            Storage::Cpu(s) => s.dtype(),
+            Storage::Cuda(s) => s.dtype(),
+        }
+    }
+    pub fn device(&self) -> Device {
+        match self {
+            Storage::Cpu(s) => s.device(),
+            Storage::Cuda(s) => s.device(),
+        }
+    }
+
+    /// Moves host data to `device`.
+    pub fn from_cpu(cpu: CpuStorage, device: Device) -> Result<Storage> {
+        match device {
+            Device::Cpu => Ok(Storage::Cpu(cpu)),
+            Device::Cuda(ordinal) => Ok(Storage::Cuda(CudaStorage::from_cpu(&cpu, ordinal)?)),
+        }
+    }
+    pub fn to_cpu(&self) -> Result<CpuStorage> {
+        match self {
+            Storage::Cpu(s) => s.to_cpu(),
+            Storage::Cuda(s) => s.to_cpu(),
+        }
+    }
+    pub fn zeros(shape: &Shape, dtype: DType, device: Device) -> Result<Storage> {
+        Ok(match device {
+            Device::Cpu => Storage::Cpu(CpuStorage::zeros(shape, dtype, device)?),
+            Device::Cuda(_) => Storage::Cuda(CudaStorage::zeros(shape, dtype, device)?),
+        })
+    }
+
+    pub fn to_dtype(&self, l: &Layout, dtype: DType) -> Result<Storage> {
+        Ok(one!(self, s => s.to_dtype(l, dtype)))
+    }
+    pub fn copy_strided(&self, l: &Layout) -> Result<Storage> {
+        Ok(one!(self, s => s.copy_strided(l)))
+    }
+    pub fn copy_into(&self, src_l: &Layout, dst: &mut Storage, dst_l: &Layout) -> Result<()> {
+        match (self, dst) {
+            (Storage::Cpu(s), Storage::Cpu(d)) => s.copy_into(src_l, d, dst_l),
+            (Storage::Cuda(s), Storage::Cuda(d)) => s.copy_into(src_l, d, dst_l),
+            (s, d) => Err(mismatch("copy_into", &[s.device(), d.device()])),
+        }
+    }
+    pub fn unary(&self, l: &Layout, op: UnaryOp) -> Result<Storage> {
+        Ok(one!(self, s => s.unary(l, op)))
+    }
+    pub fn binary(&self, l: &Layout, rhs: &Storage, r: &Layout, op: BinaryOp) -> Result<Storage> {
+        let (a, b) = (self, rhs);
+        Ok(same_device!(op.name(), (a, b) => a.binary(l, b, r, op)))
+    }
+    pub fn cmp(&self, l: &Layout, rhs: &Storage, r: &Layout, op: CmpOp) -> Result<Storage> {
+        let (a, b) = (self, rhs);
+        Ok(same_device!(op.name(), (a, b) => a.cmp(l, b, r, op)))
+    }
+    pub fn where_cond(
+        &self,
+        l: &Layout,
+        on_true: &Storage,
+        t: &Layout,
+        on_false: &Storage,
+        f: &Layout,
+    ) -> Result<Storage> {
+        let (m, a, b) = (self, on_true, on_false);
+        Ok(same_device!("where_cond", (m, a, b) => m.where_cond(l, a, t, b, f)))
+    }
+    pub fn reduce(&self, l: &Layout, op: ReduceOp, dims: &[usize]) -> Result<Storage> {
+        Ok(one!(self, s => s.reduce(l, op, dims)))
+    }
+    pub fn matmul(&self, l: &Layout, rhs: &Storage, r: &Layout) -> Result<Storage> {
+        let (a, b) = (self, rhs);
+        Ok(same_device!("matmul", (a, b) => a.matmul(l, b, r)))
+    }
+    pub fn index_select(
+        &self,
+        l: &Layout,
+        ids: &Storage,
+        il: &Layout,
+        dim: usize,
+    ) -> Result<Storage> {
+        let (a, i) = (self, ids);
+        Ok(same_device!("index_select", (a, i) => a.index_select(l, i, il, dim)))
+    }
+    pub fn gather(&self, l: &Layout, ids: &Storage, il: &Layout, dim: usize) -> Result<Storage> {
+        let (a, i) = (self, ids);
+        Ok(same_device!("gather", (a, i) => a.gather(l, i, il, dim)))
+    }
+    pub fn scatter_add(
+        &self,
+        l: &Layout,
+        ids: &Storage,
+        il: &Layout,
+        src: &Storage,
+        sl: &Layout,
+        dim: usize,
+    ) -> Result<Storage> {
+        let (a, i, s) = (self, ids, src);
+        Ok(same_device!("scatter_add", (a, i, s) => a.scatter_add(l, i, il, s, sl, dim)))
+    }
+}

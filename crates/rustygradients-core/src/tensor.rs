@@ -1,0 +1,279 @@
+//! [`Tensor`]: the one tensor type. A cheap handle (`Arc`) to shared storage seen through a
+//! [`Layout`], with the op that produced it when autograd is recording.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use crate::cpu_backend::CpuStorage;
+use crate::op::Op;
+use crate::storage::Storage;
+use crate::{grad_mode, DType, Device, Error, Layout, Result, Shape, WithDType};
+
+/// Identifies a tensor node in the autograd graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(u64);
+
+impl TensorId {
+    fn next() -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(1);
+        TensorId(COUNTER.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+pub(crate) struct TensorInner {
+    id: TensorId,
+    storage: Arc<RwLock<Storage>>,
+    layout: Layout,
+    dtype: DType,
+    device: Device,
+    /// The recorded op; taken (freeing the graph) by `backward`.
+    pub(crate) op: Mutex<Option<Op>>,
+    /// True when an op was recorded at creation (the tensor is an interior graph node).
+    pub(crate) in_graph: bool,
+    requires_grad: AtomicBool,
+    pub(crate) grad: Mutex<Option<Tensor>>,
+}
+
+/// An n-dimensional array on a device, with reverse-mode autograd.
+///
+/// Cloning is cheap and shares data. Views (`reshape`, `permute`, `narrow`, `expand`, ...) share
+/// storage with their source.
+///
+/// ```
+/// use rustygradients_core::{DType, Device, Tensor};
+/// let a = Tensor::from_vec(vec![1f32, 2., 3., 4.], &[2, 2], Device::Cpu)?;
+/// let b = a.t()?.matmul(&a)?;
+/// assert_eq!(b.to_vec::<f32>()?, vec![10., 14., 14., 20.]);
+/// # Ok::<(), rustygradients_core::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Arc<TensorInner>);
+
+impl Drop for TensorInner {
+    /// Unwinds long graphs iteratively: dropping the end of a 100k-op chain must not recurse.
+    fn drop(&mut self) {
+        let Some(op) = self.op.get_mut().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let mut stack = op.into_inputs();
+        while let Some(t) = stack.pop() {
+            if let Ok(mut inner) = Arc::try_unwrap(t.0) {
+                if let Some(op) = inner.op.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+                    stack.extend(op.into_inputs());
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Tensor {
+    /// A new tensor over fresh storage, recording `op` when autograd needs it.
+    pub(crate) fn from_storage(
+        storage: Storage,
+        shape: impl Into<Shape>,
+        op: Option<Op>,
+    ) -> Tensor {
+        Self::build(
+            Arc::new(RwLock::new(storage)),
+            Layout::contiguous(shape),
+            op,
+        )
+    }
+
+    /// A view sharing this tensor's storage.
+    pub(crate) fn view_with(&self, layout: Layout, op: Option<Op>) -> Tensor {
+        Self::build(self.0.storage.clone(), layout, op)
+    }
+
+    fn build(storage: Arc<RwLock<Storage>>, layout: Layout, op: Option<Op>) -> Tensor {
+        let op = op.filter(|op| {
+            grad_mode::is_grad_enabled() && op.inputs().iter().any(|t| t.is_tracked())
+        });
+        let (dtype, device) = {
+            let s = storage.read().unwrap_or_else(|e| e.into_inner());
+            (s.dtype(), s.device())
+        };
+        Tensor(Arc::new(TensorInner {
+            id: TensorId::next(),
+            storage,
+            layout,
+            dtype,
+            device,
+            in_graph: op.is_some(),
+            op: Mutex::new(op),
+            requires_grad: AtomicBool::new(false),
+            grad: Mutex::new(None),
+        }))
+    }
+
+    pub fn id(&self) -> TensorId {
+        self.0.id
+    }
+    pub fn shape(&self) -> &Shape {
+        self.0.layout.shape()
+    }
+    pub fn dims(&self) -> &[usize] {
+        self.0.layout.dims()
+    }
+    pub fn rank(&self) -> usize {
+        self.shape().rank()
+    }
+    pub fn elem_count(&self) -> usize {
+        self.shape().elem_count()
+    }
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+    pub fn device(&self) -> Device {
+        self.0.device
+    }
+    pub fn layout(&self) -> &Layout {
+        &self.0.layout
+    }
+    pub fn stride(&self) -> &[usize] {
+        self.0.layout.strides()
+    }
+    pub fn is_contiguous(&self) -> bool {
+        self.0.layout.is_contiguous()
+    }
+    /// Size of one dim (negative counts from the end).
+    pub fn dim(&self, d: impl crate::Dim) -> Result<usize> {
+        Ok(self.dims()[d.resolve(self.shape(), "dim")?])
+    }
+
+    pub(crate) fn storage(&self) -> RwLockReadGuard<'_, Storage> {
+        self.0.storage.read().unwrap_or_else(|e| e.into_inner())
+    }
+    /// True when `self` and `other` are views of the same memory.
+    pub fn same_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0.storage, &other.0.storage)
+    }
+
+    // ---- autograd state -------------------------------------------------------------------
+
+    /// True for leaves that collect gradients.
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad.load(Ordering::Relaxed)
+    }
+    /// True when gradients flow through this tensor (a grad-requiring leaf or a recorded op).
+    pub fn is_tracked(&self) -> bool {
+        self.requires_grad() || self.0.in_graph
+    }
+    /// True when no op was recorded for this tensor.
+    pub fn is_leaf(&self) -> bool {
+        !self.0.in_graph
+    }
+    /// Marks a leaf as collecting gradients (PyTorch's `requires_grad_`); returns the same tensor.
+    pub fn requires_grad_(self, flag: bool) -> Result<Tensor> {
+        if !self.is_leaf() {
+            return Err(Error::Backward(
+                "requires_grad_ can only be set on leaf tensors; use detach() first".into(),
+            ));
+        }
+        if flag && !self.dtype().is_float() {
+            return Err(Error::UnsupportedDType {
+                op: "requires_grad_",
+                got: self.dtype(),
+                expected: "a floating-point dtype (only floats have gradients)",
+            });
+        }
+        self.0.requires_grad.store(flag, Ordering::Relaxed);
+        Ok(self)
+    }
+    /// The gradient accumulated on this leaf by `backward`, if any.
+    pub fn grad(&self) -> Option<Tensor> {
+        lock(&self.0.grad).clone()
+    }
+    pub(crate) fn set_grad(&self, g: Option<Tensor>) {
+        *lock(&self.0.grad) = g;
+    }
+    /// Forgets the accumulated gradient.
+    pub fn zero_grad(&self) {
+        self.set_grad(None);
+    }
+    /// The same data with no graph history and no gradient requirement.
+    pub fn detach(&self) -> Tensor {
+        self.view_with(self.layout().clone(), None)
+    }
+
+    // ---- host data ------------------------------------------------------------------------
+
+    /// Host copy of the elements in row-major order; `T` must be the tensor's dtype.
+    pub fn to_vec<T: WithDType>(&self) -> Result<Vec<T>> {
+        if T::DTYPE != self.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: "to_vec",
+                lhs: self.dtype(),
+                rhs: T::DTYPE,
+            });
+        }
+        Ok(self.to_cpu_storage()?.to_vec(self.layout()))
+    }
+
+    /// Every element converted to f64, row-major (for tests, printing and metrics).
+    pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
+        Ok(self.to_cpu_storage()?.to_vec(self.layout()))
+    }
+
+    /// The value of a one-element tensor; `T` must be the tensor's dtype.
+    pub fn to_scalar<T: WithDType>(&self) -> Result<T> {
+        if self.elem_count() != 1 {
+            return Err(Error::InvalidShape {
+                op: "to_scalar",
+                msg: "expected exactly one element".into(),
+                shape: self.shape().clone(),
+            });
+        }
+        Ok(self.to_vec::<T>()?[0])
+    }
+
+    /// The value of a one-element tensor as f64, whatever its dtype (PyTorch's `item()`).
+    pub fn item(&self) -> Result<f64> {
+        if self.elem_count() != 1 {
+            return Err(Error::InvalidShape {
+                op: "item",
+                msg: "expected exactly one element".into(),
+                shape: self.shape().clone(),
+            });
+        }
+        Ok(self.to_f64_vec()?[0])
+    }
+
+    pub(crate) fn to_cpu_storage(&self) -> Result<CpuStorage> {
+        match &*self.storage() {
+            Storage::Cpu(s) => Ok(s.clone()),
+            other => other.to_cpu(),
+        }
+    }
+
+    /// A copy on `device` (the same tensor if it is already there). Gradients flow back.
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        let cpu = self.storage().copy_strided(self.layout())?.to_cpu()?;
+        let storage = Storage::from_cpu(cpu, device)?;
+        Ok(Tensor::from_storage(
+            storage,
+            self.shape().clone(),
+            Some(Op::ToDevice(self.clone())),
+        ))
+    }
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Tensor[id={:?}, shape={}, dtype={}, device={}]",
+            self.id(),
+            self.shape(),
+            self.dtype().as_str(),
+            self.device()
+        )
+    }
+}
