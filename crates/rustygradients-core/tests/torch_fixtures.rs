@@ -164,9 +164,7 @@ fn forward_and_gradients_match_pytorch() {
             .iter()
             .map(|t| {
                 let x = to_tensor(t);
-                if t.dtype == "f64" && case.cotangent.is_some()
-                    || case.cotangents.is_some() && t.dtype == "f64"
-                {
+                if t.dtype == "f64" && (case.cotangent.is_some() || case.cotangents.is_some()) {
                     x.requires_grad_(true).unwrap()
                 } else {
                     x

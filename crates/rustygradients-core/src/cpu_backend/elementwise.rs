@@ -73,15 +73,8 @@ fn unary_float<T: FloatDType>(v: &[T], l: &Layout, op: UnaryOp) -> Vec<T> {
         UnaryOp::Cos => map1(v, l, |x| x.cos()),
         UnaryOp::Tanh => map1(v, l, |x| x.tanh()),
         UnaryOp::Sigmoid => map1(v, l, move |x| sigmoid(x, one)),
-        UnaryOp::Relu => map1(v, l, move |x| {
-            if x > zero {
-                x
-            } else if x.is_nan() {
-                x
-            } else {
-                zero
-            }
-        }),
+        // NaN passes through, as in PyTorch.
+        UnaryOp::Relu => map1(v, l, move |x| if x > zero || x.is_nan() { x } else { zero }),
         UnaryOp::Gelu => {
             let inv_sqrt2 = c::<T>(std::f64::consts::FRAC_1_SQRT_2);
             map1(v, l, move |x| half * x * (one + erf(x * inv_sqrt2)))
