@@ -10,10 +10,10 @@
 //! | `op`, `backprop`, `grad_mode` | the recorded graph, the gradient rules, `no_grad` |
 //! | `random`, `display`, `error` | seeded randomness, PyTorch-style printing, the error type |
 
-pub mod backend;
+mod backend;
 mod backprop;
-pub mod cpu_backend;
-pub mod cuda_backend;
+mod cpu_backend;
+mod cuda_backend;
 mod device;
 mod display;
 mod dtype;
@@ -24,7 +24,7 @@ mod op;
 mod ops;
 pub mod random;
 mod shape;
-pub mod storage;
+mod storage;
 mod tensor;
 
 pub use device::Device;

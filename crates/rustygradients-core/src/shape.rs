@@ -17,9 +17,9 @@ impl Shape {
     pub fn rank(&self) -> usize {
         self.0.len()
     }
-    /// Number of elements (1 for a scalar).
+    /// Number of elements (1 for a scalar); saturates instead of overflowing.
     pub fn elem_count(&self) -> usize {
-        self.0.iter().product()
+        self.0.iter().fold(1usize, |acc, &d| acc.saturating_mul(d))
     }
     /// Row-major (C-contiguous) strides, in elements.
     pub fn stride_contiguous(&self) -> Vec<usize> {

@@ -125,24 +125,6 @@ impl CpuStorage {
         })
     }
 
-    /// Borrows the data as a slice of `T`, or `None` when the dtype differs.
-    pub fn as_slice<T: WithDType>(&self) -> Option<&[T]> {
-        use std::any::Any;
-        with_all!(self, v => (v as &dyn Any).downcast_ref::<Vec<T>>().map(|v| v.as_slice()))
-    }
-
-    pub fn len(&self) -> usize {
-        with_all!(self, v => v.len())
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Element `i` as f64 (for printing and scalar extraction).
-    pub fn get_f64(&self, i: usize) -> f64 {
-        with_all!(self, v => v[i].to_f64())
-    }
-
     fn full_f64(n: usize, value: f64, dtype: DType) -> CpuStorage {
         fn fill<T: WithDType>(n: usize, v: f64) -> Vec<T> {
             vec![T::from_f64(v); n]

@@ -4,6 +4,19 @@ use crate::cpu_backend::CpuStorage;
 use crate::storage::Storage;
 use crate::{random, DType, Device, Error, Result, Shape, Tensor, WithDType};
 
+/// Refuses sizes no allocation can satisfy (instead of aborting the process).
+fn check_size(op: &'static str, n: usize, dtype: DType) -> Result<()> {
+    if n.checked_mul(dtype.size_in_bytes())
+        .is_none_or(|b| b > isize::MAX as usize)
+    {
+        return Err(Error::InvalidArgument {
+            op,
+            msg: format!("{n} elements of {dtype:?} cannot be allocated"),
+        });
+    }
+    Ok(())
+}
+
 impl Tensor {
     /// A tensor of `shape` filled with `value` (converted to `dtype`).
     pub fn full(
@@ -13,6 +26,7 @@ impl Tensor {
         device: Device,
     ) -> Result<Tensor> {
         let shape = shape.into();
+        check_size("full", shape.elem_count(), dtype)?;
         let cpu = CpuStorage::full(shape.elem_count(), value, dtype);
         Ok(Tensor::from_storage(
             Storage::from_cpu(cpu, device)?,
@@ -22,6 +36,7 @@ impl Tensor {
     }
     pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
         let shape = shape.into();
+        check_size("zeros", shape.elem_count(), dtype)?;
         Ok(Tensor::from_storage(
             Storage::zeros(&shape, dtype, device)?,
             shape,
@@ -53,6 +68,7 @@ impl Tensor {
             });
         }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
+        check_size("arange", n, DType::F64)?;
         let v: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
         Tensor::from_vec(v, n, device)?.to_dtype(dtype)
     }
@@ -100,6 +116,7 @@ impl Tensor {
     pub fn rand(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
         Self::check_float_dtype("rand", dtype)?;
         let shape = shape.into();
+        check_size("rand", shape.elem_count(), DType::F64)?;
         Tensor::from_vec(random::uniform(shape.elem_count()), shape, device)?.to_dtype(dtype)
     }
 
@@ -107,6 +124,7 @@ impl Tensor {
     pub fn randn(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
         Self::check_float_dtype("randn", dtype)?;
         let shape = shape.into();
+        check_size("randn", shape.elem_count(), DType::F64)?;
         Tensor::from_vec(random::normal(shape.elem_count()), shape, device)?.to_dtype(dtype)
     }
 
