@@ -54,21 +54,6 @@ impl Op {
 
     /// Consumes the op, handing back its inputs (for iterative graph teardown).
     pub(crate) fn into_inputs(self) -> Vec<Tensor> {
-        match self {
-            Op::Unary(a, _)
-            | Op::Reduce(a, ..)
-            | Op::ToDType(a)
-            | Op::ToDevice(a)
-            | Op::Copy(a)
-            | Op::Reshape(a)
-            | Op::Permute(a, _)
-            | Op::Narrow(a, ..)
-            | Op::Expand(a) => vec![a],
-            Op::Binary(a, b, _) | Op::Matmul(a, b) => vec![a, b],
-            Op::IndexSelect(a, i, _) | Op::Gather(a, i, _) => vec![a, i],
-            Op::WhereCond(m, a, b) => vec![m, a, b],
-            Op::ScatterAdd(a, i, s, _) => vec![a, i, s],
-            Op::Cat(ts, _) => ts,
-        }
+        self.inputs().into_iter().cloned().collect()
     }
 }
