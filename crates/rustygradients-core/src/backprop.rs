@@ -57,7 +57,7 @@ impl Tensor {
                         Some(prev) => prev.add(&g)?,
                         None => g,
                     };
-                    node.set_grad(Some(acc));
+                    node.set_grad_unchecked(Some(acc));
                 }
                 continue;
             };

@@ -131,6 +131,46 @@ impl Layout {
         })
     }
 
+    /// Strides that show the same elements, in row-major order, as `shape` without a copy; `None`
+    /// when no such strides exist. Dims are merged or split only within runs of dims that are
+    /// laid out contiguously with each other.
+    pub fn view_strides(&self, shape: &Shape) -> Option<Vec<usize>> {
+        if shape.elem_count() != self.elem_count() {
+            return None;
+        }
+        if self.shape.rank() == 0 || self.elem_count() == 0 {
+            return Some(shape.stride_contiguous());
+        }
+        let (od, os, nd) = (self.dims(), &self.strides, shape.dims());
+        let mut out = vec![0; nd.len()];
+        // Walk the old dims from the right in chunks whose elements are evenly spaced, and give
+        // each chunk the new dims whose sizes multiply to the chunk's size.
+        let mut next_new = nd.len();
+        let mut base = os[od.len() - 1];
+        let (mut chunk, mut taken) = (1usize, 1usize);
+        for d in (0..od.len()).rev() {
+            chunk *= od[d];
+            let chunk_ends = d == 0 || (od[d - 1] != 1 && os[d - 1] != chunk * base);
+            if !chunk_ends {
+                continue;
+            }
+            while next_new > 0 && (taken < chunk || nd[next_new - 1] == 1) {
+                next_new -= 1;
+                out[next_new] = taken * base;
+                taken *= nd[next_new];
+            }
+            if taken != chunk {
+                return None;
+            }
+            if d > 0 {
+                base = os[d - 1];
+                chunk = 1;
+                taken = 1;
+            }
+        }
+        (next_new == 0).then_some(out)
+    }
+
     /// A view with new dims and strides over the same offset.
     pub fn restrided(&self, shape: Shape, strides: Vec<usize>) -> Layout {
         Layout {

@@ -2,7 +2,7 @@
 //! [`Layout`], with the op that produced it when autograd is recording.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::cpu_backend::CpuStorage;
 use crate::op::Op;
@@ -148,6 +148,9 @@ impl Tensor {
     pub(crate) fn storage(&self) -> RwLockReadGuard<'_, Storage> {
         self.0.storage.read().unwrap_or_else(|e| e.into_inner())
     }
+    fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
+        self.0.storage.write().unwrap_or_else(|e| e.into_inner())
+    }
     /// True when `self` and `other` are views of the same memory.
     pub fn same_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)
@@ -188,13 +191,70 @@ impl Tensor {
     pub fn grad(&self) -> Option<Tensor> {
         lock(&self.0.grad).clone()
     }
-    pub(crate) fn set_grad(&self, g: Option<Tensor>) {
+    pub(crate) fn set_grad_unchecked(&self, g: Option<Tensor>) {
         *lock(&self.0.grad) = g;
+    }
+    /// Replaces the accumulated gradient (e.g. after clipping); it must match shape, dtype and
+    /// device.
+    pub fn set_grad(&self, g: Option<Tensor>) -> Result<()> {
+        if let Some(g) = &g {
+            if g.shape() != self.shape() || g.dtype() != self.dtype() || g.device() != self.device()
+            {
+                return Err(Error::InvalidArgument {
+                    op: "set_grad",
+                    msg: format!(
+                        "gradient {} {:?} {} does not match tensor {} {:?} {}",
+                        g.shape(),
+                        g.dtype(),
+                        g.device(),
+                        self.shape(),
+                        self.dtype(),
+                        self.device()
+                    ),
+                });
+            }
+        }
+        self.set_grad_unchecked(g.map(|g| g.detach()));
+        Ok(())
     }
     /// Forgets the accumulated gradient.
     pub fn zero_grad(&self) {
-        self.set_grad(None);
+        self.set_grad_unchecked(None);
     }
+    /// Overwrites this tensor's elements with `src`'s, in place (as PyTorch's `copy_` under
+    /// `no_grad`): how optimizers update parameters. Views of the same storage see the change.
+    /// Fails on tensors produced by a recorded op, whose values a pending backward may need.
+    pub fn copy_(&self, src: &Tensor) -> Result<()> {
+        let op = "copy_";
+        if src.shape() != self.shape() {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: self.shape().clone(),
+                rhs: src.shape().clone(),
+            });
+        }
+        if src.dtype() != self.dtype() {
+            return Err(Error::DTypeMismatch {
+                op,
+                lhs: self.dtype(),
+                rhs: src.dtype(),
+            });
+        }
+        if !self.is_leaf() {
+            return Err(Error::Backward(
+                "copy_ needs a leaf tensor (its values may be needed by backward)".into(),
+            ));
+        }
+        // Reading and writing one storage at once would deadlock its lock: stage the source.
+        if self.same_storage(src) {
+            let staged = src.storage().copy_strided(src.layout())?;
+            let l = Layout::contiguous(src.shape().clone());
+            return staged.copy_into(&l, &mut self.storage_mut(), self.layout());
+        }
+        let s = src.storage();
+        s.copy_into(src.layout(), &mut self.storage_mut(), self.layout())
+    }
+
     /// The same data with no graph history and no gradient requirement.
     pub fn detach(&self) -> Tensor {
         self.view_with(self.layout().clone(), None)

@@ -349,3 +349,27 @@ fn gradcheck_to_dtype() {
         c.to_dtype(DType::F64).unwrap().to_vec::<f64>().unwrap()
     );
 }
+
+#[test]
+fn gradcheck_scaled_dot_product_attention() {
+    let (q, k, v) = (
+        randn_away(&[2, 3, 4], 120, 0.0),
+        randn_away(&[2, 3, 4], 121, 0.0),
+        randn_away(&[2, 3, 5], 122, 0.0),
+    );
+    for causal in [false, true] {
+        gradcheck(&[q.clone(), k.clone(), v.clone()], |t| {
+            t[0].scaled_dot_product_attention(&t[1], &t[2], causal, 0.0)
+        });
+    }
+    // Heads split out of a wider projection, as the attention layer does: strided q, k, v.
+    let qkv = randn_away(&[1, 3, 12], 123, 0.0);
+    gradcheck(&[qkv], |t| {
+        let h = |i: usize| {
+            t[0].narrow(2, 4 * i, 4)?
+                .reshape([1, 3, 2, 2])?
+                .transpose(1, 2)
+        };
+        h(0)?.scaled_dot_product_attention(&h(1)?, &h(2)?, true, 0.0)
+    });
+}

@@ -158,6 +158,62 @@ proptest! {
     }
 }
 
+proptest! {
+    #[test]
+    fn reshape_views_agree_with_copies(
+        dims in prop::collection::vec(1usize..4, 1..5),
+        seed in any::<u64>(),
+        split_at in 0usize..5,
+    ) {
+        let n: usize = dims.iter().product();
+        let x = t64(&values(n), &dims);
+        let rank = dims.len();
+        let mut perm: Vec<usize> = (0..rank).collect();
+        let mut s = seed;
+        for i in (1..rank).rev() { if s % 3 == 0 { perm.swap(i, i - 1); } s /= 3; }
+        let d = (s % rank as u64) as usize;
+        let v = x.permute(&perm).unwrap();
+        let v = if v.dims()[d] > 1 && s % 2 == 0 { v.narrow(d, 1, v.dims()[d] - 1).unwrap() } else { v };
+        // Targets: merge all, merge a prefix, and split the first dim into its factors.
+        let vd = v.dims().to_vec();
+        let k = split_at.min(vd.len());
+        let mut merged: Vec<usize> = vec![vd[..k].iter().product()];
+        merged.extend_from_slice(&vd[k..]);
+        let mut split = vec![1, vd[0]];
+        split.extend_from_slice(&vd[1..]);
+        for target in [vec![v.elem_count()], merged, split] {
+            let want = v.contiguous().unwrap().to_vec::<f64>().unwrap();
+            let r = v.reshape(target.clone()).unwrap();
+            prop_assert_eq!(r.dims(), target.as_slice());
+            prop_assert_eq!(r.to_vec::<f64>().unwrap(), want);
+            if let Ok(view) = v.view(target.clone()) {
+                prop_assert!(view.same_storage(&x));
+                prop_assert_eq!(view.to_vec::<f64>().unwrap(), r.to_vec::<f64>().unwrap());
+            }
+        }
+    }
+}
+
+#[test]
+fn splitting_a_sliced_dim_is_a_view() {
+    // The attention layout: (B, T, 3C) narrowed to C columns, then split into heads.
+    let x = Tensor::arange(0.0, 2.0 * 3.0 * 12.0, 1.0, DType::F32, CPU)
+        .unwrap()
+        .reshape([2, 3, 12])
+        .unwrap();
+    let q = x.narrow(2, 4, 4).unwrap().reshape([2, 3, 2, 2]).unwrap();
+    assert!(q.same_storage(&x));
+    assert_eq!(
+        q.to_vec::<f32>().unwrap(),
+        x.narrow(2, 4, 4)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap()
+    );
+}
+
 fn transpose(v: &[f64], r: usize, c: usize) -> Vec<f64> {
     (0..r * c)
         .map(|p| {

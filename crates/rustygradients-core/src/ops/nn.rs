@@ -22,6 +22,40 @@ impl Tensor {
         e.div(&e.sum(d, true)?)
     }
 
+    /// Attention `softmax(q kᵀ / sqrt(d)) v` over the last two dims of `(.., T, d)` queries and
+    /// `(.., S, d)` keys / `(.., S, dv)` values. `causal` masks keys after each query (top-left
+    /// aligned, like PyTorch's `is_causal`); `dropout_p` drops attention weights.
+    pub fn scaled_dot_product_attention(
+        &self,
+        k: &Tensor,
+        v: &Tensor,
+        causal: bool,
+        dropout_p: f64,
+    ) -> Result<Tensor> {
+        let op = "scaled_dot_product_attention";
+        if self.rank() < 2 || k.rank() != self.rank() || v.rank() != self.rank() {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: self.shape().clone(),
+                rhs: k.shape().clone(),
+            });
+        }
+        let r = self.rank();
+        let (t, d, s) = (self.dims()[r - 2], self.dims()[r - 1], k.dims()[r - 2]);
+        let scale = 1.0 / (d as f64).sqrt();
+        let mut att = self
+            .matmul(&k.transpose(r - 2, r - 1)?)?
+            .mul_scalar(scale)?;
+        if causal {
+            let future: Vec<u8> = (0..t * s).map(|p| (p % s > p / s) as u8).collect();
+            let future = Tensor::from_vec(future, [t, s], self.device())?;
+            att = att.masked_fill(&future, f64::NEG_INFINITY)?;
+        }
+        att.softmax(-1)?
+            .dropout(dropout_p, dropout_p > 0.0)?
+            .matmul(v)
+    }
+
     /// `x - logsumexp(x)` along `dim`.
     pub fn log_softmax(&self, dim: impl Dim) -> Result<Tensor> {
         let d = dim.resolve(self.shape(), "log_softmax")?;

@@ -2,7 +2,7 @@
 //! only when the layout demands it.
 
 use crate::op::Op;
-use crate::{Dim, Error, Layout, Result, Shape, Tensor};
+use crate::{Dim, Error, Result, Shape, Tensor};
 
 impl Tensor {
     /// A contiguous tensor with the same values (this tensor itself if already contiguous).
@@ -18,7 +18,8 @@ impl Tensor {
         ))
     }
 
-    /// Same data, new shape; fails on a non-contiguous tensor (use [`Tensor::reshape`]).
+    /// Same data, new shape, never a copy; fails when the strides cannot express it (use
+    /// [`Tensor::reshape`], which copies then).
     pub fn view(&self, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
         if shape.elem_count() != self.elem_count() {
@@ -28,23 +29,20 @@ impl Tensor {
                 shape,
             });
         }
-        if !self.is_contiguous() {
+        let Some(strides) = self.layout().view_strides(&shape) else {
             return Err(Error::NotContiguous {
                 op: "view",
                 shape: self.shape().clone(),
                 strides: self.stride().to_vec(),
                 target: shape,
             });
-        }
-        let layout = Layout::new(
-            shape.clone(),
-            shape.stride_contiguous(),
-            self.layout().offset(),
-        );
+        };
+        let layout = self.layout().restrided(shape, strides);
         Ok(self.view_with(layout, Some(Op::Reshape(self.clone()))))
     }
 
-    /// New shape with the same elements in row-major order; copies only if not contiguous.
+    /// New shape with the same elements in row-major order: a view when the strides allow it,
+    /// else a contiguous copy.
     pub fn reshape(&self, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
         if shape.elem_count() != self.elem_count() {
@@ -56,6 +54,9 @@ impl Tensor {
         }
         if &shape == self.shape() {
             return Ok(self.clone());
+        }
+        if self.layout().view_strides(&shape).is_some() {
+            return self.view(shape);
         }
         self.contiguous()?.view(shape)
     }

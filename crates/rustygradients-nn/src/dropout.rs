@@ -1,0 +1,35 @@
+//! Dropout that follows the module's train/eval mode.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustygradients_core::{Result, Tensor};
+
+use crate::{Module, ParamKind};
+
+pub struct Dropout {
+    pub p: f64,
+    training: AtomicBool,
+}
+
+impl Dropout {
+    /// Starts in training mode, as PyTorch modules do.
+    pub fn new(p: f64) -> Self {
+        Dropout {
+            p,
+            training: AtomicBool::new(true),
+        }
+    }
+    pub fn is_training(&self) -> bool {
+        self.training.load(Ordering::Relaxed)
+    }
+}
+
+impl Module for Dropout {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.dropout(self.p, self.is_training())
+    }
+    fn visit_parameters(&self, _prefix: &str, _f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {}
+    fn set_training(&self, training: bool) {
+        self.training.store(training, Ordering::Relaxed)
+    }
+}

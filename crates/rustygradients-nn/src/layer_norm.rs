@@ -1,0 +1,43 @@
+//! Layer normalisation over the last dim, with learned scale and shift.
+
+use rustygradients_core::{DType, Device, Result, Tensor};
+
+use crate::{init, Module, ParamKind};
+
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    /// Ones and zeros, `eps = 1e-5` (PyTorch's defaults).
+    pub fn new(dim: usize, bias: bool, dtype: DType, device: Device) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: init::constant(dim, 1.0, dtype, device)?,
+            bias: if bias {
+                Some(init::constant(dim, 0.0, dtype, device)?)
+            } else {
+                None
+            },
+            eps: 1e-5,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.layer_norm(Some(&self.weight), self.bias.as_ref(), self.eps)
+    }
+
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
+        f(
+            &crate::join_name(prefix, "weight"),
+            &self.weight,
+            ParamKind::Norm,
+        );
+        if let Some(b) = &self.bias {
+            f(&crate::join_name(prefix, "bias"), b, ParamKind::Norm);
+        }
+    }
+}

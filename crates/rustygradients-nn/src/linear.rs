@@ -1,0 +1,91 @@
+//! `y = x Wᵀ + b`, with `W` stored `(out_features, in_features)` as in PyTorch.
+
+use rustygradients_core::{DType, Device, Error, Result, Tensor};
+
+use crate::{init, Module, ParamKind};
+
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// PyTorch's default initialisation: uniform in `±1/sqrt(in_features)` for weight and bias.
+    pub fn new(
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Self> {
+        let bound = 1.0 / (in_features as f64).sqrt();
+        Ok(Linear {
+            weight: init::uniform([out_features, in_features], bound, dtype, device)?,
+            bias: if bias {
+                Some(init::uniform(out_features, bound, dtype, device)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Weight from Normal(0, `std`), zero bias (the GPT-2 initialisation).
+    pub fn normal(
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        std: f64,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Self> {
+        Ok(Linear {
+            weight: init::normal([out_features, in_features], std, dtype, device)?,
+            bias: if bias {
+                Some(init::constant(out_features, 0.0, dtype, device)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Wraps existing tensors (e.g. loaded weights); `weight` must be `(out, in)`.
+    pub fn from_weights(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        if weight.rank() != 2
+            || bias
+                .as_ref()
+                .is_some_and(|b| b.dims() != [weight.dims()[0]])
+        {
+            return Err(Error::InvalidArgument {
+                op: "Linear::from_weights",
+                msg: format!(
+                    "weight {} and bias {:?} do not form a linear layer",
+                    weight.shape(),
+                    bias.as_ref().map(|b| b.shape().clone())
+                ),
+            });
+        }
+        Ok(Linear { weight, bias })
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // The GEMM reads Wᵀ through its strides: no transposed copy is made.
+        let y = x.matmul(&self.weight.t()?)?;
+        match &self.bias {
+            Some(b) => y.add(b),
+            None => Ok(y),
+        }
+    }
+
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
+        f(
+            &crate::join_name(prefix, "weight"),
+            &self.weight,
+            ParamKind::Weight,
+        );
+        if let Some(b) = &self.bias {
+            f(&crate::join_name(prefix, "bias"), b, ParamKind::Bias);
+        }
+    }
+}

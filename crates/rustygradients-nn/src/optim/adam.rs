@@ -1,0 +1,137 @@
+//! Adam and AdamW. With `decoupled_weight_decay` (AdamW) the decay shrinks the weights directly;
+//! without it (Adam) the decay is added to the gradient as an L2 term. PyTorch's update rule.
+
+use rustygradients_core::{no_grad, Result, Tensor};
+
+use super::{Optimizer, ParamGroup};
+
+#[derive(Debug, Clone, Copy)]
+pub struct AdamConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// AdamW when true.
+    pub decoupled_weight_decay: bool,
+}
+
+impl AdamConfig {
+    /// PyTorch's `AdamW` defaults with the given learning rate.
+    pub fn adamw(lr: f64) -> Self {
+        AdamConfig {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            decoupled_weight_decay: true,
+        }
+    }
+    /// PyTorch's `Adam` defaults with the given learning rate.
+    pub fn adam(lr: f64) -> Self {
+        AdamConfig {
+            decoupled_weight_decay: false,
+            ..Self::adamw(lr)
+        }
+    }
+}
+
+/// Per-parameter state: first and second moments and the number of updates applied.
+#[derive(Clone)]
+pub struct AdamState {
+    pub m: Tensor,
+    pub v: Tensor,
+    pub step: u64,
+}
+
+pub struct Adam {
+    groups: Vec<ParamGroup>,
+    pub cfg: AdamConfig,
+    state: Vec<Option<AdamState>>,
+}
+
+impl Adam {
+    pub fn new(groups: Vec<ParamGroup>, cfg: AdamConfig) -> Self {
+        let n = groups.iter().map(|g| g.params.len()).sum();
+        Adam {
+            groups,
+            cfg,
+            state: vec![None; n],
+        }
+    }
+
+    /// The moments of each parameter, in group order (`None` before its first update).
+    pub fn state(&self) -> &[Option<AdamState>] {
+        &self.state
+    }
+
+    /// Restores state taken from [`Adam::state`] (for exact resume).
+    pub fn set_state(&mut self, state: Vec<Option<AdamState>>) -> Result<()> {
+        if state.len() != self.state.len() {
+            return Err(rustygradients_core::Error::InvalidArgument {
+                op: "Adam::set_state",
+                msg: format!("{} states for {} parameters", state.len(), self.state.len()),
+            });
+        }
+        self.state = state;
+        Ok(())
+    }
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self) -> Result<()> {
+        let c = self.cfg;
+        no_grad(|| {
+            let mut i = 0;
+            for group in &self.groups {
+                for p in &group.params {
+                    let slot = i;
+                    i += 1;
+                    let Some(mut g) = p.grad() else { continue };
+                    let wd = group.weight_decay;
+                    let mut param = p.clone();
+                    if wd != 0.0 {
+                        if c.decoupled_weight_decay {
+                            param = p.mul_scalar(1.0 - c.lr * wd)?;
+                        } else {
+                            g = g.add(&p.mul_scalar(wd)?)?;
+                        }
+                    }
+                    let st = match self.state[slot].take() {
+                        Some(s) => s,
+                        None => AdamState {
+                            m: p.zeros_like()?,
+                            v: p.zeros_like()?,
+                            step: 0,
+                        },
+                    };
+                    let step = st.step + 1;
+                    let m =
+                        st.m.affine(c.beta1, 0.0)?
+                            .add(&g.mul_scalar(1.0 - c.beta1)?)?;
+                    let v =
+                        st.v.affine(c.beta2, 0.0)?
+                            .add(&g.sqr()?.mul_scalar(1.0 - c.beta2)?)?;
+                    let bc1 = 1.0 - c.beta1.powi(step as i32);
+                    let bc2 = 1.0 - c.beta2.powi(step as i32);
+                    let denom = v.sqrt()?.mul_scalar(1.0 / bc2.sqrt())?.add_scalar(c.eps)?;
+                    let update = m.div(&denom)?.mul_scalar(c.lr / bc1)?;
+                    p.copy_(&param.sub(&update)?)?;
+                    self.state[slot] = Some(AdamState { m, v, step });
+                }
+            }
+            Ok(())
+        })
+    }
+    fn learning_rate(&self) -> f64 {
+        self.cfg.lr
+    }
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.cfg.lr = lr;
+    }
+    fn params(&self) -> Vec<Tensor> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.params.iter().cloned())
+            .collect()
+    }
+}

@@ -1,0 +1,40 @@
+//! Learning-rate schedules, as a function of the step number.
+
+/// The learning rate at each step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LrSchedule {
+    Constant(f64),
+    /// Linear warmup to `max_lr` over `warmup` steps, then cosine decay to `min_lr` at
+    /// `decay_iters`, then `min_lr` (nanoGPT's schedule).
+    WarmupCosine {
+        max_lr: f64,
+        min_lr: f64,
+        warmup: usize,
+        decay_iters: usize,
+    },
+}
+
+impl LrSchedule {
+    pub fn lr_at(&self, step: usize) -> f64 {
+        match *self {
+            LrSchedule::Constant(lr) => lr,
+            LrSchedule::WarmupCosine {
+                max_lr,
+                min_lr,
+                warmup,
+                decay_iters,
+            } => {
+                if step < warmup {
+                    max_lr * (step + 1) as f64 / (warmup + 1) as f64
+                } else if step > decay_iters {
+                    min_lr
+                } else {
+                    let ratio =
+                        (step - warmup) as f64 / (decay_iters.saturating_sub(warmup)).max(1) as f64;
+                    let coeff = 0.5 * (1.0 + (std::f64::consts::PI * ratio).cos());
+                    min_lr + coeff * (max_lr - min_lr)
+                }
+            }
+        }
+    }
+}

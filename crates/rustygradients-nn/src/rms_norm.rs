@@ -1,0 +1,33 @@
+//! RMS normalisation over the last dim (Llama's norm), with a learned scale.
+
+use rustygradients_core::{DType, Device, Result, Tensor};
+
+use crate::{init, Module, ParamKind};
+
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(dim: usize, eps: f64, dtype: DType, device: Device) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: init::constant(dim, 1.0, dtype, device)?,
+            eps,
+        })
+    }
+}
+
+impl Module for RmsNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.rms_norm(Some(&self.weight), self.eps)
+    }
+
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
+        f(
+            &crate::join_name(prefix, "weight"),
+            &self.weight,
+            ParamKind::Norm,
+        );
+    }
+}
