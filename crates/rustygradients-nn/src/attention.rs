@@ -23,7 +23,7 @@ impl CausalSelfAttention {
         dtype: DType,
         device: Device,
     ) -> Result<Self> {
-        if n_head == 0 || n_embd % n_head != 0 {
+        if n_head == 0 || !n_embd.is_multiple_of(n_head) {
             return Err(Error::InvalidArgument {
                 op: "CausalSelfAttention::new",
                 msg: format!("n_embd {n_embd} is not divisible by n_head {n_head}"),

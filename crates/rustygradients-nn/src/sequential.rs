@@ -14,7 +14,7 @@ impl Sequential {
         Self::default()
     }
     /// Appends a layer (builder style).
-    pub fn add(mut self, layer: impl Module + 'static) -> Self {
+    pub fn append(mut self, layer: impl Module + 'static) -> Self {
         self.layers.push(Box::new(layer));
         self
     }
@@ -46,7 +46,7 @@ impl Module for Sequential {
     }
 }
 
-/// A function as a parameter-free layer, e.g. `Sequential::new().add(|x: &Tensor| x.relu())`.
+/// A function as a parameter-free layer, e.g. `Sequential::new().append(|x: &Tensor| x.relu())`.
 impl<F: Fn(&Tensor) -> Result<Tensor>> Module for F {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self(x)
