@@ -75,8 +75,34 @@ pub enum Error {
     },
     #[error("backward: {0}")]
     Backward(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file or document that does not have the expected format.
+    #[error("{what}: {msg}")]
+    Format { what: String, msg: String },
     #[error("device {device:?} is not available: {msg}")]
     DeviceUnavailable { device: Device, msg: String },
+}
+
+impl Error {
+    /// An I/O error that names the file.
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+    /// A format error that names what was being read.
+    pub fn format(what: impl Into<String>, msg: impl Into<String>) -> Error {
+        Error::Format {
+            what: what.into(),
+            msg: msg.into(),
+        }
+    }
 }
 
 /// The result type of the library.

@@ -1,0 +1,90 @@
+//! A tokenised corpus for language modelling: the first 90% trains, the last 10% validates, and
+//! batches are `(B, T)` windows at random offsets drawn from the dataset's own seeded generator
+//! (so a checkpoint can store its position in the stream).
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rustygradients_core::{Device, Error, Result, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Val,
+}
+
+pub struct TextDataset {
+    train: Vec<u32>,
+    val: Vec<u32>,
+    rng: ChaCha8Rng,
+}
+
+impl TextDataset {
+    /// Splits `tokens` 90/10 (nanoGPT's rule: `n = int(0.9 * len)`).
+    pub fn new(tokens: Vec<u32>, seed: u64) -> Self {
+        let n = (tokens.len() as f64 * 0.9) as usize;
+        let val = tokens[n..].to_vec();
+        let mut train = tokens;
+        train.truncate(n);
+        TextDataset {
+            train,
+            val,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    pub fn len(&self, split: Split) -> usize {
+        self.tokens(split).len()
+    }
+
+    fn tokens(&self, split: Split) -> &[u32] {
+        match split {
+            Split::Train => &self.train,
+            Split::Val => &self.val,
+        }
+    }
+
+    /// `batch` random windows: inputs `x` and next-token targets `y`, both `(batch, block)` i64.
+    pub fn batch(
+        &mut self,
+        split: Split,
+        batch: usize,
+        block: usize,
+        device: Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let data = match split {
+            Split::Train => &self.train,
+            Split::Val => &self.val,
+        };
+        if data.len() <= block {
+            return Err(Error::InvalidArgument {
+                op: "TextDataset::batch",
+                msg: format!(
+                    "the {split:?} split has {} tokens, needs more than block size {block}",
+                    data.len()
+                ),
+            });
+        }
+        let (mut x, mut y) = (
+            Vec::with_capacity(batch * block),
+            Vec::with_capacity(batch * block),
+        );
+        for _ in 0..batch {
+            let i = self.rng.gen_range(0..data.len() - block);
+            x.extend(data[i..i + block].iter().map(|&t| t as i64));
+            y.extend(data[i + 1..i + 1 + block].iter().map(|&t| t as i64));
+        }
+        Ok((
+            Tensor::from_vec(x, [batch, block], device)?,
+            Tensor::from_vec(y, [batch, block], device)?,
+        ))
+    }
+
+    /// The sampler's state (to checkpoint the data position).
+    pub fn rng_state(&self) -> ChaCha8Rng {
+        self.rng.clone()
+    }
+
+    pub fn set_rng_state(&mut self, rng: ChaCha8Rng) {
+        self.rng = rng;
+    }
+}

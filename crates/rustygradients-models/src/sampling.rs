@@ -1,0 +1,135 @@
+//! Choosing the next token from logits: temperature, then top-k, then top-p (nucleus) filtering,
+//! then a draw from a seeded generator. Temperature 0 picks the most likely token.
+
+use rand::Rng;
+use rustygradients_core::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingConfig {
+    pub temperature: f64,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig {
+            temperature: 0.8,
+            top_k: Some(200),
+            top_p: None,
+        }
+    }
+}
+
+/// The index of the next token given one row of logits.
+pub fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut impl Rng) -> Result<usize> {
+    if logits.is_empty() {
+        return Err(Error::InvalidArgument {
+            op: "sample",
+            msg: "no logits".into(),
+        });
+    }
+    if !(cfg.temperature >= 0.0)
+        || cfg.top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0))
+        || cfg.top_k == Some(0)
+    {
+        return Err(Error::InvalidArgument {
+            op: "sample",
+            msg: format!("invalid sampling settings {cfg:?}"),
+        });
+    }
+    let argmax = || {
+        logits
+            .iter()
+            .enumerate()
+            .fold(0, |b, (i, &v)| if v > logits[b] { i } else { b })
+    };
+    if cfg.temperature == 0.0 {
+        return Ok(argmax());
+    }
+    // Candidates sorted by logit, most likely first.
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    if let Some(k) = cfg.top_k {
+        order.truncate(k.min(order.len()));
+    }
+    let max = logits[order[0]] as f64;
+    let mut probs: Vec<f64> = order
+        .iter()
+        .map(|&i| ((logits[i] as f64 - max) / cfg.temperature).exp())
+        .collect();
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+    if let Some(top_p) = cfg.top_p {
+        // Keep the smallest prefix whose mass reaches top_p.
+        let mut acc = 0.0;
+        let keep = probs.iter().position(|&p| {
+            acc += p;
+            acc >= top_p
+        });
+        let keep = keep.map_or(probs.len(), |i| i + 1);
+        order.truncate(keep);
+        probs.truncate(keep);
+        let t: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= t);
+    }
+    let mut u = rng.gen::<f64>();
+    for (i, &p) in probs.iter().enumerate() {
+        if u < p {
+            return Ok(order[i]);
+        }
+        u -= p;
+    }
+    Ok(order[probs.len() - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn filters_and_draws() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let logits = [0.0f32, 5.0, 1.0, 4.9];
+        let greedy = SamplingConfig {
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+        };
+        assert_eq!(sample(&logits, &greedy, &mut rng).unwrap(), 1);
+        let top1 = SamplingConfig {
+            temperature: 1.0,
+            top_k: Some(1),
+            top_p: None,
+        };
+        assert!((0..50).all(|_| sample(&logits, &top1, &mut rng).unwrap() == 1));
+        let top2 = SamplingConfig {
+            temperature: 1.0,
+            top_k: Some(2),
+            top_p: None,
+        };
+        let draws: Vec<usize> = (0..200)
+            .map(|_| sample(&logits, &top2, &mut rng).unwrap())
+            .collect();
+        assert!(
+            draws.iter().all(|&d| d == 1 || d == 3) && draws.contains(&3) && draws.contains(&1)
+        );
+        let nucleus = SamplingConfig {
+            temperature: 1.0,
+            top_k: None,
+            top_p: Some(0.5),
+        };
+        assert!((0..50).all(|_| sample(&logits, &nucleus, &mut rng).unwrap() == 1));
+        assert!(sample(
+            &logits,
+            &SamplingConfig {
+                temperature: -1.0,
+                top_k: None,
+                top_p: None
+            },
+            &mut rng
+        )
+        .is_err());
+    }
+}

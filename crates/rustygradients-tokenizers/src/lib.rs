@@ -1,0 +1,7 @@
+//! Tokenizers: text ↔ token ids.
+//!
+//! - [`CharTokenizer`]: one token per distinct character of a corpus (nanoGPT's `shakespeare_char`).
+
+mod char_tokenizer;
+
+pub use char_tokenizer::CharTokenizer;
