@@ -1,1 +1,54 @@
-fn main() {}
+//! `rustygradients`: train a character-level GPT and sample from it.
+//!
+//! - `rustygradients train [--data FILE] ...` — trains, with a progress bar, periodic train/val
+//!   evaluation, and an output directory holding the model, tokenizer, metrics and a loss plot.
+//! - `rustygradients generate --model DIR --prompt ...` (alias `sample`) — streams sampled text.
+
+mod corpus;
+mod generate;
+mod metrics;
+mod model_dir;
+mod plot;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "rustygradients",
+    version,
+    about = "Train and run GPT models with RustyGradients"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a character-level GPT.
+    Train(train::TrainArgs),
+    /// Generate text from a trained model.
+    #[command(alias = "sample")]
+    Generate(generate::GenerateArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Train(args) => train::run(args),
+        Command::Generate(args) => generate::run(args),
+    }
+}
+
+/// Parses `cpu` or `cuda`/`cuda:N`.
+pub(crate) fn parse_device(s: &str) -> anyhow::Result<rustygradients_core::Device> {
+    use rustygradients_core::Device;
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => Ok(Device::Cuda(n)),
+            _ => anyhow::bail!("unknown device {s:?}: use cpu, cuda or cuda:N"),
+        },
+    }
+}

@@ -1,0 +1,85 @@
+//! `rustygradients generate` (alias `sample`): loads a trained model and streams sampled text.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rustygradients_core::{no_grad, Device, Tensor};
+use rustygradients_models::sampling::sample;
+use rustygradients_models::{Gpt, SamplingConfig};
+use rustygradients_nn::Module;
+use rustygradients_tokenizers::CharTokenizer;
+
+#[derive(clap::Args, Debug)]
+pub struct GenerateArgs {
+    /// Directory written by `rustygradients train`.
+    #[arg(long, default_value = "out")]
+    pub model: PathBuf,
+    #[arg(long, default_value = "\n")]
+    pub prompt: String,
+    #[arg(long, default_value_t = 500)]
+    pub max_tokens: usize,
+    /// 0 picks the most likely token every time.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    /// Sample among the k most likely tokens (0 for all).
+    #[arg(long, default_value_t = 200)]
+    pub top_k: usize,
+    /// Sample from the smallest set of tokens whose probability reaches p.
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long, default_value_t = 1337)]
+    pub seed: u64,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
+    let device = crate::parse_device(&a.device)?;
+    let (model, tok, _) = crate::model_dir::load(&a.model, device)?;
+    let cfg = SamplingConfig {
+        temperature: a.temperature,
+        top_k: (a.top_k > 0).then_some(a.top_k),
+        top_p: a.top_p,
+    };
+    print!("{}", a.prompt);
+    stream(&model, &tok, &a.prompt, a.max_tokens, &cfg, a.seed, device)?;
+    println!();
+    Ok(())
+}
+
+/// Samples `n` tokens after `prompt`, printing each as it is produced. The context is the last
+/// `block_size` tokens (no KV cache yet: each token reruns the window).
+pub fn stream(
+    model: &Gpt,
+    tok: &CharTokenizer,
+    prompt: &str,
+    n: usize,
+    cfg: &SamplingConfig,
+    seed: u64,
+    device: Device,
+) -> anyhow::Result<()> {
+    model.eval();
+    let mut ids = tok.encode(prompt)?;
+    if ids.is_empty() {
+        anyhow::bail!("the prompt must contain at least one character");
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let block = model.config.block_size;
+    let mut out = std::io::stdout().lock();
+    for _ in 0..n {
+        let ctx: Vec<i64> = ids[ids.len().saturating_sub(block)..]
+            .iter()
+            .map(|&i| i as i64)
+            .collect();
+        let t = ctx.len();
+        let logits = no_grad(|| model.logits(&Tensor::from_vec(ctx, [1, t], device)?))?;
+        let last = logits.narrow(1, t - 1, 1)?.flatten_all()?.to_vec::<f32>()?;
+        let next = sample(&last, cfg, &mut rng)? as u32;
+        ids.push(next);
+        write!(out, "{}", tok.decode(&[next])?)?;
+        out.flush()?;
+    }
+    Ok(())
+}
