@@ -13,6 +13,11 @@ mod train;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc keeps freed blocks for reuse; the system allocator returns large activation
+/// buffers to the kernel and pays page faults to get them back at every step.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "rustygradients",

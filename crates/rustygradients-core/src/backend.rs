@@ -21,6 +21,10 @@ pub enum UnaryOp {
     Gelu,
     /// GELU with the tanh approximation (`approximate="tanh"`).
     GeluTanh,
+    /// The derivative of `Gelu` (used by its gradient rule).
+    GeluDeriv,
+    /// The derivative of `GeluTanh`.
+    GeluTanhDeriv,
     Silu,
     Softplus,
     Sqr,
@@ -49,6 +53,8 @@ impl UnaryOp {
             UnaryOp::Relu => "relu",
             UnaryOp::Gelu => "gelu",
             UnaryOp::GeluTanh => "gelu_tanh",
+            UnaryOp::GeluDeriv => "gelu_deriv",
+            UnaryOp::GeluTanhDeriv => "gelu_tanh_deriv",
             UnaryOp::Silu => "silu",
             UnaryOp::Softplus => "softplus",
             UnaryOp::Sqr => "sqr",
@@ -191,4 +197,13 @@ pub trait BackendStorage: Sized {
         sl: &Layout,
         dim: usize,
     ) -> Result<Self>;
+
+    /// Softmax (log-softmax when `log`) over the last dim; `layout` must be contiguous.
+    fn softmax_last(&self, layout: &Layout, log: bool) -> Result<Self>;
+    /// The input gradient of `softmax_last` from its output `self` and the output gradient `g`.
+    fn softmax_last_bwd(&self, l: &Layout, g: &Self, gl: &Layout, log: bool) -> Result<Self>;
+    /// Row normalisation over the last dim: `(x̂, 1/σ)`, centred unless `rms`; contiguous input.
+    fn norm_last(&self, layout: &Layout, eps: f64, rms: bool) -> Result<(Self, Self)>;
+    /// The input gradient of `norm_last` from `x̂` (`self`), `1/σ` and the output gradient.
+    fn norm_last_bwd(&self, rstd: &Self, g: &Self, gl: &Layout, rms: bool) -> Result<Self>;
 }

@@ -148,29 +148,14 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
                 UnaryOp::Tanh => g.mul(&out.sqr()?.affine(-1.0, 1.0)?)?,
                 UnaryOp::Sigmoid => g.mul(&out.mul(&out.affine(-1.0, 1.0)?)?)?,
                 UnaryOp::Relu => g.mul(&mask_of(x.gt(&x.scalar_like(0.0)?)?, x)?)?,
-                UnaryOp::Gelu => {
-                    // d/dx x·Φ(x) = Φ(x) + x·φ(x)
-                    let cdf = x
-                        .mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?
-                        .erf()?
-                        .affine(0.5, 0.5)?;
-                    let pdf = x
-                        .sqr()?
-                        .mul_scalar(-0.5)?
-                        .exp()?
-                        .mul_scalar(1.0 / (2.0 * std::f64::consts::PI).sqrt())?;
-                    g.mul(&cdf.add(&x.mul(&pdf)?)?)?
-                }
-                UnaryOp::GeluTanh => {
-                    let (k, a) = ((2.0 / std::f64::consts::PI).sqrt(), 0.044715);
-                    let t = x.add(&x.powf(3.0)?.mul_scalar(a)?)?.mul_scalar(k)?.tanh()?;
-                    let du = x.sqr()?.affine(3.0 * a * k, k)?;
-                    let d = t.affine(0.5, 0.5)?.add(
-                        &x.mul(&t.sqr()?.affine(-1.0, 1.0)?)?
-                            .mul(&du)?
-                            .mul_scalar(0.5)?,
-                    )?;
-                    g.mul(&d)?
+                UnaryOp::Gelu => g.mul(&x.unary_op(UnaryOp::GeluDeriv)?)?,
+                UnaryOp::GeluTanh => g.mul(&x.unary_op(UnaryOp::GeluTanhDeriv)?)?,
+                // Only reached by differentiating twice, which autograd does not do.
+                UnaryOp::GeluDeriv | UnaryOp::GeluTanhDeriv => {
+                    return Err(Error::Backward(format!(
+                        "{} has no gradient rule",
+                        u.name()
+                    )))
                 }
                 UnaryOp::Silu => {
                     let s = x.sigmoid()?;
@@ -290,6 +275,8 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
             (x.clone(), g.clone()),
             (src.clone(), g.gather(*dim, ids)?),
         ]),
+        Op::SoftmaxLast(x, log) => one(x, out.softmax_last_backward(g, *log)?),
+        Op::NormLast(x, rstd, rms) => one(x, out.norm_last_backward(rstd, g, *rms)?),
         Op::Cat(ts, dim) => {
             let mut start = 0;
             let mut out = Vec::with_capacity(ts.len());

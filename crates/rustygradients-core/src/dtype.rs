@@ -91,9 +91,28 @@ with_dtype!(i64, I64, |v: i64| v as f64, |v: f64| v as i64);
 with_dtype!(u32, U32, |v: u32| v as f64, |v: f64| v as u32);
 with_dtype!(u8, U8, |v: u8| v as f64, |v: f64| v as u8);
 
-/// The floating-point element types: all math functions are available.
-pub trait FloatDType: WithDType + num_traits::Float {}
-impl FloatDType for f32 {}
+/// The floating-point element types: all math functions are available. `fast_exp` and
+/// `fast_tanh` are the hot transcendental functions; f32 overrides them with vectorisable forms.
+pub trait FloatDType: WithDType + num_traits::Float {
+    #[inline(always)]
+    fn fast_exp(self) -> Self {
+        self.exp()
+    }
+    #[inline(always)]
+    fn fast_tanh(self) -> Self {
+        self.tanh()
+    }
+}
+impl FloatDType for f32 {
+    #[inline(always)]
+    fn fast_exp(self) -> Self {
+        crate::cpu_backend::fast_math::exp_f32(self)
+    }
+    #[inline(always)]
+    fn fast_tanh(self) -> Self {
+        crate::cpu_backend::fast_math::tanh_f32(self)
+    }
+}
 impl FloatDType for f64 {}
 impl FloatDType for f16 {}
 impl FloatDType for bf16 {}

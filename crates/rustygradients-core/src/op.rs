@@ -29,6 +29,10 @@ pub(crate) enum Op {
     /// `(input, index, src, dim)`.
     ScatterAdd(Tensor, Tensor, Tensor, usize),
     Cat(Vec<Tensor>, usize),
+    /// Softmax over the last dim (`true`: log-softmax); the rule reads the output.
+    SoftmaxLast(Tensor, bool),
+    /// `(input, 1/σ per row, rms)`: row normalisation over the last dim; the rule reads `x̂`.
+    NormLast(Tensor, Tensor, bool),
 }
 
 impl Op {
@@ -43,7 +47,9 @@ impl Op {
             | Op::Reshape(a)
             | Op::Permute(a, _)
             | Op::Narrow(a, ..)
-            | Op::Expand(a) => vec![a],
+            | Op::Expand(a)
+            | Op::SoftmaxLast(a, _)
+            | Op::NormLast(a, _, _) => vec![a],
             Op::Binary(a, b, _) | Op::Matmul(a, b) => vec![a, b],
             Op::IndexSelect(a, i, _) | Op::Gather(a, i, _) => vec![a, i],
             Op::WhereCond(m, a, b) => vec![m, a, b],

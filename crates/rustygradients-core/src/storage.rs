@@ -143,4 +143,37 @@ impl Storage {
         let (a, i, s) = (self, ids, src);
         Ok(same_device!("scatter_add", (a, i, s) => a.scatter_add(l, i, il, s, sl, dim)))
     }
+    pub fn softmax_last(&self, l: &Layout, log: bool) -> Result<Storage> {
+        Ok(one!(self, s => s.softmax_last(l, log)))
+    }
+    pub fn softmax_last_bwd(
+        &self,
+        l: &Layout,
+        g: &Storage,
+        gl: &Layout,
+        log: bool,
+    ) -> Result<Storage> {
+        let (y, g) = (self, g);
+        Ok(same_device!("softmax_backward", (y, g) => y.softmax_last_bwd(l, g, gl, log)))
+    }
+    pub fn norm_last(&self, l: &Layout, eps: f64, rms: bool) -> Result<(Storage, Storage)> {
+        match self {
+            Storage::Cpu(s) => s
+                .norm_last(l, eps, rms)
+                .map(|(a, b)| (Storage::Cpu(a), Storage::Cpu(b))),
+            Storage::Cuda(s) => s
+                .norm_last(l, eps, rms)
+                .map(|(a, b)| (Storage::Cuda(a), Storage::Cuda(b))),
+        }
+    }
+    pub fn norm_last_bwd(
+        &self,
+        rstd: &Storage,
+        g: &Storage,
+        gl: &Layout,
+        rms: bool,
+    ) -> Result<Storage> {
+        let (x, r, g) = (self, rstd, g);
+        Ok(same_device!("layer_norm_backward", (x, r, g) => x.norm_last_bwd(r, g, gl, rms)))
+    }
 }

@@ -103,11 +103,11 @@ pub fn save_safetensors(
     crate::write_atomic(path, &data)
 }
 
+/// Named tensors in file order, and the file's `__metadata__`.
+pub type NamedTensors = (Vec<(String, Tensor)>, HashMap<String, String>);
+
 /// Reads every tensor of a safetensors file onto `device`, in file order, with the metadata.
-pub fn load_safetensors(
-    path: impl AsRef<Path>,
-    device: Device,
-) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
+pub fn load_safetensors(path: impl AsRef<Path>, device: Device) -> Result<NamedTensors> {
     let path = path.as_ref();
     let what = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;

@@ -29,10 +29,9 @@ pub fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut impl Rng) -> Resul
             msg: "no logits".into(),
         });
     }
-    if !(cfg.temperature >= 0.0)
-        || cfg.top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0))
-        || cfg.top_k == Some(0)
-    {
+    let temperature_ok = cfg.temperature >= 0.0; // false for NaN too
+    let top_p_ok = cfg.top_p.is_none_or(|p| p > 0.0 && p <= 1.0);
+    if !temperature_ok || !top_p_ok || cfg.top_k == Some(0) {
         return Err(Error::InvalidArgument {
             op: "sample",
             msg: format!("invalid sampling settings {cfg:?}"),

@@ -33,7 +33,7 @@ fn mats(l: &Layout) -> Mats {
     }
 }
 
-fn gemm_batched<T: 'static + Copy + Default>(
+fn gemm_batched<T: 'static + Copy + Default + Send + Sync>(
     a: &[T],
     la: &Layout,
     b: &[T],
@@ -46,18 +46,20 @@ fn gemm_batched<T: 'static + Copy + Default>(
     if m == 0 || n == 0 || k == 0 {
         return out;
     }
-    // Only split across threads when the product is big enough to pay for it.
-    let par = if m * n * k >= 64 * 64 * 64 {
+    debug_assert!(la.storage_extent() <= a.len() && lb.storage_extent() <= b.len());
+    let big = m * n * k >= 64 * 64 * 64;
+    let batch = ma.offsets.len();
+    // Large products split inside the GEMM; batches of small ones split across the batch.
+    let par = if big {
         gemm::Parallelism::Rayon(rayon::current_num_threads())
     } else {
         gemm::Parallelism::None
     };
-    for (bi, (&oa, &ob)) in ma.offsets.iter().zip(mb.offsets.iter()).enumerate() {
-        let dst = &mut out[bi * m * n..(bi + 1) * m * n];
+    let one_matrix = |bi: usize, dst: &mut [T]| {
+        let (oa, ob) = (ma.offsets[bi], mb.offsets[bi]);
         // SAFETY: every layout was built by this crate's view ops, which keep each strided
-        // position inside its storage (checked below in debug builds); `dst` is an exclusive
+        // position inside its storage (checked above in debug builds); `dst` is an exclusive
         // `m × n` row-major block; gemm does not read `dst` because `read_dst` is false.
-        debug_assert!(la.storage_extent() <= a.len() && lb.storage_extent() <= b.len());
         unsafe {
             gemm::gemm(
                 m,
@@ -81,6 +83,16 @@ fn gemm_batched<T: 'static + Copy + Default>(
                 par,
             );
         }
+    };
+    if !big && batch > 1 && batch * m * n * k >= 64 * 64 * 64 {
+        use rayon::prelude::*;
+        out.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(bi, dst)| one_matrix(bi, dst));
+    } else {
+        out.chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(bi, dst)| one_matrix(bi, dst));
     }
     out
 }

@@ -2,9 +2,11 @@
 //! strided layouts. Large elementwise work is split over rayon's threads.
 
 mod elementwise;
+pub(crate) mod fast_math;
 mod indexing;
 mod matmul;
 mod reduce;
+mod rows;
 mod strided;
 
 use half::{bf16, f16};
@@ -261,5 +263,21 @@ impl BackendStorage for CpuStorage {
         dim: usize,
     ) -> Result<Self> {
         indexing::scatter_add(self, l, ids, il, src, sl, dim)
+    }
+
+    fn softmax_last(&self, layout: &Layout, log: bool) -> Result<Self> {
+        rows::softmax_last(self, layout, log)
+    }
+
+    fn softmax_last_bwd(&self, l: &Layout, g: &Self, gl: &Layout, log: bool) -> Result<Self> {
+        rows::softmax_last_bwd(self, l, g, gl, log)
+    }
+
+    fn norm_last(&self, layout: &Layout, eps: f64, rms: bool) -> Result<(Self, Self)> {
+        rows::norm_last(self, layout, eps, rms)
+    }
+
+    fn norm_last_bwd(&self, rstd: &Self, g: &Self, gl: &Layout, rms: bool) -> Result<Self> {
+        rows::norm_last_bwd(self, rstd, g, gl, rms)
     }
 }

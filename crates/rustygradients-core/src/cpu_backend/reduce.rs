@@ -26,6 +26,11 @@ pub(crate) fn reduce(
             shape: l.shape().clone(),
         });
     }
+    // Summing the leading dims of a contiguous tensor (a bias gradient, say): add whole rows.
+    let leading = dims.iter().enumerate().all(|(i, &d)| i == d);
+    if op == ReduceOp::Sum && leading && l.is_contiguous() && r > 0 {
+        return Ok(map_all!(s, v => sum_rows(&v[l.offset()..l.offset() + l.elem_count()], n_out)));
+    }
     Ok(match op {
         ReduceOp::Sum => map_all!(s, v => fold(v, &pl, r, n_out, sum_run)),
         ReduceOp::Max => map_all!(s, v => fold(v, &pl, r, n_out, |run| extreme(run, true).0)),
@@ -69,13 +74,35 @@ fn fold<T: WithDType, U: Send>(
     out
 }
 
-/// Sums in f64 (exact for every integer below 2^53, and stable for f16/bf16/f32).
+/// Sums in f64 (exact for every integer below 2^53, and stable for f16/bf16/f32), with eight
+/// independent accumulators so the loop vectorises.
 fn sum_run<T: WithDType>(run: &[T]) -> T {
-    let mut acc = 0f64;
-    for &x in run {
-        acc += x.to_f64();
+    let mut acc = [0f64; 8];
+    let chunks = run.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for j in 0..8 {
+            acc[j] += c[j].to_f64();
+        }
     }
-    T::from_f64(acc)
+    let mut total: f64 = acc.iter().sum();
+    for &x in tail {
+        total += x.to_f64();
+    }
+    T::from_f64(total)
+}
+
+/// Column sums of a row-major `(rows, width)` block: `out[j] = Σ_i v[i * width + j]`.
+fn sum_rows<T: WithDType>(v: &[T], width: usize) -> Vec<T> {
+    let mut acc = vec![0f64; width];
+    if width > 0 {
+        for row in v.chunks_exact(width) {
+            for (a, &x) in acc.iter_mut().zip(row) {
+                *a += x.to_f64();
+            }
+        }
+    }
+    acc.into_iter().map(T::from_f64).collect()
 }
 
 /// The largest (or smallest) element and its first index; a NaN wins, as in PyTorch.

@@ -85,4 +85,16 @@ impl BackendStorage for CudaStorage {
     ) -> Result<Self> {
         match *self {}
     }
+    fn softmax_last(&self, _: &Layout, _: bool) -> Result<Self> {
+        match *self {}
+    }
+    fn softmax_last_bwd(&self, _: &Layout, _: &Self, _: &Layout, _: bool) -> Result<Self> {
+        match *self {}
+    }
+    fn norm_last(&self, _: &Layout, _: f64, _: bool) -> Result<(Self, Self)> {
+        match *self {}
+    }
+    fn norm_last_bwd(&self, _: &Self, _: &Self, _: &Layout, _: bool) -> Result<Self> {
+        match *self {}
+    }
 }

@@ -31,6 +31,23 @@ impl Tensor {
             (1, 1) => self.unsqueeze(0)?.matmul(&rhs.unsqueeze(1)?)?.reshape(()),
             (1, _) => self.unsqueeze(0)?.matmul(rhs)?.squeeze(-2),
             (_, 1) => self.matmul(&rhs.unsqueeze(1)?)?.squeeze(-1),
+            // A batch of rows times one matrix (every Linear layer): fold the batch into the rows
+            // and make one large GEMM instead of a GEMM per batch entry. The backward pass then
+            // yields the weight gradient directly, with no sum over a broadcast batch.
+            (ra, 2) if ra > 2 => {
+                let (da, n) = (self.dims(), rhs.dims()[1]);
+                let (m, k) = (da[..ra - 1].iter().product::<usize>(), da[ra - 1]);
+                if k != rhs.dims()[0] {
+                    return Err(Error::ShapeMismatch {
+                        op,
+                        lhs: self.shape().clone(),
+                        rhs: rhs.shape().clone(),
+                    });
+                }
+                let mut out = da[..ra - 1].to_vec();
+                out.push(n);
+                self.reshape([m, k])?.matmul(rhs)?.reshape(out)
+            }
             (ra, rb) => {
                 let (da, db) = (self.dims(), rhs.dims());
                 let (m, k, k2, n) = (da[ra - 2], da[ra - 1], db[rb - 2], db[rb - 1]);

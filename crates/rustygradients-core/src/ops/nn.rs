@@ -1,6 +1,7 @@
 //! Neural-network functions: softmax, normalisation, losses and dropout, composed from the
 //! primitive ops (so their gradients come from the primitives' rules).
 
+use crate::op::Op;
 use crate::{random, DType, Dim, Error, Result, Tensor};
 
 /// How a loss combines its per-element values (PyTorch's `reduction=`).
@@ -13,13 +14,33 @@ pub enum Reduction {
 }
 
 impl Tensor {
-    /// `exp(x) / sum(exp(x))` along `dim`.
+    /// `exp(x) / sum(exp(x))` along `dim` (one fused pass per row).
     pub fn softmax(&self, dim: impl Dim) -> Result<Tensor> {
-        let d = dim.resolve(self.shape(), "softmax")?;
-        self.float_only("softmax")?;
-        let m = self.max(d, true)?.detach();
-        let e = self.sub(&m)?.exp()?;
-        e.div(&e.sum(d, true)?)
+        self.softmax_impl(dim, false, "softmax")
+    }
+
+    /// `x - logsumexp(x)` along `dim` (one fused pass per row).
+    pub fn log_softmax(&self, dim: impl Dim) -> Result<Tensor> {
+        self.softmax_impl(dim, true, "log_softmax")
+    }
+
+    /// Moves `dim` last (a view), runs the fused row kernel, and moves it back.
+    fn softmax_impl(&self, dim: impl Dim, log: bool, op: &'static str) -> Result<Tensor> {
+        let d = dim.resolve(self.shape(), op)?;
+        self.float_only(op)?;
+        let last = self.rank() - 1;
+        let x = if d == last {
+            self.contiguous()?
+        } else {
+            self.transpose(d, last)?.contiguous()?
+        };
+        let s = x.storage().softmax_last(x.layout(), log)?;
+        let y = Tensor::from_storage(s, x.shape().clone(), Some(Op::SoftmaxLast(x.clone(), log)));
+        if d == last {
+            Ok(y)
+        } else {
+            y.transpose(d, last)
+        }
     }
 
     /// Attention `softmax(q kᵀ / sqrt(d)) v` over the last two dims of `(.., T, d)` queries and
@@ -56,10 +77,41 @@ impl Tensor {
             .matmul(v)
     }
 
-    /// `x - logsumexp(x)` along `dim`.
-    pub fn log_softmax(&self, dim: impl Dim) -> Result<Tensor> {
-        let d = dim.resolve(self.shape(), "log_softmax")?;
-        self.sub(&self.logsumexp(d, true)?)
+    /// The gradient rule of the fused softmax: `self` is its (contiguous) output.
+    pub(crate) fn softmax_last_backward(&self, g: &Tensor, log: bool) -> Result<Tensor> {
+        let g = g.contiguous()?;
+        let s = self
+            .storage()
+            .softmax_last_bwd(self.layout(), &g.storage(), g.layout(), log)?;
+        Ok(Tensor::from_storage(s, self.shape().clone(), None))
+    }
+
+    /// `x̂ = (x - mean) / sqrt(var + eps)` over the last dim (RMS: `x / sqrt(mean(x²) + eps)`),
+    /// fused, with its own gradient rule.
+    fn normalize_last(&self, eps: f64, rms: bool) -> Result<Tensor> {
+        let x = self.contiguous()?;
+        let (xhat, rstd) = x.storage().norm_last(x.layout(), eps, rms)?;
+        let rows = self.dims()[..self.rank() - 1].to_vec();
+        let rstd = Tensor::from_storage(rstd, rows, None);
+        Ok(Tensor::from_storage(
+            xhat,
+            x.shape().clone(),
+            Some(Op::NormLast(x.clone(), rstd, rms)),
+        ))
+    }
+
+    /// The gradient rule of the fused normalisation: `self` is `x̂`.
+    pub(crate) fn norm_last_backward(
+        &self,
+        rstd: &Tensor,
+        g: &Tensor,
+        rms: bool,
+    ) -> Result<Tensor> {
+        let g = g.contiguous()?;
+        let s = self
+            .storage()
+            .norm_last_bwd(&rstd.storage(), &g.storage(), g.layout(), rms)?;
+        Ok(Tensor::from_storage(s, self.shape().clone(), None))
     }
 
     fn check_last_dim(&self, p: &Tensor, op: &'static str) -> Result<()> {
@@ -89,9 +141,7 @@ impl Tensor {
                 shape: self.shape().clone(),
             });
         }
-        let centered = self.sub(&self.mean(-1, true)?)?;
-        let var = centered.sqr()?.mean(-1, true)?;
-        let mut y = centered.mul(&var.add_scalar(eps)?.rsqrt()?)?;
+        let mut y = self.normalize_last(eps, false)?;
         if let Some(w) = weight {
             self.check_last_dim(w, op)?;
             y = y.mul(w)?;
@@ -114,7 +164,7 @@ impl Tensor {
                 shape: self.shape().clone(),
             });
         }
-        let y = self.mul(&self.sqr()?.mean(-1, true)?.add_scalar(eps)?.rsqrt()?)?;
+        let y = self.normalize_last(eps, true)?;
         match weight {
             Some(w) => {
                 self.check_last_dim(w, op)?;

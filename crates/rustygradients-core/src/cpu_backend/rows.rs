@@ -1,0 +1,301 @@
+//! Row kernels over the last dim: softmax / log-softmax and normalisation (LayerNorm's and
+//! RMSNorm's core), forward and backward. Rows run in parallel when the tensor is large.
+
+use rayon::prelude::*;
+
+use super::strided::{simd, PAR_MIN};
+use super::CpuStorage;
+use crate::backend::BackendStorage;
+use crate::{Error, FloatDType, Layout, Result};
+use std::ops::Range;
+
+/// Applies `f(row_in, row_out)` to every row of width `w`, in parallel when large.
+fn per_row<T: Copy + Send + Sync>(
+    x: &[T],
+    w: usize,
+    out: &mut [T],
+    f: impl Fn(&[T], &mut [T]) + Sync + Send,
+) {
+    if w == 0 {
+        return;
+    }
+    if x.len() >= PAR_MIN {
+        out.par_chunks_mut(w)
+            .zip(x.par_chunks(w))
+            .for_each(|(o, r)| simd(|| f(r, o)));
+    } else {
+        simd(|| {
+            out.chunks_mut(w)
+                .zip(x.chunks(w))
+                .for_each(|(o, r)| f(r, o))
+        });
+    }
+}
+
+/// Like [`per_row`] with two inputs of the same shape.
+fn per_row2<T: Copy + Send + Sync>(
+    a: &[T],
+    b: &[T],
+    w: usize,
+    out: &mut [T],
+    f: impl Fn(&[T], &[T], &mut [T]) + Sync + Send,
+) {
+    if w == 0 {
+        return;
+    }
+    if a.len() >= PAR_MIN {
+        out.par_chunks_mut(w)
+            .zip(a.par_chunks(w).zip(b.par_chunks(w)))
+            .for_each(|(o, (x, y))| simd(|| f(x, y, o)));
+    } else {
+        simd(|| {
+            out.chunks_mut(w)
+                .zip(a.chunks(w).zip(b.chunks(w)))
+                .for_each(|(o, (x, y))| f(x, y, o))
+        });
+    }
+}
+
+fn softmax_rows<T: FloatDType>(x: &[T], w: usize, log: bool) -> Vec<T> {
+    let mut out = vec![T::zero(); x.len()];
+    per_row(x, w, &mut out, |r, o| {
+        let max = r
+            .iter()
+            .fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
+        // A row of -inf (fully masked) gives NaN, as in PyTorch.
+        let mut sum = T::zero();
+        for (o, &v) in o.iter_mut().zip(r) {
+            *o = (v - max).fast_exp();
+            sum = sum + *o;
+        }
+        if log {
+            let lse = max + sum.ln();
+            for (o, &v) in o.iter_mut().zip(r) {
+                *o = v - lse;
+            }
+        } else {
+            let inv = sum.recip();
+            o.iter_mut().for_each(|o| *o = *o * inv);
+        }
+    });
+    out
+}
+
+fn softmax_bwd_rows<T: FloatDType>(y: &[T], g: &[T], w: usize, log: bool) -> Vec<T> {
+    let mut out = vec![T::zero(); y.len()];
+    per_row2(y, g, w, &mut out, |y, g, o| {
+        if log {
+            // d/dx of log_softmax: g - softmax · Σg
+            let s = g.iter().fold(T::zero(), |a, &v| a + v);
+            for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
+                *o = g - y.fast_exp() * s;
+            }
+        } else {
+            // d/dx of softmax: y · (g - Σ g·y)
+            let dot = y.iter().zip(g).fold(T::zero(), |a, (&y, &g)| a + y * g);
+            for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
+                *o = y * (g - dot);
+            }
+        }
+    });
+    out
+}
+
+/// `(x̂, 1/σ)` per row: `x̂ = (x - mean) / sqrt(var + eps)` (RMS: no centring, `var = mean(x²)`).
+fn norm_rows<T: FloatDType>(x: &[T], w: usize, eps: f64, rms: bool) -> (Vec<T>, Vec<T>) {
+    let mut out = vec![T::zero(); x.len()];
+    let rows = x.len().checked_div(w).unwrap_or(0);
+    let mut rstd = vec![T::zero(); rows];
+    let n = T::from_f64(w as f64);
+    let eps = T::from_f64(eps);
+    let row = |r: &[T], o: &mut [T]| -> T {
+        let mean = if rms {
+            T::zero()
+        } else {
+            r.iter().fold(T::zero(), |a, &v| a + v) / n
+        };
+        let var = r
+            .iter()
+            .fold(T::zero(), |a, &v| a + (v - mean) * (v - mean))
+            / n;
+        let rs = (var + eps).sqrt().recip();
+        for (o, &v) in o.iter_mut().zip(r) {
+            *o = (v - mean) * rs;
+        }
+        rs
+    };
+    if w > 0 {
+        if x.len() >= PAR_MIN {
+            out.par_chunks_mut(w)
+                .zip(x.par_chunks(w))
+                .zip(rstd.par_iter_mut())
+                .for_each(|((o, r), s)| *s = row(r, o));
+        } else {
+            out.chunks_mut(w)
+                .zip(x.chunks(w))
+                .zip(rstd.iter_mut())
+                .for_each(|((o, r), s)| *s = row(r, o));
+        }
+    }
+    (out, rstd)
+}
+
+/// `dx = rstd · (g - mean(g) - x̂ · mean(g·x̂))` (RMS: without the `mean(g)` term).
+fn norm_bwd_rows<T: FloatDType>(xhat: &[T], rstd: &[T], g: &[T], w: usize, rms: bool) -> Vec<T> {
+    let mut out = vec![T::zero(); xhat.len()];
+    let n = T::from_f64(w as f64);
+    let row = |x: &[T], g: &[T], rs: T, o: &mut [T]| {
+        let mg = if rms {
+            T::zero()
+        } else {
+            g.iter().fold(T::zero(), |a, &v| a + v) / n
+        };
+        let mgx = x.iter().zip(g).fold(T::zero(), |a, (&x, &g)| a + x * g) / n;
+        for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
+            *o = rs * (g - mg - x * mgx);
+        }
+    };
+    if w > 0 {
+        if xhat.len() >= PAR_MIN {
+            out.par_chunks_mut(w)
+                .zip(xhat.par_chunks(w).zip(g.par_chunks(w)))
+                .zip(rstd.par_iter())
+                .for_each(|((o, (x, g)), &s)| row(x, g, s, o));
+        } else {
+            out.chunks_mut(w)
+                .zip(xhat.chunks(w).zip(g.chunks(w)))
+                .zip(rstd.iter())
+                .for_each(|((o, (x, g)), &s)| row(x, g, s, o));
+        }
+    }
+    out
+}
+
+fn float_only(op: &'static str, s: &CpuStorage) -> Error {
+    Error::UnsupportedDType {
+        op,
+        got: s.dtype(),
+        expected: "a floating-point dtype",
+    }
+}
+
+macro_rules! float_map {
+    ($op:expr, $s:expr, $v:ident => $body:expr) => {
+        match $s {
+            CpuStorage::F32($v) => CpuStorage::F32($body),
+            CpuStorage::F64($v) => CpuStorage::F64($body),
+            CpuStorage::F16($v) => CpuStorage::F16($body),
+            CpuStorage::BF16($v) => CpuStorage::BF16($body),
+            other => return Err(float_only($op, other)),
+        }
+    };
+}
+
+macro_rules! float_map2 {
+    ($op:expr, $a:expr, $b:expr, ($x:ident, $y:ident) => $body:expr) => {
+        match ($a, $b) {
+            (CpuStorage::F32($x), CpuStorage::F32($y)) => CpuStorage::F32($body),
+            (CpuStorage::F64($x), CpuStorage::F64($y)) => CpuStorage::F64($body),
+            (CpuStorage::F16($x), CpuStorage::F16($y)) => CpuStorage::F16($body),
+            (CpuStorage::BF16($x), CpuStorage::BF16($y)) => CpuStorage::BF16($body),
+            (a, b) if a.dtype() != b.dtype() => {
+                return Err(Error::DTypeMismatch {
+                    op: $op,
+                    lhs: a.dtype(),
+                    rhs: b.dtype(),
+                })
+            }
+            (other, _) => return Err(float_only($op, other)),
+        }
+    };
+}
+
+/// The storage range of a layout that must be contiguous, and its last dim.
+fn rows_of(op: &'static str, l: &Layout) -> Result<(Range<usize>, usize)> {
+    let r = l.contiguous_range().ok_or_else(|| Error::NotContiguous {
+        op,
+        shape: l.shape().clone(),
+        strides: l.strides().to_vec(),
+        target: l.shape().clone(),
+    })?;
+    Ok((r, l.dims().last().copied().unwrap_or(1)))
+}
+
+pub(crate) fn softmax_last(x: &CpuStorage, l: &Layout, log: bool) -> Result<CpuStorage> {
+    let (r, w) = rows_of("softmax", l)?;
+    Ok(float_map!("softmax", x, v => softmax_rows(&v[r], w, log)))
+}
+
+pub(crate) fn softmax_last_bwd(
+    y: &CpuStorage,
+    yl: &Layout,
+    g: &CpuStorage,
+    gl: &Layout,
+    log: bool,
+) -> Result<CpuStorage> {
+    let ((ry, w), (rg, _)) = (
+        rows_of("softmax_backward", yl)?,
+        rows_of("softmax_backward", gl)?,
+    );
+    Ok(float_map2!("softmax_backward", y, g, (a, b) => softmax_bwd_rows(&a[ry], &b[rg], w, log)))
+}
+
+pub(crate) fn norm_last(
+    x: &CpuStorage,
+    l: &Layout,
+    eps: f64,
+    rms: bool,
+) -> Result<(CpuStorage, CpuStorage)> {
+    let (r, w) = rows_of("layer_norm", l)?;
+    Ok(match x {
+        CpuStorage::F32(v) => {
+            let (a, b) = norm_rows(&v[r.clone()], w, eps, rms);
+            (CpuStorage::F32(a), CpuStorage::F32(b))
+        }
+        CpuStorage::F64(v) => {
+            let (a, b) = norm_rows(&v[r.clone()], w, eps, rms);
+            (CpuStorage::F64(a), CpuStorage::F64(b))
+        }
+        CpuStorage::F16(v) => {
+            let (a, b) = norm_rows(&v[r.clone()], w, eps, rms);
+            (CpuStorage::F16(a), CpuStorage::F16(b))
+        }
+        CpuStorage::BF16(v) => {
+            let (a, b) = norm_rows(&v[r.clone()], w, eps, rms);
+            (CpuStorage::BF16(a), CpuStorage::BF16(b))
+        }
+        other => return Err(float_only("layer_norm", other)),
+    })
+}
+
+/// `xhat` and `rstd` come from [`norm_last`] (contiguous, offset 0); `g` is contiguous.
+pub(crate) fn norm_last_bwd(
+    xhat: &CpuStorage,
+    rstd: &CpuStorage,
+    g: &CpuStorage,
+    gl: &Layout,
+    rms: bool,
+) -> Result<CpuStorage> {
+    let (rg, w) = rows_of("layer_norm_backward", gl)?;
+    Ok(match (xhat, rstd, g) {
+        (CpuStorage::F32(x), CpuStorage::F32(r), CpuStorage::F32(g)) => {
+            CpuStorage::F32(norm_bwd_rows(x, r, &g[rg.clone()], w, rms))
+        }
+        (CpuStorage::F64(x), CpuStorage::F64(r), CpuStorage::F64(g)) => {
+            CpuStorage::F64(norm_bwd_rows(x, r, &g[rg.clone()], w, rms))
+        }
+        (CpuStorage::F16(x), CpuStorage::F16(r), CpuStorage::F16(g)) => {
+            CpuStorage::F16(norm_bwd_rows(x, r, &g[rg.clone()], w, rms))
+        }
+        (CpuStorage::BF16(x), CpuStorage::BF16(r), CpuStorage::BF16(g)) => {
+            CpuStorage::BF16(norm_bwd_rows(x, r, &g[rg.clone()], w, rms))
+        }
+        (x, _, g) => {
+            return Err(Error::DTypeMismatch {
+                op: "layer_norm_backward",
+                lhs: x.dtype(),
+                rhs: g.dtype(),
+            })
+        }
+    })
+}
