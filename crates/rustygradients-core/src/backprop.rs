@@ -131,6 +131,13 @@ fn mask_of(m: Tensor, like: &Tensor) -> Result<Tensor> {
     m.to_dtype(like.dtype())
 }
 
+/// The share of `maximum(x, y)`'s (or `minimum`'s) gradient that goes to `x`: 1 where `x` wins,
+/// 1/2 on ties (as in PyTorch), 0 where it loses.
+fn extreme_share(x: &Tensor, y: &Tensor, max: bool) -> Result<Tensor> {
+    let wins = if max { x.gt(y)? } else { x.lt(y)? };
+    mask_of(wins, x)?.add(&mask_of(x.eq(y)?, x)?.mul_scalar(0.5)?)
+}
+
 /// The gradient of each input of `op`, given the gradient `g` of its output `out`.
 fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
     let one = |t: &Tensor, gt: Tensor| Ok(vec![(t.clone(), gt)]);
@@ -180,40 +187,47 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
             one(x, gx)
         }
         Op::Binary(a, b, bop) => {
-            let (ga, gb) = match bop {
-                BinaryOp::Add => (g.clone(), g.clone()),
-                BinaryOp::Sub => (g.clone(), g.neg()?),
-                BinaryOp::Mul => (g.mul(b)?, g.mul(a)?),
-                BinaryOp::Div => (g.div(b)?, g.mul(a)?.div(&b.sqr()?)?.neg()?),
-                BinaryOp::Pow => {
-                    let ga = g.mul(b)?.mul(&a.pow(&b.affine(1.0, -1.0)?)?)?;
-                    // d/db a^b = a^b·ln a, taken as 0 where a == 0 (as PyTorch does).
-                    let zero = a.eq(&a.scalar_like(0.0)?)?;
-                    let ln = zero.where_cond(&a.scalar_like(0.0)?, &a.log()?)?;
-                    (ga, g.mul(out)?.mul(&ln)?)
-                }
-                BinaryOp::Maximum | BinaryOp::Minimum => {
-                    let (win_a, win_b) = if *bop == BinaryOp::Maximum {
-                        (a.gt(b)?, a.lt(b)?)
-                    } else {
-                        (a.lt(b)?, a.gt(b)?)
-                    };
-                    // Ties split the gradient evenly, as in PyTorch.
-                    let tie = mask_of(a.eq(b)?, a)?.mul_scalar(0.5)?;
-                    (
-                        g.mul(&mask_of(win_a, a)?.add(&tie)?)?,
-                        g.mul(&mask_of(win_b, a)?.add(&tie)?)?,
-                    )
-                }
-            };
-            Ok(vec![(a.clone(), ga), (b.clone(), gb)])
+            // Each side's gradient is computed only if that side needs one (a constant operand,
+            // such as a mask or a scalar, costs nothing in the backward pass).
+            let mut out_grads = Vec::with_capacity(2);
+            if a.is_tracked() {
+                let ga = match bop {
+                    BinaryOp::Add | BinaryOp::Sub => g.clone(),
+                    BinaryOp::Mul => g.mul(b)?,
+                    BinaryOp::Div => g.div(b)?,
+                    BinaryOp::Pow => g.mul(b)?.mul(&a.pow(&b.affine(1.0, -1.0)?)?)?,
+                    BinaryOp::Maximum | BinaryOp::Minimum => g.mul(&extreme_share(a, b, *bop == BinaryOp::Maximum)?)?,
+                };
+                out_grads.push((a.clone(), ga));
+            }
+            if b.is_tracked() {
+                let gb = match bop {
+                    BinaryOp::Add => g.clone(),
+                    BinaryOp::Sub => g.neg()?,
+                    BinaryOp::Mul => g.mul(a)?,
+                    BinaryOp::Div => g.mul(a)?.div(&b.sqr()?)?.neg()?,
+                    BinaryOp::Pow => {
+                        // d/db a^b = a^b·ln a, taken as 0 where a == 0 (as PyTorch does).
+                        let zero = a.eq(&a.scalar_like(0.0)?)?;
+                        let ln = zero.where_cond(&a.scalar_like(0.0)?, &a.log()?)?;
+                        g.mul(out)?.mul(&ln)?
+                    }
+                    BinaryOp::Maximum | BinaryOp::Minimum => g.mul(&extreme_share(b, a, *bop == BinaryOp::Maximum)?)?,
+                };
+                out_grads.push((b.clone(), gb));
+            }
+            Ok(out_grads)
         }
         Op::WhereCond(m, t, f) => {
             let zero = g.scalar_like(0.0)?;
-            Ok(vec![
-                (t.clone(), m.where_cond(g, &zero)?),
-                (f.clone(), m.where_cond(&zero, g)?),
-            ])
+            let mut out_grads = Vec::with_capacity(2);
+            if t.is_tracked() {
+                out_grads.push((t.clone(), m.where_cond(g, &zero)?));
+            }
+            if f.is_tracked() {
+                out_grads.push((f.clone(), m.where_cond(&zero, g)?));
+            }
+            Ok(out_grads)
         }
         Op::Reduce(x, rop, dims) => {
             let gx = match rop {
@@ -228,10 +242,14 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
         }
         Op::Matmul(a, b) => {
             let r = a.rank();
-            Ok(vec![
-                (a.clone(), g.matmul(&b.transpose(r - 2, r - 1)?)?),
-                (b.clone(), a.transpose(r - 2, r - 1)?.matmul(g)?),
-            ])
+            let mut out_grads = Vec::with_capacity(2);
+            if a.is_tracked() {
+                out_grads.push((a.clone(), g.matmul(&b.transpose(r - 2, r - 1)?)?));
+            }
+            if b.is_tracked() {
+                out_grads.push((b.clone(), a.transpose(r - 2, r - 1)?.matmul(g)?));
+            }
+            Ok(out_grads)
         }
         Op::ToDType(x) => one(x, g.to_dtype(x.dtype())?),
         Op::ToDevice(x) => one(x, g.to_device(x.device())?),

@@ -1,7 +1,7 @@
 //! Elementwise CPU kernels: unary functions, binary arithmetic, comparisons and `where`.
 //! The op is matched once per call; the per-element loop is a monomorphised closure.
 
-use super::strided::{map1, map2};
+use super::strided::{build, map1, map2};
 use super::{map_pair, with_pair, CpuStorage};
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
 use crate::{Error, FloatDType, Layout, Result, WithDType};
@@ -72,8 +72,27 @@ fn erf<T: FloatDType>(x: T) -> T {
     T::from_f64(y.copysign(x32) as f64)
 }
 
-// The transcendental ops are named `#[inline(always)]` functions rather than closures, so the
-// per-element body is inlined into the (AVX2-compiled) loop and vectorised.
+/// `map1` with the element expression written into the loop itself: for the transcendental ops,
+/// a closure or function call per element would not be inlined into the AVX2-compiled loop, and
+/// the loop would stay scalar.
+macro_rules! map_inline {
+    ($v:expr, $l:expr, $f:ident) => {
+        match $l.contiguous_range() {
+            Some(r) => {
+                let s = &$v[r];
+                build(s.len(), |off, out| {
+                    let n = out.len();
+                    for (o, &x) in out.iter_mut().zip(&s[off..off + n]) {
+                        o.write($f(x));
+                    }
+                })
+            }
+            None => map1($v, $l, $f),
+        }
+    };
+}
+
+// The transcendental ops, `#[inline(always)]` so `map_inline!` expands them inside its loop.
 #[inline(always)]
 fn exp_op<T: FloatDType>(x: T) -> T {
     x.fast_exp()
@@ -126,21 +145,21 @@ fn unary_float<T: FloatDType>(v: &[T], l: &Layout, op: UnaryOp) -> Vec<T> {
     match op {
         UnaryOp::Neg => map1(v, l, |x| -x),
         UnaryOp::Abs => map1(v, l, |x| x.abs()),
-        UnaryOp::Exp => map1(v, l, exp_op::<T>),
+        UnaryOp::Exp => map_inline!(v, l, exp_op),
         UnaryOp::Log => map1(v, l, |x| x.ln()),
         UnaryOp::Sqrt => map1(v, l, |x| x.sqrt()),
         UnaryOp::Rsqrt => map1(v, l, |x| x.sqrt().recip()),
         UnaryOp::Sin => map1(v, l, |x| x.sin()),
         UnaryOp::Cos => map1(v, l, |x| x.cos()),
-        UnaryOp::Tanh => map1(v, l, tanh_op::<T>),
-        UnaryOp::Sigmoid => map1(v, l, sigmoid_op::<T>),
+        UnaryOp::Tanh => map_inline!(v, l, tanh_op),
+        UnaryOp::Sigmoid => map_inline!(v, l, sigmoid_op),
         // NaN passes through, as in PyTorch.
         UnaryOp::Relu => map1(v, l, move |x| if x > zero || x.is_nan() { x } else { zero }),
-        UnaryOp::Gelu => map1(v, l, gelu_op::<T>),
-        UnaryOp::GeluTanh => map1(v, l, gelu_tanh_op::<T>),
-        UnaryOp::GeluDeriv => map1(v, l, gelu_deriv_op::<T>),
-        UnaryOp::GeluTanhDeriv => map1(v, l, gelu_tanh_deriv_op::<T>),
-        UnaryOp::Silu => map1(v, l, silu_op::<T>),
+        UnaryOp::Gelu => map_inline!(v, l, gelu_op),
+        UnaryOp::GeluTanh => map_inline!(v, l, gelu_tanh_op),
+        UnaryOp::GeluDeriv => map_inline!(v, l, gelu_deriv_op),
+        UnaryOp::GeluTanhDeriv => map_inline!(v, l, gelu_tanh_deriv_op),
+        UnaryOp::Silu => map_inline!(v, l, silu_op),
         // max(x, 0) + log1p(exp(-|x|)): exact, and no overflow for large |x|.
         UnaryOp::Softplus => map1(v, l, move |x| x.max(zero) + (-x.abs()).exp().ln_1p()),
         UnaryOp::Sqr => map1(v, l, |x| x * x),

@@ -122,6 +122,23 @@ fn scatter_add_typed<T: Arith>(
 ) -> Vec<T> {
     let mut out = copy_strided(v, l);
     let ol = Layout::contiguous(l.shape().clone());
+    // Whole rows (an index constant along every dim but the first, as the embedding and
+    // index_select gradients make): add each source row into its target row.
+    let rows_only = dim == 0
+        && il.strides()[1..].iter().all(|&s| s == 0)
+        && il.dims()[1..] == l.dims()[1..]
+        && sl.dims() == il.dims();
+    if let (true, Some(rs)) = (rows_only, sl.contiguous_range()) {
+        let width: usize = l.dims()[1..].iter().product();
+        let src = &src[rs];
+        for r in 0..il.dims()[0] {
+            let target = ids[r * width.max(1)] as usize;
+            let o = &mut out[target * width..(target + 1) * width];
+            let s = &src[r * width..(r + 1) * width];
+            o.iter_mut().zip(s).for_each(|(o, &x)| *o = <T as Arith>::add(*o, x));
+        }
+        return out;
+    }
     for_each_index(il.dims(), |idx, pos| {
         let o = offset_of(&ol, idx, dim, ids[pos] as usize);
         let si = offset_of(sl, idx, usize::MAX, 0);
