@@ -153,6 +153,30 @@ impl ReduceOp {
     }
 }
 
+/// Sizes of one fused attention call: `n` slices of `(t, d)` queries against `(s, d)` keys and
+/// `(s, dv)` values.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnDims {
+    pub n: usize,
+    pub t: usize,
+    pub s: usize,
+    pub d: usize,
+    pub dv: usize,
+    pub scale: f64,
+    pub causal: bool,
+}
+
+impl AttnDims {
+    /// Keys visible to query `i` (causal masks are top-left aligned, as PyTorch's `is_causal`).
+    pub fn visible(&self, i: usize) -> usize {
+        if self.causal {
+            (i + 1).min(self.s)
+        } else {
+            self.s
+        }
+    }
+}
+
 /// The storage of one device. Every method reads its operands through their layouts and returns
 /// a new contiguous storage, except `copy_into`, which writes into a strided destination.
 pub trait BackendStorage: Sized {
@@ -206,4 +230,10 @@ pub trait BackendStorage: Sized {
     fn norm_last(&self, layout: &Layout, eps: f64, rms: bool) -> Result<(Self, Self)>;
     /// The input gradient of `norm_last` from `x̂` (`self`), `1/σ` and the output gradient.
     fn norm_last_bwd(&self, rstd: &Self, g: &Self, gl: &Layout, rms: bool) -> Result<Self>;
+    /// Fused attention on contiguous `(n, t, d)`, `(n, s, d)`, `(n, s, dv)` operands (`self` is
+    /// q): the output and the attention probabilities.
+    fn attention_fwd(&self, k: &Self, v: &Self, dims: AttnDims) -> Result<(Self, Self)>;
+    /// Gradients of q, k and v from the forward's probabilities and the output gradient `g`.
+    #[allow(clippy::type_complexity)]
+    fn attention_bwd(&self, k: &Self, v: &Self, probs: &Self, g: &Self, dims: AttnDims) -> Result<(Self, Self, Self)>;
 }

@@ -293,6 +293,15 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
             (x.clone(), g.clone()),
             (src.clone(), g.gather(*dim, ids)?),
         ]),
+        Op::Attention { q, k, v, probs, dims } => {
+            let g = g.dense()?;
+            let (dq, dk, dv) = q.storage().attention_bwd(&k.storage(), &v.storage(), &probs.storage(), &g.storage(), *dims)?;
+            Ok(vec![
+                (q.clone(), Tensor::from_storage(dq, q.shape().clone(), None)),
+                (k.clone(), Tensor::from_storage(dk, k.shape().clone(), None)),
+                (v.clone(), Tensor::from_storage(dv, v.shape().clone(), None)),
+            ])
+        }
         Op::SoftmaxLast(x, log) => one(x, out.softmax_last_backward(g, *log)?),
         Op::NormLast(x, rstd, rms) => one(x, out.norm_last_backward(rstd, g, *rms)?),
         Op::Cat(ts, dim) => {

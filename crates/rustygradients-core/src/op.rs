@@ -33,6 +33,9 @@ pub(crate) enum Op {
     SoftmaxLast(Tensor, bool),
     /// `(input, 1/σ per row, rms)`: row normalisation over the last dim; the rule reads `x̂`.
     NormLast(Tensor, Tensor, bool),
+    /// Fused attention on `(N, T, d)` / `(N, S, d)` / `(N, S, dv)` inputs, with the forward's
+    /// probabilities kept for the rule.
+    Attention { q: Tensor, k: Tensor, v: Tensor, probs: Tensor, dims: crate::backend::AttnDims },
 }
 
 impl Op {
@@ -54,6 +57,7 @@ impl Op {
             Op::IndexSelect(a, i, _) | Op::Gather(a, i, _) => vec![a, i],
             Op::WhereCond(m, a, b) => vec![m, a, b],
             Op::ScatterAdd(a, i, s, _) => vec![a, i, s],
+            Op::Attention { q, k, v, .. } => vec![q, k, v],
             Op::Cat(ts, _) => ts.iter().collect(),
         }
     }

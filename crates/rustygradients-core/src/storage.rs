@@ -1,7 +1,7 @@
 //! A tensor's memory on whichever device holds it. This is the one place that matches on the
 //! device: every method forwards to the device's [`BackendStorage`].
 
-use crate::backend::{BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp};
+use crate::backend::{AttnDims, BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp};
 use crate::cpu_backend::CpuStorage;
 use crate::cuda_backend::CudaStorage;
 use crate::{DType, Device, Error, Layout, Result, Shape};
@@ -175,5 +175,24 @@ impl Storage {
     ) -> Result<Storage> {
         let (x, r, g) = (self, rstd, g);
         Ok(same_device!("layer_norm_backward", (x, r, g) => x.norm_last_bwd(r, g, gl, rms)))
+    }
+    pub fn attention_fwd(&self, k: &Storage, v: &Storage, dims: AttnDims) -> Result<(Storage, Storage)> {
+        match (self, k, v) {
+            (Storage::Cpu(q), Storage::Cpu(k), Storage::Cpu(v)) => q.attention_fwd(k, v, dims).map(|(o, p)| (Storage::Cpu(o), Storage::Cpu(p))),
+            (Storage::Cuda(q), Storage::Cuda(k), Storage::Cuda(v)) => q.attention_fwd(k, v, dims).map(|(o, p)| (Storage::Cuda(o), Storage::Cuda(p))),
+            (q, k, v) => Err(mismatch("scaled_dot_product_attention", &[q.device(), k.device(), v.device()])),
+        }
+    }
+    #[allow(clippy::type_complexity)]
+    pub fn attention_bwd(&self, k: &Storage, v: &Storage, probs: &Storage, g: &Storage, dims: AttnDims) -> Result<(Storage, Storage, Storage)> {
+        match (self, k, v, probs, g) {
+            (Storage::Cpu(q), Storage::Cpu(k), Storage::Cpu(v), Storage::Cpu(p), Storage::Cpu(g)) => {
+                q.attention_bwd(k, v, p, g, dims).map(|(a, b, c)| (Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c)))
+            }
+            (Storage::Cuda(q), Storage::Cuda(k), Storage::Cuda(v), Storage::Cuda(p), Storage::Cuda(g)) => {
+                q.attention_bwd(k, v, p, g, dims).map(|(a, b, c)| (Storage::Cuda(a), Storage::Cuda(b), Storage::Cuda(c)))
+            }
+            (q, k, v, p, g) => Err(mismatch("scaled_dot_product_attention_backward", &[q.device(), k.device(), v.device(), p.device(), g.device()])),
+        }
     }
 }

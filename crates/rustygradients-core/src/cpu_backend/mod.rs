@@ -1,6 +1,7 @@
 //! The CPU backend: contiguous host vectors of each dtype and the kernels that read them through
 //! strided layouts. Large elementwise work is split over rayon's threads.
 
+mod attention;
 mod elementwise;
 pub(crate) mod fast_math;
 mod indexing;
@@ -11,7 +12,7 @@ mod strided;
 
 use half::{bf16, f16};
 
-use crate::backend::{BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp};
+use crate::backend::{AttnDims, BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp};
 use crate::{DType, Device, Error, Layout, Result, Shape, WithDType};
 
 pub(crate) use strided::{copy_strided, map1};
@@ -279,5 +280,13 @@ impl BackendStorage for CpuStorage {
 
     fn norm_last_bwd(&self, rstd: &Self, g: &Self, gl: &Layout, rms: bool) -> Result<Self> {
         rows::norm_last_bwd(self, rstd, g, gl, rms)
+    }
+
+    fn attention_fwd(&self, k: &Self, v: &Self, dims: AttnDims) -> Result<(Self, Self)> {
+        attention::attention_fwd(self, k, v, dims)
+    }
+
+    fn attention_bwd(&self, k: &Self, v: &Self, probs: &Self, g: &Self, dims: AttnDims) -> Result<(Self, Self, Self)> {
+        attention::attention_bwd(self, k, v, probs, g, dims)
     }
 }

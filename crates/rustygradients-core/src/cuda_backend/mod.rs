@@ -2,7 +2,7 @@
 //! CUDA issue; until then every build has this storage type, and opening a CUDA device returns
 //! [`Error::DeviceUnavailable`] instead of pretending to work.
 
-use crate::backend::{BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp};
+use crate::backend::{AttnDims, BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp};
 use crate::cpu_backend::CpuStorage;
 use crate::{DType, Device, Error, Layout, Result, Shape};
 
@@ -95,6 +95,12 @@ impl BackendStorage for CudaStorage {
         match *self {}
     }
     fn norm_last_bwd(&self, _: &Self, _: &Self, _: &Layout, _: bool) -> Result<Self> {
+        match *self {}
+    }
+    fn attention_fwd(&self, _: &Self, _: &Self, _: AttnDims) -> Result<(Self, Self)> {
+        match *self {}
+    }
+    fn attention_bwd(&self, _: &Self, _: &Self, _: &Self, _: &Self, _: AttnDims) -> Result<(Self, Self, Self)> {
         match *self {}
     }
 }

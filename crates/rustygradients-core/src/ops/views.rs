@@ -18,6 +18,16 @@ impl Tensor {
         ))
     }
 
+    /// Contiguous and starting at storage offset 0 (what kernels that take whole storages need);
+    /// copies only when this tensor is not already so.
+    pub(crate) fn dense(&self) -> Result<Tensor> {
+        if self.is_contiguous() && self.layout().offset() == 0 {
+            return Ok(self.clone());
+        }
+        let s = self.storage().copy_strided(self.layout())?;
+        Ok(Tensor::from_storage(s, self.shape().clone(), Some(Op::Copy(self.clone()))))
+    }
+
     /// Same data, new shape, never a copy; fails when the strides cannot express it (use
     /// [`Tensor::reshape`], which copies then).
     pub fn view(&self, shape: impl Into<Shape>) -> Result<Tensor> {
