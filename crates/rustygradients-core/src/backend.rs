@@ -235,5 +235,12 @@ pub trait BackendStorage: Sized {
     fn attention_fwd(&self, k: &Self, v: &Self, dims: AttnDims) -> Result<(Self, Self)>;
     /// Gradients of q, k and v from the forward's probabilities and the output gradient `g`.
     #[allow(clippy::type_complexity)]
-    fn attention_bwd(&self, k: &Self, v: &Self, probs: &Self, g: &Self, dims: AttnDims) -> Result<(Self, Self, Self)>;
+    fn attention_bwd(
+        &self,
+        k: &Self,
+        v: &Self,
+        probs: &Self,
+        g: &Self,
+        dims: AttnDims,
+    ) -> Result<(Self, Self, Self)>;
 }

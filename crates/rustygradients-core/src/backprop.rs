@@ -196,7 +196,9 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
                     BinaryOp::Mul => g.mul(b)?,
                     BinaryOp::Div => g.div(b)?,
                     BinaryOp::Pow => g.mul(b)?.mul(&a.pow(&b.affine(1.0, -1.0)?)?)?,
-                    BinaryOp::Maximum | BinaryOp::Minimum => g.mul(&extreme_share(a, b, *bop == BinaryOp::Maximum)?)?,
+                    BinaryOp::Maximum | BinaryOp::Minimum => {
+                        g.mul(&extreme_share(a, b, *bop == BinaryOp::Maximum)?)?
+                    }
                 };
                 out_grads.push((a.clone(), ga));
             }
@@ -212,7 +214,9 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
                         let ln = zero.where_cond(&a.scalar_like(0.0)?, &a.log()?)?;
                         g.mul(out)?.mul(&ln)?
                     }
-                    BinaryOp::Maximum | BinaryOp::Minimum => g.mul(&extreme_share(b, a, *bop == BinaryOp::Maximum)?)?,
+                    BinaryOp::Maximum | BinaryOp::Minimum => {
+                        g.mul(&extreme_share(b, a, *bop == BinaryOp::Maximum)?)?
+                    }
                 };
                 out_grads.push((b.clone(), gb));
             }
@@ -293,9 +297,21 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
             (x.clone(), g.clone()),
             (src.clone(), g.gather(*dim, ids)?),
         ]),
-        Op::Attention { q, k, v, probs, dims } => {
+        Op::Attention {
+            q,
+            k,
+            v,
+            probs,
+            dims,
+        } => {
             let g = g.dense()?;
-            let (dq, dk, dv) = q.storage().attention_bwd(&k.storage(), &v.storage(), &probs.storage(), &g.storage(), *dims)?;
+            let (dq, dk, dv) = q.storage().attention_bwd(
+                &k.storage(),
+                &v.storage(),
+                &probs.storage(),
+                &g.storage(),
+                *dims,
+            )?;
             Ok(vec![
                 (q.clone(), Tensor::from_storage(dq, q.shape().clone(), None)),
                 (k.clone(), Tensor::from_storage(dk, k.shape().clone(), None)),

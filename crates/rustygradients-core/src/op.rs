@@ -35,7 +35,13 @@ pub(crate) enum Op {
     NormLast(Tensor, Tensor, bool),
     /// Fused attention on `(N, T, d)` / `(N, S, d)` / `(N, S, dv)` inputs, with the forward's
     /// probabilities kept for the rule.
-    Attention { q: Tensor, k: Tensor, v: Tensor, probs: Tensor, dims: crate::backend::AttnDims },
+    Attention {
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        probs: Tensor,
+        dims: crate::backend::AttnDims,
+    },
 }
 
 impl Op {

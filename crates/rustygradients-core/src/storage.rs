@@ -176,23 +176,57 @@ impl Storage {
         let (x, r, g) = (self, rstd, g);
         Ok(same_device!("layer_norm_backward", (x, r, g) => x.norm_last_bwd(r, g, gl, rms)))
     }
-    pub fn attention_fwd(&self, k: &Storage, v: &Storage, dims: AttnDims) -> Result<(Storage, Storage)> {
+    pub fn attention_fwd(
+        &self,
+        k: &Storage,
+        v: &Storage,
+        dims: AttnDims,
+    ) -> Result<(Storage, Storage)> {
         match (self, k, v) {
-            (Storage::Cpu(q), Storage::Cpu(k), Storage::Cpu(v)) => q.attention_fwd(k, v, dims).map(|(o, p)| (Storage::Cpu(o), Storage::Cpu(p))),
-            (Storage::Cuda(q), Storage::Cuda(k), Storage::Cuda(v)) => q.attention_fwd(k, v, dims).map(|(o, p)| (Storage::Cuda(o), Storage::Cuda(p))),
-            (q, k, v) => Err(mismatch("scaled_dot_product_attention", &[q.device(), k.device(), v.device()])),
+            (Storage::Cpu(q), Storage::Cpu(k), Storage::Cpu(v)) => q
+                .attention_fwd(k, v, dims)
+                .map(|(o, p)| (Storage::Cpu(o), Storage::Cpu(p))),
+            (Storage::Cuda(q), Storage::Cuda(k), Storage::Cuda(v)) => q
+                .attention_fwd(k, v, dims)
+                .map(|(o, p)| (Storage::Cuda(o), Storage::Cuda(p))),
+            (q, k, v) => Err(mismatch(
+                "scaled_dot_product_attention",
+                &[q.device(), k.device(), v.device()],
+            )),
         }
     }
     #[allow(clippy::type_complexity)]
-    pub fn attention_bwd(&self, k: &Storage, v: &Storage, probs: &Storage, g: &Storage, dims: AttnDims) -> Result<(Storage, Storage, Storage)> {
+    pub fn attention_bwd(
+        &self,
+        k: &Storage,
+        v: &Storage,
+        probs: &Storage,
+        g: &Storage,
+        dims: AttnDims,
+    ) -> Result<(Storage, Storage, Storage)> {
         match (self, k, v, probs, g) {
-            (Storage::Cpu(q), Storage::Cpu(k), Storage::Cpu(v), Storage::Cpu(p), Storage::Cpu(g)) => {
-                q.attention_bwd(k, v, p, g, dims).map(|(a, b, c)| (Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c)))
-            }
-            (Storage::Cuda(q), Storage::Cuda(k), Storage::Cuda(v), Storage::Cuda(p), Storage::Cuda(g)) => {
-                q.attention_bwd(k, v, p, g, dims).map(|(a, b, c)| (Storage::Cuda(a), Storage::Cuda(b), Storage::Cuda(c)))
-            }
-            (q, k, v, p, g) => Err(mismatch("scaled_dot_product_attention_backward", &[q.device(), k.device(), v.device(), p.device(), g.device()])),
+            (
+                Storage::Cpu(q),
+                Storage::Cpu(k),
+                Storage::Cpu(v),
+                Storage::Cpu(p),
+                Storage::Cpu(g),
+            ) => q
+                .attention_bwd(k, v, p, g, dims)
+                .map(|(a, b, c)| (Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c))),
+            (
+                Storage::Cuda(q),
+                Storage::Cuda(k),
+                Storage::Cuda(v),
+                Storage::Cuda(p),
+                Storage::Cuda(g),
+            ) => q
+                .attention_bwd(k, v, p, g, dims)
+                .map(|(a, b, c)| (Storage::Cuda(a), Storage::Cuda(b), Storage::Cuda(c))),
+            (q, k, v, p, g) => Err(mismatch(
+                "scaled_dot_product_attention_backward",
+                &[q.device(), k.device(), v.device(), p.device(), g.device()],
+            )),
         }
     }
 }

@@ -376,16 +376,35 @@ fn gradcheck_scaled_dot_product_attention() {
 
 #[test]
 fn fused_attention_matches_the_explicit_formula() {
-    let (q, k, v) = (randn_away(&[2, 3, 5, 4], 130, 0.0), randn_away(&[2, 3, 5, 4], 131, 0.0), randn_away(&[2, 3, 5, 6], 132, 0.0));
+    let (q, k, v) = (
+        randn_away(&[2, 3, 5, 4], 130, 0.0),
+        randn_away(&[2, 3, 5, 4], 131, 0.0),
+        randn_away(&[2, 3, 5, 6], 132, 0.0),
+    );
     for causal in [false, true] {
         let fused = q.scaled_dot_product_attention(&k, &v, causal, 0.0).unwrap();
-        let mut att = q.matmul(&k.transpose(2, 3).unwrap()).unwrap().mul_scalar(0.5).unwrap();
+        let mut att = q
+            .matmul(&k.transpose(2, 3).unwrap())
+            .unwrap()
+            .mul_scalar(0.5)
+            .unwrap();
         if causal {
             let future: Vec<u8> = (0..25).map(|p| (p % 5 > p / 5) as u8).collect();
-            att = att.masked_fill(&Tensor::from_vec(future, [5, 5], Device::Cpu).unwrap(), f64::NEG_INFINITY).unwrap();
+            att = att
+                .masked_fill(
+                    &Tensor::from_vec(future, [5, 5], Device::Cpu).unwrap(),
+                    f64::NEG_INFINITY,
+                )
+                .unwrap();
         }
         let explicit = att.softmax(-1).unwrap().matmul(&v).unwrap();
         assert_eq!(fused.dims(), explicit.dims());
-        common::assert_close(&fused.to_vec::<f64>().unwrap(), &explicit.to_vec::<f64>().unwrap(), 1e-12, 1e-12, "attention");
+        common::assert_close(
+            &fused.to_vec::<f64>().unwrap(),
+            &explicit.to_vec::<f64>().unwrap(),
+            1e-12,
+            1e-12,
+            "attention",
+        );
     }
 }

@@ -135,7 +135,9 @@ fn scatter_add_typed<T: Arith>(
             let target = ids[r * width.max(1)] as usize;
             let o = &mut out[target * width..(target + 1) * width];
             let s = &src[r * width..(r + 1) * width];
-            o.iter_mut().zip(s).for_each(|(o, &x)| *o = <T as Arith>::add(*o, x));
+            o.iter_mut()
+                .zip(s)
+                .for_each(|(o, &x)| *o = <T as Arith>::add(*o, x));
         }
         return out;
     }

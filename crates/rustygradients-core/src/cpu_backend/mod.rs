@@ -286,7 +286,14 @@ impl BackendStorage for CpuStorage {
         attention::attention_fwd(self, k, v, dims)
     }
 
-    fn attention_bwd(&self, k: &Self, v: &Self, probs: &Self, g: &Self, dims: AttnDims) -> Result<(Self, Self, Self)> {
+    fn attention_bwd(
+        &self,
+        k: &Self,
+        v: &Self,
+        probs: &Self,
+        g: &Self,
+        dims: AttnDims,
+    ) -> Result<(Self, Self, Self)> {
         attention::attention_bwd(self, k, v, probs, g, dims)
     }
 }

@@ -49,7 +49,10 @@ pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
 
 /// A vector of `n` elements written by `fill(offset, out_chunk)` over disjoint chunks, in
 /// parallel when large; every element is written exactly once before the length is set.
-pub(crate) fn build<U: Send>(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<U>]) + Sync + Send) -> Vec<U> {
+pub(crate) fn build<U: Send>(
+    n: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<U>]) + Sync + Send,
+) -> Vec<U> {
     let mut out: Vec<U> = Vec::with_capacity(n);
     let spare = &mut out.spare_capacity_mut()[..n];
     if n >= PAR_MIN {

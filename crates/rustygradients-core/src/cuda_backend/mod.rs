@@ -100,7 +100,14 @@ impl BackendStorage for CudaStorage {
     fn attention_fwd(&self, _: &Self, _: &Self, _: AttnDims) -> Result<(Self, Self)> {
         match *self {}
     }
-    fn attention_bwd(&self, _: &Self, _: &Self, _: &Self, _: &Self, _: AttnDims) -> Result<(Self, Self, Self)> {
+    fn attention_bwd(
+        &self,
+        _: &Self,
+        _: &Self,
+        _: &Self,
+        _: &Self,
+        _: AttnDims,
+    ) -> Result<(Self, Self, Self)> {
         match *self {}
     }
 }

@@ -75,12 +75,28 @@ impl Tensor {
             // One fused kernel: no (T, S) score tensors in the graph.
             let n: usize = batch.iter().product();
             let dv = v.dims()[r - 1];
-            let dims = crate::backend::AttnDims { n, t, s, d, dv, scale, causal };
+            let dims = crate::backend::AttnDims {
+                n,
+                t,
+                s,
+                d,
+                dv,
+                scale,
+                causal,
+            };
             let flat = |x: &Tensor, rows: usize, cols: usize| x.dense()?.reshape([n, rows, cols]);
             let (q3, k3, v3) = (flat(self, t, d)?, flat(k, s, d)?, flat(v, s, dv)?);
-            let (out, probs) = q3.storage().attention_fwd(&k3.storage(), &v3.storage(), dims)?;
+            let (out, probs) = q3
+                .storage()
+                .attention_fwd(&k3.storage(), &v3.storage(), dims)?;
             let probs = Tensor::from_storage(probs, [n, t, s], None);
-            let op = Op::Attention { q: q3.clone(), k: k3.clone(), v: v3.clone(), probs, dims };
+            let op = Op::Attention {
+                q: q3.clone(),
+                k: k3.clone(),
+                v: v3.clone(),
+                probs,
+                dims,
+            };
             let mut out_dims = batch.to_vec();
             out_dims.extend([t, dv]);
             return Tensor::from_storage(out, [n, t, dv], Some(op)).reshape(out_dims);

@@ -25,7 +25,11 @@ impl Tensor {
             return Ok(self.clone());
         }
         let s = self.storage().copy_strided(self.layout())?;
-        Ok(Tensor::from_storage(s, self.shape().clone(), Some(Op::Copy(self.clone()))))
+        Ok(Tensor::from_storage(
+            s,
+            self.shape().clone(),
+            Some(Op::Copy(self.clone())),
+        ))
     }
 
     /// Same data, new shape, never a copy; fails when the strides cannot express it (use
