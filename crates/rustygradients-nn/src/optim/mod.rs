@@ -49,8 +49,15 @@ pub trait Optimizer {
     fn step(&mut self) -> Result<()>;
     fn learning_rate(&self) -> f64;
     fn set_learning_rate(&mut self, lr: f64);
+    /// The parameter groups this optimizer updates.
+    fn groups(&self) -> &[ParamGroup];
     /// Every parameter, in group order.
-    fn params(&self) -> Vec<Tensor>;
+    fn params(&self) -> Vec<Tensor> {
+        self.groups()
+            .iter()
+            .flat_map(|g| g.params.iter().cloned())
+            .collect()
+    }
     /// Forgets every parameter's gradient.
     fn zero_grad(&self) {
         for p in self.params() {

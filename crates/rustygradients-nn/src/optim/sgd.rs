@@ -81,10 +81,7 @@ impl Optimizer for Sgd {
     fn set_learning_rate(&mut self, lr: f64) {
         self.cfg.lr = lr;
     }
-    fn params(&self) -> Vec<Tensor> {
-        self.groups
-            .iter()
-            .flat_map(|g| g.params.iter().cloned())
-            .collect()
+    fn groups(&self) -> &[ParamGroup] {
+        &self.groups
     }
 }
