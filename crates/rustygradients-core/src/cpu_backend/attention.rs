@@ -5,6 +5,7 @@
 
 use rayon::prelude::*;
 
+use super::strided::has_avx2;
 use super::CpuStorage;
 use crate::backend::{AttnDims, BackendStorage};
 use crate::{Error, FloatDType, Result};
@@ -94,17 +95,6 @@ fn forward<T: FloatDType>(q: &[T], k: &[T], v: &[T], a: AttnDims) -> (Vec<T>, Ve
             forward_slice(q, k, v, o, p, a)
         });
     (out, probs)
-}
-
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// One `(batch, head)` slice of the backward pass; `ds` is scratch of length `s`.

@@ -28,6 +28,18 @@ pub(crate) fn for_each(l: &Layout, mut f: impl FnMut(usize)) {
     }
 }
 
+/// True when the CPU has AVX2 and FMA (the feature set our vectorised loops are compiled for).
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Runs `f` compiled for AVX2 + FMA when the CPU has them (the loops in `f` are inlined into
 /// the feature-enabled frame and vectorised 8-wide); plain code otherwise.
 #[inline(always)]
@@ -38,8 +50,7 @@ pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
         unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if has_avx2() {
             // SAFETY: the CPU supports the features just checked.
             return unsafe { with_avx2(f) };
         }
