@@ -39,10 +39,15 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Train(args) => train::run(args),
-        Command::Generate(args) => generate::run(args),
-    }
+    let cli = Cli::parse();
+    // The command runs on one of rayon's workers, so each parallel op hands work to the other
+    // workers directly instead of waking them from outside the pool and waiting.
+    rayon::ThreadPoolBuilder::new()
+        .build()?
+        .install(|| match cli.command {
+            Command::Train(args) => train::run(args),
+            Command::Generate(args) => generate::run(args),
+        })
 }
 
 /// Parses `cpu` or `cuda`/`cuda:N`.

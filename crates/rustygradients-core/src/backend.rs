@@ -177,11 +177,27 @@ impl AttnDims {
     }
 }
 
+/// The scalars of one Adam/AdamW update (PyTorch's rule), for [`BackendStorage::adam_step`].
+#[derive(Debug, Clone, Copy)]
+pub struct AdamHyper {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// AdamW's decoupled decay when true; an L2 term added to the gradient when false.
+    pub decoupled: bool,
+    /// The number of this update, counting from 1 (for bias correction).
+    pub step: u64,
+}
+
 /// The storage of one device. Every method reads its operands through their layouts and returns
-/// a new contiguous storage, except `copy_into`, which writes into a strided destination.
+/// a new contiguous storage, except `copy_into`, `add_into` and `adam_step`, which write in place.
 pub trait BackendStorage: Sized {
     fn dtype(&self) -> DType;
     fn device(&self) -> Device;
+    /// Number of elements held.
+    fn elem_len(&self) -> usize;
     /// A copy on the host (used for printing, `to_vec` and device moves).
     fn to_cpu(&self) -> Result<CpuStorage>;
     fn zeros(shape: &Shape, dtype: DType, device: Device) -> Result<Self>;
@@ -191,6 +207,11 @@ pub trait BackendStorage: Sized {
     fn copy_strided(&self, layout: &Layout) -> Result<Self>;
     /// Copies the elements `src_l` selects into the positions `dst_l` selects (same shape).
     fn copy_into(&self, src_l: &Layout, dst: &mut Self, dst_l: &Layout) -> Result<()>;
+    /// Adds the elements `src_l` selects to the positions `dst_l` selects (same shape, dtype).
+    fn add_into(&self, src_l: &Layout, dst: &mut Self, dst_l: &Layout) -> Result<()>;
+    /// One fused Adam update of the contiguous parameter `self` and its contiguous moments `m`
+    /// and `v`, from the contiguous gradient `g` (all of one length and dtype).
+    fn adam_step(&mut self, m: &mut Self, v: &mut Self, g: &Self, h: AdamHyper) -> Result<()>;
     fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self>;
     fn binary(&self, l: &Layout, rhs: &Self, r: &Layout, op: BinaryOp) -> Result<Self>;
     fn cmp(&self, l: &Layout, rhs: &Self, r: &Layout, op: CmpOp) -> Result<Self>;

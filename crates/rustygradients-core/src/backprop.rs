@@ -65,11 +65,8 @@ impl Tensor {
                 if !input.is_tracked() {
                     continue;
                 }
-                let ig = match grads.remove(&input.id()) {
-                    Some(prev) => prev.add(&ig)?,
-                    None => ig,
-                };
-                grads.insert(input.id(), ig);
+                let acc = accumulate(grads.remove(&input.id()), &input, ig)?;
+                grads.insert(input.id(), acc);
             }
         }
         Ok(())
@@ -115,6 +112,56 @@ impl Tensor {
     }
 }
 
+/// The gradient an op passes to one of its inputs.
+enum InputGrad {
+    /// A gradient of the input's full shape.
+    Full(Tensor),
+    /// The gradient of `input.narrow(dim, start, g.dims()[dim])`; zero elsewhere.
+    Slice { g: Tensor, dim: usize, start: usize },
+}
+
+/// Adds `ig` to the gradient gathered so far for `input` (`prev`), in place when `prev` is
+/// exclusively owned (every sum after the first then costs no allocation).
+fn accumulate(prev: Option<Tensor>, input: &Tensor, ig: InputGrad) -> Result<Tensor> {
+    match (prev, ig) {
+        (None, InputGrad::Full(g)) => Ok(g),
+        (Some(prev), InputGrad::Full(g)) => {
+            if prev.exclusively_owned() {
+                let full = prev.layout().clone();
+                g.storage()
+                    .add_into(g.layout(), &mut prev.storage_mut(), &full)?;
+                Ok(prev)
+            } else if g.exclusively_owned() {
+                let full = g.layout().clone();
+                prev.storage()
+                    .add_into(prev.layout(), &mut g.storage_mut(), &full)?;
+                Ok(g)
+            } else {
+                prev.add(&g)
+            }
+        }
+        (prev, InputGrad::Slice { g, dim, start }) => {
+            let (acc, fresh) = match prev {
+                Some(p) if p.exclusively_owned() => (p, false),
+                Some(p) => (p.force_copy()?, false),
+                None => (
+                    Tensor::zeros(input.shape().clone(), g.dtype(), g.device())?,
+                    true,
+                ),
+            };
+            let dst = acc.layout().narrow(dim, start, g.dims()[dim]);
+            let src = g.storage();
+            if fresh {
+                src.copy_into(g.layout(), &mut acc.storage_mut(), &dst)?;
+            } else {
+                src.add_into(g.layout(), &mut acc.storage_mut(), &dst)?;
+            }
+            drop(src);
+            Ok(acc)
+        }
+    }
+}
+
 /// Sums a broadcast gradient back to `shape` (the inverse of an `Expand`).
 fn sum_to(g: &Tensor, shape: &Shape) -> Result<Tensor> {
     if g.shape() == shape {
@@ -139,8 +186,9 @@ fn extreme_share(x: &Tensor, y: &Tensor, max: bool) -> Result<Tensor> {
 }
 
 /// The gradient of each input of `op`, given the gradient `g` of its output `out`.
-fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
-    let one = |t: &Tensor, gt: Tensor| Ok(vec![(t.clone(), gt)]);
+fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, InputGrad)>> {
+    use InputGrad::Full;
+    let one = |t: &Tensor, gt: Tensor| Ok(vec![(t.clone(), Full(gt))]);
     match op {
         Op::Unary(x, u) => {
             let gx = match *u {
@@ -200,7 +248,7 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
                         g.mul(&extreme_share(a, b, *bop == BinaryOp::Maximum)?)?
                     }
                 };
-                out_grads.push((a.clone(), ga));
+                out_grads.push((a.clone(), Full(ga)));
             }
             if b.is_tracked() {
                 let gb = match bop {
@@ -218,7 +266,7 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
                         g.mul(&extreme_share(b, a, *bop == BinaryOp::Maximum)?)?
                     }
                 };
-                out_grads.push((b.clone(), gb));
+                out_grads.push((b.clone(), Full(gb)));
             }
             Ok(out_grads)
         }
@@ -226,10 +274,10 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
             let zero = g.scalar_like(0.0)?;
             let mut out_grads = Vec::with_capacity(2);
             if t.is_tracked() {
-                out_grads.push((t.clone(), m.where_cond(g, &zero)?));
+                out_grads.push((t.clone(), Full(m.where_cond(g, &zero)?)));
             }
             if f.is_tracked() {
-                out_grads.push((f.clone(), m.where_cond(&zero, g)?));
+                out_grads.push((f.clone(), Full(m.where_cond(&zero, g)?)));
             }
             Ok(out_grads)
         }
@@ -248,10 +296,10 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
             let r = a.rank();
             let mut out_grads = Vec::with_capacity(2);
             if a.is_tracked() {
-                out_grads.push((a.clone(), g.matmul(&b.transpose(r - 2, r - 1)?)?));
+                out_grads.push((a.clone(), Full(g.matmul(&b.transpose(r - 2, r - 1)?)?)));
             }
             if b.is_tracked() {
-                out_grads.push((b.clone(), a.transpose(r - 2, r - 1)?.matmul(g)?));
+                out_grads.push((b.clone(), Full(a.transpose(r - 2, r - 1)?.matmul(g)?)));
             }
             Ok(out_grads)
         }
@@ -266,25 +314,15 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
             }
             one(x, g.permute(&inv)?)
         }
-        Op::Narrow(x, dim, start) => {
-            let (d, s) = (*dim, *start);
-            let len = g.dims()[d];
-            let total = x.dims()[d];
-            let mut parts = Vec::new();
-            let zeros = |n: usize| {
-                let mut dims = g.dims().to_vec();
-                dims[d] = n;
-                Tensor::zeros(dims, g.dtype(), g.device())
-            };
-            if s > 0 {
-                parts.push(zeros(s)?);
-            }
-            parts.push(g.clone());
-            if s + len < total {
-                parts.push(zeros(total - s - len)?);
-            }
-            one(x, Tensor::cat(&parts, d)?)
-        }
+        // The gradient lands in a slice of x's: accumulated there without a zero-padded copy.
+        Op::Narrow(x, dim, start) => Ok(vec![(
+            x.clone(),
+            InputGrad::Slice {
+                g: g.clone(),
+                dim: *dim,
+                start: *start,
+            },
+        )]),
         Op::Expand(x) => one(x, sum_to(g, x.shape())?),
         Op::IndexSelect(x, ids, dim) => {
             let mut idx_shape = vec![1; g.rank()];
@@ -294,8 +332,8 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
         }
         Op::Gather(x, ids, dim) => one(x, x.zeros_like()?.scatter_add(*dim, ids, g)?),
         Op::ScatterAdd(x, ids, src, dim) => Ok(vec![
-            (x.clone(), g.clone()),
-            (src.clone(), g.gather(*dim, ids)?),
+            (x.clone(), Full(g.clone())),
+            (src.clone(), Full(g.gather(*dim, ids)?)),
         ]),
         Op::Attention {
             q,
@@ -313,9 +351,18 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
                 *dims,
             )?;
             Ok(vec![
-                (q.clone(), Tensor::from_storage(dq, q.shape().clone(), None)),
-                (k.clone(), Tensor::from_storage(dk, k.shape().clone(), None)),
-                (v.clone(), Tensor::from_storage(dv, v.shape().clone(), None)),
+                (
+                    q.clone(),
+                    Full(Tensor::from_storage(dq, q.shape().clone(), None)),
+                ),
+                (
+                    k.clone(),
+                    Full(Tensor::from_storage(dk, k.shape().clone(), None)),
+                ),
+                (
+                    v.clone(),
+                    Full(Tensor::from_storage(dv, v.shape().clone(), None)),
+                ),
             ])
         }
         Op::SoftmaxLast(x, log) => one(x, out.softmax_last_backward(g, *log)?),
@@ -325,7 +372,7 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
             let mut out = Vec::with_capacity(ts.len());
             for t in ts {
                 let len = t.dims()[*dim];
-                out.push((t.clone(), g.narrow(*dim, start, len)?));
+                out.push((t.clone(), Full(g.narrow(*dim, start, len)?)));
                 start += len;
             }
             Ok(out)

@@ -27,6 +27,7 @@ mod shape;
 mod storage;
 mod tensor;
 
+pub use backend::AdamHyper;
 pub use device::Device;
 pub use dtype::{DType, FloatDType, WithDType};
 pub use error::{Error, Result};

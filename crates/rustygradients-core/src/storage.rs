@@ -1,7 +1,7 @@
 //! A tensor's memory on whichever device holds it. This is the one place that matches on the
 //! device: every method forwards to the device's [`BackendStorage`].
 
-use crate::backend::{AttnDims, BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp};
+use crate::backend::{AdamHyper, AttnDims, BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp};
 use crate::cpu_backend::CpuStorage;
 use crate::cuda_backend::CudaStorage;
 use crate::{DType, Device, Error, Layout, Result, Shape};
@@ -55,6 +55,13 @@ impl Storage {
         }
     }
 
+    pub fn elem_len(&self) -> usize {
+        match self {
+            Storage::Cpu(s) => s.elem_len(),
+            Storage::Cuda(s) => s.elem_len(),
+        }
+    }
+
     /// Moves host data to `device`.
     pub fn from_cpu(cpu: CpuStorage, device: Device) -> Result<Storage> {
         match device {
@@ -86,6 +93,33 @@ impl Storage {
             (Storage::Cpu(s), Storage::Cpu(d)) => s.copy_into(src_l, d, dst_l),
             (Storage::Cuda(s), Storage::Cuda(d)) => s.copy_into(src_l, d, dst_l),
             (s, d) => Err(mismatch("copy_into", &[s.device(), d.device()])),
+        }
+    }
+    pub fn add_into(&self, src_l: &Layout, dst: &mut Storage, dst_l: &Layout) -> Result<()> {
+        match (self, dst) {
+            (Storage::Cpu(s), Storage::Cpu(d)) => s.add_into(src_l, d, dst_l),
+            (Storage::Cuda(s), Storage::Cuda(d)) => s.add_into(src_l, d, dst_l),
+            (s, d) => Err(mismatch("add_into", &[s.device(), d.device()])),
+        }
+    }
+    pub fn adam_step(
+        &mut self,
+        m: &mut Storage,
+        v: &mut Storage,
+        g: &Storage,
+        h: AdamHyper,
+    ) -> Result<()> {
+        match (self, m, v, g) {
+            (Storage::Cpu(p), Storage::Cpu(m), Storage::Cpu(v), Storage::Cpu(g)) => {
+                p.adam_step(m, v, g, h)
+            }
+            (Storage::Cuda(p), Storage::Cuda(m), Storage::Cuda(v), Storage::Cuda(g)) => {
+                p.adam_step(m, v, g, h)
+            }
+            (p, m, v, g) => Err(mismatch(
+                "adam_step_",
+                &[p.device(), m.device(), v.device(), g.device()],
+            )),
         }
     }
     pub fn unary(&self, l: &Layout, op: UnaryOp) -> Result<Storage> {

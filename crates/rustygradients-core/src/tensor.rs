@@ -148,8 +148,36 @@ impl Tensor {
     pub(crate) fn storage(&self) -> RwLockReadGuard<'_, Storage> {
         self.0.storage.read().unwrap_or_else(|e| e.into_inner())
     }
-    fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
+    pub(crate) fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
         self.0.storage.write().unwrap_or_else(|e| e.into_inner())
+    }
+    /// Contiguous, from offset 0, over every element of its storage.
+    pub(crate) fn owns_storage(&self) -> bool {
+        self.is_contiguous()
+            && self.layout().offset() == 0
+            && self.storage().elem_len() == self.elem_count()
+    }
+    /// True when nothing but this handle can see this tensor's memory, which it covers
+    /// contiguously, so it may be updated in place.
+    pub(crate) fn exclusively_owned(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
+            && Arc::strong_count(&self.0.storage) == 1
+            && self.owns_storage()
+    }
+    /// A contiguous copy in fresh storage, with no graph history.
+    pub(crate) fn force_copy(&self) -> Result<Tensor> {
+        let s = self.storage().copy_strided(self.layout())?;
+        Ok(Tensor::from_storage(s, self.shape().clone(), None))
+    }
+    /// The same values in new memory of its own (PyTorch's `clone()`; [`Clone`] on `Tensor`
+    /// only copies the handle). Gradients flow back through the copy.
+    pub fn copy(&self) -> Result<Tensor> {
+        let s = self.storage().copy_strided(self.layout())?;
+        Ok(Tensor::from_storage(
+            s,
+            self.shape().clone(),
+            Some(Op::Copy(self.clone())),
+        ))
     }
     /// True when `self` and `other` are views of the same memory.
     pub fn same_storage(&self, other: &Tensor) -> bool {

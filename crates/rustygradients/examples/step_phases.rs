@@ -1,11 +1,29 @@
 //! Where one baby-GPT training step spends its time: forward, backward, clipping, optimizer.
-//! `cargo run --release --example step_phases`
+//! Reports the median of each phase over the timed steps (robust to a noisy machine).
+//! `cargo run --release --example step_phases [steps]`
 use rustygradients::models::{Gpt, GptConfig, Split, TextDataset};
 use rustygradients::optim::{clip_grad_norm, decay_groups, Adam, AdamConfig, Optimizer};
 use rustygradients::{manual_seed, DType, Device, Result};
 use std::time::Instant;
 
+/// The same allocator as the CLI, so the phases cost what they cost in training.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn main() -> Result<()> {
+    // Run on a rayon worker, as the CLI does, so parallel ops start without a cross-thread wake-up.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .build()
+        .expect("thread pool");
+    pool.install(run)
+}
+
+fn run() -> Result<()> {
     manual_seed(0);
     let tokens: Vec<u32> = (0..200_000u32).map(|i| (i * 7919 + i / 13) % 84).collect();
     let mut data = TextDataset::new(tokens, 0);
@@ -19,9 +37,12 @@ fn main() -> Result<()> {
     };
     let model = Gpt::new(cfg, DType::F32, Device::Cpu)?;
     let mut opt = Adam::new(decay_groups(&model, 0.1), AdamConfig::adamw(1e-3));
-    let mut t = [0f64; 4];
-    let steps = 40;
-    for step in 0..steps {
+    let steps: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let mut phases: [Vec<f64>; 5] = Default::default();
+    for step in 0..steps + 5 {
         let (x, y) = data.batch(Split::Train, 12, 64, Device::Cpu)?;
         opt.zero_grad();
         let t0 = Instant::now();
@@ -34,18 +55,18 @@ fn main() -> Result<()> {
         opt.step()?;
         let t4 = Instant::now();
         if step >= 5 {
-            for (acc, d) in t.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
-                *acc += d.as_secs_f64() * 1e3 / (steps - 5) as f64;
+            for (acc, d) in phases
+                .iter_mut()
+                .zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0])
+            {
+                acc.push(d.as_secs_f64() * 1e3);
             }
         }
     }
+    let [f, b, c, o, t] = phases.map(median);
     println!(
-        "ms per step: forward {:.1}, backward {:.1}, clip {:.1}, optimizer {:.1}; total {:.1}",
-        t[0],
-        t[1],
-        t[2],
-        t[3],
-        t.iter().sum::<f64>()
+        "median ms per step: forward {f:.1}, backward {b:.1}, clip {c:.1}, optimizer {o:.1}; total {t:.1} ({:.0} tokens/s)",
+        12.0 * 64.0 / t * 1e3
     );
     Ok(())
 }

@@ -10,22 +10,70 @@ use super::CpuStorage;
 use crate::backend::{AttnDims, BackendStorage};
 use crate::{Error, FloatDType, Result};
 
-/// Dot product with eight independent accumulators, so it vectorises.
+/// `out[..] = Σ_{r ∈ rows} coef(r) · row(r)[..out.len()]`, with the accumulators held in
+/// registers: 32 lanes (four independent vector chains) at a time, then 8 lanes with two chains,
+/// then scalars. Every product in this file is one of these.
 #[inline(always)]
-fn dot<T: FloatDType>(a: &[T], b: &[T]) -> T {
-    let mut acc = [T::zero(); 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for j in 0..8 {
-            acc[j] = acc[j] + x[j] * y[j];
+fn lincomb<'a, T: FloatDType>(
+    out: &mut [T],
+    rows: std::ops::Range<usize>,
+    coef: impl Fn(usize) -> T,
+    row: impl Fn(usize) -> &'a [T],
+) {
+    const W: usize = 32;
+    const L: usize = 8;
+    let n = out.len();
+    let mut o = 0;
+    while o + W <= n {
+        let mut acc = [T::zero(); W];
+        for r in rows.clone() {
+            let (c, x) = (coef(r), &row(r)[o..o + W]);
+            for l in 0..W {
+                acc[l] = c.mul_add(x[l], acc[l]);
+            }
+        }
+        out[o..o + W].copy_from_slice(&acc);
+        o += W;
+    }
+    while o + L <= n {
+        let (mut a0, mut a1) = ([T::zero(); L], [T::zero(); L]);
+        let mut r = rows.start;
+        while r + 1 < rows.end {
+            let (c0, x0) = (coef(r), &row(r)[o..o + L]);
+            let (c1, x1) = (coef(r + 1), &row(r + 1)[o..o + L]);
+            for l in 0..L {
+                a0[l] = c0.mul_add(x0[l], a0[l]);
+                a1[l] = c1.mul_add(x1[l], a1[l]);
+            }
+            r += 2;
+        }
+        if r < rows.end {
+            let (c0, x0) = (coef(r), &row(r)[o..o + L]);
+            for l in 0..L {
+                a0[l] = c0.mul_add(x0[l], a0[l]);
+            }
+        }
+        for l in 0..L {
+            out[o + l] = a0[l] + a1[l];
+        }
+        o += L;
+    }
+    for (j, y) in out.iter_mut().enumerate().skip(o) {
+        *y = rows
+            .clone()
+            .fold(T::zero(), |a, r| coef(r).mul_add(row(r)[j], a));
+    }
+}
+
+/// The `(cols, rows)` transpose of a row-major `(rows, cols)` block.
+fn transpose<T: FloatDType>(x: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut t = vec![T::zero(); rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = x[r * cols + c];
         }
     }
-    let mut total = acc.iter().fold(T::zero(), |s, &v| s + v);
-    for (&x, &y) in ra.iter().zip(rb) {
-        total = total + x * y;
-    }
-    total
+    t
 }
 
 /// One `(batch, head)` slice of the forward pass.
@@ -33,29 +81,28 @@ fn dot<T: FloatDType>(a: &[T], b: &[T]) -> T {
 fn forward_slice<T: FloatDType>(q: &[T], k: &[T], v: &[T], o: &mut [T], p: &mut [T], a: AttnDims) {
     let (s, d, dv) = (a.s, a.d, a.dv);
     let scale = T::from_f64(a.scale);
+    let kt = transpose(k, s, d);
     for i in 0..a.t {
         let vis = a.visible(i);
         let qi = &q[i * d..(i + 1) * d];
         let row = &mut p[i * s..i * s + vis];
-        let mut max = T::neg_infinity();
-        for (j, r) in row.iter_mut().enumerate() {
-            *r = dot(qi, &k[j * d..(j + 1) * d]) * scale;
-            max = max.max(*r);
-        }
+        // Scores of query i against every visible key: Σ_c q_ic · Kᵀ[c, ..].
+        lincomb(row, 0..d, |c| qi[c] * scale, |c| &kt[c * s..c * s + vis]);
+        let max = row.iter().fold(T::neg_infinity(), |m, &x| m.max(x));
         let mut sum = T::zero();
         for r in row.iter_mut() {
             *r = (*r - max).fast_exp();
             sum = sum + *r;
         }
         let inv = sum.recip();
-        let oi = &mut o[i * dv..(i + 1) * dv];
-        for (j, r) in row.iter_mut().enumerate() {
-            *r = *r * inv;
-            let pj = *r;
-            oi.iter_mut()
-                .zip(&v[j * dv..(j + 1) * dv])
-                .for_each(|(o, &x)| *o = *o + pj * x);
-        }
+        row.iter_mut().for_each(|r| *r = *r * inv);
+        let row = &p[i * s..i * s + vis];
+        lincomb(
+            &mut o[i * dv..(i + 1) * dv],
+            0..vis,
+            |j| row[j],
+            |j| &v[j * dv..(j + 1) * dv],
+        );
     }
 }
 
@@ -97,7 +144,18 @@ fn forward<T: FloatDType>(q: &[T], k: &[T], v: &[T], a: AttnDims) -> (Vec<T>, Ve
     (out, probs)
 }
 
-/// One `(batch, head)` slice of the backward pass; `ds` is scratch of length `s`.
+/// The first query that sees key `j` (visibility only grows with the query index).
+#[inline(always)]
+fn first_query(a: &AttnDims, j: usize) -> usize {
+    if a.causal {
+        j
+    } else {
+        0
+    }
+}
+
+/// One `(batch, head)` slice of the backward pass, as five small products:
+/// dP = G Vᵀ, dS = P ∘ (dP − rowsum(P ∘ dP)), dQ = dS K, dK = dSᵀ Q, dV = Pᵀ G.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn backward_slice<T: FloatDType>(
@@ -111,36 +169,45 @@ fn backward_slice<T: FloatDType>(
     dvb: &mut [T],
     a: AttnDims,
 ) {
-    let (s, d, dv) = (a.s, a.d, a.dv);
+    let (t, s, d, dv) = (a.t, a.s, a.d, a.dv);
     let scale = T::from_f64(a.scale);
-    let mut ds = vec![T::zero(); s];
-    for i in 0..a.t {
+    let vt = transpose(v, s, dv);
+    // dS (scaled), row-major (t, s); masked entries stay zero and are never read.
+    let mut ds = vec![T::zero(); t * s];
+    for i in 0..t {
         let vis = a.visible(i);
         let (gi, pi) = (&g[i * dv..(i + 1) * dv], &p[i * s..i * s + vis]);
-        // dP_ij = g_i·v_j; dS_ij = P_ij (dP_ij - Σ_j P_ij dP_ij)
-        let mut row_dot = T::zero();
-        for j in 0..vis {
-            ds[j] = dot(gi, &v[j * dv..(j + 1) * dv]);
-            row_dot = row_dot + pi[j] * ds[j];
+        let dsi = &mut ds[i * s..i * s + vis];
+        lincomb(dsi, 0..dv, |c| gi[c], |c| &vt[c * s..c * s + vis]);
+        let row_dot = pi
+            .iter()
+            .zip(dsi.iter())
+            .fold(T::zero(), |acc, (&p, &x)| acc + p * x);
+        for (x, &p) in dsi.iter_mut().zip(pi) {
+            *x = p * (*x - row_dot) * scale;
         }
-        let qi = &q[i * d..(i + 1) * d];
-        let dqi = &mut dq[i * d..(i + 1) * d];
-        for j in 0..vis {
-            let pij = pi[j];
-            // dV_j += P_ij g_i
-            dvb[j * dv..(j + 1) * dv]
-                .iter_mut()
-                .zip(gi)
-                .for_each(|(o, &x)| *o = *o + pij * x);
-            let dsij = pij * (ds[j] - row_dot) * scale;
-            dqi.iter_mut()
-                .zip(&k[j * d..(j + 1) * d])
-                .for_each(|(o, &x)| *o = *o + dsij * x);
-            dk[j * d..(j + 1) * d]
-                .iter_mut()
-                .zip(qi)
-                .for_each(|(o, &x)| *o = *o + dsij * x);
-        }
+        let dsi = &ds[i * s..i * s + vis];
+        lincomb(
+            &mut dq[i * d..(i + 1) * d],
+            0..vis,
+            |j| dsi[j],
+            |j| &k[j * d..(j + 1) * d],
+        );
+    }
+    for j in 0..s {
+        let lo = first_query(&a, j).min(t);
+        lincomb(
+            &mut dk[j * d..(j + 1) * d],
+            lo..t,
+            |i| ds[i * s + j],
+            |i| &q[i * d..(i + 1) * d],
+        );
+        lincomb(
+            &mut dvb[j * dv..(j + 1) * dv],
+            lo..t,
+            |i| p[i * s + j],
+            |i| &g[i * dv..(i + 1) * dv],
+        );
     }
 }
 

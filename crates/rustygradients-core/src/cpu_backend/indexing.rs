@@ -2,7 +2,7 @@
 //! range-checked before any element moves, so a bad index is an error, never a wild access.
 
 use super::elementwise::Arith;
-use super::strided::{copy_into, copy_strided};
+use super::strided::{combine_into, copy_strided};
 use super::{map_all, map_pair, CpuStorage};
 use crate::backend::BackendStorage;
 use crate::{Error, Layout, Result, Shape, WithDType};
@@ -69,7 +69,7 @@ pub(crate) fn index_select(
     Ok(map_all!(s, v => {
         let mut out = vec![v.first().copied().unwrap_or_else(|| WithDType::from_f64(0.0)); out_l.elem_count()];
         for (i, &id) in ids.iter().enumerate() {
-            copy_into(v, &l.narrow(dim, id as usize, 1), &mut out, &out_l.narrow(dim, i, 1));
+            combine_into(v, &l.narrow(dim, id as usize, 1), &mut out, &out_l.narrow(dim, i, 1), |d, s| *d = s);
         }
         out
     }))

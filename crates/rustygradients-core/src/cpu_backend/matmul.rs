@@ -1,6 +1,8 @@
 //! Batched matrix multiply through the `gemm` crate, which reads both operands through their row
 //! and column strides: transposed and sliced views multiply without a copy.
 
+use std::mem::MaybeUninit;
+
 use half::{bf16, f16};
 
 use super::strided::map1;
@@ -42,10 +44,12 @@ fn gemm_batched<T: 'static + Copy + Default + Send + Sync>(
 ) -> Vec<T> {
     let (ma, mb) = (mats(la), mats(lb));
     let (m, k, n) = (ma.rows, ma.cols, mb.cols);
-    let mut out = vec![T::default(); ma.offsets.len() * m * n];
+    let total = ma.offsets.len() * m * n;
     if m == 0 || n == 0 || k == 0 {
-        return out;
+        return vec![T::default(); total];
     }
+    // gemm writes every output element without reading it: no zero fill needed.
+    let mut out: Vec<T> = Vec::with_capacity(total);
     debug_assert!(la.storage_extent() <= a.len() && lb.storage_extent() <= b.len());
     let big = m * n * k >= 64 * 64 * 64;
     let batch = ma.offsets.len();
@@ -55,17 +59,18 @@ fn gemm_batched<T: 'static + Copy + Default + Send + Sync>(
     } else {
         gemm::Parallelism::None
     };
-    let one_matrix = |bi: usize, dst: &mut [T]| {
+    let one_matrix = |bi: usize, dst: &mut [MaybeUninit<T>]| {
         let (oa, ob) = (ma.offsets[bi], mb.offsets[bi]);
         // SAFETY: every layout was built by this crate's view ops, which keep each strided
         // position inside its storage (checked above in debug builds); `dst` is an exclusive
-        // `m × n` row-major block; gemm does not read `dst` because `read_dst` is false.
+        // `m × n` row-major block; gemm does not read `dst` because `read_dst` is false, and
+        // writes all of it.
         unsafe {
             gemm::gemm(
                 m,
                 n,
                 k,
-                dst.as_mut_ptr(),
+                dst.as_mut_ptr().cast::<T>(),
                 1,
                 n as isize,
                 false,
@@ -84,16 +89,21 @@ fn gemm_batched<T: 'static + Copy + Default + Send + Sync>(
             );
         }
     };
+    let spare = &mut out.spare_capacity_mut()[..total];
     if !big && batch > 1 && batch * m * n * k >= 64 * 64 * 64 {
         use rayon::prelude::*;
-        out.par_chunks_mut(m * n)
+        spare
+            .par_chunks_mut(m * n)
             .enumerate()
             .for_each(|(bi, dst)| one_matrix(bi, dst));
     } else {
-        out.chunks_mut(m * n)
+        spare
+            .chunks_mut(m * n)
             .enumerate()
             .for_each(|(bi, dst)| one_matrix(bi, dst));
     }
+    // SAFETY: every one of the `batch` blocks of `m × n` elements was written by gemm above.
+    unsafe { out.set_len(total) };
     out
 }
 

@@ -6,13 +6,14 @@ mod elementwise;
 pub(crate) mod fast_math;
 mod indexing;
 mod matmul;
+mod optim;
 mod reduce;
 mod rows;
 mod strided;
 
 use half::{bf16, f16};
 
-use crate::backend::{AttnDims, BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp};
+use crate::backend::{AdamHyper, AttnDims, BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp};
 use crate::{DType, Device, Error, Layout, Result, Shape, WithDType};
 
 pub(crate) use strided::{copy_strided, map1};
@@ -103,6 +104,10 @@ macro_rules! with_pair {
 pub(crate) use {map_all, map_pair, with_all, with_pair};
 
 impl CpuStorage {
+    /// Number of elements held.
+    pub(crate) fn len(&self) -> usize {
+        with_all!(self, v => v.len())
+    }
     /// Wraps a vector of any supported element type.
     pub fn from_vec<T: WithDType>(v: Vec<T>) -> CpuStorage {
         // The element type is known statically; the conversion is a move, never a copy.
@@ -169,6 +174,9 @@ impl BackendStorage for CpuStorage {
     fn device(&self) -> Device {
         Device::Cpu
     }
+    fn elem_len(&self) -> usize {
+        self.len()
+    }
 
     fn to_cpu(&self) -> Result<CpuStorage> {
         Ok(self.clone())
@@ -211,8 +219,26 @@ impl BackendStorage for CpuStorage {
                 rhs: dst_l.shape().clone(),
             });
         }
-        with_pair!(op, self, dst, (s, d) => strided::copy_into(s, src_l, d, dst_l));
+        with_pair!(op, self, dst, (s, d) => strided::combine_into(s, src_l, d, dst_l, |d, s| *d = s));
         Ok(())
+    }
+
+    fn add_into(&self, src_l: &Layout, dst: &mut Self, dst_l: &Layout) -> Result<()> {
+        use elementwise::Arith;
+        let op = "add_into";
+        if src_l.shape() != dst_l.shape() {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: src_l.shape().clone(),
+                rhs: dst_l.shape().clone(),
+            });
+        }
+        with_pair!(op, self, dst, (s, d) => strided::combine_into(s, src_l, d, dst_l, |d, s| *d = Arith::add(*d, s)));
+        Ok(())
+    }
+
+    fn adam_step(&mut self, m: &mut Self, v: &mut Self, g: &Self, h: AdamHyper) -> Result<()> {
+        optim::adam_step(self, m, v, g, h)
     }
 
     fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::strided::{for_each, PAR_MIN};
+use super::strided::{for_each, simd, PAR_MIN};
 use super::{map_all, with_all, CpuStorage};
 use crate::backend::ReduceOp;
 use crate::{Error, Layout, Result, WithDType};
@@ -29,7 +29,12 @@ pub(crate) fn reduce(
     // Summing the leading dims of a contiguous tensor (a bias gradient, say): add whole rows.
     let leading = dims.iter().enumerate().all(|(i, &d)| i == d);
     if op == ReduceOp::Sum && leading && l.is_contiguous() && r > 0 {
-        return Ok(map_all!(s, v => sum_rows(&v[l.offset()..l.offset() + l.elem_count()], n_out)));
+        let range = l.offset()..l.offset() + l.elem_count();
+        if n_out == 1 {
+            // Everything: one vectorised run per thread.
+            return Ok(map_all!(s, v => vec![sum_all(&v[range.clone()])]));
+        }
+        return Ok(map_all!(s, v => sum_rows(&v[range.clone()], n_out)));
     }
     Ok(match op {
         ReduceOp::Sum => map_all!(s, v => fold(v, &pl, r, n_out, sum_run)),
@@ -77,6 +82,10 @@ fn fold<T: WithDType, U: Send>(
 /// Sums in f64 (exact for every integer below 2^53, and stable for f16/bf16/f32), with eight
 /// independent accumulators so the loop vectorises.
 fn sum_run<T: WithDType>(run: &[T]) -> T {
+    T::from_f64(sum_run_f64(run))
+}
+
+fn sum_run_f64<T: WithDType>(run: &[T]) -> f64 {
     let mut acc = [0f64; 8];
     let chunks = run.chunks_exact(8);
     let tail = chunks.remainder();
@@ -89,7 +98,20 @@ fn sum_run<T: WithDType>(run: &[T]) -> T {
     for &x in tail {
         total += x.to_f64();
     }
-    T::from_f64(total)
+    total
+}
+
+/// The sum of a contiguous run, split across threads when long.
+fn sum_all<T: WithDType>(v: &[T]) -> T {
+    if v.len() < PAR_MIN {
+        return simd(|| sum_run(v));
+    }
+    // Partial sums are collected and added in order, so the result never depends on scheduling.
+    let parts: Vec<f64> = v
+        .par_chunks(PAR_MIN)
+        .map(|c| simd(|| sum_run_f64(c)))
+        .collect();
+    T::from_f64(parts.iter().sum())
 }
 
 /// Column sums of a row-major `(rows, width)` block: `out[j] = Σ_i v[i * width + j]`.

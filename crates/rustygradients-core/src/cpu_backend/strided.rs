@@ -11,7 +11,7 @@ use crate::Layout;
 /// Below this many elements, threads cost more than they save.
 pub(crate) const PAR_MIN: usize = 1 << 15;
 /// Elements per parallel task.
-const CHUNK: usize = 1 << 13;
+pub(crate) const CHUNK: usize = 1 << 13;
 
 /// Calls `f` with the storage index of every element of `l`, in row-major order.
 #[inline]
@@ -187,21 +187,41 @@ pub(crate) fn copy_strided<T: Copy + Sync + Send>(v: &[T], l: &Layout) -> Vec<T>
     out
 }
 
-/// Writes the elements `ls` selects from `src` to the positions `ld` selects in `dst`.
-pub(crate) fn copy_into<T: Copy>(src: &[T], ls: &Layout, dst: &mut [T], ld: &Layout) {
+/// Combines each element `ls` selects from `src` into the position `ld` selects in `dst` with
+/// `f(dst_elem, src_elem)`: a copy, or an accumulation.
+#[inline(always)]
+pub(crate) fn combine_into<T: Copy + Send + Sync>(
+    src: &[T],
+    ls: &Layout,
+    dst: &mut [T],
+    ld: &Layout,
+    f: impl Fn(&mut T, T) + Sync + Send,
+) {
     if let (Some(rs), Some(rd)) = (ls.contiguous_range(), ld.contiguous_range()) {
-        dst[rd].copy_from_slice(&src[rs]);
+        let (s, d) = (&src[rs], &mut dst[rd]);
+        if d.len() >= PAR_MIN {
+            d.par_chunks_mut(CHUNK)
+                .zip(s.par_chunks(CHUNK))
+                .for_each(|(d, s)| simd(|| d.iter_mut().zip(s).for_each(|(d, &s)| f(d, s))));
+        } else {
+            simd(|| d.iter_mut().zip(s).for_each(|(d, &s)| f(d, s)));
+        }
         return;
     }
     let (os, n, ss) = ls.blocks();
     let (od, _, sd) = ld.blocks();
-    for (is, id) in os.zip(od) {
-        if ss == 1 && sd == 1 {
-            dst[id..id + n].copy_from_slice(&src[is..is + n]);
-        } else {
-            for j in 0..n {
-                dst[id + j * sd] = src[is + j * ss];
+    simd(|| {
+        for (is, id) in os.zip(od) {
+            if ss == 1 && sd == 1 {
+                dst[id..id + n]
+                    .iter_mut()
+                    .zip(&src[is..is + n])
+                    .for_each(|(d, &s)| f(d, s));
+            } else {
+                for j in 0..n {
+                    f(&mut dst[id + j * sd], src[is + j * ss]);
+                }
             }
         }
-    }
+    })
 }

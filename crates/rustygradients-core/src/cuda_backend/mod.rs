@@ -2,7 +2,7 @@
 //! CUDA issue; until then every build has this storage type, and opening a CUDA device returns
 //! [`Error::DeviceUnavailable`] instead of pretending to work.
 
-use crate::backend::{AttnDims, BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp};
+use crate::backend::{AdamHyper, AttnDims, BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp};
 use crate::cpu_backend::CpuStorage;
 use crate::{DType, Device, Error, Layout, Result, Shape};
 
@@ -31,6 +31,9 @@ impl BackendStorage for CudaStorage {
     fn device(&self) -> Device {
         match *self {}
     }
+    fn elem_len(&self) -> usize {
+        match *self {}
+    }
     fn to_cpu(&self) -> Result<CpuStorage> {
         match *self {}
     }
@@ -48,6 +51,12 @@ impl BackendStorage for CudaStorage {
         match *self {}
     }
     fn copy_into(&self, _: &Layout, _: &mut Self, _: &Layout) -> Result<()> {
+        match *self {}
+    }
+    fn add_into(&self, _: &Layout, _: &mut Self, _: &Layout) -> Result<()> {
+        match *self {}
+    }
+    fn adam_step(&mut self, _: &mut Self, _: &mut Self, _: &Self, _: AdamHyper) -> Result<()> {
         match *self {}
     }
     fn unary(&self, _: &Layout, _: UnaryOp) -> Result<Self> {

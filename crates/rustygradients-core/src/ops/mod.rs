@@ -5,6 +5,7 @@ mod elementwise;
 mod indexing;
 mod matmul;
 mod nn;
+mod optim;
 mod reduce;
 mod views;
 

@@ -1,7 +1,7 @@
 //! Adam and AdamW. With `decoupled_weight_decay` (AdamW) the decay shrinks the weights directly;
 //! without it (Adam) the decay is added to the gradient as an L2 term. PyTorch's update rule.
 
-use rustygradients_core::{no_grad, Result, Tensor};
+use rustygradients_core::{no_grad, AdamHyper, Result, Tensor};
 
 use super::{Optimizer, ParamGroup};
 
@@ -64,7 +64,8 @@ impl Adam {
         &self.state
     }
 
-    /// Restores state taken from [`Adam::state`] (for exact resume).
+    /// Restores state taken from [`Adam::state`] (for exact resume). The moments are copied,
+    /// so the optimizer owns the memory it updates in place.
     pub fn set_state(&mut self, state: Vec<Option<AdamState>>) -> Result<()> {
         if state.len() != self.state.len() {
             return Err(rustygradients_core::Error::InvalidArgument {
@@ -72,7 +73,19 @@ impl Adam {
                 msg: format!("{} states for {} parameters", state.len(), self.state.len()),
             });
         }
-        self.state = state;
+        self.state = state
+            .into_iter()
+            .map(|s| {
+                s.map(|s| {
+                    Ok(AdamState {
+                        m: s.m.copy()?,
+                        v: s.v.copy()?,
+                        step: s.step,
+                    })
+                })
+                .transpose()
+            })
+            .collect::<Result<_>>()?;
         Ok(())
     }
 }
@@ -81,22 +94,13 @@ impl Optimizer for Adam {
     fn step(&mut self) -> Result<()> {
         let c = self.cfg;
         no_grad(|| {
-            let mut i = 0;
+            let mut slot = 0;
             for group in &self.groups {
                 for p in &group.params {
-                    let slot = i;
-                    i += 1;
-                    let Some(mut g) = p.grad() else { continue };
-                    let wd = group.weight_decay;
-                    let mut param = p.clone();
-                    if wd != 0.0 {
-                        if c.decoupled_weight_decay {
-                            param = p.mul_scalar(1.0 - c.lr * wd)?;
-                        } else {
-                            g = g.add(&p.mul_scalar(wd)?)?;
-                        }
-                    }
-                    let st = match self.state[slot].take() {
+                    let i = slot;
+                    slot += 1;
+                    let Some(g) = p.grad() else { continue };
+                    let st = match self.state[i].take() {
                         Some(s) => s,
                         None => AdamState {
                             m: p.zeros_like()?,
@@ -105,18 +109,22 @@ impl Optimizer for Adam {
                         },
                     };
                     let step = st.step + 1;
-                    let m =
-                        st.m.affine(c.beta1, 0.0)?
-                            .add(&g.mul_scalar(1.0 - c.beta1)?)?;
-                    let v =
-                        st.v.affine(c.beta2, 0.0)?
-                            .add(&g.sqr()?.mul_scalar(1.0 - c.beta2)?)?;
-                    let bc1 = 1.0 - c.beta1.powi(step as i32);
-                    let bc2 = 1.0 - c.beta2.powi(step as i32);
-                    let denom = v.sqrt()?.mul_scalar(1.0 / bc2.sqrt())?.add_scalar(c.eps)?;
-                    let update = m.div(&denom)?.mul_scalar(c.lr / bc1)?;
-                    p.copy_(&param.sub(&update)?)?;
-                    self.state[slot] = Some(AdamState { m, v, step });
+                    // One fused pass over parameter, gradient and moments, in place.
+                    p.adam_step_(
+                        &g,
+                        &st.m,
+                        &st.v,
+                        AdamHyper {
+                            lr: c.lr,
+                            beta1: c.beta1,
+                            beta2: c.beta2,
+                            eps: c.eps,
+                            weight_decay: group.weight_decay,
+                            decoupled: c.decoupled_weight_decay,
+                            step,
+                        },
+                    )?;
+                    self.state[i] = Some(AdamState { step, ..st });
                 }
             }
             Ok(())
