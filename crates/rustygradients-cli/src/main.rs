@@ -9,6 +9,7 @@ mod generate;
 mod metrics;
 mod model_dir;
 mod plot;
+mod run_state;
 mod train;
 
 use clap::{Parser, Subcommand};

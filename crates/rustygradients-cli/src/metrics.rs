@@ -3,9 +3,10 @@
 use std::io::Write;
 use std::path::Path;
 
-use serde::Serialize;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
 
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct Record {
     pub step: usize,
     pub train_loss: f64,
@@ -37,4 +38,22 @@ impl MetricsLog {
         writeln!(self.file, "{}", serde_json::to_string(r)?)?;
         Ok(())
     }
+}
+
+/// The records of an earlier run up to and including `step` (what a resumed run keeps).
+pub fn read_until(path: &Path, step: usize) -> anyhow::Result<Vec<Record>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let r: Record = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}", path.display(), i + 1))?;
+        if r.step <= step {
+            out.push(r);
+        }
+    }
+    Ok(out)
 }

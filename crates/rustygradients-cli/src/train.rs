@@ -9,19 +9,22 @@ use std::time::Instant;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use rustygradients_core::{manual_seed, no_grad, DType};
+use rustygradients_io::CheckpointManager;
 use rustygradients_models::{Gpt, GptConfig, Split, TextDataset};
 use rustygradients_nn::optim::{
     clip_grad_norm, decay_groups, Adam, AdamConfig, LrSchedule, Optimizer,
 };
 use rustygradients_nn::Module;
 use rustygradients_tokenizers::CharTokenizer;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::metrics::{MetricsLog, Record};
-use crate::{corpus, model_dir, plot};
+use crate::{corpus, model_dir, plot, run_state};
 
-#[derive(clap::Args, Serialize, Clone, Debug)]
+#[derive(clap::Args, Serialize, Deserialize, Clone, Debug)]
 pub struct TrainArgs {
     /// Text file to train on; without it, the corpus built into the binary.
     #[arg(long)]
@@ -75,10 +78,41 @@ pub struct TrainArgs {
     /// Characters to sample at the end (0 for none).
     #[arg(long, default_value_t = 300)]
     pub sample_chars: usize,
+    /// Checkpoints kept in `<out>/checkpoints` (the newest N, plus the best by val loss).
+    #[arg(long, default_value_t = 3)]
+    pub keep_checkpoints: usize,
+    /// Continue the run whose output directory this is, from its latest checkpoint, with its
+    /// settings (the other flags are ignored); the result is bit-identical to an
+    /// uninterrupted run on the same machine.
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
+    /// Stop after this step as if interrupted (a checkpoint is saved); `--resume` continues.
+    #[arg(long)]
+    #[serde(skip)]
+    pub stop_at: Option<usize>,
 }
 
 /// Mean loss over `iters` batches of each split, in eval mode without recording the graph.
 fn evaluate(
+    model: &Gpt,
+    data: &mut TextDataset,
+    a: &TrainArgs,
+    step: usize,
+    device: rustygradients_core::Device,
+) -> anyhow::Result<(f64, f64)> {
+    // Evaluation batches come from a generator of their own (seeded by the step), so evaluating
+    // or not — an extra evaluation when a run is stopped, say — never shifts training batches.
+    let train_rng = data.rng_state();
+    data.set_rng_state(ChaCha8Rng::seed_from_u64(
+        a.seed ^ (step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    ));
+    let r = evaluate_batches(model, data, a, device);
+    data.set_rng_state(train_rng);
+    r
+}
+
+fn evaluate_batches(
     model: &Gpt,
     data: &mut TextDataset,
     a: &TrainArgs,
@@ -106,7 +140,29 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-pub fn run(a: TrainArgs) -> anyhow::Result<()> {
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    // Resuming: the run's own settings, read from its latest checkpoint.
+    let resumed = match &args.resume {
+        Some(dir) => {
+            let manager = CheckpointManager::new(dir.join("checkpoints"), args.keep_checkpoints)?;
+            let ck = manager
+                .load_latest(rustygradients_core::Device::Cpu)
+                .with_context(|| format!("resuming from {}", dir.display()))?;
+            let state: run_state::RunState = serde_json::from_value(ck.info.state.clone())
+                .with_context(|| format!("reading the run state of {}", dir.display()))?;
+            Some((ck, state))
+        }
+        None => None,
+    };
+    let a = match &resumed {
+        Some((_, state)) => TrainArgs {
+            out: args.resume.clone().expect("resumed from this directory"),
+            resume: args.resume.clone(),
+            stop_at: args.stop_at,
+            ..state.args.clone()
+        },
+        None => args,
+    };
     let device = crate::parse_device(&a.device)?;
     let text = match &a.data {
         Some(p) => std::fs::read_to_string(p)
@@ -161,7 +217,26 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     };
     let settings = serde_json::to_value(&a)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let manager = CheckpointManager::new(a.out.join("checkpoints"), a.keep_checkpoints)?;
+    let mut records: Vec<Record> = Vec::new();
+    let mut train_secs = 0f64;
+    let mut step = 0;
+    if let Some((ck, state)) = &resumed {
+        if state.tokenizer != tok {
+            anyhow::bail!(
+                "the training data no longer gives the checkpoint's vocabulary; cannot resume"
+            );
+        }
+        train_secs = run_state::restore(ck, state, &model, &mut opt, &mut data)?;
+        step = ck.info.step as usize;
+        records = crate::metrics::read_until(&a.out.join("metrics.jsonl"), step)?;
+        println!("resumed from step {step} ({})", manager.dir().display());
+    }
     let mut log = MetricsLog::create(&a.out.join("metrics.jsonl"), false)?;
+    for r in &records {
+        log.write(r)?;
+    }
+    let resumed_at = resumed.as_ref().map(|_| step);
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -179,14 +254,19 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     );
     let tokens_per_step = (a.batch_size * a.block_size) as f64;
     let started = Instant::now();
-    let mut train_secs = 0f64;
-    let mut records: Vec<Record> = Vec::new();
-    let mut last_eval = (f64::NAN, f64::NAN);
-    let mut step = 0;
+    let mut last_eval = records
+        .iter()
+        .rev()
+        .find_map(|r| Some((r.eval_train_loss?, r.val_loss?)))
+        .unwrap_or((f64::NAN, f64::NAN));
+    pb.set_position(step as u64);
     loop {
-        let done = step == a.steps || stop.load(Ordering::SeqCst);
-        if step % a.eval_interval.max(1) == 0 || done {
-            let (tr, va) = evaluate(&model, &mut data, &a, device)?;
+        let done =
+            step >= a.steps || stop.load(Ordering::SeqCst) || a.stop_at.is_some_and(|s| step >= s);
+        // The checkpoint a run resumes from was saved right after this step's evaluation.
+        let evaluated = resumed_at == Some(step);
+        if (step % a.eval_interval.max(1) == 0 || done) && !evaluated {
+            let (tr, va) = evaluate(&model, &mut data, &a, step, device)?;
             last_eval = (tr, va);
             let line = format!("step {step}: train loss {tr:.4}, val loss {va:.4}");
             // A hidden bar (output not a terminal) drops its printlns; print plainly then.
@@ -208,6 +288,18 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             records.push(rec);
             model_dir::save(&a.out, &model, &tok, settings.clone(), step)?;
             plot::loss_curve(&a.out.join("loss.png"), &records)?;
+            let metrics = [("train_loss".to_string(), tr), ("val_loss".to_string(), va)];
+            run_state::save(
+                &manager,
+                &a,
+                &model,
+                &opt,
+                &tok,
+                &data,
+                step,
+                metrics.into_iter().collect(),
+                train_secs,
+            )?;
         }
         if done {
             break;

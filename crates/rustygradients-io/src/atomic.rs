@@ -8,6 +8,17 @@ use rustygradients_core::{Error, Result};
 
 /// Writes `bytes` to `path` so that readers see either the old file or the complete new one.
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |tmp| {
+        let mut f = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+        f.write_all(bytes).map_err(|e| Error::io(tmp, e))
+    })
+}
+
+/// Like [`write_atomic`], with the content written by `write` to the temporary path it is given.
+pub fn write_atomic_with(
+    path: impl AsRef<Path>,
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let path = path.as_ref();
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -17,14 +28,15 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
         .file_name()
         .ok_or_else(|| Error::format(path.display().to_string(), "not a file path"))?;
     let tmp = dir.join(format!(
-        ".{}.tmp.{}",
+        "{TMP_PREFIX}{}.tmp.{}",
         name.to_string_lossy(),
         std::process::id()
     ));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        write(&tmp)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
         // Make the rename itself durable.
         std::fs::File::open(dir)
@@ -35,4 +47,12 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Temporary files start with this; anything so named is an unfinished write.
+pub const TMP_PREFIX: &str = ".";
+
+/// True for the name of a temporary file left by an interrupted [`write_atomic`].
+pub fn is_temporary(name: &str) -> bool {
+    name.starts_with(TMP_PREFIX) && name.contains(".tmp.")
 }

@@ -1,10 +1,20 @@
 //! Reading and writing models.
 //!
-//! - [`safetensors`]: named tensors of every dtype in HuggingFace's safetensors format.
+//! - [`safetensors`]: named tensors of every dtype in HuggingFace's safetensors format, read
+//!   through a memory map ([`SafetensorsFile`]), whole or by name, single files or shards.
+//! - [`checkpoint`]: [`CheckpointManager`], which keeps the last N checkpoints and the best one,
+//!   each a safetensors file plus a JSON sidecar, written so a crash never leaves a broken one.
+//! - [`legacy_json`]: the older JSON weight format, for import and export.
 //! - [`atomic`]: write-to-temp, fsync, rename — a crash never leaves a half-written file.
 
 pub mod atomic;
+pub mod checkpoint;
+pub mod legacy_json;
 pub mod safetensors;
 
-pub use atomic::write_atomic;
-pub use safetensors::{load_safetensors, save_safetensors};
+pub use atomic::{write_atomic, write_atomic_with};
+pub use checkpoint::{Checkpoint, CheckpointInfo, CheckpointManager, Goal};
+pub use safetensors::{
+    load_safetensors, load_safetensors_bytes, load_sharded, save_safetensors, save_sharded,
+    SafetensorsFile,
+};

@@ -1,11 +1,22 @@
-//! Named tensors in HuggingFace's safetensors format, through the `safetensors` crate.
+//! Named tensors in HuggingFace's safetensors format. The format itself (header parsing and
+//! validation, layout on disk) is the `safetensors` crate's; this module maps it to [`Tensor`]s.
+//!
+//! Reading goes through [`SafetensorsFile`], which memory-maps the file: opening parses and
+//! validates only the header, and a tensor's bytes are read when that tensor is asked for.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
-use rustygradients_core::{DType, Device, Error, Result, Tensor};
-use safetensors::tensor::{Dtype as StDtype, TensorView};
+use memmap2::Mmap;
+use rustygradients_core::{DType, Device, Error, Result, Tensor, WithDType};
+use safetensors::tensor::{Dtype as StDtype, Metadata, TensorInfo};
+use safetensors::{SafeTensors, View};
+
+#[cfg(target_endian = "big")]
+compile_error!("safetensors stores little-endian bytes; big-endian hosts are not supported");
 
 fn to_st_dtype(d: DType) -> StDtype {
     match d {
@@ -19,65 +30,84 @@ fn to_st_dtype(d: DType) -> StDtype {
     }
 }
 
-/// Little-endian bytes of a tensor's elements in row-major order.
-fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
-    fn le<T, const N: usize>(v: Vec<T>, f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
-        v.into_iter().flat_map(f).collect()
-    }
-    Ok(match t.dtype() {
-        DType::F32 => le(t.to_vec::<f32>()?, f32::to_le_bytes),
-        DType::F64 => le(t.to_vec::<f64>()?, f64::to_le_bytes),
-        DType::F16 => le(t.to_vec::<f16>()?, f16::to_le_bytes),
-        DType::BF16 => le(t.to_vec::<bf16>()?, bf16::to_le_bytes),
-        DType::I64 => le(t.to_vec::<i64>()?, i64::to_le_bytes),
-        DType::U32 => le(t.to_vec::<u32>()?, u32::to_le_bytes),
-        DType::U8 => t.to_vec::<u8>()?,
+fn from_st_dtype(d: StDtype) -> Option<DType> {
+    Some(match d {
+        StDtype::F32 => DType::F32,
+        StDtype::F64 => DType::F64,
+        StDtype::F16 => DType::F16,
+        StDtype::BF16 => DType::BF16,
+        StDtype::I64 => DType::I64,
+        StDtype::U32 => DType::U32,
+        StDtype::U8 => DType::U8,
+        _ => return None,
     })
 }
 
-/// A tensor from little-endian bytes; the length must match the shape exactly.
-fn tensor_from_bytes(
-    what: &str,
+/// One tensor's elements on the host, handed to the `safetensors` serializer as bytes without
+/// another copy.
+enum HostData {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+    I64(Vec<i64>),
+    U32(Vec<u32>),
+    U8(Vec<u8>),
+}
+
+struct HostTensor {
     dtype: StDtype,
-    shape: &[usize],
-    b: &[u8],
-    device: Device,
-) -> Result<Tensor> {
-    fn read<T: rustygradients_core::WithDType, const N: usize>(
-        b: &[u8],
-        f: impl Fn([u8; N]) -> T,
-    ) -> Vec<T> {
-        b.chunks_exact(N)
-            .map(|c| f(c.try_into().expect("chunks_exact gives N bytes")))
-            .collect()
+    shape: Vec<usize>,
+    data: HostData,
+}
+
+impl HostTensor {
+    fn of(t: &Tensor) -> Result<HostTensor> {
+        let data = match t.dtype() {
+            DType::F32 => HostData::F32(t.to_vec()?),
+            DType::F64 => HostData::F64(t.to_vec()?),
+            DType::F16 => HostData::F16(t.to_vec()?),
+            DType::BF16 => HostData::BF16(t.to_vec()?),
+            DType::I64 => HostData::I64(t.to_vec()?),
+            DType::U32 => HostData::U32(t.to_vec()?),
+            DType::U8 => HostData::U8(t.to_vec()?),
+        };
+        Ok(HostTensor {
+            dtype: to_st_dtype(t.dtype()),
+            shape: t.dims().to_vec(),
+            data,
+        })
     }
-    let shape = shape.to_vec();
-    let n: usize = shape.iter().product();
-    let size = match dtype {
-        StDtype::F64 | StDtype::I64 => 8,
-        StDtype::F32 | StDtype::U32 => 4,
-        StDtype::F16 | StDtype::BF16 => 2,
-        StDtype::U8 => 1,
-        other => return Err(Error::format(what, format!("unsupported dtype {other:?}"))),
-    };
-    if n.checked_mul(size) != Some(b.len()) {
-        return Err(Error::format(
-            what,
-            format!("{} bytes do not hold {shape:?} of {dtype:?}", b.len()),
-        ));
-    }
-    match dtype {
-        StDtype::F32 => Tensor::from_vec(read(b, f32::from_le_bytes), shape, device),
-        StDtype::F64 => Tensor::from_vec(read(b, f64::from_le_bytes), shape, device),
-        StDtype::F16 => Tensor::from_vec(read(b, f16::from_le_bytes), shape, device),
-        StDtype::BF16 => Tensor::from_vec(read(b, bf16::from_le_bytes), shape, device),
-        StDtype::I64 => Tensor::from_vec(read(b, i64::from_le_bytes), shape, device),
-        StDtype::U32 => Tensor::from_vec(read(b, u32::from_le_bytes), shape, device),
-        _ => Tensor::from_vec(b.to_vec(), shape, device),
+    fn bytes(&self) -> &[u8] {
+        match &self.data {
+            HostData::F32(v) => bytemuck::cast_slice(v),
+            HostData::F64(v) => bytemuck::cast_slice(v),
+            HostData::F16(v) => bytemuck::cast_slice(v),
+            HostData::BF16(v) => bytemuck::cast_slice(v),
+            HostData::I64(v) => bytemuck::cast_slice(v),
+            HostData::U32(v) => bytemuck::cast_slice(v),
+            HostData::U8(v) => v,
+        }
     }
 }
 
-/// Writes named tensors (and optional `__metadata__`) atomically to `path`.
+impl View for &HostTensor {
+    fn dtype(&self) -> StDtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.bytes())
+    }
+    fn data_len(&self) -> usize {
+        self.bytes().len()
+    }
+}
+
+/// Writes named tensors (and optional `__metadata__`) to `path`, atomically: readers see the
+/// old file or the complete new one, never a mix.
 pub fn save_safetensors(
     path: impl AsRef<Path>,
     tensors: &[(String, Tensor)],
@@ -85,54 +115,264 @@ pub fn save_safetensors(
 ) -> Result<()> {
     let path = path.as_ref();
     let what = path.display().to_string();
-    let bytes: Vec<Vec<u8>> = tensors
+    let mut seen = std::collections::HashSet::new();
+    for (name, _) in tensors {
+        if !seen.insert(name.as_str()) {
+            return Err(Error::format(
+                &what,
+                format!("tensor name {name:?} appears twice"),
+            ));
+        }
+    }
+    let host: Vec<(String, HostTensor)> = tensors
         .iter()
-        .map(|(_, t)| tensor_bytes(t))
+        .map(|(n, t)| Ok((n.clone(), HostTensor::of(t)?)))
         .collect::<Result<_>>()?;
-    let views = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((name, t), b)| {
-            TensorView::new(to_st_dtype(t.dtype()), t.dims().to_vec(), b)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error::format(&what, format!("tensor {name}: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let data =
-        safetensors::serialize(views, metadata).map_err(|e| Error::format(&what, e.to_string()))?;
-    crate::write_atomic(path, &data)
+    // Streamed into the temporary file tensor by tensor (no whole-file buffer).
+    crate::atomic::write_atomic_with(path, |tmp| {
+        safetensors::serialize_to_file(host.iter().map(|(n, h)| (n.as_str(), h)), metadata, tmp)
+            .map_err(|e| Error::format(&what, e.to_string()))
+    })
 }
 
-/// Named tensors in file order, and the file's `__metadata__`.
+/// Named tensors, and the file's `__metadata__`.
 pub type NamedTensors = (Vec<(String, Tensor)>, HashMap<String, String>);
+
+/// An open safetensors file: memory-mapped, header validated, tensors read on demand.
+pub struct SafetensorsFile {
+    path: PathBuf,
+    map: Mmap,
+    header_len: usize,
+    meta: Metadata,
+}
+
+impl SafetensorsFile {
+    /// Maps `path` and validates its header (sizes, offsets, dtypes); reads no tensor data.
+    ///
+    /// The file must not be truncated by another process while it is open (a mapped file that
+    /// shrinks under its reader is a bus error, not an error value).
+    pub fn open(path: impl AsRef<Path>) -> Result<SafetensorsFile> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        // SAFETY: the map is read-only and private to this value; see the note above on
+        // concurrent truncation, the one hazard a map cannot turn into an error.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+        let (header_len, meta) = parse_header(&path.display().to_string(), &map)?;
+        Ok(SafetensorsFile {
+            path,
+            map,
+            header_len,
+            meta,
+        })
+    }
+
+    fn what(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Tensor names in the order their data lies in the file.
+    pub fn names(&self) -> Vec<String> {
+        self.meta.offset_keys()
+    }
+
+    /// The file's `__metadata__` (empty when it has none).
+    pub fn metadata(&self) -> HashMap<String, String> {
+        self.meta.metadata().clone().unwrap_or_default()
+    }
+
+    /// Dtype and shape of `name`, without reading its data.
+    pub fn info(&self, name: &str) -> Result<(DType, Vec<usize>)> {
+        let info = self.tensor_info(name)?;
+        Ok((self.dtype_of(name, info)?, info.shape.clone()))
+    }
+
+    fn tensor_info(&self, name: &str) -> Result<&TensorInfo> {
+        self.meta.info(name).ok_or_else(|| {
+            Error::format(self.what(), format!("no tensor named {name:?} in the file"))
+        })
+    }
+
+    fn dtype_of(&self, name: &str, info: &TensorInfo) -> Result<DType> {
+        from_st_dtype(info.dtype).ok_or_else(|| {
+            Error::format(
+                self.what(),
+                format!("tensor {name}: dtype {:?} is not supported", info.dtype),
+            )
+        })
+    }
+
+    /// Reads one tensor onto `device`.
+    pub fn tensor(&self, name: &str, device: Device) -> Result<Tensor> {
+        let info = self.tensor_info(name)?;
+        let dtype = self.dtype_of(name, info)?;
+        let (s, e) = info.data_offsets;
+        let start = 8 + self.header_len;
+        // The header was validated against the file length when it was opened.
+        let bytes = &self.map[start + s..start + e];
+        tensor_from_bytes(dtype, info.shape.clone(), bytes, device)
+    }
+
+    /// Reads the named subset, in the order given.
+    pub fn tensors(&self, names: &[&str], device: Device) -> Result<Vec<(String, Tensor)>> {
+        names
+            .iter()
+            .map(|n| Ok((n.to_string(), self.tensor(n, device)?)))
+            .collect()
+    }
+
+    /// Reads every tensor, in file order, with the metadata.
+    pub fn load_all(&self, device: Device) -> Result<NamedTensors> {
+        let tensors = self
+            .names()
+            .into_iter()
+            .map(|n| {
+                let t = self.tensor(&n, device)?;
+                Ok((n, t))
+            })
+            .collect::<Result<_>>()?;
+        Ok((tensors, self.metadata()))
+    }
+}
+
+/// Validates a whole safetensors image: header size, JSON, dtypes, shapes against byte lengths,
+/// offsets (contiguous, in range, not overlapping) and the total length.
+fn parse_header(what: &str, bytes: &[u8]) -> Result<(usize, Metadata)> {
+    SafeTensors::read_metadata(bytes).map_err(|e| Error::format(what, format!("{e}")))
+}
+
+/// A tensor from little-endian bytes whose length was validated against `shape`.
+fn tensor_from_bytes(dtype: DType, shape: Vec<usize>, b: &[u8], device: Device) -> Result<Tensor> {
+    // The data of a tensor need not be aligned in the file: copy out element-aligned.
+    fn read<T: WithDType + bytemuck::Pod>(b: &[u8]) -> Vec<T> {
+        bytemuck::pod_collect_to_vec(b)
+    }
+    match dtype {
+        DType::F32 => Tensor::from_vec(read::<f32>(b), shape, device),
+        DType::F64 => Tensor::from_vec(read::<f64>(b), shape, device),
+        DType::F16 => Tensor::from_vec(read::<f16>(b), shape, device),
+        DType::BF16 => Tensor::from_vec(read::<bf16>(b), shape, device),
+        DType::I64 => Tensor::from_vec(read::<i64>(b), shape, device),
+        DType::U32 => Tensor::from_vec(read::<u32>(b), shape, device),
+        DType::U8 => Tensor::from_vec(b.to_vec(), shape, device),
+    }
+}
+
+/// Every tensor of a safetensors image held in memory (what the fuzz target drives).
+pub fn load_safetensors_bytes(what: &str, bytes: &[u8], device: Device) -> Result<NamedTensors> {
+    let (header_len, meta) = parse_header(what, bytes)?;
+    let start = 8 + header_len;
+    let mut out = Vec::new();
+    for name in meta.offset_keys() {
+        let info = meta
+            .info(&name)
+            .ok_or_else(|| Error::format(what, format!("tensor {name} vanished from the index")))?;
+        let dtype = from_st_dtype(info.dtype).ok_or_else(|| {
+            Error::format(
+                what,
+                format!("tensor {name}: dtype {:?} is not supported", info.dtype),
+            )
+        })?;
+        let (s, e) = info.data_offsets;
+        let t = tensor_from_bytes(
+            dtype,
+            info.shape.clone(),
+            &bytes[start + s..start + e],
+            device,
+        )?;
+        out.push((name, t));
+    }
+    Ok((out, meta.metadata().clone().unwrap_or_default()))
+}
 
 /// Reads every tensor of a safetensors file onto `device`, in file order, with the metadata.
 pub fn load_safetensors(path: impl AsRef<Path>, device: Device) -> Result<NamedTensors> {
-    let path = path.as_ref();
-    let what = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::format(&what, e.to_string()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::format(&what, e.to_string()))?;
-    let mut out = Vec::new();
-    for (name, view) in st.iter() {
-        let t = tensor_from_bytes(
-            &format!("{what}: tensor {name}"),
-            view.dtype(),
-            view.shape(),
-            view.data(),
-            device,
-        )?;
-        out.push((name.to_string(), t));
+    SafetensorsFile::open(path)?.load_all(device)
+}
+
+/// Writes `tensors` as HuggingFace-style shards of at most `max_shard_bytes` each (a tensor
+/// larger than that gets a shard of its own): `{stem}-00001-of-0000N.safetensors` in `dir`, and
+/// `{stem}.safetensors.index.json` mapping every tensor to its shard. Returns the index path.
+pub fn save_sharded(
+    dir: impl AsRef<Path>,
+    stem: &str,
+    tensors: &[(String, Tensor)],
+    max_shard_bytes: usize,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<PathBuf> {
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+    let mut shards: Vec<Vec<(String, Tensor)>> = vec![Vec::new()];
+    let mut current = 0usize;
+    for (name, t) in tensors {
+        let bytes = size(t);
+        if current > 0 && current + bytes > max_shard_bytes {
+            shards.push(Vec::new());
+            current = 0;
+        }
+        shards
+            .last_mut()
+            .expect("at least one shard")
+            .push((name.clone(), t.clone()));
+        current += bytes;
     }
-    // File order (by offset), so a model's parameters come back in the order they were saved.
-    let order: HashMap<String, usize> = meta
-        .offset_keys()
-        .into_iter()
-        .enumerate()
-        .map(|(i, k)| (k, i))
-        .collect();
-    out.sort_by_key(|(n, _)| order.get(n).copied().unwrap_or(usize::MAX));
-    Ok((out, meta.metadata().clone().unwrap_or_default()))
+    let n = shards.len();
+    let mut weight_map = serde_json::Map::new();
+    for (i, shard) in shards.iter().enumerate() {
+        let file = format!("{stem}-{:05}-of-{n:05}.safetensors", i + 1);
+        save_safetensors(dir.join(&file), shard, metadata.clone())?;
+        for (name, _) in shard {
+            weight_map.insert(name.clone(), serde_json::Value::String(file.clone()));
+        }
+    }
+    let total: usize = tensors.iter().map(|(_, t)| size(t)).sum();
+    let index = serde_json::json!({
+        "metadata": { "total_size": total },
+        "weight_map": weight_map,
+    });
+    let path = dir.join(format!("{stem}.safetensors.index.json"));
+    let text = serde_json::to_string_pretty(&index)
+        .map_err(|e| Error::format(path.display().to_string(), e.to_string()))?;
+    crate::write_atomic(&path, text.as_bytes())?;
+    Ok(path)
+}
+
+/// Reads a sharded checkpoint through its `*.safetensors.index.json` (HuggingFace's layout):
+/// every tensor the index names, from the shard it names, in index order.
+pub fn load_sharded(index: impl AsRef<Path>, device: Device) -> Result<Vec<(String, Tensor)>> {
+    let index = index.as_ref();
+    let what = index.display().to_string();
+    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::format(&what, e.to_string()))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::format(&what, "no \"weight_map\" object"))?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: HashMap<String, SafetensorsFile> = HashMap::new();
+    let mut out = Vec::with_capacity(map.len());
+    for (name, file) in map {
+        let file = file.as_str().ok_or_else(|| {
+            Error::format(
+                &what,
+                format!("weight_map entry {name:?} is not a file name"),
+            )
+        })?;
+        if file.contains('/') || file.contains('\\') || file == ".." {
+            return Err(Error::format(
+                &what,
+                format!("shard {file:?} is not a file name in the index's directory"),
+            ));
+        }
+        if !files.contains_key(file) {
+            files.insert(file.to_string(), SafetensorsFile::open(dir.join(file))?);
+        }
+        out.push((name.clone(), files[file].tensor(name, device)?));
+    }
+    Ok(out)
 }
