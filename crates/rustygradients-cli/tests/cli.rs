@@ -158,3 +158,90 @@ fn train_then_generate() {
         !dev.status.success() && String::from_utf8_lossy(&dev.stderr).contains("unknown device")
     );
 }
+
+fn train(args: &[&str]) -> String {
+    let out = bin().arg("train").args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// Per-step training losses of a run's metrics.jsonl (evaluation records excluded).
+fn step_losses(dir: &std::path::Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r.get("val_loss").is_none())
+        .map(|r| {
+            (
+                r["step"].as_u64().unwrap(),
+                r["train_loss"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn resume_is_bit_identical_to_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("straight"), dir.path().join("resumed"));
+    let flags = [
+        "--n-layer",
+        "2",
+        "--n-head",
+        "2",
+        "--n-embd",
+        "32",
+        "--block-size",
+        "16",
+        "--batch-size",
+        "4",
+        "--eval-interval",
+        "4",
+        "--eval-iters",
+        "2",
+        "--sample-chars",
+        "0",
+        "--steps",
+        "20",
+        "--warmup",
+        "3",
+    ];
+    train(&[&flags[..], &["--out", a.to_str().unwrap()]].concat());
+    train(
+        &[
+            &flags[..],
+            &["--out", b.to_str().unwrap(), "--stop-at", "10"],
+        ]
+        .concat(),
+    );
+    let out = train(&["--resume", b.to_str().unwrap()]);
+    assert!(out.contains("resumed from step 10"), "{out}");
+    let bytes = |d: &std::path::Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert_eq!(bytes(&a), bytes(&b), "final weights differ");
+    let (la, lb) = (step_losses(&a), step_losses(&b));
+    assert_eq!(la.len(), 20);
+    assert_eq!(la, lb, "per-step losses differ");
+    // The final checkpoints agree too, optimizer moments included.
+    let ck = |d: &std::path::Path| {
+        std::fs::read(d.join("checkpoints/checkpoint_step_000020.safetensors")).unwrap()
+    };
+    assert_eq!(ck(&a), ck(&b));
+}
+
+#[test]
+fn resume_from_an_empty_directory_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["train", "--resume", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no complete checkpoint"), "{err}");
+}
