@@ -101,6 +101,8 @@ impl Gpt {
     pub fn load_named(&self, tensors: &[(String, Tensor)]) -> Result<()> {
         let by_name: std::collections::HashMap<&str, &Tensor> =
             tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        // Everything is checked before anything is copied: a bad file leaves the model as it was.
+        let mut pairs = Vec::new();
         for (name, p) in self.named_parameters() {
             let src = by_name
                 .get(name.as_str())
@@ -115,6 +117,9 @@ impl Gpt {
                     ),
                 ));
             }
+            pairs.push((p, *src));
+        }
+        for (p, src) in pairs {
             p.copy_(&src.to_dtype(p.dtype())?.to_device(p.device())?)?;
         }
         Ok(())
