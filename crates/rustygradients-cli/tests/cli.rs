@@ -87,20 +87,23 @@ fn train_then_generate() {
         .iter()
         .all(|r| r["lr"].as_f64().unwrap() > 0.0 && r["train_loss"].as_f64().unwrap().is_finite()));
 
-    let gen = bin()
-        .args([
-            "sample",
-            "--prompt",
-            "to be",
-            "--max-tokens",
-            "30",
-            "--seed",
-            "3",
-        ])
-        .arg("--model")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let sample = |command: &str| {
+        bin()
+            .args([
+                command,
+                "--prompt",
+                "to be",
+                "--max-tokens",
+                "30",
+                "--seed",
+                "3",
+            ])
+            .arg("--model")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let gen = sample("sample");
     assert!(
         gen.status.success(),
         "{}",
@@ -111,20 +114,7 @@ fn train_then_generate() {
         text.starts_with("to be") && text.trim_end().chars().count() >= 5 + 20,
         "{text:?}"
     );
-    let again = bin()
-        .args([
-            "generate",
-            "--prompt",
-            "to be",
-            "--max-tokens",
-            "30",
-            "--seed",
-            "3",
-        ])
-        .arg("--model")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let again = sample("generate");
     assert_eq!(
         again.stdout, gen.stdout,
         "the same seed must give the same text"

@@ -166,8 +166,7 @@ impl Tensor {
     }
     /// A contiguous copy in fresh storage, with no graph history.
     pub(crate) fn force_copy(&self) -> Result<Tensor> {
-        let s = self.storage().copy_strided(self.layout())?;
-        Ok(Tensor::from_storage(s, self.shape().clone(), None))
+        self.detach().copy()
     }
     /// The same values in new memory of its own (PyTorch's `clone()`; [`Clone`] on `Tensor`
     /// only copies the handle). Gradients flow back through the copy.

@@ -138,12 +138,69 @@ pub fn save_safetensors(
 /// Named tensors, and the file's `__metadata__`.
 pub type NamedTensors = (Vec<(String, Tensor)>, HashMap<String, String>);
 
+/// A validated header, and the reads it makes possible from the image it was parsed from.
+struct Header {
+    /// Names the source in errors.
+    what: String,
+    len: usize,
+    meta: Metadata,
+}
+
+impl Header {
+    /// Validates a whole safetensors image: header size, JSON, dtypes, shapes against byte
+    /// lengths, offsets (contiguous, in range, not overlapping) and the total length.
+    fn parse(what: String, bytes: &[u8]) -> Result<Header> {
+        let (len, meta) =
+            SafeTensors::read_metadata(bytes).map_err(|e| Error::format(&what, format!("{e}")))?;
+        Ok(Header { what, len, meta })
+    }
+
+    fn entry(&self, name: &str) -> Result<(DType, &TensorInfo)> {
+        let info = self.meta.info(name).ok_or_else(|| {
+            Error::format(&self.what, format!("no tensor named {name:?} in the file"))
+        })?;
+        let dtype = from_st_dtype(info.dtype).ok_or_else(|| {
+            Error::format(
+                &self.what,
+                format!("tensor {name}: dtype {:?} is not supported", info.dtype),
+            )
+        })?;
+        Ok((dtype, info))
+    }
+
+    /// Reads `name` from `image`, the bytes this header was parsed from.
+    fn tensor(&self, image: &[u8], name: &str, device: Device) -> Result<Tensor> {
+        let (dtype, info) = self.entry(name)?;
+        let (s, e) = info.data_offsets;
+        let start = 8 + self.len;
+        // The offsets were validated against the image's length by `parse`.
+        tensor_from_bytes(
+            dtype,
+            info.shape.clone(),
+            &image[start + s..start + e],
+            device,
+        )
+    }
+
+    fn load_all(&self, image: &[u8], device: Device) -> Result<NamedTensors> {
+        let tensors = self
+            .meta
+            .offset_keys()
+            .into_iter()
+            .map(|n| {
+                let t = self.tensor(image, &n, device)?;
+                Ok((n, t))
+            })
+            .collect::<Result<_>>()?;
+        Ok((tensors, self.meta.metadata().clone().unwrap_or_default()))
+    }
+}
+
 /// An open safetensors file: memory-mapped, header validated, tensors read on demand.
 pub struct SafetensorsFile {
     path: PathBuf,
     map: Mmap,
-    header_len: usize,
-    meta: Metadata,
+    header: Header,
 }
 
 impl SafetensorsFile {
@@ -157,17 +214,8 @@ impl SafetensorsFile {
         // SAFETY: the map is read-only and private to this value; see the note above on
         // concurrent truncation, the one hazard a map cannot turn into an error.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-        let (header_len, meta) = parse_header(&path.display().to_string(), &map)?;
-        Ok(SafetensorsFile {
-            path,
-            map,
-            header_len,
-            meta,
-        })
-    }
-
-    fn what(&self) -> String {
-        self.path.display().to_string()
+        let header = Header::parse(path.display().to_string(), &map)?;
+        Ok(SafetensorsFile { path, map, header })
     }
 
     pub fn path(&self) -> &Path {
@@ -176,44 +224,23 @@ impl SafetensorsFile {
 
     /// Tensor names in the order their data lies in the file.
     pub fn names(&self) -> Vec<String> {
-        self.meta.offset_keys()
+        self.header.meta.offset_keys()
     }
 
     /// The file's `__metadata__` (empty when it has none).
     pub fn metadata(&self) -> HashMap<String, String> {
-        self.meta.metadata().clone().unwrap_or_default()
+        self.header.meta.metadata().clone().unwrap_or_default()
     }
 
     /// Dtype and shape of `name`, without reading its data.
     pub fn info(&self, name: &str) -> Result<(DType, Vec<usize>)> {
-        let info = self.tensor_info(name)?;
-        Ok((self.dtype_of(name, info)?, info.shape.clone()))
-    }
-
-    fn tensor_info(&self, name: &str) -> Result<&TensorInfo> {
-        self.meta.info(name).ok_or_else(|| {
-            Error::format(self.what(), format!("no tensor named {name:?} in the file"))
-        })
-    }
-
-    fn dtype_of(&self, name: &str, info: &TensorInfo) -> Result<DType> {
-        from_st_dtype(info.dtype).ok_or_else(|| {
-            Error::format(
-                self.what(),
-                format!("tensor {name}: dtype {:?} is not supported", info.dtype),
-            )
-        })
+        let (dtype, info) = self.header.entry(name)?;
+        Ok((dtype, info.shape.clone()))
     }
 
     /// Reads one tensor onto `device`.
     pub fn tensor(&self, name: &str, device: Device) -> Result<Tensor> {
-        let info = self.tensor_info(name)?;
-        let dtype = self.dtype_of(name, info)?;
-        let (s, e) = info.data_offsets;
-        let start = 8 + self.header_len;
-        // The header was validated against the file length when it was opened.
-        let bytes = &self.map[start + s..start + e];
-        tensor_from_bytes(dtype, info.shape.clone(), bytes, device)
+        self.header.tensor(&self.map, name, device)
     }
 
     /// Reads the named subset, in the order given.
@@ -226,22 +253,8 @@ impl SafetensorsFile {
 
     /// Reads every tensor, in file order, with the metadata.
     pub fn load_all(&self, device: Device) -> Result<NamedTensors> {
-        let tensors = self
-            .names()
-            .into_iter()
-            .map(|n| {
-                let t = self.tensor(&n, device)?;
-                Ok((n, t))
-            })
-            .collect::<Result<_>>()?;
-        Ok((tensors, self.metadata()))
+        self.header.load_all(&self.map, device)
     }
-}
-
-/// Validates a whole safetensors image: header size, JSON, dtypes, shapes against byte lengths,
-/// offsets (contiguous, in range, not overlapping) and the total length.
-fn parse_header(what: &str, bytes: &[u8]) -> Result<(usize, Metadata)> {
-    SafeTensors::read_metadata(bytes).map_err(|e| Error::format(what, format!("{e}")))
 }
 
 /// A tensor from little-endian bytes whose length was validated against `shape`.
@@ -261,31 +274,10 @@ fn tensor_from_bytes(dtype: DType, shape: Vec<usize>, b: &[u8], device: Device) 
     }
 }
 
-/// Every tensor of a safetensors image held in memory (what the fuzz target drives).
+/// Every tensor of a safetensors image held in memory (what the fuzz target drives); `what`
+/// names it in errors.
 pub fn load_safetensors_bytes(what: &str, bytes: &[u8], device: Device) -> Result<NamedTensors> {
-    let (header_len, meta) = parse_header(what, bytes)?;
-    let start = 8 + header_len;
-    let mut out = Vec::new();
-    for name in meta.offset_keys() {
-        let info = meta
-            .info(&name)
-            .ok_or_else(|| Error::format(what, format!("tensor {name} vanished from the index")))?;
-        let dtype = from_st_dtype(info.dtype).ok_or_else(|| {
-            Error::format(
-                what,
-                format!("tensor {name}: dtype {:?} is not supported", info.dtype),
-            )
-        })?;
-        let (s, e) = info.data_offsets;
-        let t = tensor_from_bytes(
-            dtype,
-            info.shape.clone(),
-            &bytes[start + s..start + e],
-            device,
-        )?;
-        out.push((name, t));
-    }
-    Ok((out, meta.metadata().clone().unwrap_or_default()))
+    Header::parse(what.to_string(), bytes)?.load_all(bytes, device)
 }
 
 /// Reads every tensor of a safetensors file onto `device`, in file order, with the metadata.

@@ -103,6 +103,18 @@ macro_rules! with_pair {
 }
 pub(crate) use {map_all, map_pair, with_all, with_pair};
 
+/// `copy_into` and `add_into` write one element per source element: the shapes must agree.
+fn same_shape(op: &'static str, src_l: &Layout, dst_l: &Layout) -> Result<()> {
+    if src_l.shape() != dst_l.shape() {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: src_l.shape().clone(),
+            rhs: dst_l.shape().clone(),
+        });
+    }
+    Ok(())
+}
+
 impl CpuStorage {
     /// Number of elements held.
     pub(crate) fn len(&self) -> usize {
@@ -212,13 +224,7 @@ impl BackendStorage for CpuStorage {
 
     fn copy_into(&self, src_l: &Layout, dst: &mut Self, dst_l: &Layout) -> Result<()> {
         let op = "copy_into";
-        if src_l.shape() != dst_l.shape() {
-            return Err(Error::ShapeMismatch {
-                op,
-                lhs: src_l.shape().clone(),
-                rhs: dst_l.shape().clone(),
-            });
-        }
+        same_shape(op, src_l, dst_l)?;
         with_pair!(op, self, dst, (s, d) => strided::combine_into(s, src_l, d, dst_l, |d, s| *d = s));
         Ok(())
     }
@@ -226,13 +232,7 @@ impl BackendStorage for CpuStorage {
     fn add_into(&self, src_l: &Layout, dst: &mut Self, dst_l: &Layout) -> Result<()> {
         use elementwise::Arith;
         let op = "add_into";
-        if src_l.shape() != dst_l.shape() {
-            return Err(Error::ShapeMismatch {
-                op,
-                lhs: src_l.shape().clone(),
-                rhs: dst_l.shape().clone(),
-            });
-        }
+        same_shape(op, src_l, dst_l)?;
         with_pair!(op, self, dst, (s, d) => strided::combine_into(s, src_l, d, dst_l, |d, s| *d = Arith::add(*d, s)));
         Ok(())
     }

@@ -10,12 +10,7 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
-        let s = self.storage().copy_strided(self.layout())?;
-        Ok(Tensor::from_storage(
-            s,
-            self.shape().clone(),
-            Some(Op::Copy(self.clone())),
-        ))
+        self.copy()
     }
 
     /// Contiguous and starting at storage offset 0 (what kernels that take whole storages need);
@@ -24,12 +19,7 @@ impl Tensor {
         if self.is_contiguous() && self.layout().offset() == 0 {
             return Ok(self.clone());
         }
-        let s = self.storage().copy_strided(self.layout())?;
-        Ok(Tensor::from_storage(
-            s,
-            self.shape().clone(),
-            Some(Op::Copy(self.clone())),
-        ))
+        self.copy()
     }
 
     /// Same data, new shape, never a copy; fails when the strides cannot express it (use
