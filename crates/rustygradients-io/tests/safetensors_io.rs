@@ -326,20 +326,27 @@ fn malformed_files_are_errors_that_name_the_file() {
     assert!(err.contains("nope.safetensors"), "{err}");
 }
 
-/// Every file the fuzzer kept (corpus and past crashes) still loads or fails cleanly.
+/// Every input the fuzzers kept (`fuzz/corpus`, and crash reproducers in `fuzz/regressions`)
+/// still loads or fails cleanly, through both fuzzed parsers.
 #[test]
 fn fuzz_corpus_never_panics() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz");
-    for sub in [
-        "corpus/safetensors_loader",
-        "regressions/safetensors_loader",
-    ] {
-        let Ok(entries) = std::fs::read_dir(format!("{root}/{sub}")) else {
-            continue;
-        };
-        for e in entries {
-            let bytes = std::fs::read(e.unwrap().path()).unwrap();
-            let _ = load_safetensors_bytes("corpus", &bytes, Device::Cpu);
+    let mut seen = 0;
+    for kind in ["corpus", "regressions"] {
+        for target in ["safetensors_loader", "checkpoint_sidecar"] {
+            let Ok(entries) = std::fs::read_dir(format!("{root}/{kind}/{target}")) else {
+                continue;
+            };
+            for e in entries {
+                let bytes = std::fs::read(e.unwrap().path()).unwrap();
+                seen += 1;
+                if target == "safetensors_loader" {
+                    let _ = load_safetensors_bytes("corpus", &bytes, Device::Cpu);
+                } else if let Ok(text) = std::str::from_utf8(&bytes) {
+                    let _ = rustygradients_io::CheckpointInfo::from_json("corpus", text);
+                }
+            }
         }
     }
+    assert!(seen > 100, "the fuzz corpus is missing ({seen} inputs)");
 }
