@@ -30,6 +30,23 @@ fn main() -> Result<()> {
             2.0 * (m * k * n) as f64 / dt / 1e9
         );
     }
+    // The three products of each Linear layer in training, with the operand layouts autograd
+    // produces: y = x·Wᵀ (W stored (out, in)), dx = g·W, dW = gᵀ·x.
+    for (fan_in, fan_out) in [(128, 384), (128, 128), (128, 512), (512, 128), (128, 65)] {
+        let x = Tensor::randn([768, fan_in], DType::F32, Device::Cpu)?;
+        let w = Tensor::randn([fan_out, fan_in], DType::F32, Device::Cpu)?;
+        let g = Tensor::randn([768, fan_out], DType::F32, Device::Cpu)?;
+        let flop = 2.0 * (768 * fan_in * fan_out) as f64;
+        let fwd = time(|| x.matmul(&w.t()?))?;
+        let dx = time(|| g.matmul(&w))?;
+        let dw = time(|| g.t()?.matmul(&x))?;
+        println!(
+            "linear {fan_in}->{fan_out}: x·Wt {:.1}, g·W {:.1}, gt·x {:.1} GFLOP/s",
+            flop / fwd / 1e9,
+            flop / dx / 1e9,
+            flop / dw / 1e9
+        );
+    }
     let q = Tensor::randn([48, 64, 32], DType::F32, Device::Cpu)?;
     let k = Tensor::randn([48, 32, 64], DType::F32, Device::Cpu)?;
     let dt = time(|| q.matmul(&k))?;

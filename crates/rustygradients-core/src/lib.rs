@@ -28,6 +28,7 @@ mod storage;
 mod tensor;
 
 pub use backend::AdamHyper;
+pub use cpu_backend::SharedBytes;
 pub use device::Device;
 pub use dtype::{DType, FloatDType, WithDType};
 pub use error::{Error, Result};

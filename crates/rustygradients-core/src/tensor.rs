@@ -178,6 +178,14 @@ impl Tensor {
             Some(Op::Copy(self.clone())),
         ))
     }
+    /// True when the elements are read in place from shared bytes (see
+    /// [`Tensor::from_shared_bytes`]) rather than held in memory of their own.
+    pub fn is_borrowed(&self) -> bool {
+        match &*self.storage() {
+            Storage::Cpu(s) => s.is_borrowed(),
+            Storage::Cuda(_) => false,
+        }
+    }
     /// True when `self` and `other` are views of the same memory.
     pub fn same_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)

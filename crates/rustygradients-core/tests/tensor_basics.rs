@@ -233,3 +233,32 @@ fn item_and_scalars() {
     assert_eq!(x.mean_all().unwrap().to_scalar::<f64>().unwrap(), 2.0);
     assert_eq!(x.dim(-1).unwrap(), 3);
 }
+
+#[test]
+fn shared_bytes_are_borrowed_when_aligned_and_checked_for_size() {
+    use rustygradients_core::SharedBytes;
+    use std::sync::Arc;
+    let floats = [1.5f32, -2.0, 3.25, 4.0];
+    let mut raw: Vec<u8> = vec![0; 4];
+    raw.extend(floats.iter().flat_map(|f| f.to_le_bytes()));
+    let bytes: SharedBytes = Arc::new(raw);
+    let t = Tensor::from_shared_bytes(bytes.clone(), 4, DType::F32, [2, 2])
+        .unwrap()
+        .expect("4-byte aligned");
+    assert!(t.is_borrowed());
+    assert_eq!(t.to_vec::<f32>().unwrap(), floats);
+    // Ops on a borrowed tensor produce ordinary tensors.
+    let s = t.add(&t).unwrap();
+    assert!(!s.is_borrowed());
+    assert_eq!(s.to_vec::<f32>().unwrap(), vec![3.0, -4.0, 6.5, 8.0]);
+    // Misaligned for f32: the caller must copy.
+    assert!(Tensor::from_shared_bytes(bytes.clone(), 2, DType::F32, [2])
+        .unwrap()
+        .is_none());
+    // Past the end: an error naming the op.
+    let err = Tensor::from_shared_bytes(bytes, 8, DType::F32, [4])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("from_shared_bytes"), "{err}");
+}

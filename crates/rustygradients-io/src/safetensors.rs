@@ -8,10 +8,11 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use half::{bf16, f16};
 use memmap2::Mmap;
-use rustygradients_core::{DType, Device, Error, Result, Tensor, WithDType};
+use rustygradients_core::{DType, Device, Error, Result, SharedBytes, Tensor, WithDType};
 use safetensors::tensor::{Dtype as StDtype, Metadata, TensorInfo};
 use safetensors::{SafeTensors, View};
 
@@ -168,11 +169,25 @@ impl Header {
         Ok((dtype, info))
     }
 
-    /// Reads `name` from `image`, the bytes this header was parsed from.
-    fn tensor(&self, image: &[u8], name: &str, device: Device) -> Result<Tensor> {
+    /// Reads `name` from `image`, the bytes this header was parsed from. When the image is
+    /// `shared` and the tensor goes to the CPU, its elements are borrowed in place if aligned.
+    fn tensor(
+        &self,
+        image: &[u8],
+        shared: Option<&SharedBytes>,
+        name: &str,
+        device: Device,
+    ) -> Result<Tensor> {
         let (dtype, info) = self.entry(name)?;
         let (s, e) = info.data_offsets;
         let start = 8 + self.len;
+        if let (Some(bytes), Device::Cpu) = (shared, device) {
+            let borrowed =
+                Tensor::from_shared_bytes(bytes.clone(), start + s, dtype, info.shape.clone())?;
+            if let Some(t) = borrowed {
+                return Ok(t);
+            }
+        }
         // The offsets were validated against the image's length by `parse`.
         tensor_from_bytes(
             dtype,
@@ -182,13 +197,18 @@ impl Header {
         )
     }
 
-    fn load_all(&self, image: &[u8], device: Device) -> Result<NamedTensors> {
+    fn load_all(
+        &self,
+        image: &[u8],
+        shared: Option<&SharedBytes>,
+        device: Device,
+    ) -> Result<NamedTensors> {
         let tensors = self
             .meta
             .offset_keys()
             .into_iter()
             .map(|n| {
-                let t = self.tensor(image, &n, device)?;
+                let t = self.tensor(image, shared, &n, device)?;
                 Ok((n, t))
             })
             .collect::<Result<_>>()?;
@@ -196,10 +216,12 @@ impl Header {
     }
 }
 
-/// An open safetensors file: memory-mapped, header validated, tensors read on demand.
+/// An open safetensors file: memory-mapped, header validated, tensors read on demand. CPU
+/// tensors borrow their elements from the map without a copy (when aligned, as files written
+/// by this crate and by PyTorch are) and keep it alive after this value is dropped.
 pub struct SafetensorsFile {
     path: PathBuf,
-    map: Mmap,
+    map: Arc<Mmap>,
     header: Header,
 }
 
@@ -213,13 +235,17 @@ impl SafetensorsFile {
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
         // SAFETY: the map is read-only and private to this value; see the note above on
         // concurrent truncation, the one hazard a map cannot turn into an error.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+        let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?);
         let header = Header::parse(path.display().to_string(), &map)?;
         Ok(SafetensorsFile { path, map, header })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn shared(&self) -> SharedBytes {
+        self.map.clone()
     }
 
     /// Tensor names in the order their data lies in the file.
@@ -240,7 +266,8 @@ impl SafetensorsFile {
 
     /// Reads one tensor onto `device`.
     pub fn tensor(&self, name: &str, device: Device) -> Result<Tensor> {
-        self.header.tensor(&self.map, name, device)
+        self.header
+            .tensor(&self.map, Some(&self.shared()), name, device)
     }
 
     /// Reads the named subset, in the order given.
@@ -253,7 +280,8 @@ impl SafetensorsFile {
 
     /// Reads every tensor, in file order, with the metadata.
     pub fn load_all(&self, device: Device) -> Result<NamedTensors> {
-        self.header.load_all(&self.map, device)
+        self.header
+            .load_all(&self.map, Some(&self.shared()), device)
     }
 }
 
@@ -277,7 +305,7 @@ fn tensor_from_bytes(dtype: DType, shape: Vec<usize>, b: &[u8], device: Device) 
 /// Every tensor of a safetensors image held in memory (what the fuzz target drives); `what`
 /// names it in errors.
 pub fn load_safetensors_bytes(what: &str, bytes: &[u8], device: Device) -> Result<NamedTensors> {
-    Header::parse(what.to_string(), bytes)?.load_all(bytes, device)
+    Header::parse(what.to_string(), bytes)?.load_all(bytes, None, device)
 }
 
 /// Reads every tensor of a safetensors file onto `device`, in file order, with the metadata.

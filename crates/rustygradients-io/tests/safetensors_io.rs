@@ -350,3 +350,36 @@ fn fuzz_corpus_never_panics() {
     }
     assert!(seen > 100, "the fuzz corpus is missing ({seen} inputs)");
 }
+
+#[test]
+fn cpu_tensors_borrow_the_mapped_file_and_copy_on_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("w.safetensors");
+    let w = Tensor::from_vec((0..64).map(|i| i as f32).collect(), [8, 8], Device::Cpu).unwrap();
+    let b = Tensor::from_vec(vec![1.0f64, 2.0], [2], Device::Cpu).unwrap();
+    save_safetensors(&p, &[("w".into(), w.clone()), ("b".into(), b)], None).unwrap();
+    let before = std::fs::read(&p).unwrap();
+    let t = {
+        let f = SafetensorsFile::open(&p).unwrap();
+        f.tensor("w", Device::Cpu).unwrap()
+        // The file value is dropped here; the tensor keeps the map alive.
+    };
+    assert!(
+        t.is_borrowed(),
+        "an aligned f32 tensor must be read in place"
+    );
+    assert_eq!(t.to_vec::<f32>().unwrap(), w.to_vec::<f32>().unwrap());
+    let (all, _) = load_safetensors(&p, Device::Cpu).unwrap();
+    assert!(all.iter().all(|(_, t)| t.is_borrowed()));
+    // Writing gives the tensor memory of its own; the file is untouched.
+    t.copy_(&Tensor::zeros([8, 8], DType::F32, Device::Cpu).unwrap())
+        .unwrap();
+    assert!(!t.is_borrowed());
+    assert_eq!(t.to_vec::<f32>().unwrap(), vec![0.0; 64]);
+    assert_eq!(std::fs::read(&p).unwrap(), before);
+    let again = SafetensorsFile::open(&p)
+        .unwrap()
+        .tensor("w", Device::Cpu)
+        .unwrap();
+    assert_eq!(again.to_vec::<f32>().unwrap(), w.to_vec::<f32>().unwrap());
+}

@@ -6,6 +6,7 @@
 use rayon::prelude::*;
 
 use super::strided::has_avx2;
+use super::CpuBuf;
 use super::CpuStorage;
 use crate::backend::{AttnDims, BackendStorage};
 use crate::{Error, FloatDType, Result};
@@ -285,7 +286,7 @@ pub(crate) fn attention_fwd(
 ) -> Result<(CpuStorage, CpuStorage)> {
     per_float!("scaled_dot_product_attention", (q, k, v), wrap => {
         let (o, p) = forward(q, k, v, a);
-        Ok((wrap(o), wrap(p)))
+        Ok((wrap(CpuBuf::from(o)), wrap(CpuBuf::from(p))))
     })
 }
 
@@ -300,6 +301,6 @@ pub(crate) fn attention_bwd(
 ) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
     per_float!("scaled_dot_product_attention_backward", (q, k, v, p, g), wrap => {
         let (dq, dk, dv) = backward(q, k, v, p, g, a);
-        Ok((wrap(dq), wrap(dk), wrap(dv)))
+        Ok((wrap(CpuBuf::from(dq)), wrap(CpuBuf::from(dk)), wrap(CpuBuf::from(dv))))
     })
 }

@@ -2,6 +2,7 @@
 //! The op is matched once per call; the per-element loop is a monomorphised closure.
 
 use super::strided::{build, map1, map2};
+use super::CpuBuf;
 use super::{map_pair, with_pair, CpuStorage};
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
 use crate::{Error, FloatDType, Layout, Result, WithDType};
@@ -222,14 +223,14 @@ fn unary_int<T: WithDType>(v: &[T], l: &Layout, op: UnaryOp) -> Vec<T> {
 
 pub(crate) fn unary(s: &CpuStorage, l: &Layout, op: UnaryOp) -> Result<CpuStorage> {
     Ok(match s {
-        CpuStorage::F32(v) => CpuStorage::F32(unary_float(v, l, op)),
-        CpuStorage::F64(v) => CpuStorage::F64(unary_float(v, l, op)),
-        CpuStorage::F16(v) => CpuStorage::F16(unary_float(v, l, op)),
-        CpuStorage::BF16(v) => CpuStorage::BF16(unary_float(v, l, op)),
+        CpuStorage::F32(v) => CpuStorage::F32(CpuBuf::from(unary_float(v, l, op))),
+        CpuStorage::F64(v) => CpuStorage::F64(CpuBuf::from(unary_float(v, l, op))),
+        CpuStorage::F16(v) => CpuStorage::F16(CpuBuf::from(unary_float(v, l, op))),
+        CpuStorage::BF16(v) => CpuStorage::BF16(CpuBuf::from(unary_float(v, l, op))),
         s if op.supports_int() => match s {
-            CpuStorage::I64(v) => CpuStorage::I64(unary_int(v, l, op)),
-            CpuStorage::U32(v) => CpuStorage::U32(unary_int(v, l, op)),
-            CpuStorage::U8(v) => CpuStorage::U8(unary_int(v, l, op)),
+            CpuStorage::I64(v) => CpuStorage::I64(CpuBuf::from(unary_int(v, l, op))),
+            CpuStorage::U32(v) => CpuStorage::U32(CpuBuf::from(unary_int(v, l, op))),
+            CpuStorage::U8(v) => CpuStorage::U8(CpuBuf::from(unary_int(v, l, op))),
             _ => unreachable!("float dtypes are matched above"),
         },
         s => {
@@ -271,16 +272,16 @@ pub(crate) fn binary(
     if op == BinaryOp::Pow {
         match (a, b) {
             (CpuStorage::F32(x), CpuStorage::F32(y)) => {
-                return Ok(CpuStorage::F32(pow_float(x, la, y, lb)))
+                return Ok(CpuStorage::F32(CpuBuf::from(pow_float(x, la, y, lb))))
             }
             (CpuStorage::F64(x), CpuStorage::F64(y)) => {
-                return Ok(CpuStorage::F64(pow_float(x, la, y, lb)))
+                return Ok(CpuStorage::F64(CpuBuf::from(pow_float(x, la, y, lb))))
             }
             (CpuStorage::F16(x), CpuStorage::F16(y)) => {
-                return Ok(CpuStorage::F16(pow_float(x, la, y, lb)))
+                return Ok(CpuStorage::F16(CpuBuf::from(pow_float(x, la, y, lb))))
             }
             (CpuStorage::BF16(x), CpuStorage::BF16(y)) => {
-                return Ok(CpuStorage::BF16(pow_float(x, la, y, lb)))
+                return Ok(CpuStorage::BF16(CpuBuf::from(pow_float(x, la, y, lb))))
             }
             _ => {}
         }
@@ -307,7 +308,7 @@ pub(crate) fn cmp(
     op: CmpOp,
 ) -> Result<CpuStorage> {
     Ok(CpuStorage::U8(
-        with_pair!(op.name(), a, b, (x, y) => cmp_typed(x, la, y, lb, op)),
+        with_pair!(op.name(), a, b, (x, y) => CpuBuf::from(cmp_typed(x, la, y, lb, op))),
     ))
 }
 

@@ -6,6 +6,7 @@ use std::mem::MaybeUninit;
 use half::{bf16, f16};
 
 use super::strided::map1;
+use super::CpuBuf;
 use super::CpuStorage;
 use crate::backend::BackendStorage;
 use crate::{Error, Layout, Result, Shape};
@@ -115,13 +116,13 @@ pub(crate) fn matmul(
 ) -> Result<CpuStorage> {
     Ok(match (a, b) {
         (CpuStorage::F32(x), CpuStorage::F32(y)) => {
-            CpuStorage::F32(gemm_batched(x, la, y, lb, 1.0))
+            CpuStorage::F32(CpuBuf::from(gemm_batched(x, la, y, lb, 1.0)))
         }
         (CpuStorage::F64(x), CpuStorage::F64(y)) => {
-            CpuStorage::F64(gemm_batched(x, la, y, lb, 1.0))
+            CpuStorage::F64(CpuBuf::from(gemm_batched(x, la, y, lb, 1.0)))
         }
         (CpuStorage::F16(x), CpuStorage::F16(y)) => {
-            CpuStorage::F16(gemm_batched(x, la, y, lb, f16::ONE))
+            CpuStorage::F16(CpuBuf::from(gemm_batched(x, la, y, lb, f16::ONE)))
         }
         (CpuStorage::BF16(x), CpuStorage::BF16(y)) => {
             // No bf16 GEMM kernel: widen to f32 (exact), multiply, round once.
@@ -130,12 +131,12 @@ pub(crate) fn matmul(
                 Layout::contiguous(la.shape().clone()),
                 Layout::contiguous(lb.shape().clone()),
             );
-            CpuStorage::BF16(
+            CpuStorage::BF16(CpuBuf::from(
                 gemm_batched(&xf, &cla, &yf, &clb, 1.0)
                     .into_iter()
                     .map(bf16::from_f32)
-                    .collect(),
-            )
+                    .collect::<Vec<_>>(),
+            ))
         }
         (x, y) if x.dtype() != y.dtype() => {
             return Err(Error::DTypeMismatch {

@@ -2,6 +2,7 @@
 //! strided layouts. Large elementwise work is split over rayon's threads.
 
 mod attention;
+pub mod buffer;
 mod elementwise;
 pub(crate) mod fast_math;
 mod indexing;
@@ -13,6 +14,8 @@ mod strided;
 
 use half::{bf16, f16};
 
+pub use buffer::{CpuBuf, SharedBytes};
+
 use crate::backend::{AdamHyper, AttnDims, BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp};
 use crate::{DType, Device, Error, Layout, Result, Shape, WithDType};
 
@@ -21,13 +24,13 @@ pub(crate) use strided::{copy_strided, map1};
 /// Host memory of one dtype.
 #[derive(Clone, Debug)]
 pub enum CpuStorage {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-    F16(Vec<f16>),
-    BF16(Vec<bf16>),
-    I64(Vec<i64>),
-    U32(Vec<u32>),
-    U8(Vec<u8>),
+    F32(CpuBuf<f32>),
+    F64(CpuBuf<f64>),
+    F16(CpuBuf<f16>),
+    BF16(CpuBuf<bf16>),
+    I64(CpuBuf<i64>),
+    U32(CpuBuf<u32>),
+    U8(CpuBuf<u8>),
 }
 
 /// Runs `$body` with `$v` bound to the vector of whichever dtype `$s` holds, wrapping a `Vec`
@@ -35,13 +38,13 @@ pub enum CpuStorage {
 macro_rules! map_all {
     ($s:expr, $v:ident => $body:expr) => {
         match $s {
-            CpuStorage::F32($v) => CpuStorage::F32($body),
-            CpuStorage::F64($v) => CpuStorage::F64($body),
-            CpuStorage::F16($v) => CpuStorage::F16($body),
-            CpuStorage::BF16($v) => CpuStorage::BF16($body),
-            CpuStorage::I64($v) => CpuStorage::I64($body),
-            CpuStorage::U32($v) => CpuStorage::U32($body),
-            CpuStorage::U8($v) => CpuStorage::U8($body),
+            CpuStorage::F32($v) => CpuStorage::F32($crate::cpu_backend::CpuBuf::from($body)),
+            CpuStorage::F64($v) => CpuStorage::F64($crate::cpu_backend::CpuBuf::from($body)),
+            CpuStorage::F16($v) => CpuStorage::F16($crate::cpu_backend::CpuBuf::from($body)),
+            CpuStorage::BF16($v) => CpuStorage::BF16($crate::cpu_backend::CpuBuf::from($body)),
+            CpuStorage::I64($v) => CpuStorage::I64($crate::cpu_backend::CpuBuf::from($body)),
+            CpuStorage::U32($v) => CpuStorage::U32($crate::cpu_backend::CpuBuf::from($body)),
+            CpuStorage::U8($v) => CpuStorage::U8($crate::cpu_backend::CpuBuf::from($body)),
         }
     };
 }
@@ -63,13 +66,27 @@ macro_rules! with_all {
 macro_rules! map_pair {
     ($op:expr, $a:expr, $b:expr, ($x:ident, $y:ident) => $body:expr) => {
         match ($a, $b) {
-            (CpuStorage::F32($x), CpuStorage::F32($y)) => CpuStorage::F32($body),
-            (CpuStorage::F64($x), CpuStorage::F64($y)) => CpuStorage::F64($body),
-            (CpuStorage::F16($x), CpuStorage::F16($y)) => CpuStorage::F16($body),
-            (CpuStorage::BF16($x), CpuStorage::BF16($y)) => CpuStorage::BF16($body),
-            (CpuStorage::I64($x), CpuStorage::I64($y)) => CpuStorage::I64($body),
-            (CpuStorage::U32($x), CpuStorage::U32($y)) => CpuStorage::U32($body),
-            (CpuStorage::U8($x), CpuStorage::U8($y)) => CpuStorage::U8($body),
+            (CpuStorage::F32($x), CpuStorage::F32($y)) => {
+                CpuStorage::F32($crate::cpu_backend::CpuBuf::from($body))
+            }
+            (CpuStorage::F64($x), CpuStorage::F64($y)) => {
+                CpuStorage::F64($crate::cpu_backend::CpuBuf::from($body))
+            }
+            (CpuStorage::F16($x), CpuStorage::F16($y)) => {
+                CpuStorage::F16($crate::cpu_backend::CpuBuf::from($body))
+            }
+            (CpuStorage::BF16($x), CpuStorage::BF16($y)) => {
+                CpuStorage::BF16($crate::cpu_backend::CpuBuf::from($body))
+            }
+            (CpuStorage::I64($x), CpuStorage::I64($y)) => {
+                CpuStorage::I64($crate::cpu_backend::CpuBuf::from($body))
+            }
+            (CpuStorage::U32($x), CpuStorage::U32($y)) => {
+                CpuStorage::U32($crate::cpu_backend::CpuBuf::from($body))
+            }
+            (CpuStorage::U8($x), CpuStorage::U8($y)) => {
+                CpuStorage::U8($crate::cpu_backend::CpuBuf::from($body))
+            }
             (a, b) => {
                 return Err(Error::DTypeMismatch {
                     op: $op,
@@ -116,6 +133,28 @@ fn same_shape(op: &'static str, src_l: &Layout, dst_l: &Layout) -> Result<()> {
 }
 
 impl CpuStorage {
+    /// `len` elements of `dtype` borrowed in place at byte `offset` of `bytes` (no copy), or
+    /// `None` when they lie outside the bytes or are misaligned for the dtype.
+    pub fn borrowed(
+        dtype: DType,
+        bytes: SharedBytes,
+        offset: usize,
+        len: usize,
+    ) -> Option<CpuStorage> {
+        Some(match dtype {
+            DType::F32 => CpuStorage::F32(CpuBuf::borrowed(bytes, offset, len)?),
+            DType::F64 => CpuStorage::F64(CpuBuf::borrowed(bytes, offset, len)?),
+            DType::F16 => CpuStorage::F16(CpuBuf::borrowed(bytes, offset, len)?),
+            DType::BF16 => CpuStorage::BF16(CpuBuf::borrowed(bytes, offset, len)?),
+            DType::I64 => CpuStorage::I64(CpuBuf::borrowed(bytes, offset, len)?),
+            DType::U32 => CpuStorage::U32(CpuBuf::borrowed(bytes, offset, len)?),
+            DType::U8 => CpuStorage::U8(CpuBuf::borrowed(bytes, offset, len)?),
+        })
+    }
+    /// True when the elements are borrowed from shared bytes rather than owned.
+    pub(crate) fn is_borrowed(&self) -> bool {
+        with_all!(self, v => v.is_borrowed())
+    }
     /// Number of elements held.
     pub(crate) fn len(&self) -> usize {
         with_all!(self, v => v.len())
@@ -126,13 +165,27 @@ impl CpuStorage {
         use std::any::Any;
         let b: Box<dyn Any> = Box::new(v);
         match T::DTYPE {
-            DType::F32 => CpuStorage::F32(*b.downcast().expect("dtype tag matches type")),
-            DType::F64 => CpuStorage::F64(*b.downcast().expect("dtype tag matches type")),
-            DType::F16 => CpuStorage::F16(*b.downcast().expect("dtype tag matches type")),
-            DType::BF16 => CpuStorage::BF16(*b.downcast().expect("dtype tag matches type")),
-            DType::I64 => CpuStorage::I64(*b.downcast().expect("dtype tag matches type")),
-            DType::U32 => CpuStorage::U32(*b.downcast().expect("dtype tag matches type")),
-            DType::U8 => CpuStorage::U8(*b.downcast().expect("dtype tag matches type")),
+            DType::F32 => CpuStorage::F32(CpuBuf::Owned(
+                *b.downcast().expect("dtype tag matches type"),
+            )),
+            DType::F64 => CpuStorage::F64(CpuBuf::Owned(
+                *b.downcast().expect("dtype tag matches type"),
+            )),
+            DType::F16 => CpuStorage::F16(CpuBuf::Owned(
+                *b.downcast().expect("dtype tag matches type"),
+            )),
+            DType::BF16 => CpuStorage::BF16(CpuBuf::Owned(
+                *b.downcast().expect("dtype tag matches type"),
+            )),
+            DType::I64 => CpuStorage::I64(CpuBuf::Owned(
+                *b.downcast().expect("dtype tag matches type"),
+            )),
+            DType::U32 => CpuStorage::U32(CpuBuf::Owned(
+                *b.downcast().expect("dtype tag matches type"),
+            )),
+            DType::U8 => CpuStorage::U8(CpuBuf::Owned(
+                *b.downcast().expect("dtype tag matches type"),
+            )),
         }
     }
 
@@ -150,13 +203,13 @@ impl CpuStorage {
             vec![T::from_f64(v); n]
         }
         match dtype {
-            DType::F32 => CpuStorage::F32(fill(n, value)),
-            DType::F64 => CpuStorage::F64(fill(n, value)),
-            DType::F16 => CpuStorage::F16(fill(n, value)),
-            DType::BF16 => CpuStorage::BF16(fill(n, value)),
-            DType::I64 => CpuStorage::I64(fill(n, value)),
-            DType::U32 => CpuStorage::U32(fill(n, value)),
-            DType::U8 => CpuStorage::U8(fill(n, value)),
+            DType::F32 => CpuStorage::F32(CpuBuf::from(fill(n, value))),
+            DType::F64 => CpuStorage::F64(CpuBuf::from(fill(n, value))),
+            DType::F16 => CpuStorage::F16(CpuBuf::from(fill(n, value))),
+            DType::BF16 => CpuStorage::BF16(CpuBuf::from(fill(n, value))),
+            DType::I64 => CpuStorage::I64(CpuBuf::from(fill(n, value))),
+            DType::U32 => CpuStorage::U32(CpuBuf::from(fill(n, value))),
+            DType::U8 => CpuStorage::U8(CpuBuf::from(fill(n, value))),
         }
     }
 
@@ -204,17 +257,27 @@ impl BackendStorage for CpuStorage {
         }
         // f16/bf16 <-> f32 go through `half`'s direct conversions; the rest through f64.
         Ok(match (self, dtype) {
-            (CpuStorage::F16(v), DType::F32) => CpuStorage::F32(map1(v, layout, |x| x.to_f32())),
-            (CpuStorage::BF16(v), DType::F32) => CpuStorage::F32(map1(v, layout, |x| x.to_f32())),
-            (CpuStorage::F32(v), DType::F16) => CpuStorage::F16(map1(v, layout, f16::from_f32)),
-            (CpuStorage::F32(v), DType::BF16) => CpuStorage::BF16(map1(v, layout, bf16::from_f32)),
-            (s, DType::F32) => with_all!(s, v => CpuStorage::F32(convert(v, layout))),
-            (s, DType::F64) => with_all!(s, v => CpuStorage::F64(convert(v, layout))),
-            (s, DType::F16) => with_all!(s, v => CpuStorage::F16(convert(v, layout))),
-            (s, DType::BF16) => with_all!(s, v => CpuStorage::BF16(convert(v, layout))),
-            (s, DType::I64) => with_all!(s, v => CpuStorage::I64(convert(v, layout))),
-            (s, DType::U32) => with_all!(s, v => CpuStorage::U32(convert(v, layout))),
-            (s, DType::U8) => with_all!(s, v => CpuStorage::U8(convert(v, layout))),
+            (CpuStorage::F16(v), DType::F32) => {
+                CpuStorage::F32(CpuBuf::from(map1(v, layout, |x| x.to_f32())))
+            }
+            (CpuStorage::BF16(v), DType::F32) => {
+                CpuStorage::F32(CpuBuf::from(map1(v, layout, |x| x.to_f32())))
+            }
+            (CpuStorage::F32(v), DType::F16) => {
+                CpuStorage::F16(CpuBuf::from(map1(v, layout, f16::from_f32)))
+            }
+            (CpuStorage::F32(v), DType::BF16) => {
+                CpuStorage::BF16(CpuBuf::from(map1(v, layout, bf16::from_f32)))
+            }
+            (s, DType::F32) => with_all!(s, v => CpuStorage::F32(CpuBuf::from(convert(v, layout)))),
+            (s, DType::F64) => with_all!(s, v => CpuStorage::F64(CpuBuf::from(convert(v, layout)))),
+            (s, DType::F16) => with_all!(s, v => CpuStorage::F16(CpuBuf::from(convert(v, layout)))),
+            (s, DType::BF16) => {
+                with_all!(s, v => CpuStorage::BF16(CpuBuf::from(convert(v, layout))))
+            }
+            (s, DType::I64) => with_all!(s, v => CpuStorage::I64(CpuBuf::from(convert(v, layout)))),
+            (s, DType::U32) => with_all!(s, v => CpuStorage::U32(CpuBuf::from(convert(v, layout)))),
+            (s, DType::U8) => with_all!(s, v => CpuStorage::U8(CpuBuf::from(convert(v, layout)))),
         })
     }
 

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::strided::{for_each, simd, PAR_MIN};
+use super::CpuBuf;
 use super::{map_all, with_all, CpuStorage};
 use crate::backend::ReduceOp;
 use crate::{Error, Layout, Result, WithDType};
@@ -40,12 +41,12 @@ pub(crate) fn reduce(
         ReduceOp::Sum => map_all!(s, v => fold(v, &pl, r, n_out, sum_run)),
         ReduceOp::Max => map_all!(s, v => fold(v, &pl, r, n_out, |run| extreme(run, true).0)),
         ReduceOp::Min => map_all!(s, v => fold(v, &pl, r, n_out, |run| extreme(run, false).0)),
-        ReduceOp::ArgMax => {
-            CpuStorage::I64(with_all!(s, v => fold(v, &pl, r, n_out, |run| extreme(run, true).1)))
-        }
-        ReduceOp::ArgMin => {
-            CpuStorage::I64(with_all!(s, v => fold(v, &pl, r, n_out, |run| extreme(run, false).1)))
-        }
+        ReduceOp::ArgMax => CpuStorage::I64(
+            with_all!(s, v => CpuBuf::from(fold(v, &pl, r, n_out, |run| extreme(run, true).1))),
+        ),
+        ReduceOp::ArgMin => CpuStorage::I64(
+            with_all!(s, v => CpuBuf::from(fold(v, &pl, r, n_out, |run| extreme(run, false).1))),
+        ),
     })
 }
 

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::strided::{simd, PAR_MIN};
+use super::CpuBuf;
 use super::CpuStorage;
 use crate::backend::BackendStorage;
 use crate::{Error, FloatDType, Layout, Result};
@@ -223,7 +224,7 @@ fn rows_of(op: &'static str, l: &Layout) -> Result<(Range<usize>, usize)> {
 
 pub(crate) fn softmax_last(x: &CpuStorage, l: &Layout, log: bool) -> Result<CpuStorage> {
     let (r, w) = rows_of("softmax", l)?;
-    Ok(float_map!("softmax", x, v => softmax_rows(&v[r], w, log)))
+    Ok(float_map!("softmax", x, v => CpuBuf::from(softmax_rows(&v[r], w, log))))
 }
 
 pub(crate) fn softmax_last_bwd(
@@ -237,7 +238,9 @@ pub(crate) fn softmax_last_bwd(
         rows_of("softmax_backward", yl)?,
         rows_of("softmax_backward", gl)?,
     );
-    Ok(float_map2!("softmax_backward", y, g, (a, b) => softmax_bwd_rows(&a[ry], &b[rg], w, log)))
+    Ok(
+        float_map2!("softmax_backward", y, g, (a, b) => CpuBuf::from(softmax_bwd_rows(&a[ry], &b[rg], w, log))),
+    )
 }
 
 pub(crate) fn norm_last(
@@ -250,19 +253,31 @@ pub(crate) fn norm_last(
     Ok(match x {
         CpuStorage::F32(v) => {
             let (a, b) = norm_rows(&v[r.clone()], w, eps, rms);
-            (CpuStorage::F32(a), CpuStorage::F32(b))
+            (
+                CpuStorage::F32(CpuBuf::from(a)),
+                CpuStorage::F32(CpuBuf::from(b)),
+            )
         }
         CpuStorage::F64(v) => {
             let (a, b) = norm_rows(&v[r.clone()], w, eps, rms);
-            (CpuStorage::F64(a), CpuStorage::F64(b))
+            (
+                CpuStorage::F64(CpuBuf::from(a)),
+                CpuStorage::F64(CpuBuf::from(b)),
+            )
         }
         CpuStorage::F16(v) => {
             let (a, b) = norm_rows(&v[r.clone()], w, eps, rms);
-            (CpuStorage::F16(a), CpuStorage::F16(b))
+            (
+                CpuStorage::F16(CpuBuf::from(a)),
+                CpuStorage::F16(CpuBuf::from(b)),
+            )
         }
         CpuStorage::BF16(v) => {
             let (a, b) = norm_rows(&v[r.clone()], w, eps, rms);
-            (CpuStorage::BF16(a), CpuStorage::BF16(b))
+            (
+                CpuStorage::BF16(CpuBuf::from(a)),
+                CpuStorage::BF16(CpuBuf::from(b)),
+            )
         }
         other => return Err(float_only("layer_norm", other)),
     })
@@ -279,16 +294,16 @@ pub(crate) fn norm_last_bwd(
     let (rg, w) = rows_of("layer_norm_backward", gl)?;
     Ok(match (xhat, rstd, g) {
         (CpuStorage::F32(x), CpuStorage::F32(r), CpuStorage::F32(g)) => {
-            CpuStorage::F32(norm_bwd_rows(x, r, &g[rg.clone()], w, rms))
+            CpuStorage::F32(CpuBuf::from(norm_bwd_rows(x, r, &g[rg.clone()], w, rms)))
         }
         (CpuStorage::F64(x), CpuStorage::F64(r), CpuStorage::F64(g)) => {
-            CpuStorage::F64(norm_bwd_rows(x, r, &g[rg.clone()], w, rms))
+            CpuStorage::F64(CpuBuf::from(norm_bwd_rows(x, r, &g[rg.clone()], w, rms)))
         }
         (CpuStorage::F16(x), CpuStorage::F16(r), CpuStorage::F16(g)) => {
-            CpuStorage::F16(norm_bwd_rows(x, r, &g[rg.clone()], w, rms))
+            CpuStorage::F16(CpuBuf::from(norm_bwd_rows(x, r, &g[rg.clone()], w, rms)))
         }
         (CpuStorage::BF16(x), CpuStorage::BF16(r), CpuStorage::BF16(g)) => {
-            CpuStorage::BF16(norm_bwd_rows(x, r, &g[rg.clone()], w, rms))
+            CpuStorage::BF16(CpuBuf::from(norm_bwd_rows(x, r, &g[rg.clone()], w, rms)))
         }
         (x, _, g) => {
             return Err(Error::DTypeMismatch {

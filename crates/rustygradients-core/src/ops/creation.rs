@@ -18,6 +18,35 @@ fn check_size(op: &'static str, n: usize, dtype: DType) -> Result<()> {
 }
 
 impl Tensor {
+    /// A CPU tensor of `shape` whose `dtype` elements are read in place, without a copy, from
+    /// `bytes` starting at byte `offset` (a memory-mapped file, for instance; the `Arc` keeps
+    /// the bytes alive as long as any tensor uses them). Elements are little-endian as on the
+    /// host. Returns `Ok(None)` when the start is not aligned for the dtype (copy then).
+    /// Writing to the tensor in place gives it a copy of its own; `bytes` never change.
+    pub fn from_shared_bytes(
+        bytes: crate::cpu_backend::SharedBytes,
+        offset: usize,
+        dtype: DType,
+        shape: impl Into<Shape>,
+    ) -> Result<Option<Tensor>> {
+        let shape = shape.into();
+        let n = shape.elem_count();
+        let available = (*bytes).as_ref().len().saturating_sub(offset);
+        if n.checked_mul(dtype.size_in_bytes())
+            .is_none_or(|need| need > available)
+        {
+            return Err(Error::InvalidArgument {
+                op: "from_shared_bytes",
+                msg: format!(
+                    "{n} elements of {dtype:?} from byte {offset} do not fit in {} bytes",
+                    (*bytes).as_ref().len()
+                ),
+            });
+        }
+        Ok(CpuStorage::borrowed(dtype, bytes, offset, n)
+            .map(|s| Tensor::from_storage(Storage::Cpu(s), shape, None)))
+    }
+
     /// A tensor of `shape` filled with `value` (converted to `dtype`).
     pub fn full(
         value: f64,
