@@ -140,3 +140,49 @@ fn rejects_sequences_longer_than_the_block() {
     let err = g.logits(&ids(&[0; 6], [1, 6])).unwrap_err().to_string();
     assert!(err.contains("block_size"), "{err}");
 }
+
+#[test]
+fn load_named_rejects_missing_or_misshapen_weights_and_changes_nothing() {
+    let model = tiny(0.0, DType::F32);
+    let before: Vec<Vec<f32>> = model
+        .named_parameters()
+        .iter()
+        .map(|(_, p)| p.to_vec::<f32>().unwrap())
+        .collect();
+    let good: Vec<(String, Tensor)> = model
+        .named_parameters()
+        .into_iter()
+        .map(|(n, p)| (n, p.affine(2.0, 1.0).unwrap()))
+        .collect();
+
+    let mut missing = good.clone();
+    let (gone, _) = missing.pop().unwrap();
+    let err = model.load_named(&missing).unwrap_err().to_string();
+    assert!(err.contains(&gone), "{err}");
+
+    // The last tensor has the wrong shape: every earlier one is valid, and still nothing loads.
+    let mut wrong = good.clone();
+    let (name, t) = wrong.pop().unwrap();
+    let n = t.elem_count();
+    wrong.push((
+        name.clone(),
+        Tensor::zeros([n + 1], DType::F32, Device::Cpu).unwrap(),
+    ));
+    let err = model.load_named(&wrong).unwrap_err().to_string();
+    assert!(err.contains(&name) && err.contains("shape"), "{err}");
+
+    let after: Vec<Vec<f32>> = model
+        .named_parameters()
+        .iter()
+        .map(|(_, p)| p.to_vec::<f32>().unwrap())
+        .collect();
+    assert_eq!(
+        before, after,
+        "a failed load must leave the model as it was"
+    );
+    model.load_named(&good).unwrap();
+    assert_ne!(
+        model.named_parameters()[0].1.to_vec::<f32>().unwrap(),
+        before[0]
+    );
+}
