@@ -27,12 +27,11 @@ pub fn save(
     step: usize,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let meta = [
-        ("format".to_string(), "pt".to_string()),
-        ("step".to_string(), step.to_string()),
-    ]
-    .into_iter()
-    .collect();
+    // One metadata key only: the safetensors crate writes `__metadata__` in HashMap order, so
+    // two keys would make identical saves differ byte for byte. The step is in config.json.
+    let meta = [("format".to_string(), "pt".to_string())]
+        .into_iter()
+        .collect();
     save_safetensors(
         dir.join("model.safetensors"),
         &model.named_parameters(),
