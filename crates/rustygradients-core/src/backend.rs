@@ -21,10 +21,6 @@ pub enum UnaryOp {
     Gelu,
     /// GELU with the tanh approximation (`approximate="tanh"`).
     GeluTanh,
-    /// The derivative of `Gelu` (used by its gradient rule).
-    GeluDeriv,
-    /// The derivative of `GeluTanh`.
-    GeluTanhDeriv,
     Silu,
     Softplus,
     Sqr,
@@ -53,8 +49,6 @@ impl UnaryOp {
             UnaryOp::Relu => "relu",
             UnaryOp::Gelu => "gelu",
             UnaryOp::GeluTanh => "gelu_tanh",
-            UnaryOp::GeluDeriv => "gelu_deriv",
-            UnaryOp::GeluTanhDeriv => "gelu_tanh_deriv",
             UnaryOp::Silu => "silu",
             UnaryOp::Softplus => "softplus",
             UnaryOp::Sqr => "sqr",
@@ -213,6 +207,9 @@ pub trait BackendStorage: Sized {
     /// and `v`, from the contiguous gradient `g` (all of one length and dtype).
     fn adam_step(&mut self, m: &mut Self, v: &mut Self, g: &Self, h: AdamHyper) -> Result<()>;
     fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self>;
+    /// `g · op'(x)` with `self` as `x`, fused, for the ops whose derivative depends on `x`
+    /// alone and has a kernel (`Gelu`, `GeluTanh`); `g` has the shape of `x`.
+    fn unary_grad(&self, layout: &Layout, g: &Self, gl: &Layout, op: UnaryOp) -> Result<Self>;
     fn binary(&self, l: &Layout, rhs: &Self, r: &Layout, op: BinaryOp) -> Result<Self>;
     fn cmp(&self, l: &Layout, rhs: &Self, r: &Layout, op: CmpOp) -> Result<Self>;
     /// `self` is a `u8` mask; picks `on_true` where it is non-zero.

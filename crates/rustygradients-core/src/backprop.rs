@@ -203,15 +203,7 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, InputGrad
                 UnaryOp::Tanh => g.mul(&out.sqr()?.affine(-1.0, 1.0)?)?,
                 UnaryOp::Sigmoid => g.mul(&out.mul(&out.affine(-1.0, 1.0)?)?)?,
                 UnaryOp::Relu => g.mul(&mask_of(x.gt(&x.scalar_like(0.0)?)?, x)?)?,
-                UnaryOp::Gelu => g.mul(&x.unary_op(UnaryOp::GeluDeriv)?)?,
-                UnaryOp::GeluTanh => g.mul(&x.unary_op(UnaryOp::GeluTanhDeriv)?)?,
-                // Only reached by differentiating twice, which autograd does not do.
-                UnaryOp::GeluDeriv | UnaryOp::GeluTanhDeriv => {
-                    return Err(Error::Backward(format!(
-                        "{} has no gradient rule",
-                        u.name()
-                    )))
-                }
+                UnaryOp::Gelu | UnaryOp::GeluTanh => x.unary_grad(*u, g)?,
                 UnaryOp::Silu => {
                     let s = x.sigmoid()?;
                     g.mul(&s.mul(&x.mul(&s.affine(-1.0, 1.0)?)?.add_scalar(1.0)?)?)?

@@ -125,6 +125,10 @@ impl Storage {
     pub fn unary(&self, l: &Layout, op: UnaryOp) -> Result<Storage> {
         Ok(one!(self, s => s.unary(l, op)))
     }
+    pub fn unary_grad(&self, l: &Layout, g: &Storage, gl: &Layout, op: UnaryOp) -> Result<Storage> {
+        let (x, g) = (self, g);
+        Ok(same_device!(op.name(), (x, g) => x.unary_grad(l, g, gl, op)))
+    }
     pub fn binary(&self, l: &Layout, rhs: &Storage, r: &Layout, op: BinaryOp) -> Result<Storage> {
         let (a, b) = (self, rhs);
         Ok(same_device!(op.name(), (a, b) => a.binary(l, b, r, op)))

@@ -6,13 +6,8 @@ use rustygradients::optim::{clip_grad_norm, decay_groups, Adam, AdamConfig, Opti
 use rustygradients::{manual_seed, DType, Device, Result};
 use std::time::Instant;
 
-/// The same allocator as the CLI, so the phases cost what they cost in training.
-/// `mi_option_purge_delay` in mimalloc v2's `mi_option_e` (the version libmimalloc-sys builds by
-/// default; the binding crate does not name this option).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "support/training_env.rs"]
+mod training_env;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -20,14 +15,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<()> {
-    // As in the CLI: freed pages stay mapped for the next step.
-    // SAFETY: sets a mimalloc option; plain integers, no other preconditions.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-    // Run on a rayon worker, as the CLI does, so parallel ops start without a cross-thread wake-up.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .build()
-        .expect("thread pool");
-    pool.install(run)
+    training_env::run_like_training(run)
 }
 
 fn run() -> Result<()> {

@@ -2,6 +2,7 @@
 //! The op is matched once per call; the per-element loop is a monomorphised closure.
 
 use super::strided::{build, map1, map2};
+use super::vec_math;
 use super::CpuBuf;
 use super::{map_pair, with_pair, CpuStorage};
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
@@ -81,12 +82,16 @@ macro_rules! map_inline {
         match $l.contiguous_range() {
             Some(r) => {
                 let s = &$v[r];
-                build(s.len(), |off, out| {
-                    let n = out.len();
-                    for (o, &x) in out.iter_mut().zip(&s[off..off + n]) {
-                        o.write($f(x));
-                    }
-                })
+                build(
+                    s.len(),
+                    #[inline(always)]
+                    |off, out| {
+                        let n = out.len();
+                        for (o, &x) in out.iter_mut().zip(&s[off..off + n]) {
+                            o.write($f(x));
+                        }
+                    },
+                )
             }
             None => map1($v, $l, $f),
         }
@@ -158,8 +163,6 @@ fn unary_float<T: FloatDType>(v: &[T], l: &Layout, op: UnaryOp) -> Vec<T> {
         UnaryOp::Relu => map1(v, l, move |x| if x > zero || x.is_nan() { x } else { zero }),
         UnaryOp::Gelu => map_inline!(v, l, gelu_op),
         UnaryOp::GeluTanh => map_inline!(v, l, gelu_tanh_op),
-        UnaryOp::GeluDeriv => map_inline!(v, l, gelu_deriv_op),
-        UnaryOp::GeluTanhDeriv => map_inline!(v, l, gelu_tanh_deriv_op),
         UnaryOp::Silu => map_inline!(v, l, silu_op),
         // max(x, 0) + log1p(exp(-|x|)): exact, and no overflow for large |x|.
         UnaryOp::Softplus => map1(v, l, move |x| x.max(zero) + (-x.abs()).exp().ln_1p()),
@@ -223,7 +226,11 @@ fn unary_int<T: WithDType>(v: &[T], l: &Layout, op: UnaryOp) -> Vec<T> {
 
 pub(crate) fn unary(s: &CpuStorage, l: &Layout, op: UnaryOp) -> Result<CpuStorage> {
     Ok(match s {
-        CpuStorage::F32(v) => CpuStorage::F32(CpuBuf::from(unary_float(v, l, op))),
+        CpuStorage::F32(v) => CpuStorage::F32(CpuBuf::from(
+            l.contiguous_range()
+                .and_then(|r| vec_math::unary(&v[r], op))
+                .unwrap_or_else(|| unary_float(v, l, op)),
+        )),
         CpuStorage::F64(v) => CpuStorage::F64(CpuBuf::from(unary_float(v, l, op))),
         CpuStorage::F16(v) => CpuStorage::F16(CpuBuf::from(unary_float(v, l, op))),
         CpuStorage::BF16(v) => CpuStorage::BF16(CpuBuf::from(unary_float(v, l, op))),
@@ -238,6 +245,72 @@ pub(crate) fn unary(s: &CpuStorage, l: &Layout, op: UnaryOp) -> Result<CpuStorag
                 op: op.name(),
                 got: crate::backend::BackendStorage::dtype(s),
                 expected: "a floating-point dtype",
+            })
+        }
+    })
+}
+
+/// `g · f'(x)` for the ops whose derivative has its own loop; the others are an error here
+/// (their gradient rules are built from other ops).
+fn unary_grad_float<T: FloatDType>(
+    x: &[T],
+    xl: &Layout,
+    g: &[T],
+    gl: &Layout,
+    op: UnaryOp,
+) -> Result<Vec<T>> {
+    let d: fn(T) -> T = match op {
+        UnaryOp::Gelu => gelu_deriv_op,
+        UnaryOp::GeluTanh => gelu_tanh_deriv_op,
+        _ => {
+            return Err(Error::Backward(format!(
+                "{} has no fused gradient kernel",
+                op.name()
+            )))
+        }
+    };
+    Ok(map2(
+        x,
+        xl,
+        g,
+        gl,
+        #[inline(always)]
+        move |x, g| g * d(x),
+    ))
+}
+
+pub(crate) fn unary_grad(
+    x: &CpuStorage,
+    xl: &Layout,
+    g: &CpuStorage,
+    gl: &Layout,
+    op: UnaryOp,
+) -> Result<CpuStorage> {
+    if let (CpuStorage::F32(xv), CpuStorage::F32(gv), Some(rx), Some(rg)) =
+        (x, g, xl.contiguous_range(), gl.contiguous_range())
+    {
+        if let Some(out) = vec_math::unary_grad(&xv[rx], &gv[rg], op) {
+            return Ok(CpuStorage::F32(CpuBuf::from(out)));
+        }
+    }
+    Ok(match (x, g) {
+        (CpuStorage::F32(x), CpuStorage::F32(g)) => {
+            CpuStorage::F32(CpuBuf::from(unary_grad_float(x, xl, g, gl, op)?))
+        }
+        (CpuStorage::F64(x), CpuStorage::F64(g)) => {
+            CpuStorage::F64(CpuBuf::from(unary_grad_float(x, xl, g, gl, op)?))
+        }
+        (CpuStorage::F16(x), CpuStorage::F16(g)) => {
+            CpuStorage::F16(CpuBuf::from(unary_grad_float(x, xl, g, gl, op)?))
+        }
+        (CpuStorage::BF16(x), CpuStorage::BF16(g)) => {
+            CpuStorage::BF16(CpuBuf::from(unary_grad_float(x, xl, g, gl, op)?))
+        }
+        (x, g) => {
+            return Err(Error::DTypeMismatch {
+                op: op.name(),
+                lhs: crate::backend::BackendStorage::dtype(x),
+                rhs: crate::backend::BackendStorage::dtype(g),
             })
         }
     })

@@ -11,6 +11,7 @@ mod optim;
 mod reduce;
 mod rows;
 mod strided;
+mod vec_math;
 
 use half::{bf16, f16};
 
@@ -306,6 +307,10 @@ impl BackendStorage for CpuStorage {
 
     fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {
         elementwise::unary(self, layout, op)
+    }
+
+    fn unary_grad(&self, l: &Layout, g: &Self, gl: &Layout, op: UnaryOp) -> Result<Self> {
+        elementwise::unary_grad(self, l, g, gl, op)
     }
 
     fn binary(&self, l: &Layout, rhs: &Self, r: &Layout, op: BinaryOp) -> Result<Self> {

@@ -67,12 +67,17 @@ pub(crate) fn build<U: Send>(
     let mut out: Vec<U> = Vec::with_capacity(n);
     let spare = &mut out.spare_capacity_mut()[..n];
     if n >= PAR_MIN {
-        spare
-            .par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(i, c)| simd(|| fill(i * CHUNK, c)));
+        spare.par_chunks_mut(CHUNK).enumerate().for_each(|(i, c)| {
+            simd(
+                #[inline(always)]
+                || fill(i * CHUNK, c),
+            )
+        });
     } else {
-        simd(|| fill(0, spare));
+        simd(
+            #[inline(always)]
+            || fill(0, spare),
+        );
     }
     // SAFETY: `fill` wrote every one of the first `n` slots (each caller's loop covers its
     // whole chunk).
@@ -88,12 +93,16 @@ pub(crate) fn map1<T: Copy + Sync, U: Send>(
 ) -> Vec<U> {
     if let Some(r) = l.contiguous_range() {
         let s = &v[r];
-        return build(s.len(), |off, out| {
-            let n = out.len();
-            for (o, &x) in out.iter_mut().zip(&s[off..off + n]) {
-                o.write(f(x));
-            }
-        });
+        return build(
+            s.len(),
+            #[inline(always)]
+            |off, out| {
+                let n = out.len();
+                for (o, &x) in out.iter_mut().zip(&s[off..off + n]) {
+                    o.write(f(x));
+                }
+            },
+        );
     }
     let mut out = Vec::with_capacity(l.elem_count());
     for_each(l, |i| out.push(f(v[i])));
@@ -110,20 +119,67 @@ pub(crate) fn map2<T: Copy + Sync, U: Copy + Sync, V: Send>(
 ) -> Vec<V> {
     if let (Some(ra), Some(rb)) = (la.contiguous_range(), lb.contiguous_range()) {
         let (sa, sb) = (&a[ra], &b[rb]);
-        return build(sa.len(), |off, out| {
-            let n = out.len();
-            for ((o, &x), &y) in out.iter_mut().zip(&sa[off..off + n]).zip(&sb[off..off + n]) {
-                o.write(f(x, y));
-            }
-        });
+        return build(
+            sa.len(),
+            #[inline(always)]
+            |off, out| {
+                let n = out.len();
+                for ((o, &x), &y) in out.iter_mut().zip(&sa[off..off + n]).zip(&sb[off..off + n]) {
+                    o.write(f(x, y));
+                }
+            },
+        );
     }
-    // Broadcast or strided: rows of the innermost dim, with each side's row read as a slice
-    // (stride 1), a repeated scalar (stride 0) or a strided walk.
+    // Broadcast or strided: rows of the innermost dim.
     let (oa, n, sa) = la.blocks();
     let (ob, _, sb) = lb.blocks();
     let starts: Vec<(usize, usize)> = oa.zip(ob).collect();
     let total = la.elem_count();
-    let row = |(ia, ib): (usize, usize), out: &mut [MaybeUninit<V>]| match (sa, sb) {
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut out: Vec<V> = Vec::with_capacity(total);
+    let spare = &mut out.spare_capacity_mut()[..total];
+    if total >= PAR_MIN {
+        spare
+            .par_chunks_mut(n)
+            .zip(starts.par_iter())
+            .for_each(|(o, &s)| {
+                simd(
+                    #[inline(always)]
+                    || map2_row(a, b, s, n, (sa, sb), &f, o),
+                )
+            });
+    } else {
+        simd(
+            #[inline(always)]
+            || {
+                spare
+                    .chunks_mut(n)
+                    .zip(starts.iter())
+                    .for_each(|(o, &s)| map2_row(a, b, s, n, (sa, sb), &f, o))
+            },
+        );
+    }
+    // SAFETY: the rows (one per start) tile the `total` slots and each row writes all of its own.
+    unsafe { out.set_len(total) };
+    out
+}
+
+/// One output row of [`map2`]: each side's row read as a slice (stride 1), a repeated scalar
+/// (stride 0) or a strided walk. Always inlined, so the loop is compiled inside the caller's
+/// AVX2 frame.
+#[inline(always)]
+fn map2_row<T: Copy, U: Copy, V>(
+    a: &[T],
+    b: &[U],
+    (ia, ib): (usize, usize),
+    n: usize,
+    strides: (usize, usize),
+    f: &impl Fn(T, U) -> V,
+    out: &mut [MaybeUninit<V>],
+) {
+    match strides {
         (1, 1) => out
             .iter_mut()
             .zip(&a[ia..ia + n])
@@ -143,31 +199,10 @@ pub(crate) fn map2<T: Copy + Sync, U: Copy + Sync, V: Send>(
                 o.write(f(x, y));
             })
         }
-        _ => out.iter_mut().enumerate().for_each(|(j, o)| {
+        (sa, sb) => out.iter_mut().enumerate().for_each(|(j, o)| {
             o.write(f(a[ia + j * sa], b[ib + j * sb]));
         }),
-    };
-    if n == 0 {
-        return Vec::new();
     }
-    let mut out: Vec<V> = Vec::with_capacity(total);
-    let spare = &mut out.spare_capacity_mut()[..total];
-    if total >= PAR_MIN {
-        spare
-            .par_chunks_mut(n)
-            .zip(starts.par_iter())
-            .for_each(|(o, &s)| simd(|| row(s, o)));
-    } else {
-        simd(|| {
-            spare
-                .chunks_mut(n)
-                .zip(starts.iter())
-                .for_each(|(o, &s)| row(s, o))
-        });
-    }
-    // SAFETY: the rows (one per start) tile the `total` slots and each row writes all of its own.
-    unsafe { out.set_len(total) };
-    out
 }
 
 /// A contiguous copy of what `l` selects.

@@ -62,6 +62,9 @@ impl BackendStorage for CudaStorage {
     fn unary(&self, _: &Layout, _: UnaryOp) -> Result<Self> {
         match *self {}
     }
+    fn unary_grad(&self, _: &Layout, _: &Self, _: &Layout, _: UnaryOp) -> Result<Self> {
+        match *self {}
+    }
     fn binary(&self, _: &Layout, _: &Self, _: &Layout, _: BinaryOp) -> Result<Self> {
         match *self {}
     }

@@ -49,6 +49,22 @@ impl Tensor {
         ))
     }
 
+    /// `g · op'(self)`: the gradient rule of `op` as one fused pass (see
+    /// [`BackendStorage::unary_grad`](crate::backend::BackendStorage::unary_grad)).
+    pub(crate) fn unary_grad(&self, op: UnaryOp, g: &Tensor) -> Result<Tensor> {
+        if g.shape() != self.shape() {
+            return Err(Error::ShapeMismatch {
+                op: op.name(),
+                lhs: self.shape().clone(),
+                rhs: g.shape().clone(),
+            });
+        }
+        let s = self
+            .storage()
+            .unary_grad(self.layout(), &g.storage(), g.layout(), op)?;
+        Ok(Tensor::from_storage(s, self.shape().clone(), None))
+    }
+
     unary_methods!(
         neg => Neg, abs => Abs, exp => Exp, log => Log, sqrt => Sqrt, rsqrt => Rsqrt, sin => Sin,
         cos => Cos, tanh => Tanh, sigmoid => Sigmoid, relu => Relu,
