@@ -373,7 +373,9 @@ def reduction_cases():
 
 def softmax_cases():
     for op, fn in [("softmax", F.softmax), ("log_softmax", F.log_softmax)]:
-        for shape, dim in [((3, 4), -1), ((3, 4), 0), ((2, 3, 4), 1), ((2, 3, 4), -1)]:
+        # Rows of 37 and 70 reach the CPU kernels' 16-lane partial sums and their tails.
+        for shape, dim in [((3, 4), -1), ((3, 4), 0), ((2, 3, 4), 1), ((2, 3, 4), -1),
+                           ((3, 37), -1), ((2, 70), -1)]:
             add_case(f"{op}_{shape_tag(shape)}_d{str(dim).replace('-', 'neg')}", op,
                      [randn(*shape, scale=2.0)],
                      lambda x, fn=fn, dim=dim: fn(x, dim=dim), params={"dim": dim})
@@ -381,7 +383,7 @@ def softmax_cases():
 
 def norm_cases():
     eps = 1e-5
-    for shape in [(3, 5), (2, 3, 4)]:
+    for shape in [(3, 5), (2, 3, 4), (4, 37), (2, 130)]:
         d = shape[-1]
         add_case(f"layer_norm_{shape_tag(shape)}", "layer_norm",
                  [randn(*shape, scale=2.0) + 0.5, 1.0 + 0.3 * randn(d), 0.3 * randn(d)],
@@ -394,7 +396,7 @@ def norm_cases():
         # y = x / sqrt(mean(x^2, -1, keepdim) + eps) * weight
         return x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + rms_eps) * w
 
-    for shape in [(3, 5), (2, 3, 4)]:
+    for shape in [(3, 5), (2, 3, 4), (3, 37)]:
         add_case(f"rms_norm_{shape_tag(shape)}", "rms_norm",
                  [randn(*shape, scale=2.0), 1.0 + 0.3 * randn(shape[-1])],
                  rms_norm, params={"eps": rms_eps})

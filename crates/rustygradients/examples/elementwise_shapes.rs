@@ -65,5 +65,20 @@ fn run() -> Result<()> {
     report("transpose copy (768x128)", n1, || {
         x.reshape([12, 64, 4, 32])?.transpose(1, 2)?.contiguous()
     })?;
+    // One layer's attention: (batch 12, heads 4, time 64, head dim 32), causal.
+    let qkv: Vec<Tensor> = (0..3)
+        .map(|_| Tensor::randn([12, 4, 64, 32], DType::F32, Device::Cpu))
+        .collect::<Result<_>>()?;
+    let ga = Tensor::randn([12, 4, 64, 32], DType::F32, Device::Cpu)?;
+    let na = ga.elem_count();
+    report("attention forward", na, || {
+        qkv[0].scaled_dot_product_attention(&qkv[1], &qkv[2], true, 0.0)
+    })?;
+    report("attention forward+backward", na, || {
+        let q = qkv[0].detach().requires_grad_(true)?;
+        let y = q.scaled_dot_product_attention(&qkv[1], &qkv[2], true, 0.0)?;
+        y.backward_with(&ga)?;
+        Ok(q.grad().unwrap())
+    })?;
     Ok(())
 }

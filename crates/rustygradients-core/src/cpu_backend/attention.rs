@@ -5,105 +5,159 @@
 
 use rayon::prelude::*;
 
+use super::lanes::{row_max, sum_map, sum_map2};
 use super::strided::has_avx2;
 use super::CpuBuf;
 use super::CpuStorage;
 use crate::backend::{AttnDims, BackendStorage};
 use crate::{Error, FloatDType, Result};
 
-/// `out[..] = Σ_{r ∈ rows} coef(r) · row(r)[..out.len()]`, with the accumulators held in
-/// registers: 32 lanes (four independent vector chains) at a time, then 8 lanes with two chains,
-/// then scalars. Every product in this file is one of these.
+/// `outs[k][..] = Σ_{r ∈ rows} coef(r)[k] · row(r)[..n]` for `R` outputs of one length `n` at
+/// once: each row is loaded once for all `R` of them, and the accumulators stay in registers,
+/// 32 lanes per output (with `R = 2`, eight independent vector chains), then 8 lanes, then
+/// scalars. Every product in this file is one of these.
 #[inline(always)]
-fn lincomb<'a, T: FloatDType>(
-    out: &mut [T],
+fn lincomb<'a, T: FloatDType, const R: usize>(
+    mut outs: [&mut [T]; R],
     rows: std::ops::Range<usize>,
-    coef: impl Fn(usize) -> T,
+    coef: impl Fn(usize) -> [T; R],
     row: impl Fn(usize) -> &'a [T],
 ) {
     const W: usize = 32;
     const L: usize = 8;
-    let n = out.len();
+    let n = outs[0].len();
+    debug_assert!(outs.iter().all(|o| o.len() == n));
     let mut o = 0;
     while o + W <= n {
-        let mut acc = [T::zero(); W];
+        let mut acc = [[T::zero(); W]; R];
         for r in rows.clone() {
             let (c, x) = (coef(r), &row(r)[o..o + W]);
-            for l in 0..W {
-                acc[l] = c.mul_add(x[l], acc[l]);
+            for k in 0..R {
+                for l in 0..W {
+                    acc[k][l] = c[k].mul_add(x[l], acc[k][l]);
+                }
             }
         }
-        out[o..o + W].copy_from_slice(&acc);
+        for k in 0..R {
+            outs[k][o..o + W].copy_from_slice(&acc[k]);
+        }
         o += W;
     }
     while o + L <= n {
-        let (mut a0, mut a1) = ([T::zero(); L], [T::zero(); L]);
-        let mut r = rows.start;
-        while r + 1 < rows.end {
-            let (c0, x0) = (coef(r), &row(r)[o..o + L]);
-            let (c1, x1) = (coef(r + 1), &row(r + 1)[o..o + L]);
-            for l in 0..L {
-                a0[l] = c0.mul_add(x0[l], a0[l]);
-                a1[l] = c1.mul_add(x1[l], a1[l]);
-            }
-            r += 2;
-        }
-        if r < rows.end {
-            let (c0, x0) = (coef(r), &row(r)[o..o + L]);
-            for l in 0..L {
-                a0[l] = c0.mul_add(x0[l], a0[l]);
+        let mut acc = [[T::zero(); L]; R];
+        for r in rows.clone() {
+            let (c, x) = (coef(r), &row(r)[o..o + L]);
+            for k in 0..R {
+                for l in 0..L {
+                    acc[k][l] = c[k].mul_add(x[l], acc[k][l]);
+                }
             }
         }
-        for l in 0..L {
-            out[o + l] = a0[l] + a1[l];
+        for k in 0..R {
+            outs[k][o..o + L].copy_from_slice(&acc[k]);
         }
         o += L;
     }
-    for (j, y) in out.iter_mut().enumerate().skip(o) {
-        *y = rows
-            .clone()
-            .fold(T::zero(), |a, r| coef(r).mul_add(row(r)[j], a));
+    for j in o..n {
+        let mut acc = [T::zero(); R];
+        for r in rows.clone() {
+            let (c, x) = (coef(r), row(r)[j]);
+            for k in 0..R {
+                acc[k] = c[k].mul_add(x, acc[k]);
+            }
+        }
+        for (out, a) in outs.iter_mut().zip(acc) {
+            out[j] = a;
+        }
     }
 }
 
-/// The `(cols, rows)` transpose of a row-major `(rows, cols)` block.
+/// The `(cols, rows)` transpose of a row-major `(rows, cols)` block, written column by column.
+#[inline(always)]
 fn transpose<T: FloatDType>(x: &[T], rows: usize, cols: usize) -> Vec<T> {
-    let mut t = vec![T::zero(); rows * cols];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = x[r * cols + c];
-        }
+    let mut t = Vec::with_capacity(rows * cols);
+    for c in 0..cols {
+        t.extend(x[c..].iter().step_by(cols).take(rows).copied());
     }
     t
 }
 
-/// One `(batch, head)` slice of the forward pass.
+/// A row of scores in place to probabilities, in separate passes so each one vectorises: max,
+/// exponentials, their sum.
+#[inline(always)]
+fn softmax_row<T: FloatDType>(row: &mut [T]) {
+    let max = row_max(row);
+    for r in row.iter_mut() {
+        *r = (*r - max).fast_exp();
+    }
+    let inv = sum_map(row, |x| x).recip();
+    row.iter_mut().for_each(|r| *r = *r * inv);
+}
+
+/// A row length of `n` visible keys rounded up to whole 32-lane blocks (within the `s` keys
+/// that exist): computing a few masked scores, zeroed afterwards, is much cheaper than the
+/// scalar tail of a product.
+#[inline(always)]
+fn padded(n: usize, s: usize) -> usize {
+    n.next_multiple_of(32).min(s).max(n)
+}
+
+/// Two consecutive rows `i`, `i + 1` of a row-major matrix with rows of length `w`.
+#[inline(always)]
+fn row_pair<T>(m: &mut [T], i: usize, w: usize) -> (&mut [T], &mut [T]) {
+    m[i * w..(i + 2) * w].split_at_mut(w)
+}
+
+/// One `(batch, head)` slice of the forward pass. Queries go two at a time, so every key and
+/// value row loaded serves both; the first query of a pair sees at most one key fewer, and its
+/// probability for that key is set to zero, so both can run over the longer range.
 #[inline(always)]
 fn forward_slice<T: FloatDType>(q: &[T], k: &[T], v: &[T], o: &mut [T], p: &mut [T], a: AttnDims) {
     let (s, d, dv) = (a.s, a.d, a.dv);
     let scale = T::from_f64(a.scale);
     let kt = transpose(k, s, d);
-    for i in 0..a.t {
-        let vis = a.visible(i);
-        let qi = &q[i * d..(i + 1) * d];
-        let row = &mut p[i * s..i * s + vis];
-        // Scores of query i against every visible key: Σ_c q_ic · Kᵀ[c, ..].
-        lincomb(row, 0..d, |c| qi[c] * scale, |c| &kt[c * s..c * s + vis]);
-        let max = row.iter().fold(T::neg_infinity(), |m, &x| m.max(x));
-        let mut sum = T::zero();
-        for r in row.iter_mut() {
-            *r = (*r - max).fast_exp();
-            sum = sum + *r;
-        }
-        let inv = sum.recip();
-        row.iter_mut().for_each(|r| *r = *r * inv);
-        let row = &p[i * s..i * s + vis];
+    let mut i = 0;
+    while i + 1 < a.t {
+        let (n0, n1) = (a.visible(i), a.visible(i + 1));
+        let m = padded(n1, s);
+        let (q0, q1) = (&q[i * d..(i + 1) * d], &q[(i + 1) * d..(i + 2) * d]);
+        let (p0, p1) = row_pair(p, i, s);
+        // Scores: Σ_c q_ic · Kᵀ[c, ..].
         lincomb(
-            &mut o[i * dv..(i + 1) * dv],
-            0..vis,
-            |j| row[j],
+            [&mut p0[..m], &mut p1[..m]],
+            0..d,
+            |c| [q0[c] * scale, q1[c] * scale],
+            |c| &kt[c * s..c * s + m],
+        );
+        softmax_row(&mut p0[..n0]);
+        p0[n0..m].fill(T::zero());
+        softmax_row(&mut p1[..n1]);
+        p1[n1..m].fill(T::zero());
+        let (p0, p1) = (&*p0, &*p1);
+        let (o0, o1) = row_pair(o, i, dv);
+        lincomb(
+            [o0, o1],
+            0..n1,
+            |j| [p0[j], p1[j]],
             |j| &v[j * dv..(j + 1) * dv],
         );
+        i += 2;
+    }
+    if i < a.t {
+        let (n, m) = (a.visible(i), padded(a.visible(i), s));
+        let qi = &q[i * d..(i + 1) * d];
+        let row = &mut p[i * s..i * s + m];
+        lincomb(
+            [&mut *row],
+            0..d,
+            |c| [qi[c] * scale],
+            |c| &kt[c * s..c * s + m],
+        );
+        softmax_row(&mut row[..n]);
+        row[n..].fill(T::zero());
+        let row = &p[i * s..i * s + n];
+        let oi = &mut o[i * dv..(i + 1) * dv];
+        lincomb([oi], 0..n, |j| [row[j]], |j| &v[j * dv..(j + 1) * dv]);
     }
 }
 
@@ -155,8 +209,19 @@ fn first_query(a: &AttnDims, j: usize) -> usize {
     }
 }
 
+/// `dP` of one query's row (visible part) in place to `dS = P ∘ (dP − Σ P ∘ dP) · scale`.
+#[inline(always)]
+fn softmax_grad_row<T: FloatDType>(ds: &mut [T], p: &[T], scale: T) {
+    let dot = sum_map2(p, ds, |p, x| p * x);
+    for (x, &p) in ds.iter_mut().zip(p) {
+        *x = p * (*x - dot) * scale;
+    }
+}
+
 /// One `(batch, head)` slice of the backward pass, as five small products:
 /// dP = G Vᵀ, dS = P ∘ (dP − rowsum(P ∘ dP)), dQ = dS K, dK = dSᵀ Q, dV = Pᵀ G.
+/// Rows go in pairs as in the forward pass; masked entries of `P` and `dS` are zero, so a pair
+/// can run over the longer of its two ranges.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn backward_slice<T: FloatDType>(
@@ -173,40 +238,76 @@ fn backward_slice<T: FloatDType>(
     let (t, s, d, dv) = (a.t, a.s, a.d, a.dv);
     let scale = T::from_f64(a.scale);
     let vt = transpose(v, s, dv);
-    // dS (scaled), row-major (t, s); masked entries stay zero and are never read.
+    // dS (scaled), row-major (t, s); masked entries stay zero.
     let mut ds = vec![T::zero(); t * s];
-    for i in 0..t {
-        let vis = a.visible(i);
-        let (gi, pi) = (&g[i * dv..(i + 1) * dv], &p[i * s..i * s + vis]);
-        let dsi = &mut ds[i * s..i * s + vis];
-        lincomb(dsi, 0..dv, |c| gi[c], |c| &vt[c * s..c * s + vis]);
-        let row_dot = pi
-            .iter()
-            .zip(dsi.iter())
-            .fold(T::zero(), |acc, (&p, &x)| acc + p * x);
-        for (x, &p) in dsi.iter_mut().zip(pi) {
-            *x = p * (*x - row_dot) * scale;
-        }
-        let dsi = &ds[i * s..i * s + vis];
+    let mut i = 0;
+    while i + 1 < t {
+        let (n0, n1) = (a.visible(i), a.visible(i + 1));
+        let m = padded(n1, s);
+        let (g0, g1) = (&g[i * dv..(i + 1) * dv], &g[(i + 1) * dv..(i + 2) * dv]);
+        let (d0, d1) = row_pair(&mut ds, i, s);
         lincomb(
-            &mut dq[i * d..(i + 1) * d],
-            0..vis,
-            |j| dsi[j],
+            [&mut d0[..m], &mut d1[..m]],
+            0..dv,
+            |c| [g0[c], g1[c]],
+            |c| &vt[c * s..c * s + m],
+        );
+        softmax_grad_row(&mut d0[..n0], &p[i * s..i * s + n0], scale);
+        d0[n0..m].fill(T::zero());
+        softmax_grad_row(&mut d1[..n1], &p[(i + 1) * s..(i + 1) * s + n1], scale);
+        d1[n1..m].fill(T::zero());
+        let (d0, d1) = (&*d0, &*d1);
+        let (dq0, dq1) = row_pair(dq, i, d);
+        lincomb(
+            [dq0, dq1],
+            0..n1,
+            |j| [d0[j], d1[j]],
             |j| &k[j * d..(j + 1) * d],
         );
+        i += 2;
     }
-    for j in 0..s {
+    if i < t {
+        let (n, m) = (a.visible(i), padded(a.visible(i), s));
+        let gi = &g[i * dv..(i + 1) * dv];
+        let dsi = &mut ds[i * s..i * s + m];
+        lincomb([&mut *dsi], 0..dv, |c| [gi[c]], |c| &vt[c * s..c * s + m]);
+        softmax_grad_row(&mut dsi[..n], &p[i * s..i * s + n], scale);
+        dsi[n..].fill(T::zero());
+        let dsi = &ds[i * s..i * s + n];
+        let dqi = &mut dq[i * d..(i + 1) * d];
+        lincomb([dqi], 0..n, |j| [dsi[j]], |j| &k[j * d..(j + 1) * d]);
+    }
+    let mut j = 0;
+    while j + 1 < s {
+        let lo = first_query(&a, j).min(t);
+        let (k0, k1) = row_pair(dk, j, d);
+        lincomb(
+            [k0, k1],
+            lo..t,
+            |i| [ds[i * s + j], ds[i * s + j + 1]],
+            |i| &q[i * d..(i + 1) * d],
+        );
+        let (v0, v1) = row_pair(dvb, j, dv);
+        lincomb(
+            [v0, v1],
+            lo..t,
+            |i| [p[i * s + j], p[i * s + j + 1]],
+            |i| &g[i * dv..(i + 1) * dv],
+        );
+        j += 2;
+    }
+    if j < s {
         let lo = first_query(&a, j).min(t);
         lincomb(
-            &mut dk[j * d..(j + 1) * d],
+            [&mut dk[j * d..(j + 1) * d]],
             lo..t,
-            |i| ds[i * s + j],
+            |i| [ds[i * s + j]],
             |i| &q[i * d..(i + 1) * d],
         );
         lincomb(
-            &mut dvb[j * dv..(j + 1) * dv],
+            [&mut dvb[j * dv..(j + 1) * dv]],
             lo..t,
-            |i| p[i * s + j],
+            |i| [p[i * s + j]],
             |i| &g[i * dv..(i + 1) * dv],
         );
     }

@@ -6,6 +6,7 @@ pub mod buffer;
 mod elementwise;
 pub(crate) mod fast_math;
 mod indexing;
+mod lanes;
 mod matmul;
 mod optim;
 mod reduce;

@@ -3,6 +3,7 @@
 
 use rayon::prelude::*;
 
+use super::lanes::{row_max, sum_map, sum_map2};
 use super::strided::{simd, PAR_MIN};
 use super::CpuBuf;
 use super::CpuStorage;
@@ -23,13 +24,21 @@ fn per_row<T: Copy + Send + Sync>(
     if x.len() >= PAR_MIN {
         out.par_chunks_mut(w)
             .zip(x.par_chunks(w))
-            .for_each(|(o, r)| simd(|| f(r, o)));
+            .for_each(|(o, r)| {
+                simd(
+                    #[inline(always)]
+                    || f(r, o),
+                )
+            });
     } else {
-        simd(|| {
-            out.chunks_mut(w)
-                .zip(x.chunks(w))
-                .for_each(|(o, r)| f(r, o))
-        });
+        simd(
+            #[inline(always)]
+            || {
+                out.chunks_mut(w)
+                    .zip(x.chunks(w))
+                    .for_each(|(o, r)| f(r, o))
+            },
+        );
     }
 }
 
@@ -47,58 +56,76 @@ fn per_row2<T: Copy + Send + Sync>(
     if a.len() >= PAR_MIN {
         out.par_chunks_mut(w)
             .zip(a.par_chunks(w).zip(b.par_chunks(w)))
-            .for_each(|(o, (x, y))| simd(|| f(x, y, o)));
+            .for_each(|(o, (x, y))| {
+                simd(
+                    #[inline(always)]
+                    || f(x, y, o),
+                )
+            });
     } else {
-        simd(|| {
-            out.chunks_mut(w)
-                .zip(a.chunks(w).zip(b.chunks(w)))
-                .for_each(|(o, (x, y))| f(x, y, o))
-        });
+        simd(
+            #[inline(always)]
+            || {
+                out.chunks_mut(w)
+                    .zip(a.chunks(w).zip(b.chunks(w)))
+                    .for_each(|(o, (x, y))| f(x, y, o))
+            },
+        );
     }
 }
 
 fn softmax_rows<T: FloatDType>(x: &[T], w: usize, log: bool) -> Vec<T> {
     let mut out = vec![T::zero(); x.len()];
-    per_row(x, w, &mut out, |r, o| {
-        let max = r
-            .iter()
-            .fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
-        // A row of -inf (fully masked) gives NaN, as in PyTorch.
-        let mut sum = T::zero();
-        for (o, &v) in o.iter_mut().zip(r) {
-            *o = (v - max).fast_exp();
-            sum = sum + *o;
-        }
-        if log {
-            let lse = max + sum.ln();
+    per_row(
+        x,
+        w,
+        &mut out,
+        #[inline(always)]
+        |r, o| {
+            let max = row_max(r);
+            // A row of -inf (fully masked) gives NaN, as in PyTorch.
             for (o, &v) in o.iter_mut().zip(r) {
-                *o = v - lse;
+                *o = (v - max).fast_exp();
             }
-        } else {
-            let inv = sum.recip();
-            o.iter_mut().for_each(|o| *o = *o * inv);
-        }
-    });
+            let sum = sum_map(o, |v| v);
+            if log {
+                let lse = max + sum.ln();
+                for (o, &v) in o.iter_mut().zip(r) {
+                    *o = v - lse;
+                }
+            } else {
+                let inv = sum.recip();
+                o.iter_mut().for_each(|o| *o = *o * inv);
+            }
+        },
+    );
     out
 }
 
 fn softmax_bwd_rows<T: FloatDType>(y: &[T], g: &[T], w: usize, log: bool) -> Vec<T> {
     let mut out = vec![T::zero(); y.len()];
-    per_row2(y, g, w, &mut out, |y, g, o| {
-        if log {
-            // d/dx of log_softmax: g - softmax · Σg
-            let s = g.iter().fold(T::zero(), |a, &v| a + v);
-            for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
-                *o = g - y.fast_exp() * s;
+    per_row2(
+        y,
+        g,
+        w,
+        &mut out,
+        #[inline(always)]
+        |y, g, o| {
+            if log {
+                // d/dx of log_softmax: g - softmax · Σg
+                let s = sum_map(g, |v| v);
+                for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
+                    *o = g - y.fast_exp() * s;
+                }
+            } else {
+                // d/dx of softmax: y · (g - Σ g·y)
+                let dot = sum_map2(y, g, |y, g| y * g);
+                for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
+                    *o = y * (g - dot);
+                }
             }
-        } else {
-            // d/dx of softmax: y · (g - Σ g·y)
-            let dot = y.iter().zip(g).fold(T::zero(), |a, (&y, &g)| a + y * g);
-            for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
-                *o = y * (g - dot);
-            }
-        }
-    });
+        },
+    );
     out
 }
 
@@ -109,64 +136,89 @@ fn norm_rows<T: FloatDType>(x: &[T], w: usize, eps: f64, rms: bool) -> (Vec<T>, 
     let mut rstd = vec![T::zero(); rows];
     let n = T::from_f64(w as f64);
     let eps = T::from_f64(eps);
-    let row = |r: &[T], o: &mut [T]| -> T {
-        let mean = if rms {
-            T::zero()
-        } else {
-            r.iter().fold(T::zero(), |a, &v| a + v) / n
-        };
-        let var = r
-            .iter()
-            .fold(T::zero(), |a, &v| a + (v - mean) * (v - mean))
-            / n;
-        let rs = (var + eps).sqrt().recip();
-        for (o, &v) in o.iter_mut().zip(r) {
-            *o = (v - mean) * rs;
-        }
-        rs
-    };
+    let row = |r: &[T], o: &mut [T]| norm_row(r, o, n, eps, rms);
     if w > 0 {
         if x.len() >= PAR_MIN {
             out.par_chunks_mut(w)
                 .zip(x.par_chunks(w))
                 .zip(rstd.par_iter_mut())
-                .for_each(|((o, r), s)| *s = row(r, o));
+                .for_each(|((o, r), s)| {
+                    *s = simd(
+                        #[inline(always)]
+                        || row(r, o),
+                    )
+                });
         } else {
-            out.chunks_mut(w)
-                .zip(x.chunks(w))
-                .zip(rstd.iter_mut())
-                .for_each(|((o, r), s)| *s = row(r, o));
+            simd(
+                #[inline(always)]
+                || {
+                    out.chunks_mut(w)
+                        .zip(x.chunks(w))
+                        .zip(rstd.iter_mut())
+                        .for_each(|((o, r), s)| *s = row(r, o))
+                },
+            );
         }
     }
     (out, rstd)
+}
+
+/// One row of [`norm_rows`]: writes `x̂` and returns `1/σ`.
+#[inline(always)]
+fn norm_row<T: FloatDType>(r: &[T], o: &mut [T], n: T, eps: T, rms: bool) -> T {
+    let mean = if rms {
+        T::zero()
+    } else {
+        sum_map(r, |v| v) / n
+    };
+    let var = sum_map(r, |v| (v - mean) * (v - mean)) / n;
+    let rs = (var + eps).sqrt().recip();
+    for (o, &v) in o.iter_mut().zip(r) {
+        *o = (v - mean) * rs;
+    }
+    rs
+}
+
+/// One row of [`norm_bwd_rows`].
+#[inline(always)]
+fn norm_bwd_row<T: FloatDType>(x: &[T], g: &[T], rs: T, o: &mut [T], n: T, rms: bool) {
+    let mg = if rms {
+        T::zero()
+    } else {
+        sum_map(g, |v| v) / n
+    };
+    let mgx = sum_map2(x, g, |x, g| x * g) / n;
+    for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
+        *o = rs * (g - mg - x * mgx);
+    }
 }
 
 /// `dx = rstd · (g - mean(g) - x̂ · mean(g·x̂))` (RMS: without the `mean(g)` term).
 fn norm_bwd_rows<T: FloatDType>(xhat: &[T], rstd: &[T], g: &[T], w: usize, rms: bool) -> Vec<T> {
     let mut out = vec![T::zero(); xhat.len()];
     let n = T::from_f64(w as f64);
-    let row = |x: &[T], g: &[T], rs: T, o: &mut [T]| {
-        let mg = if rms {
-            T::zero()
-        } else {
-            g.iter().fold(T::zero(), |a, &v| a + v) / n
-        };
-        let mgx = x.iter().zip(g).fold(T::zero(), |a, (&x, &g)| a + x * g) / n;
-        for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
-            *o = rs * (g - mg - x * mgx);
-        }
-    };
+    let row = |x: &[T], g: &[T], rs: T, o: &mut [T]| norm_bwd_row(x, g, rs, o, n, rms);
     if w > 0 {
         if xhat.len() >= PAR_MIN {
             out.par_chunks_mut(w)
                 .zip(xhat.par_chunks(w).zip(g.par_chunks(w)))
                 .zip(rstd.par_iter())
-                .for_each(|((o, (x, g)), &s)| row(x, g, s, o));
+                .for_each(|((o, (x, g)), &s)| {
+                    simd(
+                        #[inline(always)]
+                        || row(x, g, s, o),
+                    )
+                });
         } else {
-            out.chunks_mut(w)
-                .zip(xhat.chunks(w).zip(g.chunks(w)))
-                .zip(rstd.iter())
-                .for_each(|((o, (x, g)), &s)| row(x, g, s, o));
+            simd(
+                #[inline(always)]
+                || {
+                    out.chunks_mut(w)
+                        .zip(xhat.chunks(w).zip(g.chunks(w)))
+                        .zip(rstd.iter())
+                        .for_each(|((o, (x, g)), &s)| row(x, g, s, o))
+                },
+            );
         }
     }
     out
