@@ -250,3 +250,53 @@ fn views_share_storage() {
         .unwrap()
         .same_storage(&x));
 }
+
+/// Products large enough that the CPU backend splits their rows into one band per thread
+/// (bands of a multiple of 16 rows and a shorter last one), with every operand layout.
+#[test]
+fn matmul_split_into_row_bands_matches_naive() {
+    for (m, k, n) in [(100, 70, 50), (130, 64, 40), (768, 33, 17)] {
+        let (va, vb) = (values(m * k), values(k * n + 3)[3..].to_vec());
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a = if ta {
+                t64(&transpose(&va, m, k), &[k, m]).t().unwrap()
+            } else {
+                t64(&va, &[m, k])
+            };
+            let b = if tb {
+                t64(&transpose(&vb, k, n), &[n, k]).t().unwrap()
+            } else {
+                t64(&vb, &[k, n])
+            };
+            let got = a.matmul(&b).unwrap().to_vec::<f64>().unwrap();
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|p| va[i * k + p] * vb[p * n + j]).sum();
+                    assert!(
+                        (got[i * n + j] - want).abs() < 1e-9,
+                        "{m}x{k}x{n} ta={ta} tb={tb} at ({i}, {j}): {} vs {want}",
+                        got[i * n + j]
+                    );
+                }
+            }
+        }
+    }
+    // A batch of two such products.
+    let (m, k, n) = (100, 70, 50);
+    let (va, vb) = (values(2 * m * k), values(2 * k * n));
+    let got = t64(&va, &[2, m, k])
+        .matmul(&t64(&vb, &[2, k, n]))
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
+    for bi in 0..2 {
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k)
+                    .map(|p| va[bi * m * k + i * k + p] * vb[bi * k * n + p * n + j])
+                    .sum();
+                assert!((got[bi * m * n + i * n + j] - want).abs() < 1e-9);
+            }
+        }
+    }
+}

@@ -54,21 +54,26 @@ fn gemm_batched<T: 'static + Copy + Default + Send + Sync>(
     debug_assert!(la.storage_extent() <= a.len() && lb.storage_extent() <= b.len());
     let big = m * n * k >= 64 * 64 * 64;
     let batch = ma.offsets.len();
-    // Large products split inside the GEMM; batches of small ones split across the batch.
-    let par = if big {
-        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    // Large products split their rows into one band per thread, each band a single-threaded
+    // GEMM: no synchronisation inside the product, and each band packs its own operands.
+    // Batches of small products split across the batch.
+    let threads = rayon::current_num_threads();
+    let bands = if big && threads > 1 && m >= 32 * threads {
+        threads
     } else {
-        gemm::Parallelism::None
+        1
     };
-    let one_matrix = |bi: usize, dst: &mut [MaybeUninit<T>]| {
-        let (oa, ob) = (ma.offsets[bi], mb.offsets[bi]);
+    let band_rows = m.div_ceil(bands).next_multiple_of(16).min(m);
+    // `rows` of output rows starting at `r0` of matrix `bi`, into `dst` (those rows only).
+    let band = |bi: usize, r0: usize, rows: usize, dst: &mut [MaybeUninit<T>]| {
+        let (oa, ob) = (ma.offsets[bi] + r0 * ma.rs, mb.offsets[bi]);
         // SAFETY: every layout was built by this crate's view ops, which keep each strided
-        // position inside its storage (checked above in debug builds); `dst` is an exclusive
-        // `m × n` row-major block; gemm does not read `dst` because `read_dst` is false, and
-        // writes all of it.
+        // position inside its storage (checked above in debug builds), and rows `r0..r0+rows`
+        // of `a` lie inside its `m` rows; `dst` is an exclusive `rows × n` row-major block;
+        // gemm does not read `dst` because `read_dst` is false, and writes all of it.
         unsafe {
             gemm::gemm(
-                m,
+                rows,
                 n,
                 k,
                 dst.as_mut_ptr().cast::<T>(),
@@ -86,9 +91,18 @@ fn gemm_batched<T: 'static + Copy + Default + Send + Sync>(
                 false,
                 false,
                 false,
-                par,
+                gemm::Parallelism::None,
             );
         }
+    };
+    let one_matrix = |bi: usize, dst: &mut [MaybeUninit<T>]| {
+        if bands == 1 {
+            return band(bi, 0, m, dst);
+        }
+        use rayon::prelude::*;
+        dst.par_chunks_mut(band_rows * n)
+            .enumerate()
+            .for_each(|(i, d)| band(bi, i * band_rows, d.len() / n, d));
     };
     let spare = &mut out.spare_capacity_mut()[..total];
     if !big && batch > 1 && batch * m * n * k >= 64 * 64 * 64 {

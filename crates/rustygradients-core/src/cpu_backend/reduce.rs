@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::strided::{for_each, simd, PAR_MIN};
+use super::strided::{for_each, simd, CHUNK, PAR_MIN};
 use super::CpuBuf;
 use super::{map_all, with_all, CpuStorage};
 use crate::backend::ReduceOp;
@@ -115,17 +115,47 @@ fn sum_all<T: WithDType>(v: &[T]) -> T {
     T::from_f64(parts.iter().sum())
 }
 
-/// Column sums of a row-major `(rows, width)` block: `out[j] = Σ_i v[i * width + j]`.
+/// Column sums of a row-major `(rows, width)` block: `out[j] = Σ_i v[i * width + j]`, in f64.
+/// Large blocks are cut into bands of rows fixed by the shape alone, summed in parallel, and
+/// the band sums added in order: the result never depends on scheduling.
 fn sum_rows<T: WithDType>(v: &[T], width: usize) -> Vec<T> {
+    if width == 0 {
+        return Vec::new();
+    }
+    let acc = if v.len() >= PAR_MIN {
+        let band = (CHUNK / width).max(1) * width;
+        let parts: Vec<Vec<f64>> = v
+            .par_chunks(band)
+            .map(|c| {
+                simd(
+                    #[inline(always)]
+                    || column_sums(c, width),
+                )
+            })
+            .collect();
+        let mut acc = vec![0f64; width];
+        for p in parts {
+            acc.iter_mut().zip(p).for_each(|(a, x)| *a += x);
+        }
+        acc
+    } else {
+        simd(
+            #[inline(always)]
+            || column_sums(v, width),
+        )
+    };
+    acc.into_iter().map(T::from_f64).collect()
+}
+
+#[inline(always)]
+fn column_sums<T: WithDType>(v: &[T], width: usize) -> Vec<f64> {
     let mut acc = vec![0f64; width];
-    if width > 0 {
-        for row in v.chunks_exact(width) {
-            for (a, &x) in acc.iter_mut().zip(row) {
-                *a += x.to_f64();
-            }
+    for row in v.chunks_exact(width) {
+        for (a, &x) in acc.iter_mut().zip(row) {
+            *a += x.to_f64();
         }
     }
-    acc.into_iter().map(T::from_f64).collect()
+    acc
 }
 
 /// The largest (or smallest) element and its first index; a NaN wins, as in PyTorch.
