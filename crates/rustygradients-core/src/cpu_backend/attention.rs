@@ -23,40 +23,16 @@ fn lincomb<'a, T: FloatDType, const R: usize>(
     coef: impl Fn(usize) -> [T; R],
     row: impl Fn(usize) -> &'a [T],
 ) {
-    const W: usize = 32;
-    const L: usize = 8;
     let n = outs[0].len();
     debug_assert!(outs.iter().all(|o| o.len() == n));
     let mut o = 0;
-    while o + W <= n {
-        let mut acc = [[T::zero(); W]; R];
-        for r in rows.clone() {
-            let (c, x) = (coef(r), &row(r)[o..o + W]);
-            for k in 0..R {
-                for l in 0..W {
-                    acc[k][l] = c[k].mul_add(x[l], acc[k][l]);
-                }
-            }
-        }
-        for k in 0..R {
-            outs[k][o..o + W].copy_from_slice(&acc[k]);
-        }
-        o += W;
+    while o + 32 <= n {
+        lincomb_block::<T, R, 32>(&mut outs, o, rows.clone(), &coef, &row);
+        o += 32;
     }
-    while o + L <= n {
-        let mut acc = [[T::zero(); L]; R];
-        for r in rows.clone() {
-            let (c, x) = (coef(r), &row(r)[o..o + L]);
-            for k in 0..R {
-                for l in 0..L {
-                    acc[k][l] = c[k].mul_add(x[l], acc[k][l]);
-                }
-            }
-        }
-        for k in 0..R {
-            outs[k][o..o + L].copy_from_slice(&acc[k]);
-        }
-        o += L;
+    while o + 8 <= n {
+        lincomb_block::<T, R, 8>(&mut outs, o, rows.clone(), &coef, &row);
+        o += 8;
     }
     for j in o..n {
         let mut acc = [T::zero(); R];
@@ -69,6 +45,29 @@ fn lincomb<'a, T: FloatDType, const R: usize>(
         for (out, a) in outs.iter_mut().zip(acc) {
             out[j] = a;
         }
+    }
+}
+
+/// Columns `o..o + B` of every output of [`lincomb`], accumulated in `R × B` registers.
+#[inline(always)]
+fn lincomb_block<'a, T: FloatDType, const R: usize, const B: usize>(
+    outs: &mut [&mut [T]; R],
+    o: usize,
+    rows: std::ops::Range<usize>,
+    coef: &impl Fn(usize) -> [T; R],
+    row: &impl Fn(usize) -> &'a [T],
+) {
+    let mut acc = [[T::zero(); B]; R];
+    for r in rows {
+        let (c, x) = (coef(r), &row(r)[o..o + B]);
+        for k in 0..R {
+            for l in 0..B {
+                acc[k][l] = c[k].mul_add(x[l], acc[k][l]);
+            }
+        }
+    }
+    for k in 0..R {
+        outs[k][o..o + B].copy_from_slice(&acc[k]);
     }
 }
 

@@ -4,7 +4,7 @@
 use super::strided::{build, map1, map2};
 use super::vec_math;
 use super::CpuBuf;
-use super::{map_pair, with_pair, CpuStorage};
+use super::{float_map2, map_pair, with_pair, CpuStorage};
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
 use crate::{Error, FloatDType, Layout, Result, WithDType};
 
@@ -293,27 +293,7 @@ pub(crate) fn unary_grad(
             return Ok(CpuStorage::F32(CpuBuf::from(out)));
         }
     }
-    Ok(match (x, g) {
-        (CpuStorage::F32(x), CpuStorage::F32(g)) => {
-            CpuStorage::F32(CpuBuf::from(unary_grad_float(x, xl, g, gl, op)?))
-        }
-        (CpuStorage::F64(x), CpuStorage::F64(g)) => {
-            CpuStorage::F64(CpuBuf::from(unary_grad_float(x, xl, g, gl, op)?))
-        }
-        (CpuStorage::F16(x), CpuStorage::F16(g)) => {
-            CpuStorage::F16(CpuBuf::from(unary_grad_float(x, xl, g, gl, op)?))
-        }
-        (CpuStorage::BF16(x), CpuStorage::BF16(g)) => {
-            CpuStorage::BF16(CpuBuf::from(unary_grad_float(x, xl, g, gl, op)?))
-        }
-        (x, g) => {
-            return Err(Error::DTypeMismatch {
-                op: op.name(),
-                lhs: crate::backend::BackendStorage::dtype(x),
-                rhs: crate::backend::BackendStorage::dtype(g),
-            })
-        }
-    })
+    Ok(float_map2!(op.name(), x, g, (x, g) => CpuBuf::from(unary_grad_float(x, xl, g, gl, op)?)))
 }
 
 fn binary_typed<T: Arith>(a: &[T], la: &Layout, b: &[T], lb: &Layout, op: BinaryOp) -> Vec<T> {

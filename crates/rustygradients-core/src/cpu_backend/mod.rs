@@ -120,7 +120,52 @@ macro_rules! with_pair {
         }
     };
 }
-pub(crate) use {map_all, map_pair, with_all, with_pair};
+/// The error for a float-only kernel given a storage of another dtype.
+pub(crate) fn float_only(op: &'static str, s: &CpuStorage) -> Error {
+    Error::UnsupportedDType {
+        op,
+        got: s.dtype(),
+        expected: "a floating-point dtype",
+    }
+}
+
+/// Runs `$body` (a `CpuBuf`) for a floating-point storage, wrapping it in the same variant;
+/// other dtypes are an error.
+macro_rules! float_map {
+    ($op:expr, $s:expr, $v:ident => $body:expr) => {
+        match $s {
+            CpuStorage::F32($v) => CpuStorage::F32($body),
+            CpuStorage::F64($v) => CpuStorage::F64($body),
+            CpuStorage::F16($v) => CpuStorage::F16($body),
+            CpuStorage::BF16($v) => CpuStorage::BF16($body),
+            other => return Err($crate::cpu_backend::float_only($op, other)),
+        }
+    };
+}
+
+/// Like `float_map!` for two storages of the same floating-point dtype.
+macro_rules! float_map2 {
+    ($op:expr, $a:expr, $b:expr, ($x:ident, $y:ident) => $body:expr) => {
+        match ($a, $b) {
+            (CpuStorage::F32($x), CpuStorage::F32($y)) => CpuStorage::F32($body),
+            (CpuStorage::F64($x), CpuStorage::F64($y)) => CpuStorage::F64($body),
+            (CpuStorage::F16($x), CpuStorage::F16($y)) => CpuStorage::F16($body),
+            (CpuStorage::BF16($x), CpuStorage::BF16($y)) => CpuStorage::BF16($body),
+            (a, b)
+                if $crate::backend::BackendStorage::dtype(a)
+                    != $crate::backend::BackendStorage::dtype(b) =>
+            {
+                return Err($crate::Error::DTypeMismatch {
+                    op: $op,
+                    lhs: $crate::backend::BackendStorage::dtype(a),
+                    rhs: $crate::backend::BackendStorage::dtype(b),
+                })
+            }
+            (other, _) => return Err($crate::cpu_backend::float_only($op, other)),
+        }
+    };
+}
+pub(crate) use {float_map, float_map2, map_all, map_pair, with_all, with_pair};
 
 /// `copy_into` and `add_into` write one element per source element: the shapes must agree.
 fn same_shape(op: &'static str, src_l: &Layout, dst_l: &Layout) -> Result<()> {

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use super::lanes::{row_max, sum_map, sum_map2};
 use super::strided::{simd, PAR_MIN};
 use super::CpuBuf;
-use super::CpuStorage;
+use super::{float_map, float_map2, float_only, CpuStorage};
 use crate::backend::BackendStorage;
 use crate::{Error, FloatDType, Layout, Result};
 use std::ops::Range;
@@ -222,45 +222,6 @@ fn norm_bwd_rows<T: FloatDType>(xhat: &[T], rstd: &[T], g: &[T], w: usize, rms: 
         }
     }
     out
-}
-
-fn float_only(op: &'static str, s: &CpuStorage) -> Error {
-    Error::UnsupportedDType {
-        op,
-        got: s.dtype(),
-        expected: "a floating-point dtype",
-    }
-}
-
-macro_rules! float_map {
-    ($op:expr, $s:expr, $v:ident => $body:expr) => {
-        match $s {
-            CpuStorage::F32($v) => CpuStorage::F32($body),
-            CpuStorage::F64($v) => CpuStorage::F64($body),
-            CpuStorage::F16($v) => CpuStorage::F16($body),
-            CpuStorage::BF16($v) => CpuStorage::BF16($body),
-            other => return Err(float_only($op, other)),
-        }
-    };
-}
-
-macro_rules! float_map2 {
-    ($op:expr, $a:expr, $b:expr, ($x:ident, $y:ident) => $body:expr) => {
-        match ($a, $b) {
-            (CpuStorage::F32($x), CpuStorage::F32($y)) => CpuStorage::F32($body),
-            (CpuStorage::F64($x), CpuStorage::F64($y)) => CpuStorage::F64($body),
-            (CpuStorage::F16($x), CpuStorage::F16($y)) => CpuStorage::F16($body),
-            (CpuStorage::BF16($x), CpuStorage::BF16($y)) => CpuStorage::BF16($body),
-            (a, b) if a.dtype() != b.dtype() => {
-                return Err(Error::DTypeMismatch {
-                    op: $op,
-                    lhs: a.dtype(),
-                    rhs: b.dtype(),
-                })
-            }
-            (other, _) => return Err(float_only($op, other)),
-        }
-    };
 }
 
 /// The storage range of a layout that must be contiguous, and its last dim.

@@ -8,11 +8,8 @@
 //! path), `exp` by a degree-6 polynomial after range reduction, reciprocals by `rcp` plus one
 //! Newton step: results stay within a few f32 ulps of the scalar path. NaN in, NaN out.
 
-use std::mem::MaybeUninit;
-
-use super::strided::{has_avx2, CHUNK, PAR_MIN};
+use super::strided::{build, has_avx2};
 use crate::backend::UnaryOp;
-use rayon::prelude::*;
 
 /// Which function a kernel computes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -35,7 +32,7 @@ pub(crate) fn unary(x: &[f32], op: UnaryOp) -> Option<Vec<f32>> {
     if !has_avx2() {
         return None;
     }
-    Some(fill(x.len(), |off, out| {
+    Some(build(x.len(), |off, out| {
         let x = &x[off..off + out.len()];
         // SAFETY: AVX2 and FMA were detected above.
         unsafe { avx2::forward(k, x, out) }
@@ -49,28 +46,11 @@ pub(crate) fn unary_grad(x: &[f32], g: &[f32], op: UnaryOp) -> Option<Vec<f32>> 
     if !has_avx2() || x.len() != g.len() {
         return None;
     }
-    Some(fill(x.len(), |off, out| {
+    Some(build(x.len(), |off, out| {
         let n = out.len();
         // SAFETY: AVX2 and FMA were detected above.
         unsafe { avx2::backward(k, &x[off..off + n], &g[off..off + n], out) }
     }))
-}
-
-/// A vector of `n` values written chunk by chunk by `f(offset, chunk)`, in parallel when large.
-fn fill(n: usize, f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
-    let mut out = Vec::with_capacity(n);
-    let spare = &mut out.spare_capacity_mut()[..n];
-    if n >= PAR_MIN {
-        spare
-            .par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(i, c)| f(i * CHUNK, c));
-    } else {
-        f(0, spare);
-    }
-    // SAFETY: every chunk writes all of its slots (the kernels cover their whole output).
-    unsafe { out.set_len(n) };
-    out
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -325,6 +305,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu_backend::strided::PAR_MIN;
 
     fn gelu_ref(x: f64, tanh: bool) -> (f64, f64) {
         if tanh {
