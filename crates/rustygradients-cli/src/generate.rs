@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rustygradients_core::{no_grad, Device, Tensor};
@@ -36,17 +37,38 @@ pub struct GenerateArgs {
 }
 
 pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
-    let device = crate::parse_device(&a.device)?;
-    let (model, tok, _) = crate::model_dir::load(&a.model, device)?;
     let cfg = SamplingConfig {
         temperature: a.temperature,
         top_k: (a.top_k > 0).then_some(a.top_k),
         top_p: a.top_p,
     };
-    print!("{}", a.prompt);
-    stream(&model, &tok, &a.prompt, a.max_tokens, &cfg, a.seed, device)?;
-    println!();
-    Ok(())
+    cfg.validate()
+        .context("invalid --temperature, --top-k or --top-p")?;
+    let device = crate::parse_device(&a.device)?;
+    let (model, tok, _) = crate::model_dir::load(&a.model, device)?;
+    let result = (|| {
+        let mut out = std::io::stdout().lock();
+        write!(out, "{}", a.prompt)?;
+        stream(&model, &tok, &a.prompt, a.max_tokens, &cfg, a.seed, device)?;
+        writeln!(out)?;
+        Ok(())
+    })();
+    quiet_on_closed_stdout(result)
+}
+
+/// A reader that stopped reading (`generate | head`) ends the command quietly and successfully.
+pub fn quiet_on_closed_stdout(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    match result {
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(())
+        }
+        r => r,
+    }
 }
 
 /// Samples `n` tokens after `prompt`, printing each as it is produced. The context is the last

@@ -4,13 +4,26 @@
 //!   evaluation, and an output directory holding the model, tokenizer, metrics and a loss plot.
 //! - `rustygradients generate --model DIR --prompt ...` (alias `sample`) — streams sampled text.
 
+/// Prints a line to stdout, like `println!`, but a closed stdout (`train | head`) is not a
+/// reason to panic or to stop a training run: the line is dropped.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod corpus;
 mod generate;
+mod memory;
 mod metrics;
 mod model_dir;
 mod plot;
+mod run_dir;
 mod run_state;
 mod train;
+mod train_args;
 
 use clap::{Parser, Subcommand};
 

@@ -1,23 +1,104 @@
 //! The training log: one JSON object per line (`metrics.jsonl`), appended as training goes.
+//!
+//! JSON has no NaN or infinity, so a diverged step's loss is written as the string `"NaN"`,
+//! `"inf"` or `"-inf"` (and `null`, which older logs hold, reads back as NaN): the log always
+//! reads back, whatever the run did.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
+use rustygradients_io::bounded::limits;
 use serde::{Deserialize, Serialize};
 
-#[derive(Serialize, Deserialize, Clone, Debug)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Record {
     pub step: usize,
+    #[serde(with = "float")]
     pub train_loss: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_float",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub val_loss: Option<f64>,
     /// Set on evaluation records: the loss estimated over `eval_iters` training batches.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_float",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub eval_train_loss: Option<f64>,
+    /// The gradients' global norm before clipping (training steps only).
+    #[serde(
+        default,
+        with = "opt_float",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub grad_norm: Option<f64>,
+    /// True when the step's loss or gradient norm was not finite and its update was skipped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+    #[serde(with = "float")]
     pub lr: f64,
+    #[serde(with = "float")]
     pub tokens_per_s: f64,
+    #[serde(with = "float")]
     pub time_s: f64,
+}
+
+/// An f64 as a JSON number when finite, else as `"NaN"`, `"inf"` or `"-inf"`.
+mod float {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_str("NaN")
+        } else if *v > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Number(f64),
+        Text(String),
+        Null(()),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Number(v) => Ok(v),
+            Repr::Null(()) => Ok(f64::NAN),
+            Repr::Text(t) => match t.to_ascii_lowercase().as_str() {
+                "nan" => Ok(f64::NAN),
+                "inf" | "+inf" | "infinity" => Ok(f64::INFINITY),
+                "-inf" | "-infinity" => Ok(f64::NEG_INFINITY),
+                _ => Err(de::Error::custom(format!("{t:?} is not a number"))),
+            },
+        }
+    }
+}
+
+/// [`float`] for optional fields (absent stays `None`).
+mod opt_float {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => super::float::serialize(v, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        super::float::deserialize(d).map(Some)
+    }
 }
 
 pub struct MetricsLog {
@@ -25,13 +106,19 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
-    pub fn create(path: &Path, append: bool) -> anyhow::Result<Self> {
+    /// Starts `path` holding `kept` (the records a resumed run keeps; none for a new run),
+    /// replaced atomically so a crash here never loses the old log, then appended to.
+    pub fn start(path: &Path, kept: &[Record]) -> anyhow::Result<Self> {
+        let mut text = String::new();
+        for r in kept {
+            text.push_str(&serde_json::to_string(r)?);
+            text.push('\n');
+        }
+        rustygradients_io::write_atomic(path, text.as_bytes())?;
         let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(append)
-            .write(true)
-            .truncate(!append)
-            .open(path)?;
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
         Ok(MetricsLog { file })
     }
     pub fn write(&mut self, r: &Record) -> anyhow::Result<()> {
@@ -40,20 +127,83 @@ impl MetricsLog {
     }
 }
 
-/// The records of an earlier run up to and including `step` (what a resumed run keeps).
+/// The records of an earlier run up to and including `step` (what a resumed run keeps), read
+/// line by line from a regular file, each line at most [`limits::METRICS_LINE`] bytes.
 pub fn read_until(path: &Path, step: usize) -> anyhow::Result<Vec<Record>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let (file, _) = rustygradients_io::open_regular(path)?;
+    parse_until(BufReader::new(file), step).with_context(|| format!("reading {}", path.display()))
+}
+
+/// [`read_until`] over any reader (what the fuzz target drives).
+pub fn parse_until(mut reader: impl BufRead, step: usize) -> anyhow::Result<Vec<Record>> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let r: Record = serde_json::from_str(line)
-            .with_context(|| format!("{} line {}", path.display(), i + 1))?;
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        let n = (&mut reader)
+            .take(limits::METRICS_LINE + 1)
+            .read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        if n as u64 > limits::METRICS_LINE {
+            bail!(
+                "line {number} is longer than {} bytes",
+                limits::METRICS_LINE
+            );
+        }
+        let text = std::str::from_utf8(&line)
+            .with_context(|| format!("line {number}"))?
+            .trim();
+        if text.is_empty() {
+            continue;
+        }
+        let r: Record = serde_json::from_str(text).with_context(|| format!("line {number}"))?;
         if r.step <= step {
             out.push(r);
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_values_round_trip() {
+        let r = Record {
+            step: 3,
+            train_loss: f64::NAN,
+            val_loss: Some(f64::INFINITY),
+            eval_train_loss: Some(f64::NEG_INFINITY),
+            grad_norm: Some(f64::NAN),
+            skipped: true,
+            lr: 1e-3,
+            tokens_per_s: 10.5,
+            time_s: 0.25,
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(line.contains(r#""train_loss":"NaN""#), "{line}");
+        let back = parse_until(format!("{line}\n").as_bytes(), 10).unwrap();
+        assert_eq!(back.len(), 1);
+        let b = &back[0];
+        assert!(b.train_loss.is_nan() && b.grad_norm.unwrap().is_nan() && b.skipped);
+        assert_eq!(b.val_loss, Some(f64::INFINITY));
+        assert_eq!(b.eval_train_loss, Some(f64::NEG_INFINITY));
+        assert_eq!((b.lr, b.tokens_per_s, b.time_s), (1e-3, 10.5, 0.25));
+        // What older logs wrote for NaN.
+        let old = r#"{"step":1,"train_loss":null,"lr":0.1,"tokens_per_s":1,"time_s":1}"#;
+        assert!(parse_until(old.as_bytes(), 5).unwrap()[0].train_loss.is_nan());
+        // Records after the step are dropped; a bad line is an error naming it.
+        let two = format!("{line}\n{}\n", line.replace(r#""step":3"#, r#""step":9"#));
+        assert_eq!(parse_until(two.as_bytes(), 5).unwrap().len(), 1);
+        let e = parse_until(format!("{line}\n{{\"step\":\n").as_bytes(), 5).unwrap_err();
+        assert!(format!("{e:#}").contains("line 2"), "{e:#}");
+        let long = vec![b'x'; limits::METRICS_LINE as usize + 10];
+        assert!(parse_until(&long[..], 5).is_err());
+    }
 }

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use rustygradients_core::{DType, Device};
-use rustygradients_io::{load_safetensors, save_safetensors, write_atomic};
+use rustygradients_io::bounded::limits;
+use rustygradients_io::{load_safetensors, read_to_string_limited, save_safetensors, write_atomic};
 use rustygradients_models::{Gpt, GptConfig};
 use rustygradients_nn::Module;
 use rustygradients_tokenizers::CharTokenizer;
@@ -50,16 +51,40 @@ pub fn save(
     Ok(())
 }
 
+/// Loads a model directory: config and tokenizer read with size limits from regular files, the
+/// config checked and the model's memory checked against the device before anything is
+/// allocated, the weights verified against their checksums and matched to the config exactly.
 pub fn load(dir: &Path, device: Device) -> anyhow::Result<(Gpt, CharTokenizer, SavedConfig)> {
-    let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name))
-            .with_context(|| format!("reading {}", dir.join(name).display()))
+    let read = |name: &str, limit: u64| {
+        read_to_string_limited(dir.join(name), limit)
+            .with_context(|| format!("reading the model in {}", dir.display()))
     };
-    let cfg: SavedConfig = serde_json::from_str(&read("config.json")?)
+    let cfg: SavedConfig = serde_json::from_str(&read("config.json", limits::CONFIG)?)
         .with_context(|| format!("parsing {}/config.json", dir.display()))?;
-    let tok = CharTokenizer::from_json(&read("tokenizer.json")?)?;
+    cfg.model
+        .validate()
+        .with_context(|| format!("{}/config.json", dir.display()))?;
+    let tok = CharTokenizer::from_json(&read("tokenizer.json", limits::TOKENIZER)?)
+        .with_context(|| format!("parsing {}/tokenizer.json", dir.display()))?;
+    if tok.vocab_size() != cfg.model.vocab_size {
+        anyhow::bail!(
+            "{}: tokenizer.json has {} tokens but config.json says vocab_size {}",
+            dir.display(),
+            tok.vocab_size(),
+            cfg.model.vocab_size
+        );
+    }
+    crate::memory::check(
+        &cfg.model.memory_estimate(1, false),
+        0.0,
+        device,
+        &format!("the model in {}", dir.display()),
+        "",
+    )?;
     let model = Gpt::new(cfg.model.clone(), DType::F32, device)?;
     let (tensors, _) = load_safetensors(dir.join("model.safetensors"), device)?;
-    model.load_named(&tensors)?;
+    model
+        .load_named(&tensors)
+        .with_context(|| format!("{}/model.safetensors", dir.display()))?;
     Ok((model, tok, cfg))
 }

@@ -32,12 +32,15 @@ fn have_font() -> bool {
     })
 }
 
-/// Draws the curves to `path` (written to a temporary file, then renamed).
+/// Draws the curves to `path` (written to a temporary file, then renamed). NaN and infinite
+/// losses (a diverged step) are left out of the curves and of the axis range.
 pub fn loss_curve(path: &Path, records: &[Record]) -> anyhow::Result<()> {
     if records.is_empty() {
         return Ok(());
     }
-    let tmp = path.with_extension("tmp.png");
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("loss.png");
+    // Named like every other unfinished write, so a killed run's leftover is cleared at start.
+    let tmp = path.with_file_name(format!(".{name}.tmp.{}.png", std::process::id()));
     {
         let root = BitMapBackend::new(&tmp, (900, 540)).into_drawing_area();
         root.fill(&WHITE)?;
@@ -45,12 +48,15 @@ pub fn loss_curve(path: &Path, records: &[Record]) -> anyhow::Result<()> {
         let losses = records
             .iter()
             .flat_map(|r| [Some(r.train_loss), r.val_loss, r.eval_train_loss])
-            .flatten();
+            .flatten()
+            .filter(|v| v.is_finite());
         let (lo, hi) = losses.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
             (a.min(v), b.max(v))
         });
-        let (lo, hi) = if hi > lo {
-            (lo * 0.95, hi * 1.02)
+        let (lo, hi) = if !(lo.is_finite() && hi.is_finite()) {
+            (0.0, 1.0) // nothing finite to show
+        } else if hi > lo {
+            (lo - 0.05 * lo.abs(), hi + 0.02 * hi.abs())
         } else {
             (lo - 0.5, hi + 0.5)
         };
@@ -72,7 +78,10 @@ pub fn loss_curve(path: &Path, records: &[Record]) -> anyhow::Result<()> {
         }
         mesh.draw()?;
         let train = chart.draw_series(LineSeries::new(
-            records.iter().map(|r| (r.step, r.train_loss)),
+            records
+                .iter()
+                .filter(|r| r.train_loss.is_finite())
+                .map(|r| (r.step, r.train_loss)),
             BLUE.mix(0.5),
         ))?;
         if text {
@@ -80,11 +89,10 @@ pub fn loss_curve(path: &Path, records: &[Record]) -> anyhow::Result<()> {
                 .label("train (per step)")
                 .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE));
         }
-        let evals: Vec<&Record> = records.iter().filter(|r| r.val_loss.is_some()).collect();
         let val = chart.draw_series(LineSeries::new(
-            evals
+            records
                 .iter()
-                .map(|r| (r.step, r.val_loss.unwrap_or(f64::NAN))),
+                .filter_map(|r| Some((r.step, r.val_loss.filter(|v| v.is_finite())?))),
             RED.stroke_width(2),
         ))?;
         if text {
@@ -100,4 +108,44 @@ pub fn loss_curve(path: &Path, records: &[Record]) -> anyhow::Result<()> {
     }
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(step: usize, loss: f64) -> Record {
+        Record {
+            step,
+            train_loss: loss,
+            val_loss: (step % 2 == 0).then_some(loss),
+            eval_train_loss: None,
+            grad_norm: None,
+            skipped: !loss.is_finite(),
+            lr: 1e-3,
+            tokens_per_s: 1.0,
+            time_s: 1.0,
+        }
+    }
+
+    /// All-NaN losses once looped forever in the axis computation.
+    #[test]
+    fn draws_non_finite_and_constant_losses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("loss.png");
+        for losses in [
+            vec![f64::NAN; 5],
+            vec![f64::INFINITY, f64::NAN, 2.0],
+            vec![3.0; 4],
+            vec![-1.0, f64::NEG_INFINITY, 4.0],
+        ] {
+            let records: Vec<Record> = losses
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| record(i, l))
+                .collect();
+            loss_curve(&path, &records).unwrap();
+            assert!(std::fs::metadata(&path).unwrap().len() > 0);
+        }
+    }
 }

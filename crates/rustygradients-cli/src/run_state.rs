@@ -132,7 +132,13 @@ pub fn restore(
     opt: &mut Adam,
     data: &mut TextDataset,
 ) -> anyhow::Result<f64> {
-    model.load_named(&ck.tensors)?;
+    let weights: Vec<(String, rustygradients_core::Tensor)> = ck
+        .tensors
+        .iter()
+        .filter(|(n, _)| !n.starts_with("optimizer."))
+        .cloned()
+        .collect();
+    model.load_named(&weights)?;
     let names = opt_names(model, opt)?;
     if names.len() != state.adam_steps.len() {
         bail!(

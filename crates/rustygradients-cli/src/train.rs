@@ -1,8 +1,11 @@
 //! `rustygradients train`: a character-level GPT trained with AdamW, warmup + cosine decay and
 //! gradient clipping, with a progress bar, periodic evaluation, a metrics log, a loss plot, and
-//! the model saved at every evaluation and on Ctrl-C.
+//! the model saved at every evaluation and on Ctrl-C or SIGTERM.
+//!
+//! Nothing a run writes can mislead: a step whose loss or gradient norm is not finite skips its
+//! update (and enough of them in a row stop the run), a model or checkpoint is written only
+//! when every value is finite, and the output folder belongs to one run at a time.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,87 +14,19 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rustygradients_core::{manual_seed, no_grad, DType};
+use rustygradients_core::{manual_seed, no_grad, DType, Device};
 use rustygradients_io::CheckpointManager;
 use rustygradients_models::{Gpt, GptConfig, Split, TextDataset};
 use rustygradients_nn::optim::{
-    clip_grad_norm, decay_groups, Adam, AdamConfig, LrSchedule, Optimizer,
+    clip_grad_norm, decay_groups, grad_norm, Adam, AdamConfig, LrSchedule, Optimizer,
 };
 use rustygradients_nn::Module;
 use rustygradients_tokenizers::CharTokenizer;
-use serde::{Deserialize, Serialize};
 
 use crate::metrics::{MetricsLog, Record};
-use crate::{corpus, model_dir, plot, run_state};
-
-#[derive(clap::Args, Serialize, Deserialize, Clone, Debug)]
-pub struct TrainArgs {
-    /// Text file to train on; without it, the corpus built into the binary.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    #[arg(long, default_value_t = 4)]
-    pub n_layer: usize,
-    #[arg(long, default_value_t = 4)]
-    pub n_head: usize,
-    #[arg(long, default_value_t = 128)]
-    pub n_embd: usize,
-    #[arg(long, default_value_t = 64)]
-    pub block_size: usize,
-    #[arg(long, default_value_t = 12)]
-    pub batch_size: usize,
-    /// Optimizer steps.
-    #[arg(long, default_value_t = 2000)]
-    pub steps: usize,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    /// Learning rate at the end of the cosine decay.
-    #[arg(long, default_value_t = 1e-4)]
-    pub min_lr: f64,
-    /// Linear warmup steps.
-    #[arg(long, default_value_t = 100)]
-    pub warmup: usize,
-    #[arg(long, default_value_t = 0.1)]
-    pub weight_decay: f64,
-    #[arg(long, default_value_t = 0.9)]
-    pub beta1: f64,
-    #[arg(long, default_value_t = 0.99)]
-    pub beta2: f64,
-    /// Clip gradients to this global norm (0 disables).
-    #[arg(long, default_value_t = 1.0)]
-    pub grad_clip: f64,
-    #[arg(long, default_value_t = 0.0)]
-    pub dropout: f64,
-    #[arg(long, default_value_t = 250)]
-    pub eval_interval: usize,
-    /// Batches per split at each evaluation.
-    #[arg(long, default_value_t = 20)]
-    pub eval_iters: usize,
-    #[arg(long, default_value_t = 1337)]
-    pub seed: u64,
-    /// Output directory (model, tokenizer, metrics.jsonl, loss.png).
-    #[arg(long, default_value = "out")]
-    pub out: PathBuf,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Characters to sample at the end (0 for none).
-    #[arg(long, default_value_t = 300)]
-    pub sample_chars: usize,
-    /// Checkpoints kept in `<out>/checkpoints` (the newest N, plus the best by val loss).
-    #[arg(long, default_value_t = 3)]
-    pub keep_checkpoints: usize,
-    /// Continue the run whose output directory this is, from its latest checkpoint, with its
-    /// settings (the other flags are ignored); the result is bit-identical to an
-    /// uninterrupted run on the same machine.
-    #[arg(long, value_name = "DIR")]
-    #[serde(skip)]
-    pub resume: Option<PathBuf>,
-    /// Stop after this step as if interrupted (a checkpoint is saved); `--resume` continues.
-    #[arg(long)]
-    #[serde(skip)]
-    pub stop_at: Option<usize>,
-}
+use crate::run_dir::{RunDir, CHECKPOINTS};
+pub use crate::train_args::TrainArgs;
+use crate::{corpus, memory, model_dir, plot, run_state};
 
 /// Mean loss over `iters` batches of each split, in eval mode without recording the graph.
 fn evaluate(
@@ -99,7 +34,7 @@ fn evaluate(
     data: &mut TextDataset,
     a: &TrainArgs,
     step: usize,
-    device: rustygradients_core::Device,
+    device: Device,
 ) -> anyhow::Result<(f64, f64)> {
     // Evaluation batches come from a generator of their own (seeded by the step), so evaluating
     // or not — an extra evaluation when a run is stopped, say — never shifts training batches.
@@ -116,7 +51,7 @@ fn evaluate_batches(
     model: &Gpt,
     data: &mut TextDataset,
     a: &TrainArgs,
-    device: rustygradients_core::Device,
+    device: Device,
 ) -> anyhow::Result<(f64, f64)> {
     model.eval();
     let mut mean = |split| -> anyhow::Result<f64> {
@@ -125,7 +60,7 @@ fn evaluate_batches(
             let (x, y) = data.batch(split, a.batch_size, a.block_size, device)?;
             total += no_grad(|| model.loss(&x, &y))?.item()?;
         }
-        Ok(total / a.eval_iters.max(1) as f64)
+        Ok(total / a.eval_iters as f64)
     };
     let r = (mean(Split::Train)?, mean(Split::Val)?);
     model.train();
@@ -140,58 +75,101 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    // Resuming: the run's own settings, read from its latest checkpoint.
-    let resumed = match &args.resume {
-        Some(dir) => {
-            let manager = CheckpointManager::new(dir.join("checkpoints"), args.keep_checkpoints)?;
-            let ck = manager
-                .load_latest(rustygradients_core::Device::Cpu)
-                .with_context(|| format!("resuming from {}", dir.display()))?;
-            let state: run_state::RunState = serde_json::from_value(ck.info.state.clone())
-                .with_context(|| format!("reading the run state of {}", dir.display()))?;
-            Some((ck, state))
-        }
-        None => None,
+/// The checkpoint and run state a `--resume` continues from, after the folder is locked.
+fn resume_point(
+    dir: &std::path::Path,
+    stop_at: Option<usize>,
+) -> anyhow::Result<(RunDir, TrainArgs, rustygradients_io::Checkpoint, run_state::RunState)> {
+    let run_dir = RunDir::resume(dir)?;
+    let manager = CheckpointManager::new(dir.join(CHECKPOINTS), 1)?;
+    let ck = manager
+        .load_latest(Device::Cpu)
+        .with_context(|| format!("resuming from {}", dir.display()))?;
+    for (step, why) in &ck.skipped {
+        say!("checkpoint of step {step} is not usable, set aside as *.corrupt: {why}");
+        manager.set_aside(*step)?;
+    }
+    let state: run_state::RunState = serde_json::from_value(ck.info.state.clone())
+        .with_context(|| format!("reading the run state of {}", dir.display()))?;
+    let a = TrainArgs {
+        out: dir.to_path_buf(),
+        resume: Some(dir.to_path_buf()),
+        stop_at,
+        overwrite: false,
+        ..state.args.clone()
     };
-    let a = match &resumed {
-        Some((_, state)) => TrainArgs {
-            out: args.resume.clone().expect("resumed from this directory"),
-            resume: args.resume.clone(),
-            stop_at: args.stop_at,
-            ..state.args.clone()
-        },
-        None => args,
+    Ok((run_dir, a, ck, state))
+}
+
+fn model_config(a: &TrainArgs, vocab_size: usize) -> GptConfig {
+    GptConfig {
+        vocab_size,
+        block_size: a.block_size,
+        n_layer: a.n_layer,
+        n_head: a.n_head,
+        n_embd: a.n_embd,
+        dropout: a.dropout,
+    }
+}
+
+const SHRINK: &str = "; use a smaller --n-embd, --n-layer, --block-size or --batch-size";
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    // Every setting is checked before a file is read or a folder made.
+    args.validate()?;
+    let (run_dir, a, resumed) = match &args.resume {
+        Some(dir) => {
+            let (run_dir, a, ck, state) = resume_point(dir, args.stop_at)?;
+            a.validate()
+                .with_context(|| format!("the settings saved in {}", dir.display()))?;
+            (Some(run_dir), a, Some((ck, state)))
+        }
+        None => (None, args, None),
     };
     let device = crate::parse_device(&a.device)?;
-    let text = match &a.data {
-        Some(p) => std::fs::read_to_string(p)
-            .with_context(|| format!("reading training data {}", p.display()))?,
-        None => corpus::builtin(),
+    let text = corpus::Text::load(a.data.as_deref())?;
+    let text = text.as_str();
+    // The model without its vocabulary-sized parts, and the tokens (4 bytes a character at
+    // most): refused before the corpus is tokenized.
+    memory::check(
+        &model_config(&a, 1).memory_estimate(a.batch_size, true),
+        4.0 * text.len() as f64,
+        device,
+        "this training run",
+        SHRINK,
+    )?;
+    let tok = CharTokenizer::from_text(text);
+    let mut data = TextDataset::new(tok.encode(text)?, a.seed);
+    let data_name = a
+        .data
+        .as_ref()
+        .map_or("built-in corpus".into(), |p| p.display().to_string());
+    data.check_block(a.block_size)
+        .with_context(|| format!("training data {data_name}"))?;
+    let cfg = model_config(&a, tok.vocab_size());
+    cfg.validate()?;
+    memory::check(
+        &cfg.memory_estimate(a.batch_size, true),
+        0.0,
+        device,
+        "this training run",
+        SHRINK,
+    )?;
+    // Only now, with everything checked, is the output folder made (or taken over).
+    let run_dir = match run_dir {
+        Some(d) => d,
+        None => RunDir::create(&a.out, a.overwrite)?,
     };
-    let tok = CharTokenizer::from_text(&text);
-    let mut data = TextDataset::new(tok.encode(&text)?, a.seed);
-    println!(
-        "data: {} ({} chars, vocab {}), train {} / val {} tokens",
-        a.data
-            .as_ref()
-            .map_or("built-in corpus".into(), |p| p.display().to_string()),
+    say!(
+        "data: {data_name} ({} chars, vocab {}), train {} / val {} tokens",
         text.chars().count(),
         tok.vocab_size(),
         data.len(Split::Train),
         data.len(Split::Val)
     );
     manual_seed(a.seed);
-    let cfg = GptConfig {
-        vocab_size: tok.vocab_size(),
-        block_size: a.block_size,
-        n_layer: a.n_layer,
-        n_head: a.n_head,
-        n_embd: a.n_embd,
-        dropout: a.dropout,
-    };
     let model = Gpt::new(cfg, DType::F32, device)?;
-    println!(
+    say!(
         "model: {} layers, {} heads, {} embd, block {} — {} parameters; device {device}",
         a.n_layer,
         a.n_head,
@@ -216,8 +194,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         decay_iters: a.steps,
     };
     let settings = serde_json::to_value(&a)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let manager = CheckpointManager::new(a.out.join("checkpoints"), a.keep_checkpoints)?;
+    let out = run_dir.path.clone();
+    let manager = CheckpointManager::new(out.join(CHECKPOINTS), a.keep_checkpoints)?;
     let mut records: Vec<Record> = Vec::new();
     let mut train_secs = 0f64;
     let mut step = 0;
@@ -229,20 +207,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         train_secs = run_state::restore(ck, state, &model, &mut opt, &mut data)?;
         step = ck.info.step as usize;
-        records = crate::metrics::read_until(&a.out.join("metrics.jsonl"), step)?;
-        println!("resumed from step {step} ({})", manager.dir().display());
+        records = crate::metrics::read_until(&out.join("metrics.jsonl"), step)?;
+        say!("resumed from step {step} ({})", manager.dir().display());
     }
-    let mut log = MetricsLog::create(&a.out.join("metrics.jsonl"), false)?;
-    for r in &records {
-        log.write(r)?;
-    }
+    let mut log = MetricsLog::start(&out.join("metrics.jsonl"), &records)?;
     let resumed_at = resumed.as_ref().map(|_| step);
+    let mut last_saved = resumed_at;
 
+    // Ctrl-C and SIGTERM both stop the run after the current step, saving it.
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
         ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-            .context("installing the Ctrl-C handler")?;
+            .context("installing the Ctrl-C/SIGTERM handler")?;
     }
 
     let pb = ProgressBar::new(a.steps as u64);
@@ -252,6 +229,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         )?
         .progress_chars("=> "),
     );
+    // A hidden bar (output not a terminal) drops its printlns; print plainly then.
+    let report = |line: String| {
+        if pb.is_hidden() {
+            say!("{line}");
+        } else {
+            pb.println(line);
+        }
+    };
     let tokens_per_step = (a.batch_size * a.block_size) as f64;
     let started = Instant::now();
     let mut last_eval = records
@@ -259,35 +244,50 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .rev()
         .find_map(|r| Some((r.eval_train_loss?, r.val_loss?)))
         .unwrap_or((f64::NAN, f64::NAN));
+    // Steps in a row whose update was skipped for a non-finite loss or gradient norm.
+    let mut bad_in_a_row = 0usize;
+    let params = opt.params();
     pb.set_position(step as u64);
     loop {
         let done =
             step >= a.steps || stop.load(Ordering::SeqCst) || a.stop_at.is_some_and(|s| step >= s);
         // The checkpoint a run resumes from was saved right after this step's evaluation.
         let evaluated = resumed_at == Some(step);
-        if (step % a.eval_interval.max(1) == 0 || done) && !evaluated {
+        if (step.is_multiple_of(a.eval_interval) || done) && !evaluated {
             let (tr, va) = evaluate(&model, &mut data, &a, step, device)?;
             last_eval = (tr, va);
-            let line = format!("step {step}: train loss {tr:.4}, val loss {va:.4}");
-            // A hidden bar (output not a terminal) drops its printlns; print plainly then.
-            if pb.is_hidden() {
-                println!("{line}");
-            } else {
-                pb.println(line);
-            }
+            report(format!("step {step}: train loss {tr:.4}, val loss {va:.4}"));
             let rec = Record {
                 step,
                 train_loss: records.last().map_or(tr, |r| r.train_loss),
                 val_loss: Some(va),
                 eval_train_loss: Some(tr),
+                grad_norm: None,
+                skipped: false,
                 lr: schedule.lr_at(step),
                 tokens_per_s: step as f64 * tokens_per_step / train_secs.max(1e-9),
                 time_s: started.elapsed().as_secs_f64(),
             };
             log.write(&rec)?;
             records.push(rec);
-            model_dir::save(&a.out, &model, &tok, settings.clone(), step)?;
-            plot::loss_curve(&a.out.join("loss.png"), &records)?;
+            plot::loss_curve(&out.join("loss.png"), &records)?;
+            let finite_model = model
+                .parameters()
+                .iter()
+                .map(|p| p.all_finite())
+                .collect::<rustygradients_core::Result<Vec<_>>>()?
+                .into_iter()
+                .all(|f| f);
+            if !(tr.is_finite() && va.is_finite() && finite_model) {
+                pb.finish_and_clear();
+                anyhow::bail!(
+                    "training diverged: at step {step} the evaluation gave train loss {tr}, val \
+                     loss {va}{}; the model was not saved. {}",
+                    if finite_model { "" } else { " (the weights hold NaN or infinite values)" },
+                    ways_on(&out, last_saved)
+                );
+            }
+            model_dir::save(&out, &model, &tok, settings.clone(), step)?;
             let metrics = [("train_loss".to_string(), tr), ("val_loss".to_string(), va)];
             run_state::save(
                 &manager,
@@ -300,6 +300,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 metrics.into_iter().collect(),
                 train_secs,
             )?;
+            last_saved = Some(step);
         }
         if done {
             break;
@@ -311,11 +312,25 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         opt.zero_grad();
         let loss = model.loss(&x, &y)?;
         loss.backward()?;
-        if a.grad_clip > 0.0 {
-            clip_grad_norm(&opt.params(), a.grad_clip)?;
-        }
-        opt.step()?;
         let loss = loss.item()?;
+        let norm = if a.grad_clip > 0.0 {
+            clip_grad_norm(&params, a.grad_clip)?
+        } else {
+            grad_norm(&params)?
+        };
+        let finite = loss.is_finite() && norm.is_finite();
+        if finite {
+            opt.step()?;
+            bad_in_a_row = 0;
+        } else {
+            bad_in_a_row += 1;
+            report(format!(
+                "step {}: loss {loss}, gradient norm {norm}: update skipped ({bad_in_a_row} in a \
+                 row; the run stops at {})",
+                step + 1,
+                a.max_bad_steps
+            ));
+        }
         train_secs += t0.elapsed().as_secs_f64();
         step += 1;
         let tps = step as f64 * tokens_per_step / train_secs;
@@ -326,46 +341,79 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             train_loss: loss,
             val_loss: None,
             eval_train_loss: None,
+            grad_norm: Some(norm),
+            skipped: !finite,
             lr,
             tokens_per_s: tps,
             time_s: started.elapsed().as_secs_f64(),
         };
         log.write(&rec)?;
         records.push(rec);
+        if bad_in_a_row >= a.max_bad_steps {
+            pb.finish_and_clear();
+            plot::loss_curve(&out.join("loss.png"), &records)?;
+            anyhow::bail!(
+                "training diverged: the loss or gradient norm was NaN or infinite for {} steps \
+                 in a row (the last at step {step}: loss {loss}, gradient norm {norm}); their \
+                 updates were skipped and nothing non-finite was saved. {}",
+                bad_in_a_row,
+                ways_on(&out, last_saved)
+            );
+        }
     }
     pb.finish_and_clear();
     if stop.load(Ordering::SeqCst) {
-        println!(
-            "interrupted at step {step}: model saved to {}",
-            a.out.display()
-        );
+        say!("interrupted at step {step}: model saved to {}", out.display());
     }
     let tps = step as f64 * tokens_per_step / train_secs.max(1e-9);
-    println!("done: {step} steps in {train_secs:.1}s of training, {tps:.0} tokens/s; final train loss {:.4}, val loss {:.4}", last_eval.0, last_eval.1);
-    println!(
+    say!("done: {step} steps in {train_secs:.1}s of training, {tps:.0} tokens/s; final train loss {:.4}, val loss {:.4}", last_eval.0, last_eval.1);
+    say!(
         "saved model, tokenizer, metrics.jsonl and loss.png to {}",
-        a.out.display()
+        out.display()
     );
     let result = serde_json::json!({
         "impl": "rustygradients", "final_train_loss": last_eval.0, "final_val_loss": last_eval.1,
         "tokens_per_s": tps, "train_seconds": train_secs, "peak_rss_mb": peak_rss_mib(),
         "steps": step, "params": model.num_parameters(), "threads": rayon_threads(),
     });
-    println!("RESULT {result}");
+    say!("RESULT {result}");
     if a.sample_chars > 0 && !stop.load(Ordering::SeqCst) {
-        println!("--- sample ---");
-        crate::generate::stream(
-            &model,
-            &tok,
-            "\n",
-            a.sample_chars,
-            &Default::default(),
-            a.seed,
-            device,
+        // A newline when the corpus has one, else its first character: always in the vocabulary.
+        let prompt = if tok.encode("\n").is_ok() {
+            "\n".to_string()
+        } else {
+            text.chars().take(1).collect()
+        };
+        say!("--- sample ---");
+        crate::generate::quiet_on_closed_stdout(
+            crate::generate::stream(
+                &model,
+                &tok,
+                &prompt,
+                a.sample_chars,
+                &Default::default(),
+                a.seed,
+                device,
+            )
+            .map(|()| say!()),
         )?;
-        println!();
     }
+    drop(run_dir);
     Ok(())
+}
+
+/// What a user can do after a diverged run, naming the newest checkpoint.
+fn ways_on(out: &std::path::Path, last_saved: Option<usize>) -> String {
+    let fix = "lower --lr or set --grad-clip and train again (--overwrite replaces this run)";
+    match last_saved {
+        Some(step) => format!(
+            "The newest checkpoint is of step {step} in {}: {fix}, or continue from it with \
+             `--resume {}`",
+            out.join(CHECKPOINTS).display(),
+            out.display()
+        ),
+        None => format!("No checkpoint was saved: {fix}"),
+    }
 }
 
 fn rayon_threads() -> usize {

@@ -16,6 +16,38 @@ impl Device {
     pub fn is_cuda(&self) -> bool {
         matches!(self, Device::Cuda(_))
     }
+
+    /// Bytes this process could still allocate on the device, when known: for the CPU, Linux's
+    /// `MemAvailable`, lowered to the cgroup's remaining allowance when one is set. For sizing
+    /// checks made before a large allocation (an allocation that fails aborts the process).
+    pub fn available_memory(&self) -> Option<u64> {
+        match self {
+            Device::Cpu => host_available_memory(),
+            Device::Cuda(_) => None,
+        }
+    }
+}
+
+fn host_available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let mut avail = kib * 1024;
+    let read = |p: &str| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+    // cgroup v2: "max" (no limit) does not parse and leaves MemAvailable as the answer.
+    if let (Some(max), Some(cur)) = (
+        read("/sys/fs/cgroup/memory.max"),
+        read("/sys/fs/cgroup/memory.current"),
+    ) {
+        avail = avail.min(max.saturating_sub(cur));
+    }
+    Some(avail)
 }
 
 impl std::fmt::Display for Device {

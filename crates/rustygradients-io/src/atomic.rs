@@ -56,3 +56,22 @@ pub const TMP_PREFIX: &str = ".";
 pub fn is_temporary(name: &str) -> bool {
     name.starts_with(TMP_PREFIX) && name.contains(".tmp.")
 }
+
+/// Removes the temporary files that killed writers left in `dir` (not recursive); returns how
+/// many. Only safe while no other process writes into `dir`: hold the run's lock.
+pub fn remove_stale_temporaries(dir: impl AsRef<Path>) -> Result<usize> {
+    let dir = dir.as_ref();
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && entry.file_name().to_str().is_some_and(is_temporary) {
+            let p = entry.path();
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&p, e)),
+                _ => removed += 1,
+            }
+        }
+    }
+    Ok(removed)
+}

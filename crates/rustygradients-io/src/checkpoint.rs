@@ -7,6 +7,12 @@
 //! removed only after the new one is durable, sidecar first. Temporary files left by a killed
 //! writer are never taken for checkpoints and are cleared when a manager opens the directory.
 //!
+//! Integrity: a checkpoint holds only finite values (saving NaN or infinite tensors or metrics
+//! is refused, so a diverged run can never make its own "best" or push good checkpoints out).
+//! Every tensor's bytes carry a CRC-32 in the safetensors metadata and the sidecar carries one of
+//! the file's header; loading checks both and the values' finiteness, and
+//! [`CheckpointManager::load_latest`] falls back to the newest checkpoint that passes.
+//!
 //! ```
 //! use std::collections::BTreeMap;
 //! use rustygradients_core::{Device, Tensor};
@@ -32,7 +38,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rustygradients_core::{Device, Error, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{is_temporary, write_atomic};
+use crate::atomic::{remove_stale_temporaries, write_atomic};
+use crate::bounded::{limits, read_to_string_limited};
 use crate::safetensors::{save_safetensors, SafetensorsFile};
 
 const PREFIX: &str = "checkpoint_step_";
@@ -49,6 +56,10 @@ pub struct CheckpointInfo {
     /// The tensors file (in the same directory) and its exact length in bytes.
     pub tensors_file: String,
     pub tensors_bytes: u64,
+    /// CRC-32 (8 hex digits) of the tensors file's header; the tensors' own checksums are in
+    /// that header. Absent in checkpoints written before checksums existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_crc32: Option<String>,
     /// Everything else the trainer needs to continue: model config, tokenizer, optimizer
     /// counters, RNG states, data position, schedule position.
     pub state: serde_json::Value,
@@ -69,8 +80,8 @@ impl CheckpointInfo {
                 ),
             ));
         }
-        if info.metrics.values().any(|v| v.is_nan()) {
-            return Err(Error::format(what, "a metric is NaN"));
+        if let Some((k, v)) = info.metrics.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::format(what, format!("metric {k} is {v}")));
         }
         Ok(info)
     }
@@ -80,6 +91,9 @@ impl CheckpointInfo {
 pub struct Checkpoint {
     pub info: CheckpointInfo,
     pub tensors: Vec<(String, Tensor)>,
+    /// Newer checkpoints that [`CheckpointManager::load_latest`] passed over, with the reason
+    /// (a failed checksum, non-finite values, an unreadable file), newest first.
+    pub skipped: Vec<(u64, String)>,
 }
 
 impl Checkpoint {
@@ -135,12 +149,7 @@ impl CheckpointManager {
     pub fn new(dir: impl AsRef<Path>, keep_last: usize) -> Result<CheckpointManager> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        for name in file_names(&dir)? {
-            if is_temporary(&name) {
-                let p = dir.join(&name);
-                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
-            }
-        }
+        remove_stale_temporaries(&dir)?;
         Ok(CheckpointManager {
             dir,
             keep_last: keep_last.max(1),
@@ -161,7 +170,8 @@ impl CheckpointManager {
     }
 
     /// Saves one checkpoint durably, then removes those no longer kept. Returns the sidecar's
-    /// path. Saving a step that already has a checkpoint replaces it.
+    /// path. Saving a step that already has a checkpoint replaces it. A NaN or infinite metric
+    /// or tensor value is an error naming it, and nothing is written.
     pub fn save_checkpoint(
         &self,
         tensors: &[(String, Tensor)],
@@ -169,12 +179,31 @@ impl CheckpointManager {
         metrics: BTreeMap<String, f64>,
         state: serde_json::Value,
     ) -> Result<PathBuf> {
+        let what = format!("checkpoint of step {step}");
+        if let Some((k, v)) = metrics.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::format(
+                what,
+                format!("metric {k} is {v}; only finite values are saved"),
+            ));
+        }
+        for (name, t) in tensors {
+            if !t.all_finite()? {
+                return Err(Error::format(
+                    what,
+                    format!("tensor {name} holds NaN or infinite values; not saved"),
+                ));
+            }
+        }
         let tensors_path = self.dir.join(tensors_name(step));
         let meta = [("step".to_string(), step.to_string())].into();
         save_safetensors(&tensors_path, tensors, Some(meta))?;
         let bytes = std::fs::metadata(&tensors_path)
             .map_err(|e| Error::io(&tensors_path, e))?
             .len();
+        let header_crc32 = format!(
+            "{:08x}",
+            crc32fast::hash(SafetensorsFile::open(&tensors_path)?.header_bytes())
+        );
         let info = CheckpointInfo {
             step,
             metrics,
@@ -183,6 +212,7 @@ impl CheckpointManager {
                 .map_or(0.0, |d| d.as_secs_f64()),
             tensors_file: tensors_name(step),
             tensors_bytes: bytes,
+            header_crc32: Some(header_crc32),
             state,
         };
         let sidecar = self.dir.join(sidecar_name(step));
@@ -202,7 +232,7 @@ impl CheckpointManager {
                 continue;
             };
             let path = self.dir.join(&name);
-            let Ok(text) = std::fs::read_to_string(&path) else {
+            let Ok(text) = read_to_string_limited(&path, limits::SIDECAR) else {
                 continue;
             };
             let Ok(info) = CheckpointInfo::from_json(&path.display().to_string(), &text) else {
@@ -238,11 +268,53 @@ impl CheckpointManager {
         best.map(|(i, _)| i)
     }
 
-    /// Loads the newest complete checkpoint.
+    /// Loads the newest complete checkpoint that passes its checks (checksums, finite values);
+    /// the newer ones it passes over are listed in [`Checkpoint::skipped`]. An error when none
+    /// passes, naming each checkpoint and why.
     pub fn load_latest(&self, device: Device) -> Result<Checkpoint> {
         let all = self.list()?;
-        let info = all.last().ok_or_else(|| self.none_error())?;
-        self.load(info, device)
+        if all.is_empty() {
+            return Err(self.none_error());
+        }
+        let mut skipped = Vec::new();
+        for info in all.iter().rev() {
+            match self.load(info, device) {
+                Ok(mut ck) => {
+                    ck.skipped = skipped;
+                    return Ok(ck);
+                }
+                Err(e) => skipped.push((info.step, e.to_string())),
+            }
+        }
+        let reasons: Vec<String> = skipped
+            .iter()
+            .map(|(step, e)| format!("step {step}: {e}"))
+            .collect();
+        Err(Error::format(
+            self.dir.display().to_string(),
+            format!(
+                "no checkpoint passes its checks ({})",
+                reasons.join("; ")
+            ),
+        ))
+    }
+
+    /// Moves checkpoint `step` out of the manager's view (its files gain a `.corrupt` suffix and
+    /// stay on disk for inspection); for checkpoints that [`CheckpointManager::load_latest`]
+    /// skipped, before a run continues from an older one.
+    pub fn set_aside(&self, step: u64) -> Result<()> {
+        // Sidecar first: from then on this is no longer a checkpoint.
+        for name in [sidecar_name(step), tensors_name(step)] {
+            let from = self.dir.join(&name);
+            let to = self.dir.join(format!("{name}.corrupt"));
+            match std::fs::rename(&from, &to) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&from, e))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Loads the best complete checkpoint by the ranking metric.
@@ -260,13 +332,37 @@ impl CheckpointManager {
         self.load(info, device)
     }
 
-    /// Loads the checkpoint that `info` describes.
+    /// Loads the checkpoint that `info` describes, checking the header's and every tensor's
+    /// checksum and that every value is finite.
     pub fn load(&self, info: &CheckpointInfo, device: Device) -> Result<Checkpoint> {
-        let file = SafetensorsFile::open(self.dir.join(&info.tensors_file))?;
+        let path = self.dir.join(&info.tensors_file);
+        let what = path.display().to_string();
+        let file = SafetensorsFile::open(&path)?;
+        if let Some(want) = &info.header_crc32 {
+            let got = format!("{:08x}", crc32fast::hash(file.header_bytes()));
+            if &got != want {
+                return Err(Error::format(
+                    what,
+                    format!(
+                        "the header fails its checksum (recorded {want}, read {got}): \
+                         the file is corrupt"
+                    ),
+                ));
+            }
+        }
         let (tensors, _) = file.load_all(device)?;
+        for (name, t) in &tensors {
+            if !t.all_finite()? {
+                return Err(Error::format(
+                    &what,
+                    format!("tensor {name} holds NaN or infinite values"),
+                ));
+            }
+        }
         Ok(Checkpoint {
             info: info.clone(),
             tensors,
+            skipped: Vec::new(),
         })
     }
 

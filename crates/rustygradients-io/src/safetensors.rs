@@ -3,9 +3,14 @@
 //!
 //! Reading goes through [`SafetensorsFile`], which memory-maps the file: opening parses and
 //! validates only the header, and a tensor's bytes are read when that tensor is asked for.
+//!
+//! Integrity: [`save_safetensors`] records a CRC-32 of every tensor's bytes in the file's
+//! `__metadata__` (under [`CHECKSUM_KEY`]), and every read of a tensor from a file that carries
+//! them checks its bytes, so a flipped bit is an error naming the tensor, not a silent wrong
+//! weight. Files from other writers (PyTorch, HuggingFace) have no checksums and load as before.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,8 +112,13 @@ impl View for &HostTensor {
     }
 }
 
+/// The `__metadata__` key holding a JSON object that maps each tensor name to the CRC-32 of its
+/// bytes, as 8 hex digits.
+pub const CHECKSUM_KEY: &str = "rustygradients.crc32";
+
 /// Writes named tensors (and optional `__metadata__`) to `path`, atomically: readers see the
-/// old file or the complete new one, never a mix.
+/// old file or the complete new one, never a mix. The metadata gains [`CHECKSUM_KEY`], and its
+/// entries are written in sorted order, so the same tensors always give the same bytes.
 pub fn save_safetensors(
     path: impl AsRef<Path>,
     tensors: &[(String, Tensor)],
@@ -129,11 +139,83 @@ pub fn save_safetensors(
         .iter()
         .map(|(n, t)| Ok((n.clone(), HostTensor::of(t)?)))
         .collect::<Result<_>>()?;
+    let sums: BTreeMap<&str, String> = host
+        .iter()
+        .map(|(n, h)| (n.as_str(), format!("{:08x}", crc32fast::hash(h.bytes()))))
+        .collect();
+    let mut metadata = metadata.unwrap_or_default();
+    metadata.insert(
+        CHECKSUM_KEY.to_string(),
+        serde_json::to_string(&sums).map_err(|e| Error::format(&what, e.to_string()))?,
+    );
     // Streamed into the temporary file tensor by tensor (no whole-file buffer).
     crate::atomic::write_atomic_with(path, |tmp| {
-        safetensors::serialize_to_file(host.iter().map(|(n, h)| (n.as_str(), h)), metadata, tmp)
-            .map_err(|e| Error::format(&what, e.to_string()))
+        safetensors::serialize_to_file(
+            host.iter().map(|(n, h)| (n.as_str(), h)),
+            Some(metadata.clone()),
+            tmp,
+        )
+        .map_err(|e| Error::format(&what, e.to_string()))?;
+        sort_metadata(tmp, &metadata)
     })
+}
+
+/// Rewrites the `__metadata__` object that the `safetensors` crate wrote in `HashMap` order
+/// with the same entries in sorted order (same length, so nothing else moves).
+fn sort_metadata(path: &Path, metadata: &HashMap<String, String>) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    const PREFIX: &[u8] = b"{\"__metadata__\":";
+    let io = |e| Error::io(path, e);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let sorted: BTreeMap<&String, &String> = metadata.iter().collect();
+    let object = serde_json::to_string(&sorted)
+        .map_err(|e| Error::format(path.display().to_string(), e.to_string()))?;
+    let mut head = vec![0u8; 8 + PREFIX.len() + object.len()];
+    f.read_exact(&mut head).map_err(io)?;
+    let written = &head[8 + PREFIX.len()..];
+    let same = head[8..].starts_with(PREFIX)
+        && serde_json::from_slice::<HashMap<String, String>>(written).ok().as_ref()
+            == Some(metadata);
+    if !same {
+        return Err(Error::format(
+            path.display().to_string(),
+            "the safetensors writer laid out __metadata__ unexpectedly",
+        ));
+    }
+    f.seek(SeekFrom::Start((8 + PREFIX.len()) as u64))
+        .map_err(io)?;
+    f.write_all(object.as_bytes()).map_err(io)
+}
+
+/// Parses the [`CHECKSUM_KEY`] entry: one 8-hex-digit CRC per tensor, for exactly the tensors
+/// the header lists (a name changed by a damaged header has no checksum and is caught here).
+fn parse_sums(what: &str, text: &str, meta: &Metadata) -> Result<HashMap<String, u32>> {
+    let bad = |msg: String| Error::format(what, format!("__metadata__ {CHECKSUM_KEY}: {msg}"));
+    let raw: HashMap<String, String> =
+        serde_json::from_str(text).map_err(|e| bad(format!("not a JSON object of strings: {e}")))?;
+    let mut sums = HashMap::with_capacity(raw.len());
+    for (name, hex) in raw {
+        if meta.info(&name).is_none() {
+            return Err(bad(format!(
+                "names tensor {name:?}, which the file does not hold (the header is damaged)"
+            )));
+        }
+        let v = (hex.len() == 8)
+            .then(|| u32::from_str_radix(&hex, 16).ok())
+            .flatten()
+            .ok_or_else(|| bad(format!("{hex:?} for {name} is not 8 hex digits")))?;
+        sums.insert(name, v);
+    }
+    if let Some(name) = meta.offset_keys().into_iter().find(|n| !sums.contains_key(n)) {
+        return Err(bad(format!(
+            "tensor {name} has no checksum (the header is damaged)"
+        )));
+    }
+    Ok(sums)
 }
 
 /// Named tensors, and the file's `__metadata__`.
@@ -145,6 +227,8 @@ struct Header {
     what: String,
     len: usize,
     meta: Metadata,
+    /// CRC-32 of each tensor's bytes, when the file records them.
+    sums: Option<HashMap<String, u32>>,
 }
 
 impl Header {
@@ -153,7 +237,35 @@ impl Header {
     fn parse(what: String, bytes: &[u8]) -> Result<Header> {
         let (len, meta) =
             SafeTensors::read_metadata(bytes).map_err(|e| Error::format(&what, format!("{e}")))?;
-        Ok(Header { what, len, meta })
+        let sums = match meta.metadata().as_ref().and_then(|m| m.get(CHECKSUM_KEY)) {
+            None => None,
+            Some(text) => Some(parse_sums(&what, text, &meta)?),
+        };
+        Ok(Header {
+            what,
+            len,
+            meta,
+            sums,
+        })
+    }
+
+    /// Checks `bytes`, the data of `name`, against the recorded checksum (if the file has them).
+    fn verify(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let Some(sums) = &self.sums else {
+            return Ok(());
+        };
+        let stored = sums[name];
+        let actual = crc32fast::hash(bytes);
+        if stored != actual {
+            return Err(Error::format(
+                &self.what,
+                format!(
+                    "tensor {name} fails its checksum (recorded {stored:08x}, read {actual:08x}): \
+                     the file is corrupt"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn entry(&self, name: &str) -> Result<(DType, &TensorInfo)> {
@@ -181,6 +293,8 @@ impl Header {
         let (dtype, info) = self.entry(name)?;
         let (s, e) = info.data_offsets;
         let start = 8 + self.len;
+        // The offsets were validated against the image's length by `parse`.
+        self.verify(name, &image[start + s..start + e])?;
         if let (Some(bytes), Device::Cpu) = (shared, device) {
             let borrowed =
                 Tensor::from_shared_bytes(bytes.clone(), start + s, dtype, info.shape.clone())?;
@@ -188,7 +302,6 @@ impl Header {
                 return Ok(t);
             }
         }
-        // The offsets were validated against the image's length by `parse`.
         tensor_from_bytes(
             dtype,
             info.shape.clone(),
@@ -246,6 +359,12 @@ impl SafetensorsFile {
 
     fn shared(&self) -> SharedBytes {
         self.map.clone()
+    }
+
+    /// The header as it lies in the file (length prefix included): what a checkpoint's sidecar
+    /// checksums, since tensor checksums cannot cover the header that holds them.
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.map[..8 + self.header.len]
     }
 
     /// Tensor names in the order their data lies in the file.

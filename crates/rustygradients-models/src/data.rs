@@ -32,6 +32,26 @@ impl TextDataset {
         }
     }
 
+    /// Checks that each split holds more than `block` tokens (a window plus its next-token
+    /// targets), with an error naming the sizes.
+    pub fn check_block(&self, block: usize) -> Result<()> {
+        for split in [Split::Train, Split::Val] {
+            let n = self.len(split);
+            if n <= block {
+                let share = if split == Split::Train { "first 90%" } else { "last 10%" };
+                return Err(Error::InvalidArgument {
+                    op: "TextDataset",
+                    msg: format!(
+                        "the {split:?} split (the {share} of {} tokens) has {n} tokens; \
+                         block size {block} needs more than {block}",
+                        self.train.len() + self.val.len()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub fn len(&self, split: Split) -> usize {
         self.tokens(split).len()
     }

@@ -6,6 +6,8 @@ use rustygradients_core::{DType, Device, Error, Reduction, Result, Tensor};
 use rustygradients_nn::{join_name, Block, Dropout, Embedding, LayerNorm, Module, ParamKind};
 use serde::{Deserialize, Serialize};
 
+const GIB: f64 = (1u64 << 30) as f64;
+
 /// The shape of a GPT.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GptConfig {
@@ -15,6 +17,100 @@ pub struct GptConfig {
     pub n_head: usize,
     pub n_embd: usize,
     pub dropout: f64,
+}
+
+/// What a GPT needs in memory, in bytes (f32 values), estimated from its shape before anything
+/// is allocated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemoryEstimate {
+    /// The weights.
+    pub parameters: f64,
+    /// Gradients plus AdamW's two moments (zero when not training).
+    pub training_state: f64,
+    /// Activations of one forward (and, when training, backward) pass at the given batch size.
+    pub activations: f64,
+}
+
+impl MemoryEstimate {
+    pub fn total(&self) -> f64 {
+        self.parameters + self.training_state + self.activations
+    }
+}
+
+impl GptConfig {
+    /// Checks every field, naming the first that is out of range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| {
+            Err(Error::InvalidArgument {
+                op: "GptConfig",
+                msg,
+            })
+        };
+        if self.vocab_size == 0 {
+            return bad("vocab_size is 0: the tokenizer has no tokens (empty training data?)".into());
+        }
+        for (name, v) in [
+            ("block_size", self.block_size),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("n_embd", self.n_embd),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} is 0: must be at least 1"));
+            }
+        }
+        if !self.n_embd.is_multiple_of(self.n_head) {
+            return bad(format!(
+                "n_embd {} is not a multiple of n_head {}",
+                self.n_embd, self.n_head
+            ));
+        }
+        if !(self.dropout >= 0.0 && self.dropout < 1.0) {
+            return bad(format!("dropout {} must be in [0, 1)", self.dropout));
+        }
+        Ok(())
+    }
+
+    /// The number of parameters (as f64: a mistyped size must not overflow before it is refused).
+    pub fn num_parameters(&self) -> f64 {
+        let (v, t, l, c) = (
+            self.vocab_size as f64,
+            self.block_size as f64,
+            self.n_layer as f64,
+            self.n_embd as f64,
+        );
+        // Embeddings, per block 12·C² weights + 13·C biases and norms, the final LayerNorm.
+        (v + t) * c + l * (12.0 * c * c + 13.0 * c) + 2.0 * c
+    }
+
+    /// Memory for a batch of `batch` sequences of `block_size` tokens, for training (weights,
+    /// gradients, AdamW moments, activations kept for backward) or for inference.
+    pub fn memory_estimate(&self, batch: usize, training: bool) -> MemoryEstimate {
+        const F32: f64 = 4.0;
+        let (b, t, c, h, v) = (
+            batch as f64,
+            self.block_size as f64,
+            self.n_embd as f64,
+            self.n_head as f64,
+            self.vocab_size as f64,
+        );
+        let params = self.num_parameters() * F32;
+        // Per token and layer: about 24·C values kept (LayerNorm outputs, q/k/v and their head
+        // copies, attention and MLP outputs, residuals) plus a row of attention probabilities per
+        // head; then the logits and their softmax and gradient.
+        let per_layer = b * t * (24.0 * c + 2.0 * h * t) * F32;
+        let head = b * t * (3.0 * v + 4.0 * c) * F32;
+        let (layers, backward, state) = if training {
+            (self.n_layer as f64, 2.0, 3.0 * params)
+        } else {
+            (1.0, 1.0, 0.0)
+        };
+        MemoryEstimate {
+            parameters: params,
+            training_state: state,
+            activations: (layers * per_layer + head) * backward,
+        }
+    }
 }
 
 pub struct Gpt {
@@ -30,12 +126,24 @@ impl Gpt {
     /// GPT-2 initialisation: Normal(0, 0.02) weights and embeddings, zero biases, and residual
     /// projections scaled to `0.02 / sqrt(2 n_layer)`. Values come from the global seeded
     /// generator.
+    ///
+    /// The config is validated first, and the weights' size is checked against the device's
+    /// available memory before anything is allocated.
     pub fn new(config: GptConfig, dtype: DType, device: Device) -> Result<Self> {
-        if config.vocab_size == 0 || config.block_size == 0 || config.n_layer == 0 {
-            return Err(Error::InvalidArgument {
-                op: "Gpt::new",
-                msg: format!("invalid config {config:?}"),
-            });
+        config.validate()?;
+        let bytes = config.num_parameters() * dtype.size_in_bytes() as f64;
+        if let Some(avail) = device.available_memory() {
+            if bytes > avail as f64 {
+                return Err(Error::InvalidArgument {
+                    op: "Gpt::new",
+                    msg: format!(
+                        "{} parameters need {:.1} GiB but {device} has {:.1} GiB available",
+                        config.num_parameters(),
+                        bytes / GIB,
+                        avail as f64 / GIB
+                    ),
+                });
+            }
         }
         let c = config.n_embd;
         let proj_std = 0.02 / (2.0 * config.n_layer as f64).sqrt();
@@ -97,13 +205,29 @@ impl Gpt {
     }
 
     /// Copies named tensors (as from [`Module::named_parameters`] or a checkpoint) into the
-    /// parameters. Every parameter must be present with its exact shape and dtype.
+    /// parameters. The names must match exactly: every parameter present with its exact shape,
+    /// and no tensor the model has no parameter for (weights of more layers than the config
+    /// says are an error, not silently ignored).
     pub fn load_named(&self, tensors: &[(String, Tensor)]) -> Result<()> {
         let by_name: std::collections::HashMap<&str, &Tensor> =
             tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let params = self.named_parameters();
+        let known: std::collections::HashSet<&str> =
+            params.iter().map(|(n, _)| n.as_str()).collect();
+        if let Some((name, _)) = tensors.iter().find(|(n, _)| !known.contains(n.as_str())) {
+            let c = &self.config;
+            return Err(Error::format(
+                "GPT weights",
+                format!(
+                    "unexpected tensor {name}: the config (n_layer {}, n_embd {}, vocab {}) \
+                     has no such parameter",
+                    c.n_layer, c.n_embd, c.vocab_size
+                ),
+            ));
+        }
         // Everything is checked before anything is copied: a bad file leaves the model as it was.
         let mut pairs = Vec::new();
-        for (name, p) in self.named_parameters() {
+        for (name, p) in params {
             let src = by_name
                 .get(name.as_str())
                 .ok_or_else(|| Error::format("GPT weights", format!("missing tensor {name}")))?;

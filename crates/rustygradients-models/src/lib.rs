@@ -9,5 +9,5 @@ pub mod gpt;
 pub mod sampling;
 
 pub use data::{Split, TextDataset};
-pub use gpt::{Gpt, GptConfig};
+pub use gpt::{Gpt, GptConfig, MemoryEstimate};
 pub use sampling::SamplingConfig;

@@ -21,6 +21,34 @@ impl Default for SamplingConfig {
     }
 }
 
+impl SamplingConfig {
+    /// Checks each setting, naming the first one out of range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| {
+            Err(Error::InvalidArgument {
+                op: "SamplingConfig",
+                msg,
+            })
+        };
+        // `!(x >= 0)` is true for NaN too.
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad(format!(
+                "temperature {} must be a finite number >= 0 (0 picks the most likely token)",
+                self.temperature
+            ));
+        }
+        if self.top_k == Some(0) {
+            return bad("top_k 0 must be at least 1 (None keeps every token)".into());
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return bad(format!("top_p {p} must be in (0, 1]"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The index of the next token given one row of logits.
 pub fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut impl Rng) -> Result<usize> {
     if logits.is_empty() {
@@ -29,14 +57,7 @@ pub fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut impl Rng) -> Resul
             msg: "no logits".into(),
         });
     }
-    let temperature_ok = cfg.temperature >= 0.0; // false for NaN too
-    let top_p_ok = cfg.top_p.is_none_or(|p| p > 0.0 && p <= 1.0);
-    if !temperature_ok || !top_p_ok || cfg.top_k == Some(0) {
-        return Err(Error::InvalidArgument {
-            op: "sample",
-            msg: format!("invalid sampling settings {cfg:?}"),
-        });
-    }
+    cfg.validate()?;
     let argmax = || {
         logits
             .iter()

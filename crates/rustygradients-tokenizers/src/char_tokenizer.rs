@@ -43,10 +43,9 @@ impl From<CharTokenizer> for CharTokenizerFile {
 impl CharTokenizer {
     /// The vocabulary of `text`: its distinct characters, sorted.
     pub fn from_text(text: &str) -> Self {
-        let mut vocab: Vec<char> = text.chars().collect();
-        vocab.sort_unstable();
-        vocab.dedup();
-        Self::from_vocab(vocab).expect("sorted, deduplicated characters are a valid vocabulary")
+        // A set, not a sorted copy of the text: memory in the vocabulary's size, not the corpus's.
+        let vocab: std::collections::BTreeSet<char> = text.chars().collect();
+        Self::from_vocab(vocab.into_iter().collect()).expect("sorted, deduplicated characters are a valid vocabulary")
     }
 
     /// A tokenizer whose id `i` is `vocab[i]`; characters must be distinct.

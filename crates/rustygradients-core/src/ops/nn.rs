@@ -65,7 +65,10 @@ impl Tensor {
         let (t, d, s) = (self.dims()[r - 2], self.dims()[r - 1], k.dims()[r - 2]);
         let scale = 1.0 / (d as f64).sqrt();
         let batch = &self.dims()[..r - 2];
+        let dv = v.dims()[r - 1];
+        // Empty sizes take the general path (the fused kernel works on whole rows).
         let fusable = dropout_p == 0.0
+            && [t, s, d, dv].iter().all(|&x| x > 0)
             && self.dtype().is_float()
             && k.dims() == self.dims()
             && v.dims()[..r - 1] == k.dims()[..r - 1]
@@ -74,7 +77,6 @@ impl Tensor {
         if fusable {
             // One fused kernel: no (T, S) score tensors in the graph.
             let n: usize = batch.iter().product();
-            let dv = v.dims()[r - 1];
             let dims = crate::backend::AttnDims {
                 n,
                 t,

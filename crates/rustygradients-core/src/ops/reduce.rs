@@ -38,6 +38,16 @@ impl Tensor {
     pub fn sum_all(&self) -> Result<Tensor> {
         self.sum(crate::All, false)
     }
+    /// True when no element is NaN or infinite (always true for integer dtypes). Computed on
+    /// the tensor's device; reading the answer is one scalar copy to the host.
+    pub fn all_finite(&self) -> Result<bool> {
+        if !self.dtype().is_float() {
+            return Ok(true);
+        }
+        // x·0 is 0 for every finite x and NaN for ±inf and NaN; a sum of those is 0 or NaN.
+        let probe = crate::no_grad(|| self.mul_scalar(0.0)?.sum_all()?.item())?;
+        Ok(probe == 0.0)
+    }
     /// Mean over `dims`; float tensors only.
     pub fn mean(&self, dims: impl Dims, keepdim: bool) -> Result<Tensor> {
         let dims = dims.resolve(self.shape(), "mean")?;

@@ -8,7 +8,7 @@ mod schedule;
 mod sgd;
 
 pub use adam::{Adam, AdamConfig, AdamState};
-pub use clip::clip_grad_norm;
+pub use clip::{clip_grad_norm, grad_norm};
 pub use schedule::LrSchedule;
 pub use sgd::{Sgd, SgdConfig};
 

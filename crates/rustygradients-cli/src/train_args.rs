@@ -1,0 +1,150 @@
+//! The settings of `rustygradients train`, and their checks: every value out of range is refused
+//! by its flag's name before anything is read or allocated.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
+
+#[derive(clap::Args, Serialize, Deserialize, Clone, Debug)]
+pub struct TrainArgs {
+    /// Text file to train on; without it, the corpus built into the binary.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long, default_value_t = 4)]
+    pub n_layer: usize,
+    #[arg(long, default_value_t = 4)]
+    pub n_head: usize,
+    #[arg(long, default_value_t = 128)]
+    pub n_embd: usize,
+    #[arg(long, default_value_t = 64)]
+    pub block_size: usize,
+    #[arg(long, default_value_t = 12)]
+    pub batch_size: usize,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 2000)]
+    pub steps: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Learning rate at the end of the cosine decay.
+    #[arg(long, default_value_t = 1e-4)]
+    pub min_lr: f64,
+    /// Linear warmup steps.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 0.1)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub beta1: f64,
+    #[arg(long, default_value_t = 0.99)]
+    pub beta2: f64,
+    /// Clip gradients to this global norm (0 disables).
+    #[arg(long, default_value_t = 1.0)]
+    pub grad_clip: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f64,
+    #[arg(long, default_value_t = 250)]
+    pub eval_interval: usize,
+    /// Batches per split at each evaluation.
+    #[arg(long, default_value_t = 20)]
+    pub eval_iters: usize,
+    #[arg(long, default_value_t = 1337)]
+    pub seed: u64,
+    /// Output directory (model, tokenizer, metrics.jsonl, loss.png).
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Characters to sample at the end (0 for none).
+    #[arg(long, default_value_t = 300)]
+    pub sample_chars: usize,
+    /// Checkpoints kept in `<out>/checkpoints` (the newest N, plus the best by val loss).
+    #[arg(long, default_value_t = 3)]
+    pub keep_checkpoints: usize,
+    /// Continue the run whose output directory this is, from its latest checkpoint, with its
+    /// settings (the other flags are ignored); the result is bit-identical to an
+    /// uninterrupted run on the same machine.
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
+    /// Stop after this step as if interrupted (a checkpoint is saved); `--resume` continues.
+    #[arg(long)]
+    #[serde(skip)]
+    pub stop_at: Option<usize>,
+    /// Delete the run already in `--out` (its checkpoints, model, metrics and plot) and start
+    /// afresh; without it, a folder that holds another run is refused.
+    #[arg(long)]
+    #[serde(skip)]
+    pub overwrite: bool,
+    /// Steps in a row whose loss or gradient norm is NaN or infinite (each skips its update)
+    /// before the run stops with an error.
+    #[arg(long, default_value_t = 3)]
+    #[serde(default = "default_max_bad_steps")]
+    pub max_bad_steps: usize,
+}
+
+fn default_max_bad_steps() -> usize {
+    3
+}
+
+impl TrainArgs {
+    /// Refuses the first setting out of range, by its flag's name.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let at_least_one = [
+            ("--n-layer", self.n_layer),
+            ("--n-head", self.n_head),
+            ("--n-embd", self.n_embd),
+            ("--block-size", self.block_size),
+            ("--batch-size", self.batch_size),
+            ("--steps", self.steps),
+            ("--eval-interval", self.eval_interval),
+            ("--eval-iters", self.eval_iters),
+            ("--keep-checkpoints", self.keep_checkpoints),
+            ("--max-bad-steps", self.max_bad_steps),
+        ];
+        for (flag, v) in at_least_one {
+            if v == 0 {
+                bail!("invalid {flag} 0: must be at least 1");
+            }
+        }
+        if !self.n_embd.is_multiple_of(self.n_head) {
+            bail!(
+                "invalid --n-embd {}: must be a multiple of --n-head {}",
+                self.n_embd,
+                self.n_head
+            );
+        }
+        // Each check is written so that NaN fails it.
+        let checks = [
+            ("--lr", self.lr, self.lr > 0.0 && self.lr.is_finite(), "a finite number > 0"),
+            (
+                "--min-lr",
+                self.min_lr,
+                self.min_lr >= 0.0 && self.min_lr <= self.lr,
+                "a number >= 0 and at most --lr",
+            ),
+            (
+                "--weight-decay",
+                self.weight_decay,
+                self.weight_decay >= 0.0 && self.weight_decay.is_finite(),
+                "a finite number >= 0",
+            ),
+            ("--beta1", self.beta1, (0.0..1.0).contains(&self.beta1), "in [0, 1)"),
+            ("--beta2", self.beta2, (0.0..1.0).contains(&self.beta2), "in [0, 1)"),
+            (
+                "--grad-clip",
+                self.grad_clip,
+                self.grad_clip >= 0.0 && self.grad_clip.is_finite(),
+                "a finite number >= 0 (0 disables clipping)",
+            ),
+            ("--dropout", self.dropout, (0.0..1.0).contains(&self.dropout), "in [0, 1)"),
+        ];
+        if let Some((flag, v, _, want)) = checks.iter().find(|c| !c.2) {
+            bail!("invalid {flag} {v}: must be {want}");
+        }
+        Ok(())
+    }
+}
+
