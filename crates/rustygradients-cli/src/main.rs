@@ -17,7 +17,6 @@ macro_rules! say {
 mod corpus;
 mod generate;
 mod memory;
-mod metrics;
 mod model_dir;
 mod plot;
 mod run_dir;
@@ -50,9 +49,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a character-level GPT.
+    #[command(allow_negative_numbers = true)]
     Train(train::TrainArgs),
     /// Generate text from a trained model.
-    #[command(alias = "sample")]
+    #[command(alias = "sample", allow_negative_numbers = true)]
     Generate(generate::GenerateArgs),
 }
 

@@ -15,6 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rustygradients_core::{manual_seed, no_grad, DType, Device};
+use rustygradients_io::metrics_log::{self, MetricsLog, Record};
 use rustygradients_io::CheckpointManager;
 use rustygradients_models::{Gpt, GptConfig, Split, TextDataset};
 use rustygradients_nn::optim::{
@@ -23,7 +24,6 @@ use rustygradients_nn::optim::{
 use rustygradients_nn::Module;
 use rustygradients_tokenizers::CharTokenizer;
 
-use crate::metrics::{MetricsLog, Record};
 use crate::run_dir::{RunDir, CHECKPOINTS};
 pub use crate::train_args::TrainArgs;
 use crate::{corpus, memory, model_dir, plot, run_state};
@@ -207,7 +207,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         train_secs = run_state::restore(ck, state, &model, &mut opt, &mut data)?;
         step = ck.info.step as usize;
-        records = crate::metrics::read_until(&out.join("metrics.jsonl"), step)?;
+        records = metrics_log::read_until(&out.join("metrics.jsonl"), step)?;
         say!("resumed from step {step} ({})", manager.dir().display());
     }
     let mut log = MetricsLog::start(&out.join("metrics.jsonl"), &records)?;
