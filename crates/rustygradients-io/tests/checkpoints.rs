@@ -60,6 +60,90 @@ fn keeps_the_last_n_and_the_best() {
     assert_eq!(m.best_info().unwrap().unwrap().step, 4);
 }
 
+/// NaN or infinite values are never saved (so a diverged run can neither become "best" nor
+/// push good checkpoints out), and the limits hold whatever was refused.
+#[test]
+fn non_finite_checkpoints_are_refused_and_limits_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = CheckpointManager::new(dir.path(), 2).unwrap();
+    for step in 1..=3 {
+        m.save_checkpoint(&weights(step), step, metrics(2.0), serde_json::json!({}))
+            .unwrap();
+    }
+    for (step, bad) in [(4u64, f64::NAN), (5, f64::INFINITY), (6, f64::NEG_INFINITY)] {
+        let e = m
+            .save_checkpoint(&weights(step), step, metrics(bad), serde_json::json!({}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("val_loss") && e.contains("finite"), "{e}");
+        let mut w = weights(step);
+        w[1].1 = Tensor::from_vec(vec![1.0, bad], [2], Device::Cpu).unwrap();
+        let e = m
+            .save_checkpoint(&w, step, metrics(1.0), serde_json::json!({}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tensor b") && e.contains("NaN or infinite"), "{e}");
+    }
+    // Nothing was written for the refused steps; the newest two plus the best remain.
+    assert_eq!(steps(&m), [2, 3]);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
+}
+
+/// A corrupt newest checkpoint (a flipped data byte, a flipped header byte, NaN bytes written
+/// over a weight) is reported and the next one back is loaded.
+#[test]
+fn load_latest_falls_back_past_corrupt_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = CheckpointManager::new(dir.path(), 5).unwrap();
+    for step in 1..=4 {
+        m.save_checkpoint(&weights(step), step, metrics(1.0), serde_json::json!({}))
+            .unwrap();
+    }
+    let file = |step: u64| dir.path().join(format!("checkpoint_step_{step:06}.safetensors"));
+    let edit = |step: u64, f: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = std::fs::read(file(step)).unwrap();
+        f(&mut b);
+        std::fs::write(file(step), b).unwrap();
+    };
+    edit(4, &|b| {
+        let n = b.len();
+        b[n - 3] ^= 0x04
+    });
+    // A header byte that still parses (the step in the metadata): only the sidecar's header
+    // checksum can catch it.
+    edit(3, &|b| {
+        let at = b
+            .windows(10)
+            .position(|w| w == br#""step":"3""#)
+            .expect("step metadata");
+        b[at + 8] = b'7';
+    });
+    // NaN bytes (f32 0x7fc00000) over the start of w's data: caught by its checksum.
+    edit(2, &|b| {
+        let n = b.len();
+        b[n - 4..].copy_from_slice(&0x7fc0_0000u32.to_le_bytes())
+    });
+    let ck = m.load_latest(Device::Cpu).unwrap();
+    assert_eq!(ck.info.step, 1);
+    let skipped: Vec<u64> = ck.skipped.iter().map(|(s, _)| *s).collect();
+    assert_eq!(skipped, [4, 3, 2]);
+    assert!(ck.skipped[0].1.contains("fails its checksum"), "{:?}", ck.skipped);
+    assert!(ck.skipped[1].1.contains("header fails its checksum"), "{:?}", ck.skipped);
+    // Set aside, they leave the manager's view but stay on disk.
+    for s in skipped {
+        m.set_aside(s).unwrap();
+    }
+    assert_eq!(steps(&m), [1]);
+    assert!(dir
+        .path()
+        .join("checkpoint_step_000004.safetensors.corrupt")
+        .exists());
+    // With every checkpoint bad, the error lists each one.
+    edit(1, &|b| b[20] ^= 0x01);
+    let e = m.load_latest(Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("no checkpoint passes its checks") && e.contains("step 1"), "{e}");
+}
+
 #[test]
 fn empty_or_missing_checkpoints_are_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,7 @@ use half::{bf16, f16};
 use rustygradients_core::{DType, Device, Tensor};
 use rustygradients_io::{
     load_safetensors, load_safetensors_bytes, load_sharded, save_safetensors, save_sharded,
-    SafetensorsFile,
+    SafetensorsFile, CHECKSUM_KEY,
 };
 
 fn all_dtypes() -> Vec<(String, Tensor)> {
@@ -93,9 +93,75 @@ fn every_dtype_round_trips_with_metadata() {
     let p = dir.path().join("all.safetensors");
     let meta: HashMap<String, String> = [("format".into(), "pt".into())].into();
     save_safetensors(&p, &all_dtypes(), Some(meta.clone())).unwrap();
-    let (back, m) = load_safetensors(&p, Device::Cpu).unwrap();
+    let (back, mut m) = load_safetensors(&p, Device::Cpu).unwrap();
     assert_same(&all_dtypes(), &back);
+    assert!(m.remove(CHECKSUM_KEY).is_some(), "no checksums written");
     assert_eq!(m, meta);
+}
+
+/// Several metadata entries (which the `safetensors` crate writes in `HashMap` order) still give
+/// the same bytes every time.
+#[test]
+fn saves_are_byte_for_byte_repeatable() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta: HashMap<String, String> = (0..12).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    let mut images = Vec::new();
+    for i in 0..4 {
+        let p = dir.path().join(format!("{i}.safetensors"));
+        // A fresh map each time: a new hasher seed, a new iteration order.
+        let meta: HashMap<String, String> = meta.clone().into_iter().collect();
+        save_safetensors(&p, &all_dtypes(), Some(meta)).unwrap();
+        images.push(std::fs::read(&p).unwrap());
+    }
+    assert!(images.windows(2).all(|w| w[0] == w[1]));
+    let (_, m) = load_safetensors(dir.path().join("0.safetensors"), Device::Cpu).unwrap();
+    assert_eq!(m.len(), 13);
+}
+
+/// A flipped bit in any tensor's data is an error naming that tensor; a damaged checksum
+/// entry is an error too; files without checksums (PyTorch's) load as before.
+#[test]
+fn checksums_catch_flipped_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.safetensors");
+    let tensors = all_dtypes();
+    save_safetensors(&p, &tensors, None).unwrap();
+    let clean = std::fs::read(&p).unwrap();
+    let file = SafetensorsFile::open(&p).unwrap();
+    let data_start = file.header_bytes().len();
+    drop(file);
+    // Every byte of the data section, one flip at a time, in a sample of positions.
+    for pos in (data_start..clean.len()).step_by(7) {
+        let mut bad = clean.clone();
+        bad[pos] ^= 0x01;
+        let e = load_safetensors_bytes("flipped", &bad, Device::Cpu)
+            .err()
+            .unwrap_or_else(|| panic!("flip at {pos} not caught"))
+            .to_string();
+        assert!(e.contains("fails its checksum"), "{e}");
+    }
+    // A checksum entry that no longer matches a tensor name (same length, so the header's size
+    // prefix stays right): `\"f32\"` inside the escaped JSON becomes `\"Q32\"`.
+    let name = &tensors[0].0;
+    let needle = format!("\\\"{name}\\\"");
+    let mut bad = clean.clone();
+    let at = bad[..data_start]
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+        .expect("checksum entry in the header");
+    bad[at + 2] = b'Q';
+    let e = load_safetensors_bytes("renamed", &bad, Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains(CHECKSUM_KEY), "{e}");
+    // A lazy single-tensor read checks that tensor.
+    let mut bad = clean.clone();
+    *bad.last_mut().unwrap() ^= 0x80;
+    std::fs::write(&p, &bad).unwrap();
+    let file = SafetensorsFile::open(&p).unwrap();
+    let last = file.names().pop().unwrap();
+    assert!(file.tensor(&last, Device::Cpu).is_err());
 }
 
 #[test]
