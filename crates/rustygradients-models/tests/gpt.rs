@@ -186,3 +186,104 @@ fn load_named_rejects_missing_or_misshapen_weights_and_changes_nothing() {
         before[0]
     );
 }
+
+/// Changing a future token never changes an earlier position's logits, and no gradient flows
+/// from an earlier position's output to a later position (checked through the position
+/// embedding's gradient rows). In f32 with a block of 67 (two whole 32-key blocks and a tail),
+/// so the fused attention kernel's block and tail paths all run.
+#[test]
+fn gpt_is_causal_forward_and_backward() {
+    manual_seed(5);
+    let cfg = GptConfig {
+        vocab_size: 65,
+        block_size: 67,
+        n_layer: 2,
+        n_head: 4,
+        n_embd: 64,
+        dropout: 0.0,
+    };
+    let g = Gpt::new(cfg, DType::F32, Device::Cpu).unwrap();
+    let (b, t, v) = (2usize, 67usize, 65usize);
+    let base: Vec<i64> = (0..b * t).map(|i| ((i * 31 + 7) % v) as i64).collect();
+    let logits = |ids: &[i64]| -> Vec<f32> {
+        no_grad(|| g.logits(&Tensor::from_slice(ids, [b, t], Device::Cpu).unwrap()))
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    let before = logits(&base);
+    for p in [0usize, 1, 31, 32, 33, 63, 66] {
+        let mut changed = base.clone();
+        for row in 0..b {
+            changed[row * t + p] = (changed[row * t + p] + 1) % v as i64;
+        }
+        let after = logits(&changed);
+        for row in 0..b {
+            for pos in 0..t {
+                let range = (row * t + pos) * v..(row * t + pos + 1) * v;
+                let same = before[range.clone()] == after[range];
+                if pos < p {
+                    assert!(same, "changing position {p} changed the logits at {pos}");
+                } else if pos == p {
+                    assert!(!same, "changing position {p} did not change its own logits");
+                }
+            }
+        }
+    }
+    // Backward: a loss on positions 0..=p only must give zero gradient to positions > p.
+    for p in [0usize, 20, 40, 65] {
+        let x = Tensor::from_slice(&base, [b, t], Device::Cpu).unwrap();
+        let out = g.logits(&x).unwrap();
+        let weights: Vec<f32> = (0..b * t * v)
+            .map(|i| if (i / v) % t <= p { ((i % 13) as f32 - 6.0) / 7.0 } else { 0.0 })
+            .collect();
+        let w = Tensor::from_vec(weights, [b, t, v], Device::Cpu).unwrap();
+        for q in g.parameters() {
+            q.zero_grad();
+        }
+        out.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        let wpe = g.wpe.weight.grad().unwrap().to_vec::<f32>().unwrap();
+        let c = 64;
+        for pos in 0..t {
+            let row = &wpe[pos * c..(pos + 1) * c];
+            let nonzero = row.iter().any(|&x| x != 0.0);
+            if pos > p {
+                assert!(!nonzero, "loss on positions <= {p} reached position {pos}");
+            } else {
+                assert!(nonzero, "position {pos} got no gradient");
+            }
+        }
+    }
+}
+
+/// Every config field out of range is an error naming it (never a panic deeper down), and a
+/// model too large for memory is refused before anything is allocated.
+#[test]
+fn invalid_configs_name_the_field() {
+    let ok = GptConfig {
+        vocab_size: 7,
+        block_size: 5,
+        n_layer: 1,
+        n_head: 2,
+        n_embd: 8,
+        dropout: 0.0,
+    };
+    let cases = [
+        (GptConfig { vocab_size: 0, ..ok.clone() }, "vocab_size is 0"),
+        (GptConfig { n_embd: 0, ..ok.clone() }, "n_embd is 0"),
+        (GptConfig { n_head: 0, ..ok.clone() }, "n_head is 0"),
+        (GptConfig { n_head: 3, ..ok.clone() }, "not a multiple of n_head 3"),
+        (GptConfig { block_size: 0, ..ok.clone() }, "block_size is 0"),
+        (GptConfig { dropout: 1.0, ..ok.clone() }, "dropout 1"),
+        (GptConfig { dropout: f64::NAN, ..ok.clone() }, "dropout NaN"),
+    ];
+    for (cfg, expect) in cases {
+        let e = Gpt::new(cfg, DType::F32, Device::Cpu).err().unwrap().to_string();
+        assert!(e.contains(expect) && !e.contains("GptConfig {"), "{e}");
+    }
+    let huge = GptConfig { n_embd: 1 << 20, n_layer: 64, ..ok };
+    let e = Gpt::new(huge.clone(), DType::F32, Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("GiB") && e.contains("available"), "{e}");
+    let est = huge.memory_estimate(1, true);
+    assert!(est.training_state == 3.0 * est.parameters && est.total() > 1e15);
+}
