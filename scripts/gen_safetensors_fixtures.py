@@ -10,6 +10,7 @@ Rust test compares exactly. The second loads tests/fixtures/ours.safetensors (wr
 safetensors.torch.load_file and checks each tensor against the values the Rust test wrote.
 """
 import json
+import zlib
 import math
 import pathlib
 import sys
@@ -49,7 +50,20 @@ def check_ours():
     path = FIX / "ours.safetensors"
     t = load_file(path)
     with safe_open(path, framework="pt") as f:
-        assert f.metadata() == {"written_by": "rustygradients"}, f.metadata()
+        meta = dict(f.metadata())
+    sums = json.loads(meta.pop("rustygradients.crc32"))
+    assert meta == {"written_by": "rustygradients"}, meta
+    # The checksums are plain CRC-32 (zlib's) of each tensor's little-endian bytes.
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        crc = zlib.crc32(raw[8 + n + start:8 + n + end])
+        assert sums[name] == f"{crc:08x}", (name, sums[name], crc)
+    assert sorted(sums) == sorted(k for k in header if k != "__metadata__")
     f32max = torch.finfo(torch.float32).max
     want = {
         "f32": (torch.float32, [2, 3], [1.5, -2.25, 3.0e-8, f32max, -0.0, 7.0]),

@@ -512,6 +512,25 @@ def shape_cases():
                          lambda x, fn=fn, k=k: fn(x, diagonal=k), params={"diagonal": k})
 
 
+def attention_cases():
+    # scaled_dot_product_attention(q, k, v, causal): q, k (B, H, T, D), v (B, H, T, Dv), scale
+    # 1/sqrt(D). The sizes reach every path of the fused CPU kernel: one query; odd and even
+    # T (queries and keys go in pairs, an odd one alone); rows of visible keys padded to
+    # 32-lane blocks, with and without a remainder (T = 33, 37, 64); head dims with 8-lane
+    # blocks and scalar tails (D = 4, 8, 16, 41, Dv = 35). Batch and heads > 1 only on a small
+    # shape, to keep the file small (f32 at training sizes is tests/kernels_f32.rs's job).
+    for b, h, t, d, dv in [(1, 1, 1, 4, 4), (2, 3, 5, 8, 8), (1, 1, 37, 41, 35),
+                           (1, 1, 64, 8, 8), (1, 1, 33, 16, 16)]:
+        tag = shape_tag((b, h, t, d)) + (f"_dv{dv}" if dv != d else "")
+        for causal in [False, True]:
+            add_case(f"scaled_dot_product_attention_{tag}_{'causal' if causal else 'full'}",
+                     "scaled_dot_product_attention",
+                     [randn(b, h, t, d), randn(b, h, t, d), randn(b, h, t, dv)],
+                     lambda q, k, v, causal=causal:
+                         F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+                     params={"causal": causal})
+
+
 # ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
@@ -533,6 +552,7 @@ def main():
     loss_cases()
     indexing_cases()
     shape_cases()
+    attention_cases()
 
     # One case per line: valid JSON, readable diffs. allow_nan=False makes
     # sure nothing non-finite slips through.

@@ -137,6 +137,9 @@ fn run(case: &Case, x: &[Tensor]) -> Result<Vec<Tensor>> {
         "chunk" => x[0].chunk(i("chunks") as usize, i("dim")),
         "tril" => one(x[0].tril(i("diagonal"))),
         "triu" => one(x[0].triu(i("diagonal"))),
+        "scaled_dot_product_attention" => {
+            one(x[0].scaled_dot_product_attention(&x[1], &x[2], b("causal"), 0.0))
+        }
         other => panic!("fixture op {other} has no mapping"),
     }
 }
