@@ -393,23 +393,49 @@ fn malformed_files_are_errors_that_name_the_file() {
 }
 
 /// Every input the fuzzers kept (`fuzz/corpus`, and crash reproducers in `fuzz/regressions`)
-/// still loads or fails cleanly, through both fuzzed parsers.
+/// still loads or fails cleanly, through every fuzzed reader.
 #[test]
 fn fuzz_corpus_never_panics() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz");
     let mut seen = 0;
     for kind in ["corpus", "regressions"] {
-        for target in ["safetensors_loader", "checkpoint_sidecar"] {
+        for target in [
+            "safetensors_loader",
+            "checkpoint_sidecar",
+            "metrics_log",
+            "char_tokenizer",
+            "model_config",
+        ] {
             let Ok(entries) = std::fs::read_dir(format!("{root}/{kind}/{target}")) else {
                 continue;
             };
             for e in entries {
                 let bytes = std::fs::read(e.unwrap().path()).unwrap();
                 seen += 1;
-                if target == "safetensors_loader" {
-                    let _ = load_safetensors_bytes("corpus", &bytes, Device::Cpu);
-                } else if let Ok(text) = std::str::from_utf8(&bytes) {
-                    let _ = rustygradients_io::CheckpointInfo::from_json("corpus", text);
+                let text = std::str::from_utf8(&bytes).unwrap_or("");
+                match target {
+                    "safetensors_loader" => {
+                        let _ = load_safetensors_bytes("corpus", &bytes, Device::Cpu);
+                    }
+                    "checkpoint_sidecar" => {
+                        let _ = rustygradients_io::CheckpointInfo::from_json("corpus", text);
+                    }
+                    "metrics_log" => {
+                        let _ = rustygradients_io::metrics_log::parse_until("corpus", &bytes[..], 9);
+                    }
+                    "char_tokenizer" => {
+                        let _ = rustygradients_tokenizers::CharTokenizer::from_json(text);
+                    }
+                    _ => {
+                        let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+                        let inner = v.get("model").cloned().unwrap_or(v);
+                        if let Ok(c) = serde_json::from_value::<rustygradients_models::GptConfig>(inner)
+                        {
+                            if c.validate().is_ok() {
+                                assert!(c.memory_estimate(1, true).total() > 0.0);
+                            }
+                        }
+                    }
                 }
             }
         }
