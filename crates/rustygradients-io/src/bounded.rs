@@ -18,6 +18,8 @@ pub mod limits {
     pub const SIDECAR: u64 = 256 << 20;
     /// One line of `metrics.jsonl`.
     pub const METRICS_LINE: u64 = 1 << 20;
+    /// Legacy JSON weights (text of every value: large, but not endless).
+    pub const LEGACY_JSON: u64 = 64 << 30;
 }
 
 /// Opens `path` for reading if it is a regular file (after following links); returns the file
@@ -70,8 +72,8 @@ fn kind_of(t: &std::fs::FileType) -> &'static str {
     }
 }
 
-/// Reads a regular file of at most `limit` bytes as UTF-8 text.
-pub fn read_to_string_limited(path: impl AsRef<Path>, limit: u64) -> Result<String> {
+/// Reads a regular file of at most `limit` bytes.
+pub fn read_limited(path: impl AsRef<Path>, limit: u64) -> Result<Vec<u8>> {
     let path = path.as_ref();
     let (file, len) = open_regular(path)?;
     let what = path.display().to_string();
@@ -92,7 +94,14 @@ pub fn read_to_string_limited(path: impl AsRef<Path>, limit: u64) -> Result<Stri
             format!("grew past the {limit} bytes allowed while being read"),
         ));
     }
-    String::from_utf8(bytes).map_err(|e| Error::format(what, format!("not UTF-8 text: {e}")))
+    Ok(bytes)
+}
+
+/// Reads a regular file of at most `limit` bytes as UTF-8 text.
+pub fn read_to_string_limited(path: impl AsRef<Path>, limit: u64) -> Result<String> {
+    let path = path.as_ref();
+    String::from_utf8(read_limited(path, limit)?)
+        .map_err(|e| Error::format(path.display().to_string(), format!("not UTF-8 text: {e}")))
 }
 
 #[cfg(test)]

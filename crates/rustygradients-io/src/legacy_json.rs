@@ -120,7 +120,7 @@ pub fn save_json(path: impl AsRef<Path>, tensors: &[(String, Tensor)]) -> Result
 /// Reads legacy JSON weights onto `device`, in file order.
 pub fn load_json(path: impl AsRef<Path>, device: Device) -> Result<Vec<(String, Tensor)>> {
     let path = path.as_ref();
-    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::bounded::read_limited(path, crate::bounded::limits::LEGACY_JSON)?;
     parse_json(&path.display().to_string(), &text, device)
 }
 

@@ -11,7 +11,6 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -345,7 +344,7 @@ impl SafetensorsFile {
     /// shrinks under its reader is a bus error, not an error value).
     pub fn open(path: impl AsRef<Path>) -> Result<SafetensorsFile> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let (file, _) = crate::bounded::open_regular(&path)?;
         // SAFETY: the map is read-only and private to this value; see the note above on
         // concurrent truncation, the one hazard a map cannot turn into an error.
         let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?);
@@ -485,7 +484,7 @@ pub fn save_sharded(
 pub fn load_sharded(index: impl AsRef<Path>, device: Device) -> Result<Vec<(String, Tensor)>> {
     let index = index.as_ref();
     let what = index.display().to_string();
-    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+    let text = crate::bounded::read_to_string_limited(index, crate::bounded::limits::CONFIG)?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| Error::format(&what, e.to_string()))?;
     let map = v
