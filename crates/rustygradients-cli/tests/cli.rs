@@ -216,6 +216,16 @@ fn resume_is_bit_identical_to_an_uninterrupted_run() {
     assert_eq!(bytes(&a), bytes(&b), "final weights differ");
     let (la, lb) = (step_losses(&a), step_losses(&b));
     assert_eq!(la.len(), 20);
+    // It learns: the evaluated val loss falls well below its start.
+    let vals: Vec<f64> = std::fs::read_to_string(a.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["val_loss"].as_f64())
+        .collect();
+    assert!(
+        vals.len() == 6 && vals[5] < vals[0] - 0.25,
+        "val loss did not fall: {vals:?}"
+    );
     assert_eq!(la, lb, "per-step losses differ");
     // The final checkpoints agree too, optimizer moments included.
     let ck = |d: &std::path::Path| {
