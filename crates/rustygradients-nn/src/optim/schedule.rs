@@ -25,7 +25,8 @@ impl LrSchedule {
                 decay_iters,
             } => {
                 if step < warmup {
-                    max_lr * (step + 1) as f64 / (warmup + 1) as f64
+                    // In f64: `warmup + 1` must not overflow for any warmup a user types.
+                    max_lr * (step as f64 + 1.0) / (warmup as f64 + 1.0)
                 } else if step > decay_iters {
                     min_lr
                 } else {
