@@ -157,7 +157,10 @@ fn a_locked_folder_refuses_a_second_run_and_sigterm_saves() {
     // Wait until it trains: its step-0 checkpoint exists.
     let deadline = Instant::now() + Duration::from_secs(60);
     while steps_if_any(&out).is_empty() {
-        assert!(Instant::now() < deadline, "the first run never saved step 0");
+        assert!(
+            Instant::now() < deadline,
+            "the first run never saved step 0"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     for extra in [&[][..], &["--overwrite"][..]] {
@@ -172,10 +175,7 @@ fn a_locked_folder_refuses_a_second_run_and_sigterm_saves() {
 
     // SIGTERM stops it like Ctrl-C: the step it reached is saved and resumable.
     std::thread::sleep(Duration::from_millis(300));
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
     let o = first.wait_with_output().unwrap();
     let stdout = ok(o);
@@ -272,7 +272,10 @@ fn bad_settings_are_refused_by_name_before_anything_is_written() {
         ("--dropout", "1", "--dropout 1"),
     ];
     for (flag, value, expect) in cases {
-        let e = err(run_for(&["train", flag, value, "--out", out.to_str().unwrap()], 20));
+        let e = err(run_for(
+            &["train", flag, value, "--out", out.to_str().unwrap()],
+            20,
+        ));
         assert!(e.contains(expect), "{flag} {value}: {e}");
     }
     assert!(!out.exists(), "a refused run created its folder");
@@ -285,7 +288,10 @@ fn bad_settings_are_refused_by_name_before_anything_is_written() {
         ("--top-p", "0", "top_p 0"),
         ("--top-p", "1.5", "top_p 1.5"),
     ] {
-        let e = err(run_for(&["generate", "--model", "nowhere", flag, value], 20));
+        let e = err(run_for(
+            &["generate", "--model", "nowhere", flag, value],
+            20,
+        ));
         assert!(e.contains(expect) && !e.contains("SamplingConfig {"), "{e}");
     }
 }
@@ -320,7 +326,11 @@ fn a_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used() {
     let model = dir.path().join("tensor/model.safetensors");
     flip(&model, true, 8);
     let e = err(run_for(
-        &["generate", "--model", dir.path().join("tensor").to_str().unwrap()],
+        &[
+            "generate",
+            "--model",
+            dir.path().join("tensor").to_str().unwrap(),
+        ],
         20,
     ));
     assert!(e.contains("fails its checksum"), "{e}");
@@ -330,14 +340,26 @@ fn a_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used() {
 fn endless_and_oversized_inputs_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let e = err(train(&dir.path().join("a"), &["--data", "/dev/zero"]));
-    assert!(e.contains("/dev/zero") && e.contains("not a regular file"), "{e}");
+    assert!(
+        e.contains("/dev/zero") && e.contains("not a regular file"),
+        "{e}"
+    );
     let link = dir.path().join("corpus.txt");
     std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
-    let e = err(train(&dir.path().join("b"), &["--data", link.to_str().unwrap()]));
-    assert!(e.contains("corpus.txt") && e.contains("not a regular file"), "{e}");
+    let e = err(train(
+        &dir.path().join("b"),
+        &["--data", link.to_str().unwrap()],
+    ));
+    assert!(
+        e.contains("corpus.txt") && e.contains("not a regular file"),
+        "{e}"
+    );
     let empty = dir.path().join("empty.txt");
     std::fs::write(&empty, "").unwrap();
-    let e = err(train(&dir.path().join("c"), &["--data", empty.to_str().unwrap()]));
+    let e = err(train(
+        &dir.path().join("c"),
+        &["--data", empty.to_str().unwrap()],
+    ));
     assert!(e.contains("is empty"), "{e}");
 
     // A model folder whose config.json or tokenizer.json is a link to /dev/zero.
@@ -348,12 +370,18 @@ fn endless_and_oversized_inputs_are_refused() {
         copy_dir(&model, &copy);
         std::fs::remove_file(copy.join(name)).unwrap();
         std::os::unix::fs::symlink("/dev/zero", copy.join(name)).unwrap();
-        let e = err(run_for(&["generate", "--model", copy.to_str().unwrap()], 20));
+        let e = err(run_for(
+            &["generate", "--model", copy.to_str().unwrap()],
+            20,
+        ));
         assert!(e.contains(name) && e.contains("not a regular file"), "{e}");
     }
 
     // Models far beyond memory are refused up front, with the numbers.
-    let e = err(run_for(&["train", "--n-embd", "65536", "--out", "unused"], 20));
+    let e = err(run_for(
+        &["train", "--n-embd", "65536", "--out", "unused"],
+        20,
+    ));
     assert!(
         e.contains("GiB") && e.contains("available") && e.contains("--n-embd"),
         "{e}"
@@ -366,7 +394,10 @@ fn endless_and_oversized_inputs_are_refused() {
         m["n_layer"] = 8.into();
         m["n_head"] = 4.into();
     });
-    let e = err(run_for(&["generate", "--model", huge.to_str().unwrap()], 20));
+    let e = err(run_for(
+        &["generate", "--model", huge.to_str().unwrap()],
+        20,
+    ));
     assert!(e.contains("GiB") && e.contains("available"), "{e}");
 }
 
@@ -391,10 +422,16 @@ fn config_json_must_match_the_weights_exactly() {
     let model = dir.path().join("model");
     ok(train(&model, &["--steps", "2", "--n-layer", "2"]));
     edit_config(&model, |m| m["n_layer"] = 1.into());
-    let e = err(run_for(&["generate", "--model", model.to_str().unwrap()], 20));
+    let e = err(run_for(
+        &["generate", "--model", model.to_str().unwrap()],
+        20,
+    ));
     assert!(e.contains("unexpected tensor transformer.h.1."), "{e}");
     edit_config(&model, |m| m["n_layer"] = 3.into());
-    let e = err(run_for(&["generate", "--model", model.to_str().unwrap()], 20));
+    let e = err(run_for(
+        &["generate", "--model", model.to_str().unwrap()],
+        20,
+    ));
     assert!(e.contains("missing tensor transformer.h.2."), "{e}");
 }
 
@@ -463,4 +500,87 @@ fn small_things_users_hit() {
         &["--steps", "2", "--data", text.to_str().unwrap()],
     ));
     assert!(e.contains("block size 16"), "{e}");
+}
+
+/// Extreme values for every numeric flag of `train` and `generate`: each run ends (within the
+/// timeout) with success or an error, never a panic.
+#[test]
+fn no_flag_value_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    ok(train(&model, &["--steps", "2"]));
+    let values = [
+        "0",
+        "1",
+        "-1",
+        "NaN",
+        "inf",
+        "-inf",
+        "1e308",
+        "18446744073709551615",
+    ];
+    // Flags whose huge values ask for endless work (that is what was asked) get small ones only.
+    let work = ["--steps", "--eval-iters", "--sample-chars", "--max-tokens"];
+    let train_flags = [
+        "--n-layer",
+        "--n-head",
+        "--n-embd",
+        "--block-size",
+        "--batch-size",
+        "--steps",
+        "--lr",
+        "--min-lr",
+        "--warmup",
+        "--weight-decay",
+        "--beta1",
+        "--beta2",
+        "--grad-clip",
+        "--dropout",
+        "--eval-interval",
+        "--eval-iters",
+        "--seed",
+        "--sample-chars",
+        "--keep-checkpoints",
+        "--stop-at",
+        "--max-bad-steps",
+    ];
+    let mut runs = 0;
+    for (i, flag) in train_flags.iter().enumerate() {
+        for (j, v) in values.iter().enumerate() {
+            if work.contains(flag) && j >= 4 {
+                continue;
+            }
+            let out = dir.path().join(format!("t{i}-{j}"));
+            let mut args = vec![*flag, *v];
+            if *flag != "--steps" {
+                args.extend(["--steps", "2"]);
+            }
+            let o = train(&out, &args);
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert!(!stderr.contains("panicked"), "{flag} {v}: {stderr}");
+            runs += 1;
+        }
+    }
+    for flag in [
+        "--max-tokens",
+        "--temperature",
+        "--top-k",
+        "--top-p",
+        "--seed",
+    ] {
+        for (j, v) in values.iter().enumerate() {
+            if work.contains(&flag) && j >= 4 {
+                continue;
+            }
+            let mut args = vec!["generate", flag, v, "--model", model.to_str().unwrap()];
+            if flag != "--max-tokens" {
+                args.extend(["--max-tokens", "5"]);
+            }
+            let o = run_for(&args, 30);
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert!(!stderr.contains("panicked"), "{flag} {v}: {stderr}");
+            runs += 1;
+        }
+    }
+    assert!(runs > 150);
 }
