@@ -38,7 +38,10 @@ pub fn loss_curve(path: &Path, records: &[Record]) -> anyhow::Result<()> {
     if records.is_empty() {
         return Ok(());
     }
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("loss.png");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("loss.png");
     // Named like every other unfinished write, so a killed run's leftover is cleared at start.
     let tmp = path.with_file_name(format!(".{name}.tmp.{}.png", std::process::id()));
     {

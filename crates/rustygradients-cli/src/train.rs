@@ -79,7 +79,12 @@ fn peak_rss_mib() -> Option<f64> {
 fn resume_point(
     dir: &std::path::Path,
     stop_at: Option<usize>,
-) -> anyhow::Result<(RunDir, TrainArgs, rustygradients_io::Checkpoint, run_state::RunState)> {
+) -> anyhow::Result<(
+    RunDir,
+    TrainArgs,
+    rustygradients_io::Checkpoint,
+    run_state::RunState,
+)> {
     let run_dir = RunDir::resume(dir)?;
     let manager = CheckpointManager::new(dir.join(CHECKPOINTS), 1)?;
     let ck = manager
@@ -283,7 +288,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 anyhow::bail!(
                     "training diverged: at step {step} the evaluation gave train loss {tr}, val \
                      loss {va}{}; the model was not saved. {}",
-                    if finite_model { "" } else { " (the weights hold NaN or infinite values)" },
+                    if finite_model {
+                        ""
+                    } else {
+                        " (the weights hold NaN or infinite values)"
+                    },
                     ways_on(&out, last_saved)
                 );
             }
@@ -363,7 +372,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     pb.finish_and_clear();
     if stop.load(Ordering::SeqCst) {
-        say!("interrupted at step {step}: model saved to {}", out.display());
+        say!(
+            "interrupted at step {step}: model saved to {}",
+            out.display()
+        );
     }
     let tps = step as f64 * tokens_per_step / train_secs.max(1e-9);
     say!("done: {step} steps in {train_secs:.1}s of training, {tps:.0} tokens/s; final train loss {:.4}, val loss {:.4}", last_eval.0, last_eval.1);

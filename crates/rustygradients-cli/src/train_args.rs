@@ -118,7 +118,12 @@ impl TrainArgs {
         }
         // Each check is written so that NaN fails it.
         let checks = [
-            ("--lr", self.lr, self.lr > 0.0 && self.lr.is_finite(), "a finite number > 0"),
+            (
+                "--lr",
+                self.lr,
+                self.lr > 0.0 && self.lr.is_finite(),
+                "a finite number > 0",
+            ),
             (
                 "--min-lr",
                 self.min_lr,
@@ -131,15 +136,30 @@ impl TrainArgs {
                 self.weight_decay >= 0.0 && self.weight_decay.is_finite(),
                 "a finite number >= 0",
             ),
-            ("--beta1", self.beta1, (0.0..1.0).contains(&self.beta1), "in [0, 1)"),
-            ("--beta2", self.beta2, (0.0..1.0).contains(&self.beta2), "in [0, 1)"),
+            (
+                "--beta1",
+                self.beta1,
+                (0.0..1.0).contains(&self.beta1),
+                "in [0, 1)",
+            ),
+            (
+                "--beta2",
+                self.beta2,
+                (0.0..1.0).contains(&self.beta2),
+                "in [0, 1)",
+            ),
             (
                 "--grad-clip",
                 self.grad_clip,
                 self.grad_clip >= 0.0 && self.grad_clip.is_finite(),
                 "a finite number >= 0 (0 disables clipping)",
             ),
-            ("--dropout", self.dropout, (0.0..1.0).contains(&self.dropout), "in [0, 1)"),
+            (
+                "--dropout",
+                self.dropout,
+                (0.0..1.0).contains(&self.dropout),
+                "in [0, 1)",
+            ),
         ];
         if let Some((flag, v, _, want)) = checks.iter().find(|c| !c.2) {
             bail!("invalid {flag} {v}: must be {want}");
@@ -147,4 +167,3 @@ impl TrainArgs {
         Ok(())
     }
 }
-
