@@ -121,7 +121,7 @@ mod tests {
         Record {
             step,
             train_loss: loss,
-            val_loss: (step % 2 == 0).then_some(loss),
+            val_loss: step.is_multiple_of(2).then_some(loss),
             eval_train_loss: None,
             grad_norm: None,
             skipped: !loss.is_finite(),

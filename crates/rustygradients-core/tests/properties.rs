@@ -150,11 +150,19 @@ proptest! {
             let want: f64 = (0..k).map(|p| va[i * k + p] * vb[p * n + j]).sum();
             prop_assert!((got[i * n + j] - want).abs() < 1e-9);
         }}
-        // The same product in f32 and via the bf16 path (looser tolerance).
+        // The same product in f32, against the f64 product of the f32-rounded operands: within
+        // 4·k·eps·Σ|a||b| (the rounding-error bound of a k-term dot product, with margin).
         let af = a.to_dtype(DType::F32).unwrap();
         let bf = b.to_dtype(DType::F32).unwrap();
         let gf = af.matmul(&bf).unwrap().to_f64_vec().unwrap();
-        prop_assert!(gf.iter().zip(&got).all(|(x, y)| (x - y).abs() < 1e-3 * (1.0 + y.abs())));
+        let r32 = |v: f64| v as f32 as f64;
+        for i in 0..m { for j in 0..n {
+            let terms = (0..k).map(|p| r32(va[i * k + p]) * r32(vb[p * n + j]));
+            let (want, mag) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
+            let bound = 4.0 * k as f64 * f32::EPSILON as f64 * mag + 1e-30;
+            let err = (gf[i * n + j] - want).abs();
+            prop_assert!(err <= bound, "f32 ({i}, {j}): {} vs {want}, error {err:e} > {bound:e}", gf[i * n + j]);
+        }}
     }
 }
 

@@ -292,10 +292,7 @@ impl CheckpointManager {
             .collect();
         Err(Error::format(
             self.dir.display().to_string(),
-            format!(
-                "no checkpoint passes its checks ({})",
-                reasons.join("; ")
-            ),
+            format!("no checkpoint passes its checks ({})", reasons.join("; ")),
         ))
     }
 

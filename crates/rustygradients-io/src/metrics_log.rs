@@ -18,25 +18,13 @@ pub struct Record {
     pub step: usize,
     #[serde(with = "float")]
     pub train_loss: f64,
-    #[serde(
-        default,
-        with = "opt_float",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "opt_float", skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
     /// Set on evaluation records: the loss estimated over `eval_iters` training batches.
-    #[serde(
-        default,
-        with = "opt_float",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "opt_float", skip_serializing_if = "Option::is_none")]
     pub eval_train_loss: Option<f64>,
     /// The gradients' global norm before clipping (training steps only).
-    #[serde(
-        default,
-        with = "opt_float",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "opt_float", skip_serializing_if = "Option::is_none")]
     pub grad_norm: Option<f64>,
     /// True when the step's loss or gradient norm was not finite and its update was skipped.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -91,10 +79,7 @@ mod float {
 mod opt_float {
     use serde::{Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(
-        v: &Option<f64>,
-        s: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> std::result::Result<S::Ok, S::Error> {
         match v {
             Some(v) => super::float::serialize(v, s),
             None => s.serialize_none(),
@@ -222,7 +207,9 @@ mod tests {
         assert_eq!((b.lr, b.tokens_per_s, b.time_s), (1e-3, 10.5, 0.25));
         // What older logs wrote for NaN.
         let old = r#"{"step":1,"train_loss":null,"lr":0.1,"tokens_per_s":1,"time_s":1}"#;
-        assert!(parse_until("t", old.as_bytes(), 5).unwrap()[0].train_loss.is_nan());
+        assert!(parse_until("t", old.as_bytes(), 5).unwrap()[0]
+            .train_loss
+            .is_nan());
         // Records after the step are dropped; a bad line is an error naming it.
         let two = format!("{line}\n{}\n", line.replace(r#""step":3"#, r#""step":9"#));
         assert_eq!(parse_until("t", two.as_bytes(), 5).unwrap().len(), 1);

@@ -177,7 +177,9 @@ fn sort_metadata(path: &Path, metadata: &HashMap<String, String>) -> Result<()> 
     f.read_exact(&mut head).map_err(io)?;
     let written = &head[8 + PREFIX.len()..];
     let same = head[8..].starts_with(PREFIX)
-        && serde_json::from_slice::<HashMap<String, String>>(written).ok().as_ref()
+        && serde_json::from_slice::<HashMap<String, String>>(written)
+            .ok()
+            .as_ref()
             == Some(metadata);
     if !same {
         return Err(Error::format(
@@ -194,8 +196,8 @@ fn sort_metadata(path: &Path, metadata: &HashMap<String, String>) -> Result<()> 
 /// the header lists (a name changed by a damaged header has no checksum and is caught here).
 fn parse_sums(what: &str, text: &str, meta: &Metadata) -> Result<HashMap<String, u32>> {
     let bad = |msg: String| Error::format(what, format!("__metadata__ {CHECKSUM_KEY}: {msg}"));
-    let raw: HashMap<String, String> =
-        serde_json::from_str(text).map_err(|e| bad(format!("not a JSON object of strings: {e}")))?;
+    let raw: HashMap<String, String> = serde_json::from_str(text)
+        .map_err(|e| bad(format!("not a JSON object of strings: {e}")))?;
     let mut sums = HashMap::with_capacity(raw.len());
     for (name, hex) in raw {
         if meta.info(&name).is_none() {
@@ -209,7 +211,11 @@ fn parse_sums(what: &str, text: &str, meta: &Metadata) -> Result<HashMap<String,
             .ok_or_else(|| bad(format!("{hex:?} for {name} is not 8 hex digits")))?;
         sums.insert(name, v);
     }
-    if let Some(name) = meta.offset_keys().into_iter().find(|n| !sums.contains_key(n)) {
+    if let Some(name) = meta
+        .offset_keys()
+        .into_iter()
+        .find(|n| !sums.contains_key(n))
+    {
         return Err(bad(format!(
             "tensor {name} has no checksum (the header is damaged)"
         )));

@@ -3,6 +3,7 @@
 //! parallel chunks whose inner loops are plain slice loops the compiler vectorises.
 
 use std::mem::MaybeUninit;
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
@@ -28,16 +29,94 @@ pub(crate) fn for_each(l: &Layout, mut f: impl FnMut(usize)) {
     }
 }
 
-/// True when the CPU has AVX2 and FMA (the feature set our vectorised loops are compiled for).
+/// The instruction-set level the vectorised kernels run at: one per process, from the CPU and
+/// the `RG_CPU_ISA` environment variable (see [`has_avx2`]). Ordered: a level implies the ones
+/// below it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Isa {
+    /// The portable loops, compiled for the target's baseline (SSE2 on x86-64).
+    Scalar,
+    /// AVX2 + FMA (x86-64).
+    Avx2,
+    // An `Avx512` level goes here, above `Avx2` (issue 14); `has_avx2` then means `>= Avx2`.
+}
+
+impl Isa {
+    /// The highest level this CPU runs.
+    fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Scalar
+    }
+
+    /// The level for a value of `RG_CPU_ISA` (`None` when unset) on a CPU whose highest level
+    /// is `best`, and a warning when the request cannot be honoured as written. Never above
+    /// `best`: a level the CPU lacks falls back to scalar code.
+    fn choose(request: Option<&str>, best: Isa) -> (Isa, Option<String>) {
+        let Some(raw) = request else {
+            return (best, None);
+        };
+        let wanted = match raw.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => return (best, None),
+            "scalar" => Isa::Scalar,
+            "avx2" => Isa::Avx2,
+            _ => {
+                return (
+                    best,
+                    Some(format!(
+                        "RG_CPU_ISA={raw:?} is not one of auto, scalar, avx2; detecting ({best:?})"
+                    )),
+                )
+            }
+        };
+        if wanted <= best {
+            (wanted, None)
+        } else {
+            (
+                Isa::Scalar,
+                Some(format!(
+                    "RG_CPU_ISA={raw:?}: this CPU lacks it (best: {best:?}); using scalar code"
+                )),
+            )
+        }
+    }
+}
+
+/// The process's [`Isa`], decided on the first call (one atomic load afterwards).
+#[inline]
+pub(crate) fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        let request = std::env::var("RG_CPU_ISA").ok();
+        let (isa, warning) = Isa::choose(request.as_deref(), Isa::detect());
+        if let Some(w) = warning {
+            eprintln!("rustygradients: {w}");
+        }
+        isa
+    })
+}
+
+/// True when the AVX2 + FMA kernels are to run (the feature set our vectorised loops are
+/// compiled for); false selects the scalar fallbacks. This is the one place that choice is
+/// made, once per process, from the environment variable `RG_CPU_ISA`:
+///
+/// - unset, empty or `auto`: detect; AVX2 + FMA when the CPU has both;
+/// - `scalar`: the scalar paths, even on a CPU with AVX2 (to test or compare them);
+/// - `avx2`: the AVX2 + FMA paths; on a CPU without them, a warning and the scalar paths
+///   (unsupported instructions are never executed).
+///
+/// Any other value warns on stderr and detects. The variable is read on the first call only,
+/// so it must be set before the process runs its first kernel. (`avx512` is reserved for
+/// AVX-512 kernels, issue 14; today it is an unknown value.)
+#[inline]
 pub(crate) fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    isa() >= Isa::Avx2
 }
 
 /// Runs `f` compiled for AVX2 + FMA when the CPU has them (the loops in `f` are inlined into
@@ -51,7 +130,7 @@ pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
         if has_avx2() {
-            // SAFETY: the CPU supports the features just checked.
+            // SAFETY: `has_avx2` is true only when the CPU was detected to have AVX2 and FMA.
             return unsafe { with_avx2(f) };
         }
     }
@@ -259,4 +338,41 @@ pub(crate) fn combine_into<T: Copy + Send + Sync>(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rg_cpu_isa_picks_a_level_the_cpu_runs() {
+        use Isa::{Avx2, Scalar};
+        for best in [Scalar, Avx2] {
+            for unset in [None, Some(""), Some("auto"), Some(" AUTO ")] {
+                assert_eq!(Isa::choose(unset, best), (best, None));
+            }
+            assert_eq!(Isa::choose(Some("scalar"), best), (Scalar, None));
+            assert_eq!(Isa::choose(Some("Scalar"), best), (Scalar, None));
+            // Unknown (and not yet implemented) levels warn and detect.
+            for other in ["avx512", "sse", "scaler"] {
+                let (isa, warning) = Isa::choose(Some(other), best);
+                assert_eq!(isa, best);
+                assert!(warning.unwrap().contains(other));
+            }
+        }
+        assert_eq!(Isa::choose(Some("avx2"), Avx2), (Avx2, None));
+        // Requested on a CPU without it: scalar code, with a warning.
+        let (isa, warning) = Isa::choose(Some("avx2"), Scalar);
+        assert_eq!(isa, Scalar);
+        assert!(warning.is_some());
+    }
+
+    #[test]
+    fn has_avx2_never_exceeds_the_cpu() {
+        assert!(isa() <= Isa::detect());
+        assert_eq!(has_avx2(), isa() >= Isa::Avx2);
+        if std::env::var("RG_CPU_ISA").as_deref() == Ok("scalar") {
+            assert!(!has_avx2());
+        }
+    }
 }

@@ -306,6 +306,31 @@ mod avx2 {
 mod tests {
     use super::*;
     use crate::cpu_backend::strided::PAR_MIN;
+    use crate::cpu_backend::{elementwise, CpuStorage};
+    use crate::Layout;
+
+    /// `op(x)` and `g · op'(x)` through the backend's f32 dispatch, as every caller gets them:
+    /// the AVX2 kernels of this file when `has_avx2()`, the generic loops of `elementwise.rs`
+    /// otherwise (`RG_CPU_ISA=scalar`, or a CPU without AVX2). Asserts which one ran, so
+    /// neither case passes without checking anything.
+    fn dispatched(x: &[f32], g: &[f32], op: UnaryOp) -> (Vec<f32>, Vec<f32>) {
+        let l = Layout::contiguous(x.len());
+        let (xs, gs) = (
+            CpuStorage::from_vec(x.to_vec()),
+            CpuStorage::from_vec(g.to_vec()),
+        );
+        let y = elementwise::unary(&xs, &l, op).unwrap().to_vec::<f32>(&l);
+        let d = elementwise::unary_grad(&xs, &l, &gs, &l, op)
+            .unwrap()
+            .to_vec::<f32>(&l);
+        assert_eq!(
+            unary(x, op).is_some(),
+            has_avx2(),
+            "vector kernel availability"
+        );
+        assert_eq!(unary_grad(x, g, op).is_some(), has_avx2());
+        (y, d)
+    }
 
     fn gelu_ref(x: f64, tanh: bool) -> (f64, f64) {
         if tanh {
@@ -335,16 +360,12 @@ mod tests {
 
     #[test]
     fn gelu_kernels_match_f64_reference() {
-        if !has_avx2() {
-            return;
-        }
         for (op, tanh) in [(UnaryOp::Gelu, false), (UnaryOp::GeluTanh, true)] {
             // Lengths around the 32-wide block and one above the parallel threshold.
             for n in [0, 1, 31, 32, 33, 1000, PAR_MIN + 77] {
                 let x = inputs(n);
                 let g: Vec<f32> = (0..n).map(|i| 1.0 - (i % 7) as f32 * 0.3).collect();
-                let y = unary(&x, op).unwrap();
-                let dx = unary_grad(&x, &g, op).unwrap();
+                let (y, dx) = dispatched(&x, &g, op);
                 assert_eq!((y.len(), dx.len()), (n, n));
                 for i in 0..n {
                     let (fy, fd) = gelu_ref(x[i] as f64, tanh);
@@ -370,14 +391,10 @@ mod tests {
 
     #[test]
     fn gelu_kernels_propagate_nan_and_skip_other_ops() {
-        if !has_avx2() {
-            return;
-        }
         let x = [f32::NAN, 1.0, f32::NAN];
         for op in [UnaryOp::Gelu, UnaryOp::GeluTanh] {
-            let y = unary(&x, op).unwrap();
+            let (y, d) = dispatched(&x, &[1.0; 3], op);
             assert!(y[0].is_nan() && y[2].is_nan() && !y[1].is_nan());
-            let d = unary_grad(&x, &[1.0; 3], op).unwrap();
             assert!(d[0].is_nan() && d[2].is_nan() && !d[1].is_nan());
         }
         assert!(unary(&x, UnaryOp::Exp).is_none());
