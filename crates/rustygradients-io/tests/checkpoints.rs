@@ -82,7 +82,10 @@ fn non_finite_checkpoints_are_refused_and_limits_hold() {
             .save_checkpoint(&w, step, metrics(1.0), serde_json::json!({}))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("tensor b") && e.contains("NaN or infinite"), "{e}");
+        assert!(
+            e.contains("tensor b") && e.contains("NaN or infinite"),
+            "{e}"
+        );
     }
     // Nothing was written for the refused steps; the newest two plus the best remain.
     assert_eq!(steps(&m), [2, 3]);
@@ -99,7 +102,10 @@ fn load_latest_falls_back_past_corrupt_checkpoints() {
         m.save_checkpoint(&weights(step), step, metrics(1.0), serde_json::json!({}))
             .unwrap();
     }
-    let file = |step: u64| dir.path().join(format!("checkpoint_step_{step:06}.safetensors"));
+    let file = |step: u64| {
+        dir.path()
+            .join(format!("checkpoint_step_{step:06}.safetensors"))
+    };
     let edit = |step: u64, f: &dyn Fn(&mut Vec<u8>)| {
         let mut b = std::fs::read(file(step)).unwrap();
         f(&mut b);
@@ -127,8 +133,16 @@ fn load_latest_falls_back_past_corrupt_checkpoints() {
     assert_eq!(ck.info.step, 1);
     let skipped: Vec<u64> = ck.skipped.iter().map(|(s, _)| *s).collect();
     assert_eq!(skipped, [4, 3, 2]);
-    assert!(ck.skipped[0].1.contains("fails its checksum"), "{:?}", ck.skipped);
-    assert!(ck.skipped[1].1.contains("header fails its checksum"), "{:?}", ck.skipped);
+    assert!(
+        ck.skipped[0].1.contains("fails its checksum"),
+        "{:?}",
+        ck.skipped
+    );
+    assert!(
+        ck.skipped[1].1.contains("header fails its checksum"),
+        "{:?}",
+        ck.skipped
+    );
     // Set aside, they leave the manager's view but stay on disk.
     for s in skipped {
         m.set_aside(s).unwrap();
@@ -141,7 +155,10 @@ fn load_latest_falls_back_past_corrupt_checkpoints() {
     // With every checkpoint bad, the error lists each one.
     edit(1, &|b| b[20] ^= 0x01);
     let e = m.load_latest(Device::Cpu).err().unwrap().to_string();
-    assert!(e.contains("no checkpoint passes its checks") && e.contains("step 1"), "{e}");
+    assert!(
+        e.contains("no checkpoint passes its checks") && e.contains("step 1"),
+        "{e}"
+    );
 }
 
 #[test]

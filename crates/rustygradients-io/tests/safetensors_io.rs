@@ -104,7 +104,9 @@ fn every_dtype_round_trips_with_metadata() {
 #[test]
 fn saves_are_byte_for_byte_repeatable() {
     let dir = tempfile::tempdir().unwrap();
-    let meta: HashMap<String, String> = (0..12).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    let meta: HashMap<String, String> = (0..12)
+        .map(|i| (format!("k{i}"), format!("v{i}")))
+        .collect();
     let mut images = Vec::new();
     for i in 0..4 {
         let p = dir.path().join(format!("{i}.safetensors"));
@@ -421,7 +423,8 @@ fn fuzz_corpus_never_panics() {
                         let _ = rustygradients_io::CheckpointInfo::from_json("corpus", text);
                     }
                     "metrics_log" => {
-                        let _ = rustygradients_io::metrics_log::parse_until("corpus", &bytes[..], 9);
+                        let _ =
+                            rustygradients_io::metrics_log::parse_until("corpus", &bytes[..], 9);
                     }
                     "char_tokenizer" => {
                         let _ = rustygradients_tokenizers::CharTokenizer::from_json(text);
@@ -429,7 +432,8 @@ fn fuzz_corpus_never_panics() {
                     _ => {
                         let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
                         let inner = v.get("model").cloned().unwrap_or(v);
-                        if let Ok(c) = serde_json::from_value::<rustygradients_models::GptConfig>(inner)
+                        if let Ok(c) =
+                            serde_json::from_value::<rustygradients_models::GptConfig>(inner)
                         {
                             if c.validate().is_ok() {
                                 assert!(c.memory_estimate(1, true).total() > 0.0);

@@ -38,7 +38,11 @@ impl TextDataset {
         for split in [Split::Train, Split::Val] {
             let n = self.len(split);
             if n <= block {
-                let share = if split == Split::Train { "first 90%" } else { "last 10%" };
+                let share = if split == Split::Train {
+                    "first 90%"
+                } else {
+                    "last 10%"
+                };
                 return Err(Error::InvalidArgument {
                     op: "TextDataset",
                     msg: format!(

@@ -47,7 +47,9 @@ impl GptConfig {
             })
         };
         if self.vocab_size == 0 {
-            return bad("vocab_size is 0: the tokenizer has no tokens (empty training data?)".into());
+            return bad(
+                "vocab_size is 0: the tokenizer has no tokens (empty training data?)".into(),
+            );
         }
         for (name, v) in [
             ("block_size", self.block_size),

@@ -44,7 +44,10 @@ fn targets_are_the_inputs_shifted_by_one_and_windows_stay_in_their_split() {
                     assert_eq!(xr[j], xr[0] + j as i64);
                     assert_eq!(yr[j], xr[j] + 1, "{split:?}: target is not the next token");
                 }
-                assert!(xr[0] >= lo && yr[block - 1] < hi, "{split:?} window leaves its split");
+                assert!(
+                    xr[0] >= lo && yr[block - 1] < hi,
+                    "{split:?} window leaves its split"
+                );
             }
         }
     }
@@ -68,7 +71,10 @@ fn too_little_text_for_the_block_is_an_error_naming_the_sizes() {
     let d = dataset(100);
     d.check_block(9).unwrap();
     let e = d.check_block(10).unwrap_err().to_string();
-    assert!(e.contains("Val") && e.contains("10 tokens") && e.contains("block size 10"), "{e}");
+    assert!(
+        e.contains("Val") && e.contains("10 tokens") && e.contains("block size 10"),
+        "{e}"
+    );
     let mut d = dataset(100);
     assert!(d.batch(Split::Val, 1, 10, Device::Cpu).is_err());
     // The same seed draws the same batches.

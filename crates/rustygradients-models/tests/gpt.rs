@@ -235,7 +235,13 @@ fn gpt_is_causal_forward_and_backward() {
         let x = Tensor::from_slice(&base, [b, t], Device::Cpu).unwrap();
         let out = g.logits(&x).unwrap();
         let weights: Vec<f32> = (0..b * t * v)
-            .map(|i| if (i / v) % t <= p { ((i % 13) as f32 - 6.0) / 7.0 } else { 0.0 })
+            .map(|i| {
+                if (i / v) % t <= p {
+                    ((i % 13) as f32 - 6.0) / 7.0
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let w = Tensor::from_vec(weights, [b, t, v], Device::Cpu).unwrap();
         for q in g.parameters() {
@@ -269,20 +275,72 @@ fn invalid_configs_name_the_field() {
         dropout: 0.0,
     };
     let cases = [
-        (GptConfig { vocab_size: 0, ..ok.clone() }, "vocab_size is 0"),
-        (GptConfig { n_embd: 0, ..ok.clone() }, "n_embd is 0"),
-        (GptConfig { n_head: 0, ..ok.clone() }, "n_head is 0"),
-        (GptConfig { n_head: 3, ..ok.clone() }, "not a multiple of n_head 3"),
-        (GptConfig { block_size: 0, ..ok.clone() }, "block_size is 0"),
-        (GptConfig { dropout: 1.0, ..ok.clone() }, "dropout 1"),
-        (GptConfig { dropout: f64::NAN, ..ok.clone() }, "dropout NaN"),
+        (
+            GptConfig {
+                vocab_size: 0,
+                ..ok.clone()
+            },
+            "vocab_size is 0",
+        ),
+        (
+            GptConfig {
+                n_embd: 0,
+                ..ok.clone()
+            },
+            "n_embd is 0",
+        ),
+        (
+            GptConfig {
+                n_head: 0,
+                ..ok.clone()
+            },
+            "n_head is 0",
+        ),
+        (
+            GptConfig {
+                n_head: 3,
+                ..ok.clone()
+            },
+            "not a multiple of n_head 3",
+        ),
+        (
+            GptConfig {
+                block_size: 0,
+                ..ok.clone()
+            },
+            "block_size is 0",
+        ),
+        (
+            GptConfig {
+                dropout: 1.0,
+                ..ok.clone()
+            },
+            "dropout 1",
+        ),
+        (
+            GptConfig {
+                dropout: f64::NAN,
+                ..ok.clone()
+            },
+            "dropout NaN",
+        ),
     ];
     for (cfg, expect) in cases {
-        let e = Gpt::new(cfg, DType::F32, Device::Cpu).err().unwrap().to_string();
+        let e = Gpt::new(cfg, DType::F32, Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains(expect) && !e.contains("GptConfig {"), "{e}");
     }
-    let huge = GptConfig { n_embd: 1 << 20, n_layer: 64, ..ok };
-    let e = Gpt::new(huge.clone(), DType::F32, Device::Cpu).err().unwrap().to_string();
+    let huge = GptConfig {
+        n_embd: 1 << 20,
+        n_layer: 64,
+        ..ok
+    };
+    let e = Gpt::new(huge.clone(), DType::F32, Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("GiB") && e.contains("available"), "{e}");
     let est = huge.memory_estimate(1, true);
     assert!(est.training_state == 3.0 * est.parameters && est.total() > 1e15);

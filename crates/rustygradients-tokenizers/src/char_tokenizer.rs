@@ -45,7 +45,8 @@ impl CharTokenizer {
     pub fn from_text(text: &str) -> Self {
         // A set, not a sorted copy of the text: memory in the vocabulary's size, not the corpus's.
         let vocab: std::collections::BTreeSet<char> = text.chars().collect();
-        Self::from_vocab(vocab.into_iter().collect()).expect("sorted, deduplicated characters are a valid vocabulary")
+        Self::from_vocab(vocab.into_iter().collect())
+            .expect("sorted, deduplicated characters are a valid vocabulary")
     }
 
     /// A tokenizer whose id `i` is `vocab[i]`; characters must be distinct.

@@ -29,10 +29,30 @@ impl AdamConfig {
     /// Checks each hyperparameter, naming the first out of range (NaN never passes).
     pub fn validate(&self) -> Result<()> {
         let checks = [
-            ("lr", self.lr, self.lr >= 0.0 && self.lr.is_finite(), "a finite number >= 0"),
-            ("beta1", self.beta1, (0.0..1.0).contains(&self.beta1), "in [0, 1)"),
-            ("beta2", self.beta2, (0.0..1.0).contains(&self.beta2), "in [0, 1)"),
-            ("eps", self.eps, self.eps > 0.0 && self.eps.is_finite(), "a finite number > 0"),
+            (
+                "lr",
+                self.lr,
+                self.lr >= 0.0 && self.lr.is_finite(),
+                "a finite number >= 0",
+            ),
+            (
+                "beta1",
+                self.beta1,
+                (0.0..1.0).contains(&self.beta1),
+                "in [0, 1)",
+            ),
+            (
+                "beta2",
+                self.beta2,
+                (0.0..1.0).contains(&self.beta2),
+                "in [0, 1)",
+            ),
+            (
+                "eps",
+                self.eps,
+                self.eps > 0.0 && self.eps.is_finite(),
+                "a finite number > 0",
+            ),
         ];
         match checks.iter().find(|c| !c.2) {
             Some((name, v, _, want)) => Err(rustygradients_core::Error::InvalidArgument {
