@@ -84,7 +84,7 @@ pub fn load(dir: &Path, device: Device) -> anyhow::Result<(Gpt, CharTokenizer, S
     let model = Gpt::new(cfg.model.clone(), DType::F32, device)?;
     let (tensors, _) = load_safetensors(dir.join("model.safetensors"), device)?;
     model
-        .load_named(&tensors)
+        .load_state_dict(&tensors, true)
         .with_context(|| format!("{}/model.safetensors", dir.display()))?;
     Ok((model, tok, cfg))
 }

@@ -138,7 +138,7 @@ pub fn restore(
         .filter(|(n, _)| !n.starts_with("optimizer."))
         .cloned()
         .collect();
-    model.load_named(&weights)?;
+    model.load_state_dict(&weights, true)?;
     let names = opt_names(model, opt)?;
     if names.len() != state.adam_steps.len() {
         bail!(

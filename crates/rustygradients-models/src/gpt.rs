@@ -3,7 +3,7 @@
 //! Parameter names match nanoGPT's `state_dict` (`transformer.h.0.attn.c_attn.weight`, ...).
 
 use rustygradients_core::{DType, Device, Error, Reduction, Result, Tensor};
-use rustygradients_nn::{join_name, Block, Dropout, Embedding, LayerNorm, Module, ParamKind};
+use rustygradients_nn::{Block, Dropout, Embedding, Forward, LayerNorm, Module};
 use serde::{Deserialize, Serialize};
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -115,12 +115,19 @@ impl GptConfig {
     }
 }
 
+/// Parameters under nanoGPT's (and GPT-2's) names: `transformer.wte.weight`, `transformer.h.0.…`.
+#[derive(Module)]
 pub struct Gpt {
+    #[module(skip)]
     pub config: GptConfig,
+    #[module(rename = "transformer.wte")]
     pub wte: Embedding,
+    #[module(rename = "transformer.wpe")]
     pub wpe: Embedding,
     pub drop: Dropout,
+    #[module(rename = "transformer.h")]
     pub h: Vec<Block>,
+    #[module(rename = "transformer.ln_f")]
     pub ln_f: LayerNorm,
 }
 
@@ -205,73 +212,11 @@ impl Gpt {
             Reduction::Mean,
         )
     }
-
-    /// Copies named tensors (as from [`Module::named_parameters`] or a checkpoint) into the
-    /// parameters. The names must match exactly: every parameter present with its exact shape,
-    /// and no tensor the model has no parameter for (weights of more layers than the config
-    /// says are an error, not silently ignored).
-    pub fn load_named(&self, tensors: &[(String, Tensor)]) -> Result<()> {
-        let by_name: std::collections::HashMap<&str, &Tensor> =
-            tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        let params = self.named_parameters();
-        let known: std::collections::HashSet<&str> =
-            params.iter().map(|(n, _)| n.as_str()).collect();
-        if let Some((name, _)) = tensors.iter().find(|(n, _)| !known.contains(n.as_str())) {
-            let c = &self.config;
-            return Err(Error::format(
-                "GPT weights",
-                format!(
-                    "unexpected tensor {name}: the config (n_layer {}, n_embd {}, vocab {}) \
-                     has no such parameter",
-                    c.n_layer, c.n_embd, c.vocab_size
-                ),
-            ));
-        }
-        // Everything is checked before anything is copied: a bad file leaves the model as it was.
-        let mut pairs = Vec::new();
-        for (name, p) in params {
-            let src = by_name
-                .get(name.as_str())
-                .ok_or_else(|| Error::format("GPT weights", format!("missing tensor {name}")))?;
-            if src.shape() != p.shape() {
-                return Err(Error::format(
-                    "GPT weights",
-                    format!(
-                        "{name}: shape {} but the model needs {}",
-                        src.shape(),
-                        p.shape()
-                    ),
-                ));
-            }
-            pairs.push((p, *src));
-        }
-        for (p, src) in pairs {
-            p.copy_(&src.to_dtype(p.dtype())?.to_device(p.device())?)?;
-        }
-        Ok(())
-    }
 }
 
-impl Module for Gpt {
+impl Forward for Gpt {
     /// Logits for token ids (see [`Gpt::logits`]).
     fn forward(&self, idx: &Tensor) -> Result<Tensor> {
         self.logits(idx)
-    }
-
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
-        let tr = join_name(prefix, "transformer");
-        self.wte.visit_parameters(&join_name(&tr, "wte"), f);
-        self.wpe.visit_parameters(&join_name(&tr, "wpe"), f);
-        for (i, b) in self.h.iter().enumerate() {
-            b.visit_parameters(&join_name(&tr, &format!("h.{i}")), f);
-        }
-        self.ln_f.visit_parameters(&join_name(&tr, "ln_f"), f);
-    }
-
-    fn set_training(&self, training: bool) {
-        self.drop.set_training(training);
-        for b in &self.h {
-            b.set_training(training);
-        }
     }
 }

@@ -142,7 +142,7 @@ fn rejects_sequences_longer_than_the_block() {
 }
 
 #[test]
-fn load_named_rejects_missing_or_misshapen_weights_and_changes_nothing() {
+fn load_state_dict_rejects_missing_or_misshapen_weights_and_changes_nothing() {
     let model = tiny(0.0, DType::F32);
     let before: Vec<Vec<f32>> = model
         .named_parameters()
@@ -157,7 +157,10 @@ fn load_named_rejects_missing_or_misshapen_weights_and_changes_nothing() {
 
     let mut missing = good.clone();
     let (gone, _) = missing.pop().unwrap();
-    let err = model.load_named(&missing).unwrap_err().to_string();
+    let err = model
+        .load_state_dict(&missing, true)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&gone), "{err}");
 
     // The last tensor has the wrong shape: every earlier one is valid, and still nothing loads.
@@ -168,7 +171,7 @@ fn load_named_rejects_missing_or_misshapen_weights_and_changes_nothing() {
         name.clone(),
         Tensor::zeros([n + 1], DType::F32, Device::Cpu).unwrap(),
     ));
-    let err = model.load_named(&wrong).unwrap_err().to_string();
+    let err = model.load_state_dict(&wrong, true).unwrap_err().to_string();
     assert!(err.contains(&name) && err.contains("shape"), "{err}");
 
     let after: Vec<Vec<f32>> = model
@@ -180,7 +183,7 @@ fn load_named_rejects_missing_or_misshapen_weights_and_changes_nothing() {
         before, after,
         "a failed load must leave the model as it was"
     );
-    model.load_named(&good).unwrap();
+    model.load_state_dict(&good, true).unwrap();
     assert_ne!(
         model.named_parameters()[0].1.to_vec::<f32>().unwrap(),
         before[0]

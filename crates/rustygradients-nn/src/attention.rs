@@ -3,8 +3,9 @@
 
 use rustygradients_core::{DType, Device, Error, Result, Tensor};
 
-use crate::{join_name, Dropout, Linear, Module, ParamKind};
+use crate::{Dropout, Forward, Linear, Module};
 
+#[derive(Module)]
 pub struct CausalSelfAttention {
     pub c_attn: Linear,
     pub c_proj: Linear,
@@ -39,7 +40,7 @@ impl CausalSelfAttention {
     }
 }
 
-impl Module for CausalSelfAttention {
+impl Forward for CausalSelfAttention {
     /// `x`: `(batch, time, n_embd)`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if x.rank() != 3 {
@@ -67,17 +68,5 @@ impl Module for CausalSelfAttention {
         let y = q.scaled_dot_product_attention(&k, &v, true, p)?;
         let y = y.transpose(1, 2)?.reshape([b, t, c])?;
         self.resid_dropout.forward(&self.c_proj.forward(&y)?)
-    }
-
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
-        self.c_attn
-            .visit_parameters(&join_name(prefix, "c_attn"), f);
-        self.c_proj
-            .visit_parameters(&join_name(prefix, "c_proj"), f);
-    }
-
-    fn set_training(&self, training: bool) {
-        self.attn_dropout.set_training(training);
-        self.resid_dropout.set_training(training);
     }
 }

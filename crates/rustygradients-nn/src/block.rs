@@ -2,8 +2,9 @@
 
 use rustygradients_core::{DType, Device, Result, Tensor};
 
-use crate::{join_name, CausalSelfAttention, LayerNorm, Mlp, Module, ParamKind};
+use crate::{CausalSelfAttention, Forward, LayerNorm, Mlp, Module};
 
+#[derive(Module)]
 pub struct Block {
     pub ln_1: LayerNorm,
     pub attn: CausalSelfAttention,
@@ -30,19 +31,9 @@ impl Block {
     }
 }
 
-impl Module for Block {
+impl Forward for Block {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.add(&self.attn.forward(&self.ln_1.forward(x)?)?)?;
         x.add(&self.mlp.forward(&self.ln_2.forward(&x)?)?)
-    }
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
-        self.ln_1.visit_parameters(&join_name(prefix, "ln_1"), f);
-        self.attn.visit_parameters(&join_name(prefix, "attn"), f);
-        self.ln_2.visit_parameters(&join_name(prefix, "ln_2"), f);
-        self.mlp.visit_parameters(&join_name(prefix, "mlp"), f);
-    }
-    fn set_training(&self, training: bool) {
-        self.attn.set_training(training);
-        self.mlp.set_training(training);
     }
 }

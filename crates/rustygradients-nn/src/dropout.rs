@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustygradients_core::{Result, Tensor};
 
-use crate::{Module, ParamKind};
+use crate::{Forward, Module, Visitor};
 
 pub struct Dropout {
     pub p: f64,
@@ -24,12 +24,16 @@ impl Dropout {
     }
 }
 
+/// No parameters; a train/eval switch of its own.
 impl Module for Dropout {
+    fn visit(&self, _: &mut dyn Visitor) {}
+    fn set_own_training(&self, training: bool) {
+        self.training.store(training, Ordering::Relaxed)
+    }
+}
+
+impl Forward for Dropout {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.dropout(self.p, self.is_training())
-    }
-    fn visit_parameters(&self, _prefix: &str, _f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {}
-    fn set_training(&self, training: bool) {
-        self.training.store(training, Ordering::Relaxed)
     }
 }

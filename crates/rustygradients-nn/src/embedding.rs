@@ -2,9 +2,11 @@
 
 use rustygradients_core::{DType, Device, Result, Tensor};
 
-use crate::{init, Module, ParamKind};
+use crate::{init, Forward, Module};
 
+#[derive(Module)]
 pub struct Embedding {
+    #[module(kind = "embedding")]
     pub weight: Tensor,
 }
 
@@ -23,17 +25,9 @@ impl Embedding {
     }
 }
 
-impl Module for Embedding {
+impl Forward for Embedding {
     /// `ids` of any shape (integer dtype) → `ids.shape + [dim]`.
     fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         self.weight.embedding(ids)
-    }
-
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
-        f(
-            &crate::join_name(prefix, "weight"),
-            &self.weight,
-            ParamKind::Embedding,
-        );
     }
 }

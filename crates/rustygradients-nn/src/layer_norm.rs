@@ -2,10 +2,13 @@
 
 use rustygradients_core::{DType, Device, Result, Tensor};
 
-use crate::{init, Module, ParamKind};
+use crate::{init, Forward, Module};
 
+#[derive(Module)]
 pub struct LayerNorm {
+    #[module(kind = "norm")]
     pub weight: Tensor,
+    #[module(kind = "norm")]
     pub bias: Option<Tensor>,
     pub eps: f64,
 }
@@ -25,19 +28,8 @@ impl LayerNorm {
     }
 }
 
-impl Module for LayerNorm {
+impl Forward for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.layer_norm(Some(&self.weight), self.bias.as_ref(), self.eps)
-    }
-
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
-        f(
-            &crate::join_name(prefix, "weight"),
-            &self.weight,
-            ParamKind::Norm,
-        );
-        if let Some(b) = &self.bias {
-            f(&crate::join_name(prefix, "bias"), b, ParamKind::Norm);
-        }
     }
 }

@@ -1,10 +1,14 @@
 //! Neural-network building blocks for RustyGradients.
 //!
-//! - [`Module`]: forward, PyTorch-named parameters (`h.0.attn.c_attn.weight`), train/eval mode.
+//! - [`Module`] (with `#[derive(Module)]`): PyTorch-named parameters (`h.0.attn.c_attn.weight`),
+//!   state dicts, save/load, train/eval mode; [`Forward`]: a one-tensor forward pass.
 //! - Layers: [`Linear`], [`Embedding`], [`LayerNorm`], [`RmsNorm`], [`Dropout`],
 //!   [`CausalSelfAttention`], [`Mlp`], [`Block`], [`Sequential`].
 //! - [`init`]: parameter initialisers.
 //! - [`optim`]: SGD, Adam, AdamW, parameter groups, gradient clipping, learning-rate schedules.
+
+// Lets `#[derive(Module)]` name this crate the same way inside it as outside.
+extern crate self as rustygradients_nn;
 
 mod attention;
 mod block;
@@ -26,6 +30,7 @@ pub use embedding::Embedding;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use mlp::Mlp;
-pub use module::{join_name, Module, ParamKind};
+pub use module::{join_name, Forward, LoadReport, Module, ModuleField, ParamKind, Visitor};
 pub use rms_norm::RmsNorm;
-pub use sequential::Sequential;
+pub use rustygradients_derive::Module;
+pub use sequential::{FnLayer, Sequential};

@@ -2,8 +2,9 @@
 
 use rustygradients_core::{DType, Device, Error, Result, Tensor};
 
-use crate::{init, Module, ParamKind};
+use crate::{init, Forward, Module};
 
+#[derive(Module)]
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
@@ -68,24 +69,13 @@ impl Linear {
     }
 }
 
-impl Module for Linear {
+impl Forward for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // The GEMM reads Wᵀ through its strides: no transposed copy is made.
         let y = x.matmul(&self.weight.t()?)?;
         match &self.bias {
             Some(b) => y.add(b),
             None => Ok(y),
-        }
-    }
-
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
-        f(
-            &crate::join_name(prefix, "weight"),
-            &self.weight,
-            ParamKind::Weight,
-        );
-        if let Some(b) = &self.bias {
-            f(&crate::join_name(prefix, "bias"), b, ParamKind::Bias);
         }
     }
 }

@@ -2,8 +2,9 @@
 
 use rustygradients_core::{DType, Device, Result, Tensor};
 
-use crate::{join_name, Dropout, Linear, Module, ParamKind};
+use crate::{Dropout, Forward, Linear, Module};
 
+#[derive(Module)]
 pub struct Mlp {
     pub c_fc: Linear,
     pub c_proj: Linear,
@@ -26,17 +27,9 @@ impl Mlp {
     }
 }
 
-impl Module for Mlp {
+impl Forward for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.dropout
             .forward(&self.c_proj.forward(&self.c_fc.forward(x)?.gelu()?)?)
-    }
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
-        self.c_fc.visit_parameters(&join_name(prefix, "c_fc"), f);
-        self.c_proj
-            .visit_parameters(&join_name(prefix, "c_proj"), f);
-    }
-    fn set_training(&self, training: bool) {
-        self.dropout.set_training(training);
     }
 }

@@ -1,7 +1,44 @@
-//! The [`Module`] trait: a forward pass plus an ordered walk over named parameters, which gives
-//! `named_parameters`, parameter counts, checkpoints with PyTorch names, and train/eval mode.
+//! The [`Module`] trait: a model's structure — its parameters and child modules, each named —
+//! from which come PyTorch-named parameters, state dicts, save/load and train/eval mode. The
+//! forward pass is [`Forward`] (or any method of the user's own).
+//!
+//! `#[derive(Module)]` writes [`Module::visit`] from a struct's fields, so a model never lists
+//! its parameters by hand and train/eval reaches every descendant:
+//!
+//! ```
+//! use rustygradients_core::{DType, Device, Result, Tensor};
+//! use rustygradients_nn::{Dropout, Forward, Linear, Module};
+//!
+//! #[derive(Module)]
+//! struct Net {
+//!     hidden: Linear,
+//!     drop: Dropout,
+//!     out: Linear,
+//! }
+//!
+//! impl Forward for Net {
+//!     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+//!         self.out.forward(&self.drop.forward(&self.hidden.forward(x)?.relu()?)?)
+//!     }
+//! }
+//!
+//! # fn main() -> Result<()> {
+//! let (dt, dev) = (DType::F32, Device::Cpu);
+//! let net = Net {
+//!     hidden: Linear::new(2, 8, true, dt, dev)?,
+//!     drop: Dropout::new(0.5),
+//!     out: Linear::new(8, 3, true, dt, dev)?,
+//! };
+//! let names: Vec<String> = net.named_parameters().into_iter().map(|(n, _)| n).collect();
+//! assert_eq!(names, ["hidden.weight", "hidden.bias", "out.weight", "out.bias"]);
+//! net.eval(); // reaches `drop` without a line of forwarding code
+//! let x = Tensor::ones([4, 2], dt, dev)?;
+//! assert_eq!(net.forward(&x)?.to_vec::<f32>()?, net.forward(&x)?.to_vec::<f32>()?);
+//! # Ok(())
+//! # }
+//! ```
 
-use rustygradients_core::{Result, Tensor};
+use rustygradients_core::{Error, Result, Tensor};
 
 /// What a parameter is, so optimizers can pick defaults (e.g. no weight decay on biases, norms
 /// and embeddings).
@@ -17,23 +54,59 @@ pub enum ParamKind {
 
 /// `prefix.name`, or `name` when the prefix is empty.
 pub fn join_name(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}.{name}")
+    match (prefix.is_empty(), name.is_empty()) {
+        (true, _) => name.to_string(),
+        (false, true) => prefix.to_string(),
+        _ => format!("{prefix}.{name}"),
     }
 }
 
-/// A layer or model.
+/// What [`Module::visit`] reports: each direct parameter and each direct child, by name.
+pub trait Visitor {
+    fn param(&mut self, name: &str, tensor: &Tensor, kind: ParamKind);
+    fn child(&mut self, name: &str, module: &dyn Module);
+}
+
+/// A layer or model: named parameters and children. Derive it (`#[derive(Module)]`); write it by
+/// hand only for a layer with a state of its own (as [`crate::Dropout`] has).
 pub trait Module {
-    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+    /// Reports every direct parameter and child in a fixed order (what the derive writes).
+    fn visit(&self, visitor: &mut dyn Visitor);
 
-    /// Calls `f(name, parameter, kind)` for every parameter in a fixed order, names prefixed by
-    /// `prefix` in PyTorch's dotted style.
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind));
+    /// This module's own train/eval switch (dropout has one); children are switched by
+    /// [`Module::set_training`], which every module gets.
+    fn set_own_training(&self, _training: bool) {}
 
-    /// Switches dropout and the like between training and evaluation behaviour.
-    fn set_training(&self, _training: bool) {}
+    /// Switches this module and every descendant between training and evaluation behaviour.
+    fn set_training(&self, training: bool) {
+        struct Children(bool);
+        impl Visitor for Children {
+            fn param(&mut self, _: &str, _: &Tensor, _: ParamKind) {}
+            fn child(&mut self, _: &str, m: &dyn Module) {
+                m.set_training(self.0)
+            }
+        }
+        self.set_own_training(training);
+        self.visit(&mut Children(training));
+    }
+
+    /// Calls `f(name, parameter, kind)` for every parameter of this module and its descendants
+    /// in a fixed order, names prefixed by `prefix` in PyTorch's dotted style.
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
+        struct Walk<'a> {
+            prefix: &'a str,
+            f: &'a mut dyn FnMut(&str, &Tensor, ParamKind),
+        }
+        impl Visitor for Walk<'_> {
+            fn param(&mut self, name: &str, t: &Tensor, kind: ParamKind) {
+                (self.f)(&join_name(self.prefix, name), t, kind)
+            }
+            fn child(&mut self, name: &str, m: &dyn Module) {
+                m.visit_parameters(&join_name(self.prefix, name), self.f)
+            }
+        }
+        self.visit(&mut Walk { prefix, f });
+    }
 
     /// Parameters with their dotted names, in a fixed order (PyTorch's `named_parameters`).
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
@@ -66,4 +139,173 @@ pub trait Module {
     fn eval(&self) {
         self.set_training(false)
     }
+
+    /// Every parameter by name, in a fixed order: PyTorch's `state_dict()` (the tensors are
+    /// the parameters themselves, not copies).
+    fn state_dict(&self) -> Vec<(String, Tensor)> {
+        self.named_parameters()
+    }
+
+    /// Copies `dict`'s tensors into the parameters of the same names (converting dtype and
+    /// device as needed). Every shape must match. With `strict`, a parameter missing from
+    /// `dict` or a tensor in `dict` that the module lacks is an error naming it; otherwise
+    /// both are listed in the returned report. Everything is checked before anything is
+    /// copied, so a failed load leaves the module as it was.
+    fn load_state_dict(&self, dict: &[(String, Tensor)], strict: bool) -> Result<LoadReport> {
+        let what = "load_state_dict";
+        let by_name: std::collections::HashMap<&str, &Tensor> =
+            dict.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let params = self.named_parameters();
+        let known: std::collections::HashSet<&str> =
+            params.iter().map(|(n, _)| n.as_str()).collect();
+        let mut report = LoadReport::default();
+        for (name, _) in dict {
+            if !known.contains(name.as_str()) {
+                if strict {
+                    return Err(Error::format(
+                        what,
+                        format!("unexpected tensor {name}: the module has no such parameter"),
+                    ));
+                }
+                report.unexpected.push(name.clone());
+            }
+        }
+        let mut pairs = Vec::with_capacity(params.len());
+        for (name, p) in &params {
+            let Some(src) = by_name.get(name.as_str()) else {
+                if strict {
+                    return Err(Error::format(what, format!("missing tensor {name}")));
+                }
+                report.missing.push(name.clone());
+                continue;
+            };
+            if src.shape() != p.shape() {
+                return Err(Error::format(
+                    what,
+                    format!(
+                        "{name}: shape {} in the state dict, {} in the module",
+                        src.shape(),
+                        p.shape()
+                    ),
+                ));
+            }
+            pairs.push((p, *src));
+        }
+        for (p, src) in pairs {
+            p.copy_(&src.to_dtype(p.dtype())?.to_device(p.device())?)?;
+        }
+        Ok(report)
+    }
+
+    /// Saves [`Module::state_dict`] as a safetensors file (PyTorch-compatible names; the file
+    /// carries a checksum of every tensor).
+    fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()>
+    where
+        Self: Sized,
+    {
+        let meta = [("format".to_string(), "pt".to_string())].into();
+        rustygradients_io::save_safetensors(path, &self.state_dict(), Some(meta))
+    }
+
+    /// Loads a safetensors file written by [`Module::save`] (or PyTorch) into the parameters,
+    /// strictly: every parameter present with its shape, nothing extra.
+    fn load(&self, path: impl AsRef<std::path::Path>) -> Result<()>
+    where
+        Self: Sized,
+    {
+        let path = path.as_ref();
+        let file = rustygradients_io::SafetensorsFile::open(path)?;
+        let (tensors, _) = file.load_all(rustygradients_core::Device::Cpu)?;
+        self.load_state_dict(&tensors, true)
+            .map_err(|e| Error::format(path.display().to_string(), e.to_string()))?;
+        Ok(())
+    }
 }
+
+/// What a non-strict [`Module::load_state_dict`] did not match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Parameters the state dict did not have (left as they were).
+    pub missing: Vec<String>,
+    /// State-dict tensors the module has no parameter for (ignored).
+    pub unexpected: Vec<String>,
+}
+
+/// A module with a one-tensor forward pass (layers; models may have their own signatures).
+pub trait Forward: Module {
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+}
+
+impl<M: Module + ?Sized> Module for Box<M> {
+    fn visit(&self, visitor: &mut dyn Visitor) {
+        (**self).visit(visitor)
+    }
+    fn set_own_training(&self, training: bool) {
+        (**self).set_own_training(training)
+    }
+    fn set_training(&self, training: bool) {
+        (**self).set_training(training)
+    }
+}
+
+impl<M: Forward + ?Sized> Forward for Box<M> {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        (**self).forward(x)
+    }
+}
+
+/// How `#[derive(Module)]` visits one field: a tensor is a parameter, a module a child, and a
+/// `Vec`, `Option` or array visits its elements (`name.0`, `name.1`, …). Numbers, `bool` and
+/// `String` are nothing; other non-module fields take `#[module(skip)]`.
+pub trait ModuleField {
+    fn visit_field(&self, name: &str, kind: ParamKind, visitor: &mut dyn Visitor);
+}
+
+impl ModuleField for Tensor {
+    fn visit_field(&self, name: &str, kind: ParamKind, visitor: &mut dyn Visitor) {
+        visitor.param(name, self, kind)
+    }
+}
+
+impl<M: Module> ModuleField for M {
+    fn visit_field(&self, name: &str, _: ParamKind, visitor: &mut dyn Visitor) {
+        visitor.child(name, self)
+    }
+}
+
+impl<T: ModuleField> ModuleField for Vec<T> {
+    fn visit_field(&self, name: &str, kind: ParamKind, visitor: &mut dyn Visitor) {
+        self.as_slice().visit_field(name, kind, visitor)
+    }
+}
+
+impl<T: ModuleField, const N: usize> ModuleField for [T; N] {
+    fn visit_field(&self, name: &str, kind: ParamKind, visitor: &mut dyn Visitor) {
+        self.as_slice().visit_field(name, kind, visitor)
+    }
+}
+
+impl<T: ModuleField> ModuleField for [T] {
+    fn visit_field(&self, name: &str, kind: ParamKind, visitor: &mut dyn Visitor) {
+        for (i, x) in self.iter().enumerate() {
+            x.visit_field(&join_name(name, &i.to_string()), kind, visitor);
+        }
+    }
+}
+
+impl<T: ModuleField> ModuleField for Option<T> {
+    fn visit_field(&self, name: &str, kind: ParamKind, visitor: &mut dyn Visitor) {
+        if let Some(x) = self {
+            x.visit_field(name, kind, visitor)
+        }
+    }
+}
+
+macro_rules! plain_fields {
+    ($($t:ty),*) => {$(
+        impl ModuleField for $t {
+            fn visit_field(&self, _: &str, _: ParamKind, _: &mut dyn Visitor) {}
+        }
+    )*};
+}
+plain_fields!(bool, u8, u16, u32, u64, usize, i8, i16, i32, i64, isize, f32, f64, String);

@@ -2,9 +2,11 @@
 
 use rustygradients_core::{DType, Device, Result, Tensor};
 
-use crate::{init, Module, ParamKind};
+use crate::{init, Forward, Module};
 
+#[derive(Module)]
 pub struct RmsNorm {
+    #[module(kind = "norm")]
     pub weight: Tensor,
     pub eps: f64,
 }
@@ -18,16 +20,8 @@ impl RmsNorm {
     }
 }
 
-impl Module for RmsNorm {
+impl Forward for RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.rms_norm(Some(&self.weight), self.eps)
-    }
-
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
-        f(
-            &crate::join_name(prefix, "weight"),
-            &self.weight,
-            ParamKind::Norm,
-        );
     }
 }

@@ -2,11 +2,11 @@
 
 use rustygradients_core::{Result, Tensor};
 
-use crate::{join_name, Module, ParamKind};
+use crate::{Forward, Module, Visitor};
 
 #[derive(Default)]
 pub struct Sequential {
-    layers: Vec<Box<dyn Module>>,
+    layers: Vec<Box<dyn Forward>>,
 }
 
 impl Sequential {
@@ -14,9 +14,13 @@ impl Sequential {
         Self::default()
     }
     /// Appends a layer (builder style).
-    pub fn append(mut self, layer: impl Module + 'static) -> Self {
+    pub fn append(mut self, layer: impl Forward + 'static) -> Self {
         self.layers.push(Box::new(layer));
         self
+    }
+    /// Appends a function as a parameter-free layer, e.g. `.append_fn(|x| x.relu())`.
+    pub fn append_fn(self, f: impl Fn(&Tensor) -> Result<Tensor> + 'static) -> Self {
+        self.append(FnLayer(f))
     }
     pub fn len(&self) -> usize {
         self.layers.len()
@@ -26,7 +30,16 @@ impl Sequential {
     }
 }
 
+/// Children named `0`, `1`, … (PyTorch's names for a `Sequential`'s layers).
 impl Module for Sequential {
+    fn visit(&self, visitor: &mut dyn Visitor) {
+        for (i, l) in self.layers.iter().enumerate() {
+            visitor.child(&i.to_string(), l);
+        }
+    }
+}
+
+impl Forward for Sequential {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut y = x.clone();
         for l in &self.layers {
@@ -34,22 +47,17 @@ impl Module for Sequential {
         }
         Ok(y)
     }
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
-        for (i, l) in self.layers.iter().enumerate() {
-            l.visit_parameters(&join_name(prefix, &i.to_string()), f);
-        }
-    }
-    fn set_training(&self, training: bool) {
-        for l in &self.layers {
-            l.set_training(training);
-        }
-    }
 }
 
-/// A function as a parameter-free layer, e.g. `Sequential::new().append(|x: &Tensor| x.relu())`.
-impl<F: Fn(&Tensor) -> Result<Tensor>> Module for F {
+/// A function as a layer without parameters (see [`Sequential::append_fn`]).
+pub struct FnLayer<F>(pub F);
+
+impl<F> Module for FnLayer<F> {
+    fn visit(&self, _: &mut dyn Visitor) {}
+}
+
+impl<F: Fn(&Tensor) -> Result<Tensor>> Forward for FnLayer<F> {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self(x)
+        (self.0)(x)
     }
-    fn visit_parameters(&self, _prefix: &str, _f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {}
 }
