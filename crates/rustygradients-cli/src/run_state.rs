@@ -1,18 +1,19 @@
-//! Everything a training run needs to continue exactly, as one checkpoint: the model's
-//! parameters and AdamW's moments as tensors (`transformer.…` names, then
-//! `optimizer.exp_avg.<name>` / `optimizer.exp_avg_sq.<name>`), and in the sidecar the run's
-//! settings, tokenizer, AdamW step counts, both random generators, the training time so far.
+//! Everything a training run needs to continue exactly, as one checkpoint: the model's and
+//! AdamW's state dicts as tensors (`transformer.…`, then `optimizer.exp_avg.<name>`,
+//! `optimizer.exp_avg_sq.<name>`, `optimizer.step.<name>`), and in the sidecar the run's
+//! settings, tokenizer, both random generators and the training time so far.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rustygradients_core::random;
+use rustygradients_core::{random, Tensor};
 use rustygradients_io::{Checkpoint, CheckpointManager};
 use rustygradients_models::{Gpt, TextDataset};
-use rustygradients_nn::optim::{Adam, AdamState, Optimizer};
-use rustygradients_nn::Module;
+use rustygradients_nn::checkpoint::OPTIMIZER_PREFIX;
+use rustygradients_nn::optim::{AdamW, Optimizer};
+use rustygradients_nn::{restore_checkpoint, save_checkpoint};
 use rustygradients_tokenizers::CharTokenizer;
 use serde::{Deserialize, Serialize};
 
@@ -56,32 +57,13 @@ impl RngState {
 pub struct RunState {
     pub args: TrainArgs,
     pub tokenizer: CharTokenizer,
-    /// AdamW's update count per parameter, in optimizer order (`None`: never updated).
-    pub adam_steps: Vec<Option<u64>>,
+    /// Checkpoints written before the optimizer's state dict carried its update counts kept
+    /// them here, per parameter in optimizer order; read for those, never written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adam_steps: Option<Vec<Option<u64>>>,
     pub global_rng: RngState,
     pub data_rng: RngState,
     pub train_seconds: f64,
-}
-
-const M: &str = "optimizer.exp_avg.";
-const V: &str = "optimizer.exp_avg_sq.";
-
-/// Optimizer parameter order → parameter name.
-fn opt_names(model: &Gpt, opt: &Adam) -> anyhow::Result<Vec<String>> {
-    let by_id: HashMap<_, _> = model
-        .named_parameters()
-        .into_iter()
-        .map(|(n, t)| (t.id(), n))
-        .collect();
-    opt.params()
-        .iter()
-        .map(|p| {
-            by_id
-                .get(&p.id())
-                .cloned()
-                .context("an optimizer parameter is not a model parameter")
-        })
-        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -89,33 +71,25 @@ pub fn save(
     manager: &CheckpointManager,
     args: &TrainArgs,
     model: &Gpt,
-    opt: &Adam,
+    opt: &AdamW,
     tok: &CharTokenizer,
     data: &TextDataset,
     step: usize,
     metrics: BTreeMap<String, f64>,
     train_seconds: f64,
 ) -> anyhow::Result<()> {
-    let mut tensors = model.named_parameters();
-    let names = opt_names(model, opt)?;
-    let mut adam_steps = Vec::with_capacity(names.len());
-    for (name, st) in names.iter().zip(opt.state()) {
-        adam_steps.push(st.as_ref().map(|s| s.step));
-        if let Some(s) = st {
-            tensors.push((format!("{M}{name}"), s.m.clone()));
-            tensors.push((format!("{V}{name}"), s.v.clone()));
-        }
-    }
     let state = RunState {
         args: args.clone(),
         tokenizer: tok.clone(),
-        adam_steps,
+        adam_steps: None,
         global_rng: RngState::of(&random::rng_state()),
         data_rng: RngState::of(&data.rng_state()),
         train_seconds,
     };
-    manager.save_checkpoint(
-        &tensors,
+    save_checkpoint(
+        manager,
+        model,
+        opt,
         step as u64,
         metrics,
         serde_json::to_value(&state)?,
@@ -126,39 +100,31 @@ pub fn save(
 /// Restores model weights, optimizer state and both generators from `ck`; returns the run's
 /// training time so far.
 pub fn restore(
-    ck: &Checkpoint,
+    ck: &mut Checkpoint,
     state: &RunState,
     model: &Gpt,
-    opt: &mut Adam,
+    opt: &mut AdamW,
     data: &mut TextDataset,
 ) -> anyhow::Result<f64> {
-    let weights: Vec<(String, rustygradients_core::Tensor)> = ck
-        .tensors
-        .iter()
-        .filter(|(n, _)| !n.starts_with("optimizer."))
-        .cloned()
-        .collect();
-    model.load_state_dict(&weights, true)?;
-    let names = opt_names(model, opt)?;
-    if names.len() != state.adam_steps.len() {
-        bail!(
-            "checkpoint has optimizer state for {} parameters, the model has {}",
-            state.adam_steps.len(),
-            names.len()
-        );
+    if let Some(steps) = &state.adam_steps {
+        // An older checkpoint: the update counts come from the sidecar.
+        let names = opt.param_names();
+        if names.len() != steps.len() {
+            bail!(
+                "checkpoint has optimizer state for {} parameters, the model has {}",
+                steps.len(),
+                names.len()
+            );
+        }
+        for (name, step) in names.iter().zip(steps) {
+            if let Some(step) = step {
+                let t = Tensor::scalar(*step as i64, rustygradients_core::Device::Cpu)?;
+                ck.tensors
+                    .push((format!("{OPTIMIZER_PREFIX}step.{name}"), t));
+            }
+        }
     }
-    let mut st = Vec::with_capacity(names.len());
-    for (name, step) in names.iter().zip(&state.adam_steps) {
-        st.push(match step {
-            Some(step) => Some(AdamState {
-                m: ck.tensor(&format!("{M}{name}"))?.clone(),
-                v: ck.tensor(&format!("{V}{name}"))?.clone(),
-                step: *step,
-            }),
-            None => None,
-        });
-    }
-    opt.set_state(st)?;
+    restore_checkpoint(ck, model, opt)?;
     random::set_rng_state(state.global_rng.restore()?);
     data.set_rng_state(state.data_rng.restore()?);
     Ok(state.train_seconds)

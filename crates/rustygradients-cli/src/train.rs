@@ -19,7 +19,7 @@ use rustygradients_io::metrics_log::{self, MetricsLog, Record};
 use rustygradients_io::CheckpointManager;
 use rustygradients_models::{Gpt, GptConfig, Split, TextDataset};
 use rustygradients_nn::optim::{
-    clip_grad_norm, decay_groups, grad_norm, Adam, AdamConfig, LrSchedule, Optimizer,
+    clip_grad_norm, grad_norm, AdamW, AdamWConfig, LrSchedule, Optimizer,
 };
 use rustygradients_nn::Module;
 use rustygradients_tokenizers::CharTokenizer;
@@ -122,7 +122,7 @@ const SHRINK: &str = "; use a smaller --n-embd, --n-layer, --block-size or --bat
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     // Every setting is checked before a file is read or a folder made.
     args.validate()?;
-    let (run_dir, a, resumed) = match &args.resume {
+    let (run_dir, a, mut resumed) = match &args.resume {
         Some(dir) => {
             let (run_dir, a, ck, state) = resume_point(dir, args.stop_at)?;
             a.validate()
@@ -182,14 +182,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         a.block_size,
         model.num_parameters()
     );
-    let mut opt = Adam::new(
-        decay_groups(&model, a.weight_decay),
-        AdamConfig {
+    let mut opt = AdamW::new(
+        &model,
+        AdamWConfig {
             lr: a.lr,
             beta1: a.beta1,
             beta2: a.beta2,
             eps: 1e-8,
-            decoupled_weight_decay: true,
+            weight_decay: a.weight_decay,
         },
     );
     let schedule = LrSchedule::WarmupCosine {
@@ -204,7 +204,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut records: Vec<Record> = Vec::new();
     let mut train_secs = 0f64;
     let mut step = 0;
-    if let Some((ck, state)) = &resumed {
+    if let Some((ck, state)) = &mut resumed {
         if state.tokenizer != tok {
             anyhow::bail!(
                 "the training data no longer gives the checkpoint's vocabulary; cannot resume"

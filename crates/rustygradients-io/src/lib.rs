@@ -16,6 +16,9 @@ pub mod legacy_json;
 pub mod metrics_log;
 pub mod safetensors;
 
+/// The JSON crate the checkpoint sidecar's `state` uses, so callers need not depend on it.
+pub use serde_json;
+
 pub use atomic::{remove_stale_temporaries, write_atomic, write_atomic_with};
 pub use bounded::{open_regular, read_to_string_limited};
 pub use checkpoint::{Checkpoint, CheckpointInfo, CheckpointManager, Goal};

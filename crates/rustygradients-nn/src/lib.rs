@@ -5,13 +5,16 @@
 //! - Layers: [`Linear`], [`Embedding`], [`LayerNorm`], [`RmsNorm`], [`Dropout`],
 //!   [`CausalSelfAttention`], [`Mlp`], [`Block`], [`Sequential`].
 //! - [`init`]: parameter initialisers.
-//! - [`optim`]: SGD, Adam, AdamW, parameter groups, gradient clipping, learning-rate schedules.
+//! - [`optim`]: SGD, Adam, AdamW, parameter groups, gradient clipping, learning-rate schedules;
+//!   optimizer state dicts keyed by parameter name.
+//! - [`checkpoint`]: a model and its optimizer saved and restored in one call each.
 
 // Lets `#[derive(Module)]` name this crate the same way inside it as outside.
 extern crate self as rustygradients_nn;
 
 mod attention;
 mod block;
+pub mod checkpoint;
 mod dropout;
 mod embedding;
 pub mod init;
@@ -25,6 +28,7 @@ mod sequential;
 
 pub use attention::CausalSelfAttention;
 pub use block::Block;
+pub use checkpoint::{load_latest_checkpoint, restore_checkpoint, save_checkpoint};
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use layer_norm::LayerNorm;

@@ -77,10 +77,12 @@ fn optimizer_steps_match_pytorch() {
             .iter()
             .map(|t| tensor(t).requires_grad_(true).unwrap())
             .collect();
-        let groups = vec![ParamGroup {
-            params: params.clone(),
-            weight_decay: h("weight_decay"),
-        }];
+        let named = params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("p{i}"), p.clone()))
+            .collect();
+        let groups = vec![ParamGroup::new(named, h("weight_decay"))];
         let mut opt: Box<dyn Optimizer> = match case.kind.as_str() {
             "sgd" => Box::new(Sgd::new(
                 groups,

@@ -8,6 +8,9 @@
 
 pub use rustygradients_core::*;
 pub use rustygradients_io as io;
+/// The JSON crate of checkpoint sidecars and configs (so `save_checkpoint` needs no extra
+/// dependency).
+pub use rustygradients_io::serde_json;
 pub use rustygradients_models as models;
 pub use rustygradients_nn as nn;
 pub use rustygradients_nn::optim;

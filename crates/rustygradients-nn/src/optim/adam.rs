@@ -3,7 +3,7 @@
 
 use rustygradients_core::{no_grad, AdamHyper, Result, Tensor};
 
-use super::{Optimizer, ParamGroup};
+use super::{state_like, Optimizer, ParamGroup, ParamState};
 
 #[derive(Debug, Clone, Copy)]
 pub struct AdamConfig {
@@ -94,36 +94,6 @@ impl Adam {
             state: vec![None; n],
         }
     }
-
-    /// The moments of each parameter, in group order (`None` before its first update).
-    pub fn state(&self) -> &[Option<AdamState>] {
-        &self.state
-    }
-
-    /// Restores state taken from [`Adam::state`] (for exact resume). The moments are copied,
-    /// so the optimizer owns the memory it updates in place.
-    pub fn set_state(&mut self, state: Vec<Option<AdamState>>) -> Result<()> {
-        if state.len() != self.state.len() {
-            return Err(rustygradients_core::Error::InvalidArgument {
-                op: "Adam::set_state",
-                msg: format!("{} states for {} parameters", state.len(), self.state.len()),
-            });
-        }
-        self.state = state
-            .into_iter()
-            .map(|s| {
-                s.map(|s| {
-                    Ok(AdamState {
-                        m: s.m.copy()?,
-                        v: s.v.copy()?,
-                        step: s.step,
-                    })
-                })
-                .transpose()
-            })
-            .collect::<Result<_>>()?;
-        Ok(())
-    }
 }
 
 impl Optimizer for Adam {
@@ -175,5 +145,170 @@ impl Optimizer for Adam {
     }
     fn groups(&self) -> &[ParamGroup] {
         &self.groups
+    }
+    /// PyTorch's names: the moments and the update count (an i64 scalar).
+    fn state_keys(&self) -> &'static [&'static str] {
+        &["exp_avg", "exp_avg_sq", "step"]
+    }
+    fn param_state(&self, i: usize) -> ParamState {
+        match &self.state[i] {
+            None => Vec::new(),
+            Some(s) => vec![
+                ("exp_avg", s.m.clone()),
+                ("exp_avg_sq", s.v.clone()),
+                (
+                    "step",
+                    Tensor::scalar(s.step as i64, rustygradients_core::Device::Cpu)
+                        .expect("a scalar on the CPU"),
+                ),
+            ],
+        }
+    }
+    fn set_param_states(&mut self, states: Vec<ParamState>) -> Result<()> {
+        let params = self.params();
+        let names = self.param_names();
+        if states.len() != params.len() {
+            return Err(rustygradients_core::Error::InvalidArgument {
+                op: "Adam::set_param_states",
+                msg: format!("{} states for {} parameters", states.len(), params.len()),
+            });
+        }
+        let mut new = Vec::with_capacity(states.len());
+        for ((st, p), name) in states.into_iter().zip(&params).zip(&names) {
+            if st.is_empty() {
+                new.push(None);
+                continue;
+            }
+            let get = |key: &str| {
+                st.iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, t)| t)
+                    .ok_or_else(|| {
+                        rustygradients_core::Error::format(
+                            "Adam load_state_dict",
+                            format!("{name}: no {key}"),
+                        )
+                    })
+            };
+            let step = get("step")?
+                .to_dtype(rustygradients_core::DType::I64)?
+                .to_vec::<i64>()?;
+            let [step] = step[..] else {
+                return Err(rustygradients_core::Error::format(
+                    "Adam load_state_dict",
+                    format!("step.{name}: expected one value"),
+                ));
+            };
+            new.push(Some(AdamState {
+                m: state_like(p, get("exp_avg")?, name, "exp_avg")?,
+                v: state_like(p, get("exp_avg_sq")?, name, "exp_avg_sq")?,
+                step: u64::try_from(step).map_err(|_| {
+                    rustygradients_core::Error::format(
+                        "Adam load_state_dict",
+                        format!("step.{name} is negative"),
+                    )
+                })?,
+            }));
+        }
+        self.state = new;
+        Ok(())
+    }
+}
+
+/// AdamW (PyTorch's `torch.optim.AdamW`): Adam with the weight decay applied to the weights
+/// directly, `weight_decay` in its config.
+///
+/// ```
+/// use rustygradients_core::{DType, Device, Tensor};
+/// use rustygradients_nn::optim::{AdamW, AdamWConfig, Optimizer};
+/// use rustygradients_nn::{Forward, Linear, Module};
+///
+/// # fn main() -> rustygradients_core::Result<()> {
+/// let model = Linear::new(3, 1, true, DType::F32, Device::Cpu)?;
+/// // Weight matrices decay by 0.1; biases, norms and embeddings do not.
+/// let mut opt = AdamW::new(&model, AdamWConfig { lr: 1e-2, weight_decay: 0.1, ..Default::default() });
+/// let x = Tensor::ones([8, 3], DType::F32, Device::Cpu)?;
+/// for _ in 0..3 {
+///     opt.zero_grad();
+///     model.forward(&x)?.sqr()?.mean_all()?.backward()?;
+///     opt.step()?;
+/// }
+/// // The state is keyed by parameter name, for checkpoints.
+/// assert!(opt.state_dict().iter().any(|(k, _)| k == "exp_avg.weight"));
+/// # Ok(())
+/// # }
+/// ```
+pub struct AdamW {
+    inner: Adam,
+}
+
+/// AdamW's settings; the default is PyTorch's (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight
+/// decay 0.01).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+impl AdamW {
+    /// Every parameter of `model`: weight matrices decay by `cfg.weight_decay`, biases, norms
+    /// and embeddings do not (see [`super::decay_groups`]).
+    pub fn new(model: &dyn crate::Module, cfg: AdamWConfig) -> Self {
+        Self::with_groups(super::decay_groups(model, cfg.weight_decay), cfg)
+    }
+
+    /// Explicit groups, each with its own weight decay (`cfg.weight_decay` is not used).
+    pub fn with_groups(groups: Vec<ParamGroup>, cfg: AdamWConfig) -> Self {
+        AdamW {
+            inner: Adam::new(
+                groups,
+                AdamConfig {
+                    lr: cfg.lr,
+                    beta1: cfg.beta1,
+                    beta2: cfg.beta2,
+                    eps: cfg.eps,
+                    decoupled_weight_decay: true,
+                },
+            ),
+        }
+    }
+}
+
+impl Optimizer for AdamW {
+    fn step(&mut self) -> Result<()> {
+        self.inner.step()
+    }
+    fn learning_rate(&self) -> f64 {
+        self.inner.learning_rate()
+    }
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.inner.set_learning_rate(lr)
+    }
+    fn groups(&self) -> &[ParamGroup] {
+        self.inner.groups()
+    }
+    fn state_keys(&self) -> &'static [&'static str] {
+        self.inner.state_keys()
+    }
+    fn param_state(&self, i: usize) -> ParamState {
+        self.inner.param_state(i)
+    }
+    fn set_param_states(&mut self, states: Vec<ParamState>) -> Result<()> {
+        self.inner.set_param_states(states)
     }
 }

@@ -3,7 +3,7 @@
 
 use rustygradients_core::{no_grad, Result, Tensor};
 
-use super::{Optimizer, ParamGroup};
+use super::{state_like, Optimizer, ParamGroup, ParamState};
 
 #[derive(Debug, Clone, Copy)]
 pub struct SgdConfig {
@@ -83,5 +83,33 @@ impl Optimizer for Sgd {
     }
     fn groups(&self) -> &[ParamGroup] {
         &self.groups
+    }
+    fn state_keys(&self) -> &'static [&'static str] {
+        &["momentum_buffer"]
+    }
+    fn param_state(&self, i: usize) -> ParamState {
+        self.buffers[i]
+            .iter()
+            .map(|b| ("momentum_buffer", b.clone()))
+            .collect()
+    }
+    fn set_param_states(&mut self, states: Vec<ParamState>) -> Result<()> {
+        let params = self.params();
+        let names = self.param_names();
+        if states.len() != params.len() {
+            return Err(rustygradients_core::Error::InvalidArgument {
+                op: "Sgd::set_param_states",
+                msg: format!("{} states for {} parameters", states.len(), params.len()),
+            });
+        }
+        let mut new = Vec::with_capacity(states.len());
+        for ((st, p), name) in states.iter().zip(&params).zip(&names) {
+            new.push(match st.first() {
+                None => None,
+                Some((key, t)) => Some(state_like(p, t, name, key)?),
+            });
+        }
+        self.buffers = new;
+        Ok(())
     }
 }
