@@ -5,6 +5,7 @@
 //! - Layers: [`Linear`], [`Embedding`], [`LayerNorm`], [`RmsNorm`], [`Dropout`],
 //!   [`CausalSelfAttention`], [`Mlp`], [`Block`], [`Sequential`].
 //! - [`init`]: parameter initialisers.
+//! - [`DataLoader`]: seeded, shuffled mini-batches over tensors.
 //! - [`optim`]: SGD, Adam, AdamW, parameter groups, gradient clipping, learning-rate schedules;
 //!   optimizer state dicts keyed by parameter name.
 //! - [`checkpoint`]: a model and its optimizer saved and restored in one call each.
@@ -15,6 +16,7 @@ extern crate self as rustygradients_nn;
 mod attention;
 mod block;
 pub mod checkpoint;
+mod data;
 mod dropout;
 mod embedding;
 pub mod init;
@@ -29,6 +31,7 @@ mod sequential;
 pub use attention::CausalSelfAttention;
 pub use block::Block;
 pub use checkpoint::{load_latest_checkpoint, restore_checkpoint, save_checkpoint};
+pub use data::DataLoader;
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use layer_norm::LayerNorm;
