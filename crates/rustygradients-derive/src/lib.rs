@@ -93,6 +93,7 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
         ));
     };
     let mut visits = Vec::new();
+    let mut visits_mut = Vec::new();
     let fields: Vec<(Tokens, String, &syn::Field)> = match &data.fields {
         Fields::Named(f) => f
             .named
@@ -132,12 +133,18 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
         visits.push(quote! {
             #nn::ModuleField::visit_field(&self.#access, #field_name, #kind, visitor);
         });
+        visits_mut.push(quote! {
+            #nn::ModuleField::visit_field_mut(&mut self.#access, #field_name, #kind, visitor);
+        });
     }
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     Ok(quote! {
         impl #impl_generics #nn::Module for #name #ty_generics #where_clause {
             fn visit(&self, visitor: &mut dyn #nn::Visitor) {
                 #(#visits)*
+            }
+            fn visit_mut(&mut self, visitor: &mut dyn #nn::VisitorMut) {
+                #(#visits_mut)*
             }
         }
     })

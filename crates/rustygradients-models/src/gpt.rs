@@ -11,11 +11,17 @@ const GIB: f64 = (1u64 << 30) as f64;
 /// The shape of a GPT.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GptConfig {
+    /// Tokens the model knows: rows of the token embedding, columns of the logits.
     pub vocab_size: usize,
+    /// The longest sequence (context) it reads: rows of the position embedding.
     pub block_size: usize,
+    /// Transformer blocks.
     pub n_layer: usize,
+    /// Attention heads per block; must divide `n_embd`.
     pub n_head: usize,
+    /// Width of the residual stream (embedding dimension).
     pub n_embd: usize,
+    /// Dropout probability in `[0, 1)`, after the embeddings and in every block (train mode only).
     pub dropout: f64,
 }
 
@@ -32,6 +38,7 @@ pub struct MemoryEstimate {
 }
 
 impl MemoryEstimate {
+    /// Everything together, in bytes.
     pub fn total(&self) -> f64 {
         self.parameters + self.training_state + self.activations
     }
@@ -118,15 +125,21 @@ impl GptConfig {
 /// Parameters under nanoGPT's (and GPT-2's) names: `transformer.wte.weight`, `transformer.h.0.…`.
 #[derive(Module)]
 pub struct Gpt {
+    /// Its shape (not a parameter).
     #[module(skip)]
     pub config: GptConfig,
+    /// Token embedding `(vocab_size, n_embd)`, also the output head's weight (tied).
     #[module(rename = "transformer.wte")]
     pub wte: Embedding,
+    /// Learned position embedding `(block_size, n_embd)`.
     #[module(rename = "transformer.wpe")]
     pub wpe: Embedding,
+    /// Dropout on the sum of the two embeddings.
     pub drop: Dropout,
+    /// The `n_layer` pre-LN transformer blocks, in order.
     #[module(rename = "transformer.h")]
     pub h: Vec<Block>,
+    /// The LayerNorm before the output head.
     #[module(rename = "transformer.ln_f")]
     pub ln_f: LayerNorm,
 }
@@ -156,19 +169,22 @@ impl Gpt {
         }
         let c = config.n_embd;
         let proj_std = 0.02 / (2.0 * config.n_layer as f64).sqrt();
-        let wte = Embedding::new(config.vocab_size, c, 0.02, dtype, device)?;
-        let wpe = Embedding::new(config.block_size, c, 0.02, dtype, device)?;
+        let wte = Embedding::normal(config.vocab_size, c, 0.02)?;
+        let wpe = Embedding::normal(config.block_size, c, 0.02)?;
         let h = (0..config.n_layer)
-            .map(|_| Block::new(c, config.n_head, config.dropout, proj_std, dtype, device))
+            .map(|_| Block::new(c, config.n_head, config.dropout, proj_std))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Gpt {
+        // Built f32 on the CPU, then placed (a no-op for f32 CPU models).
+        let mut gpt = Gpt {
             drop: Dropout::new(config.dropout),
-            ln_f: LayerNorm::new(c, true, dtype, device)?,
+            ln_f: LayerNorm::new(c, true)?,
             wte,
             wpe,
             h,
             config,
-        })
+        };
+        gpt.to(device, dtype)?;
+        Ok(gpt)
     }
 
     /// Logits `(B, T, vocab)` for token ids `(B, T)`.

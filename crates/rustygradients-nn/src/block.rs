@@ -1,32 +1,27 @@
 //! A pre-LayerNorm transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.
 
-use rustygradients_core::{DType, Device, Result, Tensor};
+use rustygradients_core::{Result, Tensor};
 
-use crate::{CausalSelfAttention, Forward, LayerNorm, Mlp, Module};
+use crate::{Forward, LayerNorm, Mlp, Module, SelfAttention};
 
 #[derive(Module)]
 pub struct Block {
     pub ln_1: LayerNorm,
-    pub attn: CausalSelfAttention,
+    pub attn: SelfAttention,
     pub ln_2: LayerNorm,
     pub mlp: Mlp,
 }
 
 impl Block {
-    /// `proj_std` is the init std of the residual projections (GPT-2: `0.02 / sqrt(2 n_layer)`).
-    pub fn new(
-        n_embd: usize,
-        n_head: usize,
-        dropout: f64,
-        proj_std: f64,
-        dtype: DType,
-        device: Device,
-    ) -> Result<Self> {
+    /// GPT-2's block (f32 on the CPU; see [`Module::to`]): causal attention and a 4× GELU MLP
+    /// with GPT-2 initialisation; `proj_std` is the init std of the residual projections
+    /// (GPT-2: `0.02 / sqrt(2 n_layer)`).
+    pub fn new(n_embd: usize, n_head: usize, dropout: f64, proj_std: f64) -> Result<Self> {
         Ok(Block {
-            ln_1: LayerNorm::new(n_embd, true, dtype, device)?,
-            attn: CausalSelfAttention::new(n_embd, n_head, dropout, proj_std, dtype, device)?,
-            ln_2: LayerNorm::new(n_embd, true, dtype, device)?,
-            mlp: Mlp::new(n_embd, dropout, proj_std, dtype, device)?,
+            ln_1: LayerNorm::new(n_embd, true)?,
+            attn: SelfAttention::gpt2(n_embd, n_head, dropout, proj_std)?,
+            ln_2: LayerNorm::new(n_embd, true)?,
+            mlp: Mlp::gpt2(n_embd, dropout, proj_std)?,
         })
     }
 }

@@ -12,7 +12,7 @@
 //!
 //! # fn main() -> rustygradients_core::Result<()> {
 //! # let dir = std::env::temp_dir().join(format!("rg-doc-nn-ckpt-{}", std::process::id()));
-//! let model = Linear::new(4, 2, true, DType::F32, Device::Cpu)?;
+//! let model = Linear::new(4, 2, true)?;
 //! let mut opt = AdamW::new(&model, AdamWConfig::default());
 //! let manager = CheckpointManager::new(&dir, 3)?;
 //! let metrics = BTreeMap::from([("val_loss".to_string(), 0.5)]);

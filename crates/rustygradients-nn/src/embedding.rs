@@ -1,6 +1,6 @@
 //! A lookup table: integer ids → rows of a `(num_embeddings, dim)` weight.
 
-use rustygradients_core::{DType, Device, Result, Tensor};
+use rustygradients_core::{DType, Device, Error, Result, Tensor};
 
 use crate::{init, Forward, Module};
 
@@ -11,16 +11,15 @@ pub struct Embedding {
 }
 
 impl Embedding {
-    /// Weight from Normal(0, `std`) (PyTorch uses 1.0; GPT-2 uses 0.02).
-    pub fn new(
-        num_embeddings: usize,
-        dim: usize,
-        std: f64,
-        dtype: DType,
-        device: Device,
-    ) -> Result<Self> {
+    /// Weight from Normal(0, 1), PyTorch's default; f32 on the CPU (see [`Module::to`]).
+    pub fn new(num_embeddings: usize, dim: usize) -> Result<Self> {
+        Self::normal(num_embeddings, dim, 1.0)
+    }
+
+    /// Weight from Normal(0, `std`) (GPT-2 uses 0.02).
+    pub fn normal(num_embeddings: usize, dim: usize, std: f64) -> Result<Self> {
         Ok(Embedding {
-            weight: init::normal([num_embeddings, dim], std, dtype, device)?,
+            weight: init::normal([num_embeddings, dim], std, DType::F32, Device::Cpu)?,
         })
     }
 }
@@ -28,6 +27,12 @@ impl Embedding {
 impl Forward for Embedding {
     /// `ids` of any shape (integer dtype) → `ids.shape + [dim]`.
     fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        self.weight.embedding(ids)
+        let (n, dim) = (self.weight.dims()[0], self.weight.dims()[1]);
+        self.weight
+            .embedding(ids)
+            .map_err(|e| Error::InvalidArgument {
+                op: "Embedding",
+                msg: format!("Embedding({n}, {dim}) on ids of shape {}: {e}", ids.shape()),
+            })
     }
 }

@@ -14,8 +14,9 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    /// Ones and zeros, `eps = 1e-5` (PyTorch's defaults).
-    pub fn new(dim: usize, bias: bool, dtype: DType, device: Device) -> Result<Self> {
+    /// Ones and zeros, `eps = 1e-5` (PyTorch's defaults); f32 on the CPU (see [`Module::to`]).
+    pub fn new(dim: usize, bias: bool) -> Result<Self> {
+        let (dtype, device) = (DType::F32, Device::Cpu);
         Ok(LayerNorm {
             weight: init::constant(dim, 1.0, dtype, device)?,
             bias: if bias {

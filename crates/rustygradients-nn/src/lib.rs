@@ -3,7 +3,8 @@
 //! - [`Module`] (with `#[derive(Module)]`): PyTorch-named parameters (`h.0.attn.c_attn.weight`),
 //!   state dicts, save/load, train/eval mode; [`Forward`]: a one-tensor forward pass.
 //! - Layers: [`Linear`], [`Embedding`], [`LayerNorm`], [`RmsNorm`], [`Dropout`],
-//!   [`CausalSelfAttention`], [`Mlp`], [`Block`], [`Sequential`].
+//!   [`SelfAttention`] (causal or not, key-padding mask), [`Mlp`] (width and [`Activation`]),
+//!   [`Block`], [`Sequential`]. Layers are built f32 on the CPU; [`Module::to`] places a model.
 //! - [`init`]: parameter initialisers.
 //! - [`DataLoader`]: seeded, shuffled mini-batches over tensors.
 //! - [`optim`]: SGD, Adam, AdamW, parameter groups, gradient clipping, learning-rate schedules;
@@ -28,7 +29,7 @@ pub mod optim;
 mod rms_norm;
 mod sequential;
 
-pub use attention::CausalSelfAttention;
+pub use attention::SelfAttention;
 pub use block::Block;
 pub use checkpoint::{load_latest_checkpoint, restore_checkpoint, save_checkpoint};
 pub use data::DataLoader;
@@ -36,8 +37,10 @@ pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
-pub use mlp::Mlp;
-pub use module::{join_name, Forward, LoadReport, Module, ModuleField, ParamKind, Visitor};
+pub use mlp::{Activation, Mlp};
+pub use module::{
+    join_name, Forward, LoadReport, Module, ModuleField, ParamKind, Visitor, VisitorMut,
+};
 pub use rms_norm::RmsNorm;
 pub use rustygradients_derive::Module;
 pub use sequential::{FnLayer, Sequential};

@@ -12,13 +12,9 @@ pub struct Linear {
 
 impl Linear {
     /// PyTorch's default initialisation: uniform in `±1/sqrt(in_features)` for weight and bias.
-    pub fn new(
-        in_features: usize,
-        out_features: usize,
-        bias: bool,
-        dtype: DType,
-        device: Device,
-    ) -> Result<Self> {
+    /// f32 on the CPU; place the model with [`Module::to`].
+    pub fn new(in_features: usize, out_features: usize, bias: bool) -> Result<Self> {
+        let (dtype, device) = (DType::F32, Device::Cpu);
         let bound = 1.0 / (in_features as f64).sqrt();
         Ok(Linear {
             weight: init::uniform([out_features, in_features], bound, dtype, device)?,
@@ -31,14 +27,8 @@ impl Linear {
     }
 
     /// Weight from Normal(0, `std`), zero bias (the GPT-2 initialisation).
-    pub fn normal(
-        in_features: usize,
-        out_features: usize,
-        bias: bool,
-        std: f64,
-        dtype: DType,
-        device: Device,
-    ) -> Result<Self> {
+    pub fn normal(in_features: usize, out_features: usize, bias: bool, std: f64) -> Result<Self> {
+        let (dtype, device) = (DType::F32, Device::Cpu);
         Ok(Linear {
             weight: init::normal([out_features, in_features], std, dtype, device)?,
             bias: if bias {
@@ -71,6 +61,16 @@ impl Linear {
 
 impl Forward for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (out_f, in_f) = (self.weight.dims()[0], self.weight.dims()[1]);
+        if x.rank() == 0 || x.dims()[x.rank() - 1] != in_f {
+            return Err(Error::InvalidShape {
+                op: "Linear",
+                msg: format!(
+                    "Linear(in {in_f}, out {out_f}) needs inputs whose last dim is {in_f}"
+                ),
+                shape: x.shape().clone(),
+            });
+        }
         // The GEMM reads Wᵀ through its strides: no transposed copy is made.
         let y = x.matmul(&self.weight.t()?)?;
         match &self.bias {

@@ -25,9 +25,9 @@
 //! # fn main() -> Result<()> {
 //! let (dt, dev) = (DType::F32, Device::Cpu);
 //! let net = Net {
-//!     hidden: Linear::new(2, 8, true, dt, dev)?,
+//!     hidden: Linear::new(2, 8, true)?,
 //!     drop: Dropout::new(0.5),
-//!     out: Linear::new(8, 3, true, dt, dev)?,
+//!     out: Linear::new(8, 3, true)?,
 //! };
 //! let names: Vec<String> = net.named_parameters().into_iter().map(|(n, _)| n).collect();
 //! assert_eq!(names, ["hidden.weight", "hidden.bias", "out.weight", "out.bias"]);
@@ -67,11 +67,102 @@ pub trait Visitor {
     fn child(&mut self, name: &str, module: &dyn Module);
 }
 
+/// What [`Module::visit_mut`] reports: each direct parameter, to replace, and each direct child.
+pub trait VisitorMut {
+    fn param(&mut self, name: &str, tensor: &mut Tensor, kind: ParamKind);
+    fn child(&mut self, name: &str, module: &mut dyn Module);
+}
+
 /// A layer or model: named parameters and children. Derive it (`#[derive(Module)]`); write it by
 /// hand only for a layer with a state of its own (as [`crate::Dropout`] has).
 pub trait Module {
     /// Reports every direct parameter and child in a fixed order (what the derive writes).
     fn visit(&self, visitor: &mut dyn Visitor);
+
+    /// [`Module::visit`] with mutable access, to replace parameters (what the derive writes; a
+    /// hand-written module without parameters or children may keep this default, which visits
+    /// nothing).
+    fn visit_mut(&mut self, _visitor: &mut dyn VisitorMut) {}
+
+    /// Moves every parameter to `device` and converts the floating-point ones to `dtype`, as
+    /// PyTorch's `module.to(device, dtype)`: build a model once, then place it. The new tensors
+    /// are fresh leaves that require grad (gradients and optimizer state do not move: create the
+    /// optimizer after this).
+    fn to(
+        &mut self,
+        device: rustygradients_core::Device,
+        dtype: rustygradients_core::DType,
+    ) -> Result<()> {
+        struct Move {
+            device: rustygradients_core::Device,
+            dtype: rustygradients_core::DType,
+            prefix: String,
+            error: Option<Error>,
+        }
+        impl VisitorMut for Move {
+            fn param(&mut self, name: &str, t: &mut Tensor, _: ParamKind) {
+                if self.error.is_some() {
+                    return;
+                }
+                let dtype = if t.dtype().is_float() {
+                    self.dtype
+                } else {
+                    t.dtype()
+                };
+                if t.device() == self.device && t.dtype() == dtype {
+                    return;
+                }
+                let moved = rustygradients_core::no_grad(|| {
+                    t.to_dtype(dtype)?.to_device(self.device)?.copy()
+                })
+                .and_then(|m| m.requires_grad_(t.requires_grad()));
+                match moved {
+                    Ok(m) => *t = m,
+                    Err(e) => {
+                        self.error = Some(Error::format(
+                            "Module::to",
+                            format!("{}: {e}", join_name(&self.prefix, name)),
+                        ))
+                    }
+                }
+            }
+            fn child(&mut self, name: &str, m: &mut dyn Module) {
+                if self.error.is_some() {
+                    return;
+                }
+                let outer = std::mem::take(&mut self.prefix);
+                self.prefix = join_name(&outer, name);
+                m.visit_mut(self);
+                self.prefix = outer;
+            }
+        }
+        let mut mover = Move {
+            device,
+            dtype,
+            prefix: String::new(),
+            error: None,
+        };
+        self.visit_mut(&mut mover);
+        if let Some(e) = mover.error {
+            return Err(e);
+        }
+        // A hand-written module that kept the default `visit_mut` would be left behind.
+        if let Some((name, t)) = self
+            .named_parameters()
+            .into_iter()
+            .find(|(_, t)| t.device() != device || (t.dtype().is_float() && t.dtype() != dtype))
+        {
+            return Err(Error::format(
+                "Module::to",
+                format!(
+                    "{name} is still {:?} on {} (its module does not implement visit_mut)",
+                    t.dtype(),
+                    t.device()
+                ),
+            ));
+        }
+        Ok(())
+    }
 
     /// This module's own train/eval switch (dropout has one); children are switched by
     /// [`Module::set_training`], which every module gets.
@@ -240,6 +331,9 @@ impl<M: Module + ?Sized> Module for Box<M> {
     fn visit(&self, visitor: &mut dyn Visitor) {
         (**self).visit(visitor)
     }
+    fn visit_mut(&mut self, visitor: &mut dyn VisitorMut) {
+        (**self).visit_mut(visitor)
+    }
     fn set_own_training(&self, training: bool) {
         (**self).set_own_training(training)
     }
@@ -259,10 +353,14 @@ impl<M: Forward + ?Sized> Forward for Box<M> {
 /// `String` are nothing; other non-module fields take `#[module(skip)]`.
 pub trait ModuleField {
     fn visit_field(&self, name: &str, kind: ParamKind, visitor: &mut dyn Visitor);
+    fn visit_field_mut(&mut self, name: &str, kind: ParamKind, visitor: &mut dyn VisitorMut);
 }
 
 impl ModuleField for Tensor {
     fn visit_field(&self, name: &str, kind: ParamKind, visitor: &mut dyn Visitor) {
+        visitor.param(name, self, kind)
+    }
+    fn visit_field_mut(&mut self, name: &str, kind: ParamKind, visitor: &mut dyn VisitorMut) {
         visitor.param(name, self, kind)
     }
 }
@@ -271,11 +369,17 @@ impl<M: Module> ModuleField for M {
     fn visit_field(&self, name: &str, _: ParamKind, visitor: &mut dyn Visitor) {
         visitor.child(name, self)
     }
+    fn visit_field_mut(&mut self, name: &str, _: ParamKind, visitor: &mut dyn VisitorMut) {
+        visitor.child(name, self)
+    }
 }
 
 impl<T: ModuleField> ModuleField for Vec<T> {
     fn visit_field(&self, name: &str, kind: ParamKind, visitor: &mut dyn Visitor) {
         self.as_slice().visit_field(name, kind, visitor)
+    }
+    fn visit_field_mut(&mut self, name: &str, kind: ParamKind, visitor: &mut dyn VisitorMut) {
+        self.as_mut_slice().visit_field_mut(name, kind, visitor)
     }
 }
 
@@ -283,12 +387,20 @@ impl<T: ModuleField, const N: usize> ModuleField for [T; N] {
     fn visit_field(&self, name: &str, kind: ParamKind, visitor: &mut dyn Visitor) {
         self.as_slice().visit_field(name, kind, visitor)
     }
+    fn visit_field_mut(&mut self, name: &str, kind: ParamKind, visitor: &mut dyn VisitorMut) {
+        self.as_mut_slice().visit_field_mut(name, kind, visitor)
+    }
 }
 
 impl<T: ModuleField> ModuleField for [T] {
     fn visit_field(&self, name: &str, kind: ParamKind, visitor: &mut dyn Visitor) {
         for (i, x) in self.iter().enumerate() {
             x.visit_field(&join_name(name, &i.to_string()), kind, visitor);
+        }
+    }
+    fn visit_field_mut(&mut self, name: &str, kind: ParamKind, visitor: &mut dyn VisitorMut) {
+        for (i, x) in self.iter_mut().enumerate() {
+            x.visit_field_mut(&join_name(name, &i.to_string()), kind, visitor);
         }
     }
 }
@@ -299,12 +411,18 @@ impl<T: ModuleField> ModuleField for Option<T> {
             x.visit_field(name, kind, visitor)
         }
     }
+    fn visit_field_mut(&mut self, name: &str, kind: ParamKind, visitor: &mut dyn VisitorMut) {
+        if let Some(x) = self {
+            x.visit_field_mut(name, kind, visitor)
+        }
+    }
 }
 
 macro_rules! plain_fields {
     ($($t:ty),*) => {$(
         impl ModuleField for $t {
             fn visit_field(&self, _: &str, _: ParamKind, _: &mut dyn Visitor) {}
+            fn visit_field_mut(&mut self, _: &str, _: ParamKind, _: &mut dyn VisitorMut) {}
         }
     )*};
 }

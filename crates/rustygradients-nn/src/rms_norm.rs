@@ -12,7 +12,9 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    pub fn new(dim: usize, eps: f64, dtype: DType, device: Device) -> Result<Self> {
+    /// Ones; f32 on the CPU (see [`Module::to`]).
+    pub fn new(dim: usize, eps: f64) -> Result<Self> {
+        let (dtype, device) = (DType::F32, Device::Cpu);
         Ok(RmsNorm {
             weight: init::constant(dim, 1.0, dtype, device)?,
             eps,

@@ -2,7 +2,7 @@
 
 use rustygradients_core::{Result, Tensor};
 
-use crate::{Forward, Module, Visitor};
+use crate::{Forward, Module, Visitor, VisitorMut};
 
 #[derive(Default)]
 pub struct Sequential {
@@ -34,6 +34,11 @@ impl Sequential {
 impl Module for Sequential {
     fn visit(&self, visitor: &mut dyn Visitor) {
         for (i, l) in self.layers.iter().enumerate() {
+            visitor.child(&i.to_string(), l);
+        }
+    }
+    fn visit_mut(&mut self, visitor: &mut dyn VisitorMut) {
+        for (i, l) in self.layers.iter_mut().enumerate() {
             visitor.child(&i.to_string(), l);
         }
     }

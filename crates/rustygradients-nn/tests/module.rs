@@ -48,14 +48,14 @@ fn net(seed: u64) -> Net {
         layers: (0..2)
             .map(|_| {
                 Ok(Inner {
-                    proj: Linear::new(w, w, true, F32, CPU)?,
+                    proj: Linear::new(w, w, true)?,
                     drop: Dropout::new(0.5),
                 })
             })
             .collect::<Result<_>>()
             .unwrap(),
-        norm: Some(LayerNorm::new(w, true, F32, CPU).unwrap()),
-        head: Linear::new(w, 3, false, F32, CPU).unwrap(),
+        norm: Some(LayerNorm::new(w, true).unwrap()),
+        head: Linear::new(w, 3, false).unwrap(),
         scale: Tensor::ones(3, F32, CPU).unwrap(),
         _name: vec!["not a parameter".into()],
         width: w,
@@ -90,9 +90,9 @@ fn names_come_from_the_fields() {
     assert_eq!(groups[1].params.len(), 5);
     // PyTorch's Sequential names: 0, 1, 2 (a function layer has no parameters).
     let seq = Sequential::new()
-        .append(Linear::new(2, 4, true, F32, CPU).unwrap())
+        .append(Linear::new(2, 4, true).unwrap())
         .append_fn(|x| x.relu())
-        .append(Linear::new(4, 1, true, F32, CPU).unwrap());
+        .append(Linear::new(4, 1, true).unwrap());
     assert_eq!(names(&seq), ["0.weight", "0.bias", "2.weight", "2.bias"]);
 }
 
@@ -226,8 +226,44 @@ struct Tuple(Linear, #[module(skip)] u8, Pair);
 
 #[test]
 fn tuple_structs_and_hand_written_modules() {
-    let lin = || Linear::new(2, 2, false, F32, CPU).unwrap();
+    let lin = || Linear::new(2, 2, false).unwrap();
     let t = Tuple(lin(), 7, Pair(lin(), lin()));
     assert_eq!(names(&t), ["0.weight", "2.first.weight", "2.second.weight"]);
     assert_eq!(t.1, 7);
+}
+
+#[test]
+fn to_converts_every_parameter_once_built() {
+    let mut n = net(7);
+    let x = Tensor::randn([3, 8], F32, CPU).unwrap();
+    n.eval();
+    let y32 = n.forward(&x).unwrap().to_vec::<f32>().unwrap();
+    n.to(CPU, DType::F64).unwrap();
+    assert!(n.parameters().iter().all(|p| p.dtype() == DType::F64));
+    // Leaves that required grad still do (`scale` was made without it and stays so).
+    assert!(n.head.weight.requires_grad() && !n.scale.requires_grad());
+    let y64 = n
+        .forward(&x.to_dtype(DType::F64).unwrap())
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
+    for (a, b) in y32.iter().zip(&y64) {
+        assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    // Gradients reach the converted parameters.
+    n.forward(&x.to_dtype(DType::F64).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(n.head.weight.grad().is_some());
+    // A hand-written module that does not implement visit_mut is reported, not skipped.
+    let lin = || Linear::new(2, 2, false).unwrap();
+    let mut t = Tuple(lin(), 7, Pair(lin(), lin()));
+    let e = t.to(CPU, DType::F64).unwrap_err().to_string();
+    assert!(
+        e.contains("2.first.weight") && e.contains("visit_mut"),
+        "{e}"
+    );
 }

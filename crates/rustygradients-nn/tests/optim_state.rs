@@ -30,11 +30,10 @@ impl Forward for Mlp {
 
 fn mlp(seed: u64) -> Mlp {
     manual_seed(seed);
-    let (dt, dev) = (DType::F32, Device::Cpu);
     Mlp {
-        fc: Linear::new(5, 16, true, dt, dev).unwrap(),
-        norm: LayerNorm::new(16, true, dt, dev).unwrap(),
-        out: Linear::new(16, 2, true, dt, dev).unwrap(),
+        fc: Linear::new(5, 16, true).unwrap(),
+        norm: LayerNorm::new(16, true).unwrap(),
+        out: Linear::new(16, 2, true).unwrap(),
     }
 }
 

@@ -224,7 +224,7 @@ impl Optimizer for Adam {
 /// use rustygradients_nn::{Forward, Linear, Module};
 ///
 /// # fn main() -> rustygradients_core::Result<()> {
-/// let model = Linear::new(3, 1, true, DType::F32, Device::Cpu)?;
+/// let model = Linear::new(3, 1, true)?;
 /// // Weight matrices decay by 0.1; biases, norms and embeddings do not.
 /// let mut opt = AdamW::new(&model, AdamWConfig { lr: 1e-2, weight_decay: 0.1, ..Default::default() });
 /// let x = Tensor::ones([8, 3], DType::F32, Device::Cpu)?;
