@@ -265,6 +265,20 @@ impl Default for AdamWConfig {
     }
 }
 
+impl AdamWConfig {
+    /// These settings with learning rate `lr`.
+    pub fn with_lr(self, lr: f64) -> Self {
+        AdamWConfig { lr, ..self }
+    }
+    /// These settings with weight decay `weight_decay`.
+    pub fn with_weight_decay(self, weight_decay: f64) -> Self {
+        AdamWConfig {
+            weight_decay,
+            ..self
+        }
+    }
+}
+
 impl AdamW {
     /// Every parameter of `model`: weight matrices decay by `cfg.weight_decay`, biases, norms
     /// and embeddings do not (see [`super::decay_groups`]).

@@ -15,6 +15,24 @@ pub enum LrSchedule {
 }
 
 impl LrSchedule {
+    /// [`LrSchedule::WarmupCosine`]: `warmup` steps up to `max_lr`, then a cosine down to
+    /// `min_lr` at `decay_iters`.
+    ///
+    /// ```
+    /// use rustygradients_nn::optim::LrSchedule;
+    /// let s = LrSchedule::warmup_cosine(1e-3, 1e-4, 10, 100);
+    /// assert!(s.lr_at(0) < s.lr_at(9) && s.lr_at(10) == 1e-3 && s.lr_at(100) == 1e-4);
+    /// ```
+    pub fn warmup_cosine(max_lr: f64, min_lr: f64, warmup: usize, decay_iters: usize) -> Self {
+        LrSchedule::WarmupCosine {
+            max_lr,
+            min_lr,
+            warmup,
+            decay_iters,
+        }
+    }
+
+    /// The learning rate for step `step` (counting from 0).
     pub fn lr_at(&self, step: usize) -> f64 {
         match *self {
             LrSchedule::Constant(lr) => lr,
