@@ -48,13 +48,15 @@ const PREFIX: &str = "checkpoint_step_";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointInfo {
+    /// The training step it was saved at; also names its files (`checkpoint_step_{step:06}.*`).
     pub step: u64,
     /// Scalar results at this step (losses, accuracy, ...).
     pub metrics: BTreeMap<String, f64>,
     /// When it was saved, in seconds since the Unix epoch.
     pub saved_at: f64,
-    /// The tensors file (in the same directory) and its exact length in bytes.
+    /// The tensors file's name (in the same directory): `checkpoint_step_{step:06}.safetensors`.
     pub tensors_file: String,
+    /// The tensors file's exact length in bytes; a checkpoint whose file differs is incomplete.
     pub tensors_bytes: u64,
     /// CRC-32 (8 hex digits) of the tensors file's header; the tensors' own checksums are in
     /// that header. Absent in checkpoints written before checksums existed.
@@ -89,7 +91,9 @@ impl CheckpointInfo {
 
 /// A loaded checkpoint.
 pub struct Checkpoint {
+    /// Its sidecar.
     pub info: CheckpointInfo,
+    /// Every tensor of the tensors file, by name, in the file's order, on the requested device.
     pub tensors: Vec<(String, Tensor)>,
     /// Newer checkpoints that [`CheckpointManager::load_latest`] passed over, with the reason
     /// (a failed checksum, non-finite values, an unreadable file), newest first.
@@ -115,7 +119,9 @@ impl Checkpoint {
 /// Whether a larger or a smaller value of the ranking metric is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Goal {
+    /// Lower is better (a loss).
     Minimize,
+    /// Higher is better (an accuracy).
     Maximize,
 }
 
@@ -165,6 +171,7 @@ impl CheckpointManager {
         self
     }
 
+    /// The directory it manages.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

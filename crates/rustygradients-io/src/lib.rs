@@ -9,6 +9,8 @@
 //! - [`atomic`]: write-to-temp, fsync, rename — a crash never leaves a half-written file.
 //! - [`bounded`]: reading documents only from regular files and only up to a size limit.
 
+#![warn(missing_docs)]
+
 pub mod atomic;
 pub mod bounded;
 pub mod checkpoint;

@@ -13,11 +13,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::bounded::limits;
 
+/// One line of `metrics.jsonl`: a training step's or an evaluation's numbers. Non-finite floats
+/// are written as `"NaN"`, `"inf"` or `"-inf"`; the optional fields are left out when `None`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Record {
+    /// Optimizer steps completed when it was written (0 for the evaluation before training).
     pub step: usize,
+    /// The training batch's loss at this step (on evaluation records, the latest step's).
     #[serde(with = "float")]
     pub train_loss: f64,
+    /// Set on evaluation records: the loss estimated over `eval_iters` validation batches.
     #[serde(default, with = "opt_float", skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
     /// Set on evaluation records: the loss estimated over `eval_iters` training batches.
@@ -29,10 +34,13 @@ pub struct Record {
     /// True when the step's loss or gradient norm was not finite and its update was skipped.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skipped: bool,
+    /// The learning rate the schedule gave this step.
     #[serde(with = "float")]
     pub lr: f64,
+    /// Training throughput so far: tokens per second of training time (evaluation excluded).
     #[serde(with = "float")]
     pub tokens_per_s: f64,
+    /// Wall-clock seconds since the writing process started training.
     #[serde(with = "float")]
     pub time_s: f64,
 }

@@ -358,6 +358,7 @@ impl SafetensorsFile {
         Ok(SafetensorsFile { path, map, header })
     }
 
+    /// The path it was opened from.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -6,12 +6,16 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rustygradients_core::{Device, Error, Result, Tensor};
 
+/// Which part of a [`TextDataset`] to draw from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
+    /// The first 90% of the tokens.
     Train,
+    /// The last 10% of the tokens.
     Val,
 }
 
+/// A token stream split 90/10 into train and val, batched by a seeded generator.
 pub struct TextDataset {
     train: Vec<u32>,
     val: Vec<u32>,
@@ -56,6 +60,7 @@ impl TextDataset {
         Ok(())
     }
 
+    /// Tokens in `split`.
     pub fn len(&self, split: Split) -> usize {
         self.tokens(split).len()
     }
@@ -108,6 +113,7 @@ impl TextDataset {
         self.rng.clone()
     }
 
+    /// Restores a state from [`TextDataset::rng_state`] (to resume at a checkpoint's position).
     pub fn set_rng_state(&mut self, rng: ChaCha8Rng) {
         self.rng = rng;
     }

@@ -4,6 +4,8 @@
 //! - [`data`]: a token stream split 90/10 into train/val, sampled as seeded `(B, T)` batches.
 //! - [`sampling`]: temperature, top-k and top-p sampling of the next token.
 
+#![warn(missing_docs)]
+
 pub mod data;
 pub mod gpt;
 pub mod sampling;

@@ -4,10 +4,16 @@
 use rand::Rng;
 use rustygradients_core::{Error, Result};
 
+/// How [`sample`] picks a token; the default is temperature 0.8, top-k 200, no top-p.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplingConfig {
+    /// Divides the logits before the softmax: below 1 sharpens, above 1 flattens; 0 picks the
+    /// most likely token. Finite and `>= 0`.
     pub temperature: f64,
+    /// Keep only the `k` most likely tokens (at least 1); `None` keeps all.
     pub top_k: Option<usize>,
+    /// Keep the smallest set of most likely tokens whose probability reaches `p`, in `(0, 1]`;
+    /// `None` keeps all.
     pub top_p: Option<f64>,
 }
 
@@ -49,7 +55,19 @@ impl SamplingConfig {
     }
 }
 
-/// The index of the next token given one row of logits.
+/// The index of the next token given one row of logits (one per vocabulary entry), drawn from
+/// `rng`. Empty logits or an invalid `cfg` (see [`SamplingConfig::validate`]) are an error.
+///
+/// ```
+/// use rand::SeedableRng;
+/// use rustygradients_models::sampling::{sample, SamplingConfig};
+/// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+/// let greedy = SamplingConfig { temperature: 0.0, top_k: None, top_p: None };
+/// assert_eq!(sample(&[0.1, 2.0, -1.0], &greedy, &mut rng)?, 1);
+/// let top1 = SamplingConfig { top_k: Some(1), ..SamplingConfig::default() };
+/// assert_eq!(sample(&[0.1, 2.0, -1.0], &top1, &mut rng)?, 1);
+/// # Ok::<(), rustygradients_core::Error>(())
+/// ```
 pub fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut impl Rng) -> Result<usize> {
     if logits.is_empty() {
         return Err(Error::InvalidArgument {

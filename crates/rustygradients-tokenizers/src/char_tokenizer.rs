@@ -6,6 +6,16 @@ use rustygradients_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// Maps each known character to its index in the sorted vocabulary.
+///
+/// ```
+/// use rustygradients_tokenizers::CharTokenizer;
+/// let tok = CharTokenizer::from_text("hello"); // vocabulary: e h l o
+/// let ids = tok.encode("hell")?;
+/// assert_eq!(ids, [1, 0, 2, 2]);
+/// assert_eq!(tok.decode(&ids)?, "hell");
+/// assert!(tok.encode("help").is_err()); // 'p' is not in the vocabulary
+/// # Ok::<(), rustygradients_core::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "CharTokenizerFile", into = "CharTokenizerFile")]
 pub struct CharTokenizer {
@@ -65,6 +75,7 @@ impl CharTokenizer {
         Ok(CharTokenizer { vocab, ids })
     }
 
+    /// The number of distinct ids (`0..vocab_size`).
     pub fn vocab_size(&self) -> usize {
         self.vocab.len()
     }
@@ -97,10 +108,14 @@ impl CharTokenizer {
             .collect()
     }
 
+    /// The JSON form, `{"type":"char","vocab":"<every character, in id order>"}` (what
+    /// `tokenizer.json` holds).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a tokenizer always serialises")
     }
 
+    /// Parses [`CharTokenizer::to_json`]'s form; another `type`, repeated characters or
+    /// malformed JSON is an error.
     pub fn from_json(json: &str) -> Result<Self> {
         serde_json::from_str(json).map_err(|e| Error::format("char tokenizer JSON", e.to_string()))
     }
