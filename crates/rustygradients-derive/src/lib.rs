@@ -12,11 +12,29 @@
 //!
 //! Plain numbers, `bool` and `String` fields need no attribute: they are visited as nothing.
 
+#![warn(missing_docs)]
+
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as Tokens};
 use quote::quote;
 use syn::{parse_macro_input, Data, DeriveInput, Fields, LitStr};
 
+/// Implements `Module` (its `visit` and `visit_mut`) for a struct with named or tuple fields,
+/// visiting the fields in declaration order; tuple fields are named `0`, `1`, …. Each visited
+/// field's type must implement `ModuleField` (a tensor, a module, or a `Vec`, `Option` or array
+/// of them; numbers, `bool` and `String` visit as nothing); anything else takes
+/// `#[module(skip)]`. A generic struct keeps its own bounds (e.g. `T: Module`); the derive
+/// adds none.
+///
+/// Field attributes, combinable as `#[module(rename = "wte", kind = "embedding")]`:
+/// - `skip`: the field is not part of the module;
+/// - `rename = "name"`: the name used instead of the field's (dots allowed, as in
+///   `"transformer.wte"`);
+/// - `kind = "weight" | "bias" | "norm" | "embedding"`: the `ParamKind` of a tensor field (the
+///   default is `bias` for a field named `bias`, else `weight`), which decides e.g. whether
+///   `decay_groups` decays it.
+///
+/// Enums and unions are a compile error, as is an unknown attribute or kind.
 #[proc_macro_derive(Module, attributes(module))]
 pub fn derive_module(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

@@ -4,11 +4,18 @@ use rustygradients_core::{Result, Tensor};
 
 use crate::{Forward, LayerNorm, Mlp, Module, SelfAttention};
 
+/// A pre-LayerNorm transformer block (GPT-2's): `x + attn(ln_1(x))`, then
+/// `x + mlp(ln_2(x))`, on `(batch, seq, n_embd)` inputs. Parameters are named as in GPT-2
+/// checkpoints (`ln_1.weight`, `attn.c_attn.weight`, `mlp.c_proj.bias`, …).
 #[derive(Module)]
 pub struct Block {
+    /// Normalises the input of `attn`.
     pub ln_1: LayerNorm,
+    /// Self-attention (causal in GPT-2), added back to the residual stream.
     pub attn: SelfAttention,
+    /// Normalises the input of `mlp`.
     pub ln_2: LayerNorm,
+    /// The feed-forward block (4× wide with GELU in GPT-2), added back to the residual stream.
     pub mlp: Mlp,
 }
 

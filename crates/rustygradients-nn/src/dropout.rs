@@ -6,7 +6,12 @@ use rustygradients_core::{Result, Tensor};
 
 use crate::{Forward, Module, Visitor};
 
+/// Dropout (PyTorch's `nn.Dropout`): in training mode, zeroes each element with probability
+/// `p` and scales the rest by `1/(1-p)`; in eval mode, the identity. The mask comes from the
+/// global seeded generator. No parameters.
 pub struct Dropout {
+    /// Probability of zeroing an element, in `[0, 1]` (0 turns dropout off; a value outside is
+    /// an error at the forward pass).
     pub p: f64,
     training: AtomicBool,
 }
@@ -19,6 +24,8 @@ impl Dropout {
             training: AtomicBool::new(true),
         }
     }
+    /// True in training mode (the default), when dropout applies; set through
+    /// [`Module::train`], [`Module::eval`] or [`Module::set_training`] on any ancestor.
     pub fn is_training(&self) -> bool {
         self.training.load(Ordering::Relaxed)
     }

@@ -4,8 +4,13 @@ use rustygradients_core::{DType, Device, Error, Result, Tensor};
 
 use crate::{init, Forward, Module};
 
+/// A table of `num_embeddings` vectors of size `dim` (PyTorch's `nn.Embedding`): the forward
+/// pass maps integer ids to rows of `weight`.
 #[derive(Module)]
 pub struct Embedding {
+    /// `(num_embeddings, dim)`, row `i` the vector of id `i`. Its kind is
+    /// [`ParamKind::Embedding`](crate::ParamKind::Embedding), so
+    /// [`decay_groups`](crate::optim::decay_groups) does not decay it.
     #[module(kind = "embedding")]
     pub weight: Tensor,
 }

@@ -4,12 +4,17 @@ use rustygradients_core::{DType, Device, Result, Tensor};
 
 use crate::{init, Forward, Module};
 
+/// Layer normalisation over the last dim (PyTorch's `nn.LayerNorm(dim)`):
+/// `(x - mean) / sqrt(var + eps) * weight + bias`, with the biased variance.
 #[derive(Module)]
 pub struct LayerNorm {
+    /// Scale, `(dim,)`; ones at construction.
     #[module(kind = "norm")]
     pub weight: Tensor,
+    /// Shift, `(dim,)`; zeros at construction, `None` for a layer built with `bias = false`.
     #[module(kind = "norm")]
     pub bias: Option<Tensor>,
+    /// Added to the variance before the square root; `1e-5` by default, as in PyTorch.
     pub eps: f64,
 }
 

@@ -11,6 +11,8 @@
 //!   optimizer state dicts keyed by parameter name.
 //! - [`checkpoint`]: a model and its optimizer saved and restored in one call each.
 
+#![warn(missing_docs)]
+
 // Lets `#[derive(Module)]` name this crate the same way inside it as outside.
 extern crate self as rustygradients_nn;
 

@@ -4,9 +4,13 @@ use rustygradients_core::{DType, Device, Error, Result, Tensor};
 
 use crate::{init, Forward, Module};
 
+/// A fully connected layer (PyTorch's `nn.Linear`): `y = x Wᵀ + b` over the last dim of `x`,
+/// `(…, in_features)` to `(…, out_features)`.
 #[derive(Module)]
 pub struct Linear {
+    /// `W`, `(out_features, in_features)` as PyTorch stores it.
     pub weight: Tensor,
+    /// `b`, `(out_features,)`; `None` for a layer without bias.
     pub bias: Option<Tensor>,
 }
 

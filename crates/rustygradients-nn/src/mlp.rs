@@ -12,9 +12,11 @@ pub enum Activation {
     Gelu,
     /// GELU's tanh approximation.
     GeluTanh,
+    /// `max(x, 0)`.
     Relu,
     /// `x · sigmoid(x)` (SiLU / swish).
     Silu,
+    /// The hyperbolic tangent.
     Tanh,
 }
 

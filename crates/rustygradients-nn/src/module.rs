@@ -46,9 +46,11 @@ use rustygradients_core::{Error, Result, Tensor};
 pub enum ParamKind {
     /// A matrix that multiplies activations (`Linear.weight`).
     Weight,
+    /// An additive bias (the derive's default for a field named `bias`).
     Bias,
     /// A normalisation scale or shift.
     Norm,
+    /// An embedding table (`Embedding.weight`).
     Embedding,
 }
 
@@ -63,13 +65,21 @@ pub fn join_name(prefix: &str, name: &str) -> String {
 
 /// What [`Module::visit`] reports: each direct parameter and each direct child, by name.
 pub trait Visitor {
+    /// A parameter of the visited module, `name` relative to it (`weight`, `h.0` for a `Vec`
+    /// element), with its kind.
     fn param(&mut self, name: &str, tensor: &Tensor, kind: ParamKind);
+    /// A child module, `name` relative to the visited one (`attn`); a visitor that walks the
+    /// whole tree calls `module.visit(self)` with the name as a prefix.
     fn child(&mut self, name: &str, module: &dyn Module);
 }
 
 /// What [`Module::visit_mut`] reports: each direct parameter, to replace, and each direct child.
 pub trait VisitorMut {
+    /// A parameter, which the visitor may replace with a new tensor (as [`Module::to`] does);
+    /// named and kinded as in [`Visitor::param`].
     fn param(&mut self, name: &str, tensor: &mut Tensor, kind: ParamKind);
+    /// A child module, mutably; a visitor that walks the whole tree calls
+    /// `module.visit_mut(self)`.
     fn child(&mut self, name: &str, module: &mut dyn Module);
 }
 
@@ -324,6 +334,8 @@ pub struct LoadReport {
 
 /// A module with a one-tensor forward pass (layers; models may have their own signatures).
 pub trait Forward: Module {
+    /// Applies the layer to `x` (PyTorch's `module(x)`); the shapes are each layer's own, e.g.
+    /// [`crate::Linear`] maps `(…, in_features)` to `(…, out_features)`.
     fn forward(&self, x: &Tensor) -> Result<Tensor>;
 }
 
@@ -352,7 +364,11 @@ impl<M: Forward + ?Sized> Forward for Box<M> {
 /// `Vec`, `Option` or array visits its elements (`name.0`, `name.1`, …). Numbers, `bool` and
 /// `String` are nothing; other non-module fields take `#[module(skip)]`.
 pub trait ModuleField {
+    /// Reports this field, named `name`, to `visitor`: [`Visitor::param`] for a tensor (with
+    /// `kind`, which only tensors use), [`Visitor::child`] for a module, each element under
+    /// `name.i` for a collection, nothing for a plain value.
     fn visit_field(&self, name: &str, kind: ParamKind, visitor: &mut dyn Visitor);
+    /// [`ModuleField::visit_field`] with mutable access, for [`Module::visit_mut`].
     fn visit_field_mut(&mut self, name: &str, kind: ParamKind, visitor: &mut dyn VisitorMut);
 }
 

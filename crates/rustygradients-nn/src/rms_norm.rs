@@ -4,10 +4,14 @@ use rustygradients_core::{DType, Device, Result, Tensor};
 
 use crate::{init, Forward, Module};
 
+/// RMS normalisation over the last dim (Llama's `RMSNorm`, PyTorch's `nn.RMSNorm`):
+/// `x / sqrt(mean(x²) + eps) * weight`, no mean subtracted and no shift.
 #[derive(Module)]
 pub struct RmsNorm {
+    /// Scale, `(dim,)`; ones at construction.
     #[module(kind = "norm")]
     pub weight: Tensor,
+    /// Added to the mean square before the square root (Llama uses `1e-5` or `1e-6`).
     pub eps: f64,
 }
 

@@ -4,12 +4,16 @@ use rustygradients_core::{Result, Tensor};
 
 use crate::{Forward, Module, Visitor, VisitorMut};
 
+/// Layers applied in order, each one's output the next one's input (PyTorch's
+/// `nn.Sequential`). Its children are named `0`, `1`, …, so parameters are `0.weight`,
+/// `2.bias`, … as in PyTorch.
 #[derive(Default)]
 pub struct Sequential {
     layers: Vec<Box<dyn Forward>>,
 }
 
 impl Sequential {
+    /// No layers yet (the identity until one is appended).
     pub fn new() -> Self {
         Self::default()
     }
@@ -22,9 +26,11 @@ impl Sequential {
     pub fn append_fn(self, f: impl Fn(&Tensor) -> Result<Tensor> + 'static) -> Self {
         self.append(FnLayer(f))
     }
+    /// The number of layers, function layers included.
     pub fn len(&self) -> usize {
         self.layers.len()
     }
+    /// True when no layer has been appended.
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
     }

@@ -5,11 +5,19 @@ use rustygradients_core::{no_grad, AdamHyper, Result, Tensor};
 
 use super::{state_like, Optimizer, ParamGroup, ParamState};
 
+/// [`Adam`]'s hyperparameters (weight decay is per [`ParamGroup`]); [`AdamConfig::adam`] and
+/// [`AdamConfig::adamw`] give PyTorch's defaults. Checked at every step
+/// ([`AdamConfig::validate`]).
 #[derive(Debug, Clone, Copy)]
 pub struct AdamConfig {
+    /// Step size, finite and `>= 0` (PyTorch's default 1e-3).
     pub lr: f64,
+    /// Decay of the running mean of gradients, in `[0, 1)`: PyTorch's `betas[0]`, 0.9.
     pub beta1: f64,
+    /// Decay of the running mean of squared gradients, in `[0, 1)`: PyTorch's `betas[1]`,
+    /// 0.999.
     pub beta2: f64,
+    /// Added to the denominator, `sqrt(v̂) + eps`; finite and `> 0` (PyTorch's 1e-8).
     pub eps: f64,
     /// AdamW when true.
     pub decoupled_weight_decay: bool,
@@ -74,18 +82,56 @@ impl AdamConfig {
 /// Per-parameter state: first and second moments and the number of updates applied.
 #[derive(Clone)]
 pub struct AdamState {
+    /// Running mean of the gradients (PyTorch's `exp_avg`), the parameter's shape.
     pub m: Tensor,
+    /// Running mean of the squared gradients (`exp_avg_sq`), the parameter's shape.
     pub v: Tensor,
+    /// Updates applied to the parameter (`step`), which sets the bias corrections.
     pub step: u64,
 }
 
+/// Adam (PyTorch's `torch.optim.Adam`, same update rule), or AdamW with
+/// `cfg.decoupled_weight_decay` (see also [`AdamW`]). Each group's weight decay is added to the
+/// gradient as an L2 term (Adam) or shrinks the weights directly (AdamW). One fused in-place
+/// pass per parameter; per-parameter state `exp_avg`, `exp_avg_sq` and `step`.
+///
+/// ```
+/// use rustygradients_core::{DType, Device, Tensor};
+/// use rustygradients_nn::optim::{Adam, AdamConfig, Optimizer, ParamGroup};
+/// use rustygradients_nn::{Forward, Linear};
+///
+/// # fn main() -> rustygradients_core::Result<()> {
+/// let model = Linear::new(3, 1, true)?;
+/// // PyTorch: Adam(model.parameters(), lr=0.1, betas=(0.9, 0.99))
+/// let cfg = AdamConfig { beta2: 0.99, ..AdamConfig::adam(0.1) };
+/// let mut opt = Adam::new(vec![ParamGroup::all(&model, 0.0)], cfg);
+/// let x = Tensor::ones([8, 3], DType::F32, Device::Cpu)?;
+/// // Mean squared distance of the outputs from 10.
+/// let loss = || model.forward(&x)?.sub_scalar(10.0)?.sqr()?.mean_all();
+/// let first = loss()?.item()?;
+/// for _ in 0..5 {
+///     opt.zero_grad();
+///     loss()?.backward()?;
+///     opt.step()?;
+/// }
+/// assert!(loss()?.item()? < first);
+/// // The settings can change between steps; a bad one fails the next step.
+/// opt.cfg.beta1 = 1.0;
+/// assert!(opt.step().is_err());
+/// # Ok(())
+/// # }
+/// ```
 pub struct Adam {
     groups: Vec<ParamGroup>,
+    /// The hyperparameters, read at every step (so they may change between steps;
+    /// [`Optimizer::set_learning_rate`] sets `lr`).
     pub cfg: AdamConfig,
     state: Vec<Option<AdamState>>,
 }
 
 impl Adam {
+    /// Updates the parameters of `groups` with `cfg`; each parameter's state is created at its
+    /// first step.
     pub fn new(groups: Vec<ParamGroup>, cfg: AdamConfig) -> Self {
         let n = groups.iter().map(|g| g.params.len()).sum();
         Adam {
@@ -246,10 +292,16 @@ pub struct AdamW {
 /// decay 0.01).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWConfig {
+    /// Step size; 1e-3 by default.
     pub lr: f64,
+    /// Decay of the running mean of gradients (PyTorch's `betas[0]`); 0.9 by default.
     pub beta1: f64,
+    /// Decay of the running mean of squared gradients (`betas[1]`); 0.999 by default.
     pub beta2: f64,
+    /// Added to the denominator, `sqrt(v̂) + eps`; 1e-8 by default.
     pub eps: f64,
+    /// Decoupled decay: each step multiplies a decayed weight by `1 - lr · weight_decay`;
+    /// 0.01 by default. [`AdamW::new`] applies it to weight matrices only.
     pub weight_decay: f64,
 }
 

@@ -3,7 +3,22 @@
 use rustygradients_core::{no_grad, Result, Tensor};
 
 /// The global L2 norm of the parameters' gradients (parameters without one count as zero);
-/// NaN or infinite when any gradient element is.
+/// NaN or infinite when any gradient element is. Handy for logging, and for spotting a
+/// diverging run before [`clip_grad_norm`] hides it.
+///
+/// ```
+/// use rustygradients_core::{DType, Device, Tensor};
+/// use rustygradients_nn::optim::grad_norm;
+///
+/// # fn main() -> rustygradients_core::Result<()> {
+/// let a = Tensor::zeros([2], DType::F32, Device::Cpu)?.requires_grad_(true)?;
+/// let b = Tensor::zeros([3], DType::F32, Device::Cpu)?.requires_grad_(true)?;
+/// assert_eq!(grad_norm(&[a.clone(), b.clone()])?, 0.0); // no gradients yet
+/// a.set_grad(Some(Tensor::from_vec(vec![3f32, 4.0], [2], Device::Cpu)?))?;
+/// assert_eq!(grad_norm(&[a, b])?, 5.0); // sqrt(3² + 4²); `b` still counts as zero
+/// # Ok(())
+/// # }
+/// ```
 pub fn grad_norm(params: &[Tensor]) -> Result<f64> {
     no_grad(|| {
         let mut sq = 0.0;
@@ -17,7 +32,27 @@ pub fn grad_norm(params: &[Tensor]) -> Result<f64> {
 }
 
 /// Scales every gradient by `max_norm / (norm + 1e-6)` when the global norm exceeds `max_norm`;
-/// returns the norm before clipping.
+/// returns the norm before clipping. Call it between `backward` and the optimizer's step, as
+/// `clip_grad_norm(&opt.params(), 1.0)?`.
+///
+/// ```
+/// use rustygradients_core::{DType, Device, Tensor};
+/// use rustygradients_nn::optim::clip_grad_norm;
+///
+/// # fn main() -> rustygradients_core::Result<()> {
+/// let p = Tensor::zeros([2], DType::F32, Device::Cpu)?.requires_grad_(true)?;
+/// p.set_grad(Some(Tensor::from_vec(vec![3f32, 4.0], [2], Device::Cpu)?))?;
+/// assert_eq!(clip_grad_norm(&[p.clone()], 1.0)?, 5.0); // the norm before clipping
+/// let g = p.grad().unwrap().to_vec::<f32>()?;
+/// assert!((g[0] - 0.6).abs() < 1e-5 && (g[1] - 0.8).abs() < 1e-5); // same direction, norm 1
+///
+/// // Within the limit, the gradients are left alone.
+/// let before = p.grad().unwrap().to_vec::<f32>()?;
+/// clip_grad_norm(&[p.clone()], 2.0)?;
+/// assert_eq!(p.grad().unwrap().to_vec::<f32>()?, before);
+/// # Ok(())
+/// # }
+/// ```
 pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> Result<f64> {
     let norm = grad_norm(params)?;
     no_grad(|| {

@@ -18,11 +18,36 @@ use crate::{Module, ParamKind};
 
 /// Parameters that share hyper-parameters (PyTorch's param groups), with their names (which key
 /// the optimizer's state dict).
+///
+/// ```
+/// use rustygradients_nn::optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
+/// use rustygradients_nn::{Linear, Module};
+///
+/// # fn main() -> rustygradients_core::Result<()> {
+/// let model = Linear::new(3, 1, true)?;
+/// // PyTorch: SGD([{"params": [weight], "weight_decay": 1e-4}, {"params": [bias]}], lr=0.1)
+/// let mut named = model.named_parameters();
+/// let bias = named.pop().unwrap();
+/// let groups = vec![ParamGroup::new(named, 1e-4), ParamGroup::new(vec![bias], 0.0)];
+/// let opt = Sgd::new(groups, SgdConfig { lr: 0.1, ..Default::default() });
+/// assert_eq!(opt.param_names(), ["weight", "bias"]);
+///
+/// // One group for the whole model:
+/// let all = ParamGroup::all(&model, 0.0);
+/// assert_eq!((all.names.len(), all.params.len()), (2, 2));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct ParamGroup {
+    /// The parameters (handles to the model's own tensors, which the optimizer updates in
+    /// place).
     pub params: Vec<Tensor>,
     /// One name per parameter, as [`Module::named_parameters`] gives them.
     pub names: Vec<String>,
+    /// This group's weight decay, 0 for none: an L2 term `weight_decay · p` added to the
+    /// gradient by [`Sgd`] and [`Adam`]; with [`AdamW`], a decoupled shrink of the weights by
+    /// `1 - lr · weight_decay` each step.
     pub weight_decay: f64,
 }
 
@@ -43,7 +68,34 @@ impl ParamGroup {
     }
 }
 
-/// Two groups: weight matrices decay by `weight_decay`; biases, norms and embeddings do not.
+/// Two groups: weight matrices decay by `weight_decay`; biases, norms and embeddings do not
+/// (by each parameter's [`ParamKind`], nanoGPT's split). Either group may be empty.
+///
+/// ```
+/// use rustygradients_nn::optim::decay_groups;
+/// use rustygradients_nn::{Embedding, LayerNorm, Linear, Module};
+///
+/// #[derive(Module)]
+/// struct Net {
+///     wte: Embedding,
+///     ln: LayerNorm,
+///     head: Linear,
+/// }
+///
+/// # fn main() -> rustygradients_core::Result<()> {
+/// let net = Net {
+///     wte: Embedding::new(10, 4)?,
+///     ln: LayerNorm::new(4, true)?,
+///     head: Linear::new(4, 10, true)?,
+/// };
+/// let groups = decay_groups(&net, 0.1);
+/// assert_eq!(groups[0].names, ["head.weight"]);
+/// assert_eq!(groups[0].weight_decay, 0.1);
+/// assert_eq!(groups[1].names, ["wte.weight", "ln.weight", "ln.bias", "head.bias"]);
+/// assert_eq!(groups[1].weight_decay, 0.0);
+/// # Ok(())
+/// # }
+/// ```
 pub fn decay_groups(model: &dyn Module, weight_decay: f64) -> Vec<ParamGroup> {
     let (mut decay, mut no_decay) = (Vec::new(), Vec::new());
     model.visit_parameters("", &mut |name, p, kind| {
@@ -67,7 +119,10 @@ pub trait Optimizer {
     /// Applies one update from the parameters' accumulated gradients (params without one are
     /// skipped).
     fn step(&mut self) -> Result<()>;
+    /// The learning rate the next [`Optimizer::step`] uses (one for all groups).
     fn learning_rate(&self) -> f64;
+    /// Sets the learning rate of every following step, e.g. from an [`LrSchedule`] before each
+    /// step (PyTorch: assigning `group["lr"]` in every group).
     fn set_learning_rate(&mut self, lr: f64);
     /// The parameter groups this optimizer updates.
     fn groups(&self) -> &[ParamGroup];
@@ -102,7 +157,27 @@ pub trait Optimizer {
 
     /// The state as named tensors, keyed `<state>.<parameter name>`
     /// (`exp_avg.h.0.attn.c_attn.weight`): it survives a reordering of the groups, and loads
-    /// into an optimizer built afresh for the same model.
+    /// into an optimizer built afresh for the same model. The tensors are the state itself, not
+    /// copies; a parameter not yet updated has no entry.
+    ///
+    /// ```
+    /// use rustygradients_core::{DType, Device, Tensor};
+    /// use rustygradients_nn::optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
+    /// use rustygradients_nn::{Forward, Linear};
+    ///
+    /// # fn main() -> rustygradients_core::Result<()> {
+    /// let model = Linear::new(3, 1, true)?;
+    /// let cfg = SgdConfig { lr: 0.01, momentum: 0.9, ..Default::default() };
+    /// let mut opt = Sgd::new(vec![ParamGroup::all(&model, 0.0)], cfg);
+    /// assert!(opt.state_dict().is_empty()); // no buffers before the first step
+    ///
+    /// model.forward(&Tensor::ones([8, 3], DType::F32, Device::Cpu)?)?.mean_all()?.backward()?;
+    /// opt.step()?;
+    /// let keys: Vec<String> = opt.state_dict().into_iter().map(|(k, _)| k).collect();
+    /// assert_eq!(keys, ["momentum_buffer.weight", "momentum_buffer.bias"]);
+    /// # Ok(())
+    /// # }
+    /// ```
     fn state_dict(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for (i, name) in self.param_names().iter().enumerate() {
@@ -115,7 +190,45 @@ pub trait Optimizer {
 
     /// Restores a [`Optimizer::state_dict`]. A name that matches no parameter, or a parameter
     /// with only part of its state, is an error naming it; parameters absent from `dict` start
-    /// fresh. Nothing changes unless everything checks out.
+    /// fresh. Nothing changes unless everything checks out. The tensors are copied (onto each
+    /// parameter's device and dtype), so `dict` is not shared with the optimizer.
+    ///
+    /// A fresh optimizer continuing another's run (as after a restart):
+    ///
+    /// ```
+    /// use rustygradients_core::{DType, Device, Tensor};
+    /// use rustygradients_nn::optim::{Adam, AdamConfig, Optimizer, ParamGroup};
+    /// use rustygradients_nn::{Forward, Linear, Module};
+    ///
+    /// # fn main() -> rustygradients_core::Result<()> {
+    /// let model = Linear::new(3, 1, true)?;
+    /// let x = Tensor::ones([8, 3], DType::F32, Device::Cpu)?;
+    /// let mut opt = Adam::new(vec![ParamGroup::all(&model, 0.0)], AdamConfig::adam(1e-2));
+    /// for _ in 0..2 {
+    ///     opt.zero_grad();
+    ///     model.forward(&x)?.sqr()?.mean_all()?.backward()?;
+    ///     opt.step()?;
+    /// }
+    /// let saved = opt.state_dict();
+    ///
+    /// let mut resumed = Adam::new(vec![ParamGroup::all(&model, 0.0)], AdamConfig::adam(1e-2));
+    /// resumed.load_state_dict(&saved)?;
+    /// let restored = resumed.state_dict();
+    /// assert_eq!(restored.len(), saved.len()); // exp_avg, exp_avg_sq, step per parameter
+    /// for ((name, a), (same, b)) in saved.iter().zip(&restored) {
+    ///     assert_eq!(name, same);
+    ///     let values = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec::<f64>();
+    ///     assert_eq!(values(a)?, values(b)?);
+    /// }
+    /// let step = &restored.iter().find(|(n, _)| n == "step.weight").unwrap().1;
+    /// assert_eq!(step.to_vec::<i64>()?, [2]);
+    ///
+    /// // A name that matches no parameter is refused, and nothing changes.
+    /// let bad = vec![("exp_avg.nope".to_string(), model.weight.clone())];
+    /// assert!(resumed.load_state_dict(&bad).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     fn load_state_dict(&mut self, dict: &[(String, Tensor)]) -> Result<()> {
         let names = self.param_names();
         let index: std::collections::HashMap<&str, usize> = names

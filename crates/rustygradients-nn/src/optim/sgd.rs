@@ -5,11 +5,20 @@ use rustygradients_core::{no_grad, Result, Tensor};
 
 use super::{state_like, Optimizer, ParamGroup, ParamState};
 
+/// SGD's settings (PyTorch's `torch.optim.SGD` arguments; weight decay is per
+/// [`ParamGroup`]). The default is plain SGD with `lr` 0.01: no momentum, no dampening, no
+/// Nesterov.
 #[derive(Debug, Clone, Copy)]
 pub struct SgdConfig {
+    /// Step size: `p -= lr · update`.
     pub lr: f64,
+    /// Momentum factor `μ`: the buffer is `buf = μ · buf + (1 - dampening) · g`, starting as
+    /// the first gradient itself. 0 turns momentum off (and no buffers are kept).
     pub momentum: f64,
+    /// Damps the new gradient's share of the momentum buffer, as above (not at the first step);
+    /// 0 by default.
     pub dampening: f64,
+    /// Nesterov momentum: step along `g + μ · buf` instead of `buf` (only with momentum).
     pub nesterov: bool,
 }
 
@@ -24,6 +33,35 @@ impl Default for SgdConfig {
     }
 }
 
+/// Stochastic gradient descent (PyTorch's `torch.optim.SGD`, same update rule). For each
+/// parameter with a gradient `g`: `g += weight_decay · p` (the group's decay), then the
+/// momentum of [`SgdConfig`], then `p -= lr · g`, in place. With momentum it keeps one
+/// `momentum_buffer` per parameter, which its [`Optimizer::state_dict`] holds.
+///
+/// ```
+/// use rustygradients_core::{DType, Device, Tensor};
+/// use rustygradients_nn::optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
+/// use rustygradients_nn::{Forward, Linear};
+///
+/// # fn main() -> rustygradients_core::Result<()> {
+/// let model = Linear::new(3, 1, true)?;
+/// // PyTorch: SGD(model.parameters(), lr=0.01, momentum=0.9)
+/// let cfg = SgdConfig { lr: 0.01, momentum: 0.9, ..Default::default() };
+/// let mut opt = Sgd::new(vec![ParamGroup::all(&model, 0.0)], cfg);
+/// let x = Tensor::ones([8, 3], DType::F32, Device::Cpu)?;
+/// // Mean squared distance of the outputs from 10.
+/// let loss = || model.forward(&x)?.sub_scalar(10.0)?.sqr()?.mean_all();
+/// let first = loss()?.item()?;
+/// for _ in 0..5 {
+///     opt.zero_grad();
+///     loss()?.backward()?;
+///     opt.step()?;
+/// }
+/// assert!(loss()?.item()? < first);
+/// assert_eq!(opt.state_dict()[0].0, "momentum_buffer.weight");
+/// # Ok(())
+/// # }
+/// ```
 pub struct Sgd {
     groups: Vec<ParamGroup>,
     cfg: SgdConfig,
@@ -32,6 +70,8 @@ pub struct Sgd {
 }
 
 impl Sgd {
+    /// Updates the parameters of `groups` with `cfg`; momentum buffers are created at each
+    /// parameter's first step.
     pub fn new(groups: Vec<ParamGroup>, cfg: SgdConfig) -> Self {
         let n = groups.iter().map(|g| g.params.len()).sum();
         Sgd {
