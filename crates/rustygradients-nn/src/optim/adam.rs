@@ -3,7 +3,7 @@
 
 use rustygradients_core::{no_grad, AdamHyper, Result, Tensor};
 
-use super::{state_like, Optimizer, ParamGroup, ParamState};
+use super::{check_state_count, state_like, Optimizer, ParamGroup, ParamState};
 
 /// [`Adam`]'s hyperparameters (weight decay is per [`ParamGroup`]); [`AdamConfig::adam`] and
 /// [`AdamConfig::adamw`] give PyTorch's defaults. Checked at every step
@@ -211,14 +211,8 @@ impl Optimizer for Adam {
         }
     }
     fn set_param_states(&mut self, states: Vec<ParamState>) -> Result<()> {
-        let params = self.params();
-        let names = self.param_names();
-        if states.len() != params.len() {
-            return Err(rustygradients_core::Error::InvalidArgument {
-                op: "Adam::set_param_states",
-                msg: format!("{} states for {} parameters", states.len(), params.len()),
-            });
-        }
+        let (params, names) = (self.params(), self.param_names());
+        check_state_count("Adam::set_param_states", &states, &params)?;
         let mut new = Vec::with_capacity(states.len());
         for ((st, p), name) in states.into_iter().zip(&params).zip(&names) {
             if st.is_empty() {

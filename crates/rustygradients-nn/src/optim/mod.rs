@@ -267,6 +267,21 @@ pub trait Optimizer {
     }
 }
 
+/// Checks that `set_param_states` got one state per parameter.
+pub(crate) fn check_state_count(
+    op: &'static str,
+    states: &[ParamState],
+    params: &[Tensor],
+) -> Result<()> {
+    if states.len() != params.len() {
+        return Err(rustygradients_core::Error::InvalidArgument {
+            op,
+            msg: format!("{} states for {} parameters", states.len(), params.len()),
+        });
+    }
+    Ok(())
+}
+
 /// Checks that a state tensor fits its parameter (same shape) and makes an owned copy on the
 /// parameter's device and dtype (what an optimizer updates in place).
 pub(crate) fn state_like(param: &Tensor, t: &Tensor, name: &str, key: &str) -> Result<Tensor> {

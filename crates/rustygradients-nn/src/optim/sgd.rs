@@ -3,7 +3,7 @@
 
 use rustygradients_core::{no_grad, Result, Tensor};
 
-use super::{state_like, Optimizer, ParamGroup, ParamState};
+use super::{check_state_count, state_like, Optimizer, ParamGroup, ParamState};
 
 /// SGD's settings (PyTorch's `torch.optim.SGD` arguments; weight decay is per
 /// [`ParamGroup`]). The default is plain SGD with `lr` 0.01: no momentum, no dampening, no
@@ -134,14 +134,8 @@ impl Optimizer for Sgd {
             .collect()
     }
     fn set_param_states(&mut self, states: Vec<ParamState>) -> Result<()> {
-        let params = self.params();
-        let names = self.param_names();
-        if states.len() != params.len() {
-            return Err(rustygradients_core::Error::InvalidArgument {
-                op: "Sgd::set_param_states",
-                msg: format!("{} states for {} parameters", states.len(), params.len()),
-            });
-        }
+        let (params, names) = (self.params(), self.param_names());
+        check_state_count("Sgd::set_param_states", &states, &params)?;
         let mut new = Vec::with_capacity(states.len());
         for ((st, p), name) in states.iter().zip(&params).zip(&names) {
             new.push(match st.first() {
