@@ -171,7 +171,7 @@ impl AttnDims {
     }
 }
 
-/// The scalars of one Adam/AdamW update (PyTorch's rule), for [`BackendStorage::adam_step`].
+/// The scalars of one Adam/AdamW update (PyTorch's rule), for the backends' `adam_step`.
 #[derive(Debug, Clone, Copy)]
 pub struct AdamHyper {
     pub lr: f64,
@@ -221,7 +221,8 @@ pub trait BackendStorage: Sized {
         on_false: &Self,
         f: &Layout,
     ) -> Result<Self>;
-    /// Reduces `dims` (sorted, unique); the output keeps them with size 1.
+    /// Reduces `dims` (sorted, unique); the output keeps them with size 1. `Sum` of an integer
+    /// dtype gives `I64` (exact, wrapping on overflow, as PyTorch); floats keep their dtype.
     fn reduce(&self, layout: &Layout, op: ReduceOp, dims: &[usize]) -> Result<Self>;
     /// Batched matmul: both layouts have the same batch dims, `[.., m, k]` and `[.., k, n]`.
     fn matmul(&self, l: &Layout, rhs: &Self, r: &Layout) -> Result<Self>;

@@ -73,7 +73,9 @@ impl Tensor {
     }
 
     /// Every tracked node reachable from `self`, inputs before the ops that read them. Fails,
-    /// changing nothing, if part of the graph was already freed by an earlier `backward`.
+    /// changing nothing, if part of the graph was already freed by an earlier `backward`, or if
+    /// a tensor some gradient rule reads was modified in place after its op was recorded (the
+    /// storage version check; see [`Tensor::version`]).
     fn sorted_graph(&self) -> Result<Vec<Tensor>> {
         let mut order = Vec::new();
         let mut visited = HashSet::new();
@@ -90,8 +92,10 @@ impl Tensor {
                 let op = t.0.op.lock().unwrap_or_else(|e| e.into_inner());
                 match &*op {
                     Some(op) => {
+                        let inputs = op.inputs();
+                        t.check_saved_versions(op, &inputs)?;
                         stack.push((t.clone(), true));
-                        for input in op.inputs() {
+                        for input in inputs {
                             if input.is_tracked() && !visited.contains(&input.id()) {
                                 stack.push((input.clone(), false));
                             }

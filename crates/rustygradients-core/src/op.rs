@@ -1,5 +1,9 @@
 //! The ops autograd records: a small set of primitives from which every public op is composed.
 //! Their gradient rules live together in `backprop.rs`.
+//!
+//! A recorded op also remembers, in [`SavedVersions`], the storage version of every tensor its
+//! gradient rule will read (PyTorch's saved-tensor version check): `backward` refuses to run a
+//! rule on values that were modified in place after the forward pass read them.
 
 use crate::backend::{BinaryOp, ReduceOp, UnaryOp};
 use crate::Tensor;
@@ -44,7 +48,152 @@ pub(crate) enum Op {
     },
 }
 
+/// A tensor a gradient rule reads: one of the op's inputs (its position in [`Op::inputs`]) or
+/// the op's own output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    Input(u8),
+    Output,
+}
+
+/// The most tensors any gradient rule reads (pow reads both inputs and its output; attention
+/// reads q, k and v).
+const MAX_SAVED: usize = 3;
+
+/// The storage versions, at record time, of the tensors an op's gradient rule reads. A fixed
+/// array copied into the graph node: recording costs one atomic load per saved tensor and no
+/// allocation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SavedVersions {
+    entries: [(Slot, u64); MAX_SAVED],
+    len: u8,
+}
+
+impl SavedVersions {
+    pub(crate) const NONE: SavedVersions = SavedVersions {
+        entries: [(Slot::Output, 0); MAX_SAVED],
+        len: 0,
+    };
+
+    fn push(&mut self, slot: Slot, version: u64) {
+        self.entries[self.len as usize] = (slot, version);
+        self.len += 1;
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Slot, u64)> + '_ {
+        self.entries[..self.len as usize].iter().copied()
+    }
+}
+
 impl Op {
+    /// The name of the public op that recorded this one (for error messages).
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Op::Unary(_, u) => u.name(),
+            Op::Binary(.., b) => b.name(),
+            Op::WhereCond(..) => "where_cond",
+            Op::Reduce(_, r, _) => r.name(),
+            Op::Matmul(..) => "matmul",
+            Op::ToDType(_) => "to_dtype",
+            Op::ToDevice(_) => "to_device",
+            Op::Copy(_) => "copy",
+            Op::Reshape(_) => "reshape",
+            Op::Permute(..) => "permute",
+            Op::Narrow(..) => "narrow",
+            Op::Expand(_) => "expand",
+            Op::IndexSelect(..) => "index_select",
+            Op::Gather(..) => "gather",
+            Op::ScatterAdd(..) => "scatter_add",
+            Op::Cat(..) => "cat",
+            Op::SoftmaxLast(_, false) => "softmax",
+            Op::SoftmaxLast(_, true) => "log_softmax",
+            Op::NormLast(_, _, false) => "layer_norm",
+            Op::NormLast(_, _, true) => "rms_norm",
+            Op::Attention { .. } => "scaled_dot_product_attention",
+        }
+    }
+
+    /// Calls `add` for each tensor whose values this op's gradient rule (in `backprop.rs`) reads,
+    /// given which inputs need gradients, with the tensor (`None` for the output, which is being
+    /// built). Must agree with that rule: a tensor read but not listed here could be modified in
+    /// place unnoticed; one listed but not read gives a needless error. Internal tensors no
+    /// caller can reach (attention's probabilities, normalisation's `1/σ`) are not listed.
+    fn for_each_saved(&self, mut add: impl FnMut(Slot, Option<&Tensor>)) {
+        use Slot::{Input, Output};
+        match self {
+            Op::Unary(x, u) => match u {
+                UnaryOp::Exp
+                | UnaryOp::Sqrt
+                | UnaryOp::Rsqrt
+                | UnaryOp::Tanh
+                | UnaryOp::Sigmoid
+                | UnaryOp::Recip => add(Output, None),
+                UnaryOp::Neg | UnaryOp::Sign | UnaryOp::Affine(..) => {}
+                _ => add(Input(0), Some(x)),
+            },
+            Op::Binary(a, b, op) => {
+                let (ta, tb) = (a.is_tracked(), b.is_tracked());
+                // ∂/∂a reads b (and a for pow); ∂/∂b reads a (and b for div, the output for pow).
+                let (read_a, read_b, read_out) = match op {
+                    BinaryOp::Add | BinaryOp::Sub => (false, false, false),
+                    BinaryOp::Mul => (tb, ta, false),
+                    BinaryOp::Div => (tb, true, false),
+                    BinaryOp::Pow => (true, ta, tb),
+                    BinaryOp::Maximum | BinaryOp::Minimum => (true, true, false),
+                };
+                if read_a {
+                    add(Input(0), Some(a));
+                }
+                if read_b {
+                    add(Input(1), Some(b));
+                }
+                if read_out {
+                    add(Output, None);
+                }
+            }
+            Op::WhereCond(m, ..) => add(Input(0), Some(m)),
+            Op::Reduce(x, r, _) => {
+                if *r != ReduceOp::Sum {
+                    add(Input(0), Some(x));
+                    add(Output, None);
+                }
+            }
+            Op::Matmul(a, b) => {
+                if b.is_tracked() {
+                    add(Input(0), Some(a));
+                }
+                if a.is_tracked() {
+                    add(Input(1), Some(b));
+                }
+            }
+            Op::IndexSelect(_, ids, _) | Op::Gather(_, ids, _) | Op::ScatterAdd(_, ids, ..) => {
+                add(Input(1), Some(ids))
+            }
+            Op::SoftmaxLast(..) | Op::NormLast(..) => add(Output, None),
+            Op::Attention { q, k, v, .. } => {
+                add(Input(0), Some(q));
+                add(Input(1), Some(k));
+                add(Input(2), Some(v));
+            }
+            Op::ToDType(_)
+            | Op::ToDevice(_)
+            | Op::Copy(_)
+            | Op::Reshape(_)
+            | Op::Permute(..)
+            | Op::Narrow(..)
+            | Op::Expand(_)
+            | Op::Cat(..) => {}
+        }
+    }
+
+    /// The current versions of the tensors the gradient rule reads; `output_version` is that of
+    /// the output's storage.
+    pub(crate) fn save_versions(&self, output_version: u64) -> SavedVersions {
+        let mut saved = SavedVersions::NONE;
+        self.for_each_saved(|slot, t| saved.push(slot, t.map_or(output_version, Tensor::version)));
+        saved
+    }
+
     /// The tensors this op read.
     pub(crate) fn inputs(&self) -> Vec<&Tensor> {
         match self {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::cpu_backend::CpuStorage;
-use crate::op::Op;
+use crate::op::{Op, SavedVersions, Slot};
 use crate::storage::Storage;
 use crate::{grad_mode, DType, Device, Error, Layout, Result, Shape, WithDType};
 
@@ -20,14 +20,25 @@ impl TensorId {
     }
 }
 
+/// Memory shared by a tensor and all its views, with PyTorch's version counter: every in-place
+/// write (anything that takes [`Tensor::storage_mut`]) bumps it, so autograd can tell when a
+/// tensor it saved for backward has changed since.
+pub(crate) struct StorageCell {
+    data: RwLock<Storage>,
+    version: AtomicU64,
+}
+
 pub(crate) struct TensorInner {
     id: TensorId,
-    storage: Arc<RwLock<Storage>>,
+    storage: Arc<StorageCell>,
     layout: Layout,
     dtype: DType,
     device: Device,
     /// The recorded op; taken (freeing the graph) by `backward`.
     pub(crate) op: Mutex<Option<Op>>,
+    /// The versions of the tensors the op's gradient rule reads, as they were when it was
+    /// recorded (empty when no op was recorded).
+    pub(crate) saved: SavedVersions,
     /// True when an op was recorded at creation (the tensor is an interior graph node).
     pub(crate) in_graph: bool,
     requires_grad: AtomicBool,
@@ -77,11 +88,11 @@ impl Tensor {
         shape: impl Into<Shape>,
         op: Option<Op>,
     ) -> Tensor {
-        Self::build(
-            Arc::new(RwLock::new(storage)),
-            Layout::contiguous(shape),
-            op,
-        )
+        let cell = StorageCell {
+            data: RwLock::new(storage),
+            version: AtomicU64::new(0),
+        };
+        Self::build(Arc::new(cell), Layout::contiguous(shape), op)
     }
 
     /// A view sharing this tensor's storage.
@@ -89,12 +100,15 @@ impl Tensor {
         Self::build(self.0.storage.clone(), layout, op)
     }
 
-    fn build(storage: Arc<RwLock<Storage>>, layout: Layout, op: Option<Op>) -> Tensor {
+    fn build(storage: Arc<StorageCell>, layout: Layout, op: Option<Op>) -> Tensor {
         let op = op.filter(|op| {
             grad_mode::is_grad_enabled() && op.inputs().iter().any(|t| t.is_tracked())
         });
+        let saved = op.as_ref().map_or(SavedVersions::NONE, |op| {
+            op.save_versions(storage.version.load(Ordering::Acquire))
+        });
         let (dtype, device) = {
-            let s = storage.read().unwrap_or_else(|e| e.into_inner());
+            let s = storage.data.read().unwrap_or_else(|e| e.into_inner());
             (s.dtype(), s.device())
         };
         Tensor(Arc::new(TensorInner {
@@ -105,6 +119,7 @@ impl Tensor {
             device,
             in_graph: op.is_some(),
             op: Mutex::new(op),
+            saved,
             requires_grad: AtomicBool::new(false),
             grad: Mutex::new(None),
         }))
@@ -146,10 +161,51 @@ impl Tensor {
     }
 
     pub(crate) fn storage(&self) -> RwLockReadGuard<'_, Storage> {
-        self.0.storage.read().unwrap_or_else(|e| e.into_inner())
+        self.0
+            .storage
+            .data
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
     }
+    /// Write access for an in-place update. Bumps the storage's version (see
+    /// [`Tensor::version`]): every in-place write goes through here, so none can slip past the
+    /// saved-tensor check of `backward`.
     pub(crate) fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
-        self.0.storage.write().unwrap_or_else(|e| e.into_inner())
+        let guard = self
+            .0
+            .storage
+            .data
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        self.0.storage.version.fetch_add(1, Ordering::AcqRel);
+        guard
+    }
+    /// How many in-place writes this tensor's storage has seen (PyTorch's `_version`). Views
+    /// share their source's counter. Autograd records it for every tensor a gradient rule will
+    /// read, and `backward` fails if it has changed since.
+    pub fn version(&self) -> u64 {
+        self.0.storage.version.load(Ordering::Acquire)
+    }
+    /// Fails, naming the op and the tensor, when a tensor this node's gradient rule reads was
+    /// modified in place after the op was recorded. `inputs` are `op.inputs()`.
+    pub(crate) fn check_saved_versions(&self, op: &Op, inputs: &[&Tensor]) -> Result<()> {
+        for (slot, saved) in self.0.saved.iter() {
+            let t = match slot {
+                Slot::Input(i) => inputs[i as usize],
+                Slot::Output => self,
+            };
+            let now = t.version();
+            if now != saved {
+                return Err(Error::Backward(format!(
+                    "a tensor of shape {} saved by {} was modified in place after it was used \
+                     (version {now}, saved at version {saved}); compute the forward pass again \
+                     after the in-place change, or modify a copy instead",
+                    t.shape(),
+                    op.name()
+                )));
+            }
+        }
+        Ok(())
     }
     /// Contiguous, from offset 0, over every element of its storage.
     pub(crate) fn owns_storage(&self) -> bool {
@@ -259,6 +315,9 @@ impl Tensor {
     /// Overwrites this tensor's elements with `src`'s, in place (as PyTorch's `copy_` under
     /// `no_grad`): how optimizers update parameters. Views of the same storage see the change.
     /// Fails on tensors produced by a recorded op, whose values a pending backward may need.
+    /// Bumps the storage's [`version`](Tensor::version): a graph recorded before the change
+    /// that reads these values fails at `backward` instead of giving wrong gradients (update
+    /// parameters after `backward`, then record a new graph, as every training loop does).
     pub fn copy_(&self, src: &Tensor) -> Result<()> {
         let op = "copy_";
         if src.shape() != self.shape() {

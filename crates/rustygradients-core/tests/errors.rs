@@ -63,7 +63,14 @@ fn invalid_calls_return_clear_errors() {
             Box::new(|| a.softmax(5)),
         ),
         ("exp on ints", &["exp", "I64"], Box::new(|| ints.exp())),
-        ("div on ints", &["div", "I64"], Box::new(|| ints.div(&ints))),
+        // Integer `div` is true division (an f32 result, as in PyTorch); integer `pow` is not.
+        ("pow on ints", &["pow", "I64"], Box::new(|| ints.pow(&ints))),
+        (
+            "mean on ints",
+            &["mean", "U8", "floating-point"],
+            Box::new(|| Tensor::ones([2, 3], DType::U8, CPU)?.mean_all()),
+        ),
+        ("div int by float", &["div", "I64", "F32"], Box::new(|| ints.div(&f32t))),
         (
             "reshape count",
             &["reshape", "[4, 2]"],
@@ -182,6 +189,35 @@ fn invalid_calls_return_clear_errors() {
             }),
         ),
         (
+            "cross_entropy sequence logits",
+            &[
+                "cross_entropy: expects logits (N, C) and targets (N,) of class indices (i64 or u32); got logits [2, 5, 7] and targets [2, 5]",
+            ],
+            Box::new(|| {
+                Tensor::zeros([2, 5, 7], DType::F32, CPU)?.cross_entropy(
+                    &Tensor::zeros([2, 5], DType::I64, CPU)?,
+                    None,
+                    Reduction::Mean,
+                )
+            }),
+        ),
+        (
+            "cross_entropy float targets",
+            &["cross_entropy", "F64", "i64 or u32"],
+            Box::new(|| a.cross_entropy(&t64(&[0.0, 1.0], &[2]), None, Reduction::Mean)),
+        ),
+        (
+            "cross_entropy u8 targets",
+            &["cross_entropy", "U8", "i64 or u32"],
+            Box::new(|| {
+                a.cross_entropy(
+                    &Tensor::from_vec(vec![0u8, 1], 2, CPU)?,
+                    None,
+                    Reduction::Mean,
+                )
+            }),
+        ),
+        (
             "mse shapes",
             &["mse_loss", "[2, 3]", "[2, 4]"],
             Box::new(|| a.mse_loss(&b, Reduction::Mean)),
@@ -270,6 +306,19 @@ fn invalid_calls_return_clear_errors() {
             "backward non-scalar",
             &["backward", "[2, 3]"],
             Box::new(|| a.exp()?.backward().map(|_| a.clone())),
+        ),
+        (
+            "backward after an in-place change",
+            &[
+                "backward: a tensor of shape [3, 2] saved by matmul was modified in place after it was used (version 1, saved at version 0)",
+            ],
+            Box::new(|| {
+                let x = a.detach().requires_grad_(true)?;
+                let w = t64(&[1.0; 6], &[3, 2]);
+                let y = x.matmul(&w)?.sum_all()?;
+                w.copy_(&w.mul_scalar(2.0)?)?;
+                y.backward().map(|_| y.clone())
+            }),
         ),
         (
             "to_vec wrong type",

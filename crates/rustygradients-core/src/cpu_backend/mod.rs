@@ -35,6 +35,20 @@ pub enum CpuStorage {
     U8(CpuBuf<u8>),
 }
 
+/// The elements `layout` selects, row-major, as `T`: copied as they are when `T` is the element
+/// type (an `i64` above 2^53 would not survive a trip through `f64`), else converted via `f64`.
+fn elements_as<S: WithDType, T: WithDType>(v: &[S], layout: &Layout) -> Vec<T> {
+    if std::any::TypeId::of::<S>() == std::any::TypeId::of::<T>() {
+        let mut out = Vec::with_capacity(layout.elem_count());
+        strided::for_each(layout, |i| out.push(v[i]));
+        let any: Box<dyn std::any::Any> = Box::new(out);
+        return *any.downcast::<Vec<T>>().expect("S and T are the same type");
+    }
+    let mut out = Vec::with_capacity(layout.elem_count());
+    strided::for_each(layout, |i| out.push(T::from_f64(v[i].to_f64())));
+    out
+}
+
 /// Runs `$body` with `$v` bound to the vector of whichever dtype `$s` holds, wrapping a `Vec`
 /// result back into the same variant.
 macro_rules! map_all {
@@ -238,11 +252,7 @@ impl CpuStorage {
 
     /// The elements selected by `layout`, converted to `T` (exact when `T` is the storage dtype).
     pub fn to_vec<T: WithDType>(&self, layout: &Layout) -> Vec<T> {
-        with_all!(self, v => {
-            let mut out = Vec::with_capacity(layout.elem_count());
-            strided::for_each(layout, |i| out.push(T::from_f64(v[i].to_f64())));
-            out
-        })
+        with_all!(self, v => elements_as(v, layout))
     }
 
     fn full_f64(n: usize, value: f64, dtype: DType) -> CpuStorage {

@@ -1,5 +1,6 @@
 //! Reductions over any set of dims. The layout is permuted so that reduced dims come last; each
 //! output element is then the fold of one run of `r` consecutive elements in that order.
+//! Sums of integer dtypes are `i64` (PyTorch's promotion), accumulated exactly in `i64`.
 
 use rayon::prelude::*;
 
@@ -27,6 +28,17 @@ pub(crate) fn reduce(
             shape: l.shape().clone(),
         });
     }
+    if op == ReduceOp::Sum {
+        let ints = match s {
+            CpuStorage::I64(v) => Some(int_sum(v, &pl, r, n_out)),
+            CpuStorage::U32(v) => Some(int_sum(v, &pl, r, n_out)),
+            CpuStorage::U8(v) => Some(int_sum(v, &pl, r, n_out)),
+            _ => None,
+        };
+        if let Some(out) = ints {
+            return Ok(CpuStorage::I64(CpuBuf::from(out)));
+        }
+    }
     // Summing the leading dims of a contiguous tensor (a bias gradient, say): add whole rows.
     let leading = dims.iter().enumerate().all(|(i, &d)| i == d);
     if op == ReduceOp::Sum && leading && l.is_contiguous() && r > 0 {
@@ -48,6 +60,48 @@ pub(crate) fn reduce(
             with_all!(s, v => CpuBuf::from(fold(v, &pl, r, n_out, |run| extreme(run, false).1))),
         ),
     })
+}
+
+/// Integer element types, widened exactly to `i64` for summing.
+trait ToI64: WithDType {
+    fn to_i64(self) -> i64;
+}
+impl ToI64 for i64 {
+    #[inline(always)]
+    fn to_i64(self) -> i64 {
+        self
+    }
+}
+impl ToI64 for u32 {
+    #[inline(always)]
+    fn to_i64(self) -> i64 {
+        self as i64
+    }
+}
+impl ToI64 for u8 {
+    #[inline(always)]
+    fn to_i64(self) -> i64 {
+        self as i64
+    }
+}
+
+/// Sums of runs of `r` integers as `i64`, wrapping on overflow as PyTorch does. Integer addition
+/// is associative, so a long single run is split across threads with no effect on the result.
+fn int_sum<T: ToI64>(v: &[T], pl: &Layout, r: usize, n_out: usize) -> Vec<i64> {
+    let run_sum = |run: &[T]| {
+        run.iter()
+            .fold(0i64, |acc, &x| acc.wrapping_add(x.to_i64()))
+    };
+    if n_out == 1 && r >= PAR_MIN {
+        if let Some(range) = pl.contiguous_range() {
+            let total = v[range]
+                .par_chunks(PAR_MIN)
+                .map(run_sum)
+                .reduce(|| 0, i64::wrapping_add);
+            return vec![total];
+        }
+    }
+    fold(v, pl, r, n_out, run_sum)
 }
 
 /// Applies `f` to each run of `r` elements; contiguous runs are borrowed and folded in parallel.

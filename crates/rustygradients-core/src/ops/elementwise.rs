@@ -5,6 +5,9 @@ use crate::backend::{BinaryOp, CmpOp, UnaryOp};
 use crate::op::Op;
 use crate::{DType, Error, Result, Tensor};
 
+/// The dtype of integer true division (PyTorch's default float dtype).
+const INT_DIV_DTYPE: DType = DType::F32;
+
 macro_rules! unary_methods {
     ($($(#[$doc:meta])* $name:ident => $op:ident),* $(,)?) => {$(
         $(#[$doc])*
@@ -102,7 +105,14 @@ impl Tensor {
     pub fn mul_scalar(&self, v: f64) -> Result<Tensor> {
         self.affine(v, 0.0)
     }
+    /// Divides by `v`. On an integer tensor this is true division, as in PyTorch: the result
+    /// is `f32` (`[7, 2] / 2` is `[3.5, 1.0]`), never an integer quotient. Float tensors keep
+    /// their dtype.
     pub fn div_scalar(&self, v: f64) -> Result<Tensor> {
+        if self.dtype().is_int() {
+            let x = self.to_dtype(INT_DIV_DTYPE)?;
+            return x.div(&Tensor::full(v, (), INT_DIV_DTYPE, self.device())?);
+        }
         self.affine(1.0 / v, 0.0)
     }
     pub fn maximum_scalar(&self, v: f64) -> Result<Tensor> {
@@ -142,7 +152,13 @@ impl Tensor {
                 rhs: rhs.dtype(),
             });
         }
-        if self.dtype().is_int() && matches!(op, BinaryOp::Div | BinaryOp::Pow) {
+        if self.dtype().is_int() && op == BinaryOp::Div {
+            // True division (PyTorch's `int / int`): both sides in the default float dtype.
+            return self
+                .to_dtype(INT_DIV_DTYPE)?
+                .binary_op(&rhs.to_dtype(INT_DIV_DTYPE)?, op);
+        }
+        if self.dtype().is_int() && op == BinaryOp::Pow {
             return Err(Error::UnsupportedDType {
                 op: op.name(),
                 got: self.dtype(),
@@ -160,7 +176,25 @@ impl Tensor {
         ))
     }
 
-    binary_methods!(add => Add, sub => Sub, mul => Mul, div => Div, pow => Pow, maximum => Maximum, minimum => Minimum);
+    binary_methods!(add => Add, sub => Sub, mul => Mul, pow => Pow, maximum => Maximum, minimum => Minimum);
+
+    /// Elementwise `div` with NumPy broadcasting. Both operands must have the same dtype. On
+    /// integer tensors this is true division, as in PyTorch: the result is `f32` (the default
+    /// float dtype), so `[7, -7] / [2, 2]` is `[3.5, -3.5]`, and `x / 0` gives `inf` or `NaN`
+    /// rather than an integer quotient or a panic. Float tensors keep their dtype.
+    ///
+    /// ```
+    /// use rustygradients_core::{DType, Device, Tensor};
+    /// let a = Tensor::from_vec(vec![7i64, -7], 2, Device::Cpu)?;
+    /// let b = Tensor::from_vec(vec![2i64, 2], 2, Device::Cpu)?;
+    /// let q = a.div(&b)?;
+    /// assert_eq!(q.dtype(), DType::F32);
+    /// assert_eq!(q.to_vec::<f32>()?, vec![3.5, -3.5]);
+    /// # Ok::<(), rustygradients_core::Error>(())
+    /// ```
+    pub fn div(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary_op(rhs, BinaryOp::Div)
+    }
 
     pub(crate) fn cmp_op(&self, rhs: &Tensor, op: CmpOp) -> Result<Tensor> {
         if self.dtype() != rhs.dtype() {

@@ -213,8 +213,10 @@ impl Tensor {
         }
     }
 
-    /// Cross-entropy of `(N, C)` logits against `(N,)` class indices; targets equal to
-    /// `ignore_index` contribute nothing (and are not counted by the mean).
+    /// Cross-entropy of `(N, C)` logits against `(N,)` class indices (`i64` or `u32`); targets
+    /// equal to `ignore_index` contribute nothing (and are not counted by the mean). For sequence
+    /// logits `(B, T, C)`, flatten them to `(B·T, C)` and their `(B, T)` targets to `(B·T,)`
+    /// first.
     pub fn cross_entropy(
         &self,
         targets: &Tensor,
@@ -223,17 +225,21 @@ impl Tensor {
     ) -> Result<Tensor> {
         let op = "cross_entropy";
         if self.rank() != 2 || targets.rank() != 1 || targets.dims()[0] != self.dims()[0] {
-            return Err(Error::ShapeMismatch {
+            return Err(Error::InvalidArgument {
                 op,
-                lhs: self.shape().clone(),
-                rhs: targets.shape().clone(),
+                msg: format!(
+                    "expects logits (N, C) and targets (N,) of class indices (i64 or u32); \
+                     got logits {} and targets {}",
+                    self.shape(),
+                    targets.shape()
+                ),
             });
         }
-        if targets.dtype() != DType::I64 {
+        if !matches!(targets.dtype(), DType::I64 | DType::U32) {
             return Err(Error::UnsupportedDType {
                 op,
                 got: targets.dtype(),
-                expected: "i64 class indices",
+                expected: "targets must be class indices of dtype i64 or u32",
             });
         }
         let c = self.dims()[1];

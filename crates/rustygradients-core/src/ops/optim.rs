@@ -7,7 +7,9 @@ impl Tensor {
     /// One Adam/AdamW update of this parameter in place (PyTorch's rule, in one pass): `m` and
     /// `v` are its first and second moments, updated in place too; `grad` is its gradient.
     /// The parameter must be a contiguous leaf; `m` and `v` contiguous tensors of its shape
-    /// and dtype that share memory with nothing else the caller still reads.
+    /// and dtype that share memory with nothing else the caller still reads. Bumps the
+    /// [`version`](Tensor::version) of the parameter's, `m`'s and `v`'s storages, so a graph
+    /// recorded earlier that reads the parameter fails at `backward` (call this after it).
     ///
     /// ```
     /// use rustygradients_core::{AdamHyper, Device, Tensor};

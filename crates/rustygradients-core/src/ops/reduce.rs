@@ -30,11 +30,21 @@ impl Tensor {
         }
     }
 
-    /// Sum over `dims` (use [`crate::All`] for every dim).
+    /// Sum over `dims` (use [`crate::All`] for every dim). As in PyTorch, integer tensors
+    /// (`u8`, `u32`, `i64`) sum to `i64`, so a `u8` mask of 300 ones sums to 300 rather than
+    /// wrapping; float tensors keep their dtype.
+    ///
+    /// ```
+    /// use rustygradients_core::{DType, Device, Tensor};
+    /// let mask = Tensor::ones(300, DType::U8, Device::Cpu)?;
+    /// let n = mask.sum_all()?;
+    /// assert_eq!((n.dtype(), n.to_scalar::<i64>()?), (DType::I64, 300));
+    /// # Ok::<(), rustygradients_core::Error>(())
+    /// ```
     pub fn sum(&self, dims: impl Dims, keepdim: bool) -> Result<Tensor> {
         self.reduce_op(ReduceOp::Sum, &dims.resolve(self.shape(), "sum")?, keepdim)
     }
-    /// Sum of all elements, as a 0-d tensor.
+    /// Sum of all elements, as a 0-d tensor (`i64` for integer tensors; see [`Tensor::sum`]).
     pub fn sum_all(&self) -> Result<Tensor> {
         self.sum(crate::All, false)
     }
@@ -48,10 +58,17 @@ impl Tensor {
         let probe = crate::no_grad(|| self.mul_scalar(0.0)?.sum_all()?.item())?;
         Ok(probe == 0.0)
     }
-    /// Mean over `dims`; float tensors only.
+    /// Mean over `dims`; float tensors only. As in PyTorch, an integer tensor is an error
+    /// (convert it with `to_dtype` first; `sum` of integers gives `i64`).
     pub fn mean(&self, dims: impl Dims, keepdim: bool) -> Result<Tensor> {
         let dims = dims.resolve(self.shape(), "mean")?;
-        self.float_only("mean")?;
+        if !self.dtype().is_float() {
+            return Err(Error::UnsupportedDType {
+                op: "mean",
+                got: self.dtype(),
+                expected: "a floating-point dtype; convert integers with to_dtype first",
+            });
+        }
         let n: usize = dims.iter().map(|&d| self.dims()[d]).product();
         self.reduce_op(ReduceOp::Sum, &dims, keepdim)?
             .mul_scalar(1.0 / n as f64)
