@@ -45,3 +45,11 @@ pub(crate) fn normal(n: usize) -> Vec<f64> {
 pub(crate) fn int_range(n: usize, low: i64, high: i64) -> Vec<i64> {
     with_rng(|r| (0..n).map(|_| r.gen_range(low..high)).collect())
 }
+
+/// A uniformly random permutation of `0..n` (Fisher–Yates).
+pub(crate) fn permutation(n: usize) -> Vec<i64> {
+    use rand::seq::SliceRandom;
+    let mut p: Vec<i64> = (0..n as i64).collect();
+    with_rng(|r| p.shuffle(r));
+    p
+}

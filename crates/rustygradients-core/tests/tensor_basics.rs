@@ -90,6 +90,23 @@ fn random_values_are_seeded_and_reproducible() {
         .to_vec::<i64>()
         .unwrap();
     assert!(r.iter().all(|&v| (-3..3).contains(&v)) && r.contains(&-3) && r.contains(&2));
+    randperm_is_a_seeded_permutation();
+}
+
+/// Called from the test above: tests that reseed the global generator must not run at once.
+fn randperm_is_a_seeded_permutation() {
+    let perm = |seed| {
+        manual_seed(seed);
+        Tensor::randperm(1000, CPU).unwrap().to_vec::<i64>().unwrap()
+    };
+    let (a, b, c) = (perm(3), perm(3), perm(4));
+    assert_eq!(a, b, "same seed, same permutation");
+    assert_ne!(a, c);
+    assert_ne!(a, (0..1000).collect::<Vec<i64>>());
+    let mut sorted = a.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..1000).collect::<Vec<i64>>());
+    assert_eq!(Tensor::randperm(0, CPU).unwrap().dims(), [0]);
 }
 
 #[test]

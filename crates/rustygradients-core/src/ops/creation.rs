@@ -173,6 +173,22 @@ impl Tensor {
         )
     }
 
+    /// A random permutation of `0..n` as `i64` (PyTorch's `torch.randperm`), from the global
+    /// seeded generator.
+    ///
+    /// ```
+    /// use rustygradients_core::{manual_seed, Device, Tensor};
+    /// manual_seed(1);
+    /// let mut p = Tensor::randperm(5, Device::Cpu)?.to_vec::<i64>()?;
+    /// p.sort();
+    /// assert_eq!(p, [0, 1, 2, 3, 4]);
+    /// # Ok::<(), rustygradients_core::Error>(())
+    /// ```
+    pub fn randperm(n: usize, device: Device) -> Result<Tensor> {
+        check_size("randperm", n, DType::I64)?;
+        Tensor::from_vec(random::permutation(n), n, device)
+    }
+
     /// Takes ownership of host data laid out row-major in `shape`.
     pub fn from_vec<T: WithDType>(
         data: Vec<T>,
