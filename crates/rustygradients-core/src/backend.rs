@@ -174,10 +174,15 @@ impl AttnDims {
 /// The scalars of one Adam/AdamW update (PyTorch's rule), for the backends' `adam_step`.
 #[derive(Debug, Clone, Copy)]
 pub struct AdamHyper {
+    /// Learning rate.
     pub lr: f64,
+    /// Decay rate of the first-moment (mean) estimate.
     pub beta1: f64,
+    /// Decay rate of the second-moment (uncentred variance) estimate.
     pub beta2: f64,
+    /// Added to the bias-corrected `√v` before dividing, for stability.
     pub eps: f64,
+    /// Weight-decay coefficient (0 for none); how it applies depends on `decoupled`.
     pub weight_decay: f64,
     /// AdamW's decoupled decay when true; an L2 term added to the gradient when false.
     pub decoupled: bool,

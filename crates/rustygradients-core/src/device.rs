@@ -4,15 +4,21 @@
 /// errors can name it, and opening it fails cleanly when the `cuda` feature or the GPU is absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Device {
+    /// The host CPU (the default).
     #[default]
     Cpu,
+    /// The CUDA GPU with this ordinal (`cuda:0`, ...). Its kernels are not implemented yet:
+    /// putting a tensor on it fails with
+    /// [`Error::DeviceUnavailable`](crate::Error::DeviceUnavailable).
     Cuda(usize),
 }
 
 impl Device {
+    /// True for [`Device::Cpu`].
     pub fn is_cpu(&self) -> bool {
         matches!(self, Device::Cpu)
     }
+    /// True for any [`Device::Cuda`].
     pub fn is_cuda(&self) -> bool {
         matches!(self, Device::Cuda(_))
     }

@@ -5,12 +5,20 @@ use half::{bf16, f16};
 /// The element type of a tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// 32-bit float, [`f32`] (`torch.float32`).
     F32,
+    /// 64-bit float, [`f64`] (`torch.float64`).
     F64,
+    /// IEEE half precision, `half::f16` (`torch.float16`).
     F16,
+    /// Brain float: f32's exponent range with 8 bits of precision, `half::bf16`
+    /// (`torch.bfloat16`).
     BF16,
+    /// 64-bit signed integer, [`i64`] (`torch.int64`): class indices and integer sums.
     I64,
+    /// 32-bit unsigned integer, [`u32`] (`torch.uint32`).
     U32,
+    /// 8-bit unsigned integer, [`u8`] (`torch.uint8`): the masks that comparisons return.
     U8,
 }
 
@@ -63,8 +71,12 @@ pub trait WithDType:
     + num_traits::One
     + 'static
 {
+    /// The runtime tag of this type.
     const DTYPE: DType;
+    /// The value as f64 (exact, except for `i64`s beyond ±2^53).
     fn to_f64(self) -> f64;
+    /// The nearest value of this type, as Rust's `as` converts: floats round to nearest,
+    /// integers truncate toward zero and saturate at their range (NaN becomes 0).
     fn from_f64(v: f64) -> Self;
 }
 
@@ -94,10 +106,13 @@ with_dtype!(u8, U8, |v: u8| v as f64, |v: f64| v as u8);
 /// The floating-point element types: all math functions are available. `fast_exp` and
 /// `fast_tanh` are the hot transcendental functions; f32 overrides them with vectorisable forms.
 pub trait FloatDType: WithDType + num_traits::Float {
+    /// `e^self`; f32 uses a branch-free polynomial within 2 ulp, other types `Float::exp`.
     #[inline(always)]
     fn fast_exp(self) -> Self {
         self.exp()
     }
+    /// `tanh(self)`; f32 uses a branch-free form within 2e-7 absolute, other types
+    /// `Float::tanh`.
     #[inline(always)]
     fn fast_tanh(self) -> Self {
         self.tanh()

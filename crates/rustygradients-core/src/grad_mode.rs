@@ -18,6 +18,8 @@ pub struct NoGradGuard {
 }
 
 impl NoGradGuard {
+    /// Turns recording off on the current thread until the guard is dropped (a scoped
+    /// `torch.no_grad()`; [`no_grad`] wraps a closure in one).
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         let prev = GRAD_ENABLED.with(|g| g.replace(false));

@@ -3,6 +3,9 @@
 
 use crate::{Error, Result, Shape};
 
+/// Where a tensor's elements sit in its storage: a shape, a stride per dim (in elements) and
+/// the storage index of the first element. The methods that build views do not check their
+/// arguments; the tensor ops validate them first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
     shape: Shape,
@@ -11,6 +14,7 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// Row-major strides over `shape`, starting at storage index 0.
     pub fn contiguous(shape: impl Into<Shape>) -> Self {
         let shape = shape.into();
         let strides = shape.stride_contiguous();
@@ -20,6 +24,7 @@ impl Layout {
             offset: 0,
         }
     }
+    /// A layout from its parts, unchecked (`strides` needs one entry per dim).
     pub fn new(shape: Shape, strides: Vec<usize>, offset: usize) -> Self {
         Layout {
             shape,
@@ -27,18 +32,23 @@ impl Layout {
             offset,
         }
     }
+    /// The sizes of the dims.
     pub fn shape(&self) -> &Shape {
         &self.shape
     }
+    /// The sizes of the dims as a slice.
     pub fn dims(&self) -> &[usize] {
         self.shape.dims()
     }
+    /// The storage step, in elements, along each dim (0 on broadcast dims).
     pub fn strides(&self) -> &[usize] {
         &self.strides
     }
+    /// The storage index of the first element.
     pub fn offset(&self) -> usize {
         self.offset
     }
+    /// Number of elements the layout selects.
     pub fn elem_count(&self) -> usize {
         self.shape.elem_count()
     }
@@ -76,6 +86,8 @@ impl Layout {
             + 1
     }
 
+    /// Dims reordered: dim `i` of the result is dim `perm[i]` of `self`. `perm` must be a
+    /// permutation of `0..rank` (indices out of range panic).
     pub fn permute(&self, perm: &[usize]) -> Layout {
         Layout {
             shape: Shape::new(perm.iter().map(|&p| self.dims()[p]).collect()),
@@ -84,6 +96,8 @@ impl Layout {
         }
     }
 
+    /// `len` entries of `dim` from `start`: the offset moves, the strides stay. `dim` must be
+    /// in range (else it panics) and `start + len` within the dim's size (not checked).
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Layout {
         let mut dims = self.dims().to_vec();
         dims[dim] = len;

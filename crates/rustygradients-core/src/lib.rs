@@ -10,6 +10,8 @@
 //! | `op`, `backprop`, `grad_mode` | the recorded graph, the gradient rules, `no_grad` |
 //! | `random`, `display`, `error` | seeded randomness, PyTorch-style printing, the error type |
 
+#![warn(missing_docs)]
+
 mod backend;
 mod backprop;
 mod cpu_backend;

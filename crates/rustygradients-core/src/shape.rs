@@ -8,12 +8,15 @@ use crate::{Error, Result};
 pub struct Shape(Vec<usize>);
 
 impl Shape {
+    /// The shape with these dim sizes (`vec![]` for a scalar).
     pub fn new(dims: Vec<usize>) -> Self {
         Shape(dims)
     }
+    /// The sizes of the dims.
     pub fn dims(&self) -> &[usize] {
         &self.0
     }
+    /// Number of dims (0 for a scalar).
     pub fn rank(&self) -> usize {
         self.0.len()
     }
@@ -126,6 +129,7 @@ impl From<&Shape> for Shape {
 
 /// One dimension argument. Negative values count from the end, as in PyTorch.
 pub trait Dim: Copy {
+    /// The dim as given (negative counts from the end).
     fn as_i64(self) -> i64;
     /// Resolves against a rank; `extra` widens the range (used by `unsqueeze`/`stack`).
     fn resolve_with(
@@ -147,6 +151,8 @@ pub trait Dim: Copy {
         }
         Ok(idx as usize)
     }
+    /// The index in `0..shape.rank()` this dim names; [`Error::DimOutOfRange`], naming `op`,
+    /// when there is none.
     fn resolve(self, shape: &Shape, op: &'static str) -> Result<usize> {
         self.resolve_with(shape.rank(), 0, shape, op)
     }
@@ -163,6 +169,7 @@ dim_int!(usize, i32, i64, isize);
 
 /// A set of dimensions (for reductions): one dim, an array, a slice or a vector of dims.
 pub trait Dims {
+    /// The dims as given, before resolution (negative counts from the end).
     fn to_i64s(&self) -> Vec<i64>;
     /// Resolves every dim, sorted, rejecting duplicates.
     fn resolve(&self, shape: &Shape, op: &'static str) -> Result<Vec<usize>> {

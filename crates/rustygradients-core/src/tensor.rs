@@ -125,33 +125,46 @@ impl Tensor {
         }))
     }
 
+    /// This tensor's node in the autograd graph: clones of the handle share it, while every view
+    /// or op result gets a new one.
     pub fn id(&self) -> TensorId {
         self.0.id
     }
+    /// The sizes of the dims (PyTorch's `shape`).
     pub fn shape(&self) -> &Shape {
         self.0.layout.shape()
     }
+    /// The sizes of the dims as a slice (PyTorch's `size()`).
     pub fn dims(&self) -> &[usize] {
         self.0.layout.dims()
     }
+    /// Number of dims; 0 for a scalar (PyTorch's `dim()`).
     pub fn rank(&self) -> usize {
         self.shape().rank()
     }
+    /// Number of elements (PyTorch's `numel()`).
     pub fn elem_count(&self) -> usize {
         self.shape().elem_count()
     }
+    /// The element type.
     pub fn dtype(&self) -> DType {
         self.0.dtype
     }
+    /// The device holding the storage.
     pub fn device(&self) -> Device {
         self.0.device
     }
+    /// How the elements sit in the storage: shape, strides and offset.
     pub fn layout(&self) -> &Layout {
         &self.0.layout
     }
+    /// The step in storage, in elements, between neighbours along each dim (PyTorch's
+    /// `stride()`); 0 on broadcast dims.
     pub fn stride(&self) -> &[usize] {
         self.0.layout.strides()
     }
+    /// True when the elements are laid out row-major without gaps (PyTorch's
+    /// `is_contiguous()`); the offset may be non-zero and size-1 dims may have any stride.
     pub fn is_contiguous(&self) -> bool {
         self.0.layout.is_contiguous()
     }

@@ -63,6 +63,8 @@ impl Tensor {
             None,
         ))
     }
+    /// A tensor of `shape` filled with zeros (`torch.zeros`). Fails with
+    /// [`Error::InvalidArgument`] for sizes no allocation can hold.
     pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
         let shape = shape.into();
         check_size("zeros", shape.elem_count(), dtype)?;
@@ -72,6 +74,7 @@ impl Tensor {
             None,
         ))
     }
+    /// A tensor of `shape` filled with ones (`torch.ones`).
     pub fn ones(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
         Self::full(1.0, shape, dtype, device)
     }
@@ -79,9 +82,11 @@ impl Tensor {
     pub fn full_like(&self, value: f64) -> Result<Tensor> {
         Self::full(value, self.shape().clone(), self.dtype(), self.device())
     }
+    /// Zeros of the same shape, dtype and device (`torch.zeros_like`).
     pub fn zeros_like(&self) -> Result<Tensor> {
         Self::zeros(self.shape().clone(), self.dtype(), self.device())
     }
+    /// Ones of the same shape, dtype and device (`torch.ones_like`).
     pub fn ones_like(&self) -> Result<Tensor> {
         self.full_like(1.0)
     }

@@ -9,8 +9,10 @@ use crate::{DType, Error, Result, Tensor};
 const INT_DIV_DTYPE: DType = DType::F32;
 
 macro_rules! unary_methods {
-    ($($(#[$doc:meta])* $name:ident => $op:ident),* $(,)?) => {$(
+    ($note:literal; $($(#[$doc:meta])* $name:ident => $op:ident),* $(,)?) => {$(
         $(#[$doc])*
+        #[doc = ""]
+        #[doc = $note]
         pub fn $name(&self) -> Result<Tensor> {
             self.unary_op(UnaryOp::$op)
         }
@@ -18,8 +20,12 @@ macro_rules! unary_methods {
 }
 
 macro_rules! binary_methods {
-    ($($name:ident => $op:ident),* $(,)?) => {$(
-        #[doc = concat!("Elementwise `", stringify!($name), "` with NumPy broadcasting.")]
+    ($($(#[$doc:meta])* $name:ident => $op:ident),* $(,)?) => {$(
+        $(#[$doc])*
+        #[doc = ""]
+        #[doc = "Shapes broadcast as in NumPy; both operands must have the same dtype"]
+        #[doc = "([`Error::DTypeMismatch`](crate::Error::DTypeMismatch)) and device, which the"]
+        #[doc = "result keeps."]
         pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
             self.binary_op(rhs, BinaryOp::$op)
         }
@@ -27,8 +33,11 @@ macro_rules! binary_methods {
 }
 
 macro_rules! cmp_methods {
-    ($($name:ident => $op:ident),* $(,)?) => {$(
-        #[doc = concat!("Elementwise `", stringify!($name), "` with broadcasting; a `u8` mask of 0/1.")]
+    ($($(#[$doc:meta])* $name:ident => $op:ident),* $(,)?) => {$(
+        $(#[$doc])*
+        #[doc = ""]
+        #[doc = "Shapes broadcast as in NumPy; both operands must have the same dtype and device."]
+        #[doc = "The result is a `u8` mask of 0/1 (PyTorch gives `bool`) and records no graph."]
         pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
             self.cmp_op(rhs, CmpOp::$op)
         }
@@ -69,13 +78,53 @@ impl Tensor {
     }
 
     unary_methods!(
-        neg => Neg, abs => Abs, exp => Exp, log => Log, sqrt => Sqrt, rsqrt => Rsqrt, sin => Sin,
-        cos => Cos, tanh => Tanh, sigmoid => Sigmoid, relu => Relu,
-        /// GELU, exact (erf) form: `x * Φ(x)`.
+        "Float dtypes only: integer tensors give \
+         [`Error::UnsupportedDType`](crate::Error::UnsupportedDType).";
+        /// `e^x` (`torch.exp`). f32 uses a vectorised polynomial within 2 ulp.
+        exp => Exp,
+        /// Natural logarithm (`torch.log`): `-inf` at 0, NaN below it.
+        log => Log,
+        /// `√x` (`torch.sqrt`): NaN below 0.
+        sqrt => Sqrt,
+        /// `1 / √x` (`torch.rsqrt`).
+        rsqrt => Rsqrt,
+        /// Sine of radians (`torch.sin`).
+        sin => Sin,
+        /// Cosine of radians (`torch.cos`).
+        cos => Cos,
+        /// Hyperbolic tangent (`torch.tanh`). f32 is within 2e-7 of the exact value.
+        tanh => Tanh,
+        /// `1 / (1 + e^-x)` (`torch.sigmoid`).
+        sigmoid => Sigmoid,
+        /// GELU, exact (erf) form: `x * Φ(x)` (`F.gelu`).
         gelu => Gelu,
-        /// GELU, tanh approximation.
+        /// GELU, tanh approximation: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`
+        /// (`F.gelu(x, approximate="tanh")`).
         gelu_tanh => GeluTanh,
-        silu => Silu, softplus => Softplus, sqr => Sqr, recip => Recip, erf => Erf, sign => Sign,
+        /// `x · sigmoid(x)` (`F.silu`, swish).
+        silu => Silu,
+        /// `ln(1 + e^x)` (`F.softplus` with `beta=1`), computed as `max(x, 0) + ln(1 + e^-|x|)`
+        /// so that large inputs do not overflow (PyTorch's `threshold` shortcut is not applied).
+        softplus => Softplus,
+        /// `1 / x` (`torch.reciprocal`): `±inf` at `±0`.
+        recip => Recip,
+        /// The error function (`torch.erf`): f64 through `libm`, narrower floats through a
+        /// rational approximation with absolute error below 1.5e-7.
+        erf => Erf,
+    );
+    unary_methods!(
+        "Also defined on integer tensors, computed through f64 and converted back (saturating \
+         at the dtype's range, so `neg` of an unsigned tensor is 0).";
+        /// `-x` (`torch.neg`).
+        neg => Neg,
+        /// `|x|` (`torch.abs`).
+        abs => Abs,
+        /// `max(x, 0)` (`torch.relu`); NaN passes through.
+        relu => Relu,
+        /// `x²` (`torch.square`).
+        sqr => Sqr,
+        /// `-1`, `0` or `1` by the sign of `x` (`torch.sign`); NaN and `±0` come back unchanged.
+        sign => Sign,
     );
 
     /// `x^e` for a scalar exponent.
@@ -96,12 +145,18 @@ impl Tensor {
     pub fn affine(&self, mul: f64, add: f64) -> Result<Tensor> {
         self.unary_op(UnaryOp::Affine(mul, add))
     }
+    /// `x + v` (an [`affine`](Tensor::affine) pass). Integer tensors truncate the result toward
+    /// zero and saturate at their range.
     pub fn add_scalar(&self, v: f64) -> Result<Tensor> {
         self.affine(1.0, v)
     }
+    /// `x - v` (an [`affine`](Tensor::affine) pass). Integer tensors truncate the result toward
+    /// zero and saturate at their range.
     pub fn sub_scalar(&self, v: f64) -> Result<Tensor> {
         self.affine(1.0, -v)
     }
+    /// `x * v` (an [`affine`](Tensor::affine) pass). Integer tensors truncate the result toward
+    /// zero and saturate at their range.
     pub fn mul_scalar(&self, v: f64) -> Result<Tensor> {
         self.affine(v, 0.0)
     }
@@ -115,9 +170,13 @@ impl Tensor {
         }
         self.affine(1.0 / v, 0.0)
     }
+    /// `max(x, v)` elementwise (`torch.clamp(x, min=v)`, but NaN propagates); `v` is converted
+    /// to the tensor's dtype.
     pub fn maximum_scalar(&self, v: f64) -> Result<Tensor> {
         self.maximum(&self.scalar_like(v)?)
     }
+    /// `min(x, v)` elementwise (`torch.clamp(x, max=v)`, but NaN propagates); `v` is converted
+    /// to the tensor's dtype.
     pub fn minimum_scalar(&self, v: f64) -> Result<Tensor> {
         self.minimum(&self.scalar_like(v)?)
     }
@@ -176,7 +235,21 @@ impl Tensor {
         ))
     }
 
-    binary_methods!(add => Add, sub => Sub, mul => Mul, pow => Pow, maximum => Maximum, minimum => Minimum);
+    binary_methods!(
+        /// `self + rhs` (`torch.add`); integers wrap on overflow.
+        add => Add,
+        /// `self - rhs` (`torch.sub`); integers wrap on overflow.
+        sub => Sub,
+        /// `self * rhs` (`torch.mul`); integers wrap on overflow.
+        mul => Mul,
+        /// `self ^ rhs` (`torch.pow` with a tensor exponent). Float dtypes only: integer tensors
+        /// give [`Error::UnsupportedDType`](crate::Error::UnsupportedDType).
+        pow => Pow,
+        /// The larger of each pair (`torch.maximum`); NaN if either is NaN.
+        maximum => Maximum,
+        /// The smaller of each pair (`torch.minimum`); NaN if either is NaN.
+        minimum => Minimum,
+    );
 
     /// Elementwise `div` with NumPy broadcasting. Both operands must have the same dtype. On
     /// integer tensors this is true division, as in PyTorch: the result is `f32` (the default
@@ -209,7 +282,20 @@ impl Tensor {
         Ok(Tensor::from_storage(s, a.shape().clone(), None))
     }
 
-    cmp_methods!(eq => Eq, ne => Ne, lt => Lt, le => Le, gt => Gt, ge => Ge);
+    cmp_methods!(
+        /// `self == rhs` (`torch.eq`); NaN equals nothing.
+        eq => Eq,
+        /// `self != rhs` (`torch.ne`); NaN differs from everything.
+        ne => Ne,
+        /// `self < rhs` (`torch.lt`).
+        lt => Lt,
+        /// `self <= rhs` (`torch.le`).
+        le => Le,
+        /// `self > rhs` (`torch.gt`).
+        gt => Gt,
+        /// `self >= rhs` (`torch.ge`).
+        ge => Ge,
+    );
 
     /// Elementwise `on_true` where this `u8` mask is non-zero, else `on_false` (all broadcast).
     pub fn where_cond(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {

@@ -7,9 +7,14 @@ use crate::{random, DType, Dim, Error, Result, Tensor};
 /// How a loss combines its per-element values (PyTorch's `reduction=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Reduction {
+    /// The mean over the elements (the default); `cross_entropy` does not count ignored
+    /// targets.
     #[default]
     Mean,
+    /// The sum over the elements.
     Sum,
+    /// No reduction: the per-element losses, in the input's shape (`(N,)` for
+    /// `cross_entropy`).
     None,
 }
 
