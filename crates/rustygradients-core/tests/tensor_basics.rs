@@ -97,7 +97,10 @@ fn random_values_are_seeded_and_reproducible() {
 fn randperm_is_a_seeded_permutation() {
     let perm = |seed| {
         manual_seed(seed);
-        Tensor::randperm(1000, CPU).unwrap().to_vec::<i64>().unwrap()
+        Tensor::randperm(1000, CPU)
+            .unwrap()
+            .to_vec::<i64>()
+            .unwrap()
     };
     let (a, b, c) = (perm(3), perm(3), perm(4));
     assert_eq!(a, b, "same seed, same permutation");
