@@ -27,7 +27,8 @@ mkdir -p "$OUT"
 cargo build --release -p rustygradients-cli
 model=(--n-layer 4 --n-head 4 --n-embd 128 --block-size 64 --batch-size 12 --dropout 0.0
        --lr 1e-3 --min-lr 1e-4 --warmup 100 --weight-decay 0.1 --seed 1337)
-rg() { ./target/release/rustygradients train --data "$DATA" "${model[@]}" "$@"; }
+# --overwrite: each run replaces the previous one in its output folder.
+rg() { ./target/release/rustygradients train --data "$DATA" "${model[@]}" --overwrite "$@"; }
 pt() { "$PY" scripts/train_baby_gpt_torch.py --data "$DATA" "${model[@]}" "$@"; }
 
 echo "== RustyGradients, full run =="
