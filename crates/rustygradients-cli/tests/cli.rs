@@ -180,7 +180,17 @@ fn step_losses(dir: &std::path::Path) -> Vec<(u64, f64)> {
 fn resume_is_bit_identical_to_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("straight"), dir.path().join("resumed"));
+    // A fixed corpus: the built-in one changes with the README.
+    let data = dir.path().join("data.txt");
+    std::fs::write(
+        &data,
+        "to be or not to be, that is the question\n".repeat(40),
+    )
+    .unwrap();
+    let data = data.to_str().unwrap();
     let flags = [
+        "--data",
+        data,
         "--n-layer",
         "2",
         "--n-head",
@@ -216,14 +226,14 @@ fn resume_is_bit_identical_to_an_uninterrupted_run() {
     assert_eq!(bytes(&a), bytes(&b), "final weights differ");
     let (la, lb) = (step_losses(&a), step_losses(&b));
     assert_eq!(la.len(), 20);
-    // It learns: the evaluated val loss falls well below its start.
+    // It learns: the evaluated val loss falls clearly below its start (2.73 -> 2.43).
     let vals: Vec<f64> = std::fs::read_to_string(a.join("metrics.jsonl"))
         .unwrap()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["val_loss"].as_f64())
         .collect();
     assert!(
-        vals.len() == 6 && vals[5] < vals[0] - 0.25,
+        vals.len() == 6 && vals[5] < vals[0] - 0.15,
         "val loss did not fall: {vals:?}"
     );
     assert_eq!(la, lb, "per-step losses differ");

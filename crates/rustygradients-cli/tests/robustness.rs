@@ -195,15 +195,20 @@ fn steps_if_any(out: &Path) -> Vec<u64> {
     }
 }
 
-#[test]
-fn divergence_skips_updates_stops_and_saves_nothing_non_finite() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let e = err(train(
-        &out,
+/// Trains at learning rate `lr` without clipping until the run stops; returns the error text.
+/// The corpus is a fixed file (the built-in one changes with the README).
+fn diverge(dir: &Path, lr: &str) -> String {
+    let data = dir.join("data.txt");
+    std::fs::write(
+        &data,
+        "to be or not to be, that is the question\n".repeat(40),
+    )
+    .unwrap();
+    err(train(
+        &dir.join("out"),
         &[
             "--lr",
-            "100",
+            lr,
             "--grad-clip",
             "0",
             "--warmup",
@@ -214,10 +219,21 @@ fn divergence_skips_updates_stops_and_saves_nothing_non_finite() {
             "5",
             "--keep-checkpoints",
             "2",
+            "--data",
+            data.to_str().unwrap(),
         ],
-    ));
+    ))
+}
+
+/// Whatever way a run diverges, what it saved is finite and within the retention limit, its log
+/// reads back, and `--resume` starts from the newest good checkpoint.
+#[test]
+fn divergence_saves_nothing_non_finite_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let e = diverge(dir.path(), "100");
     assert!(
-        e.contains("training diverged") && e.contains("steps in a row") && e.contains("--resume"),
+        e.contains("training diverged") && e.contains("--resume"),
         "{e}"
     );
     // The retention limit held (2 newest + best), and everything saved is finite.
@@ -230,18 +246,38 @@ fn divergence_skips_updates_stops_and_saves_nothing_non_finite() {
     let (model, _) =
         rustygradients_io::load_safetensors(out.join("model.safetensors"), Device::Cpu).unwrap();
     assert!(model.iter().all(|(_, t)| t.all_finite().unwrap()));
-    // The log reads back with its non-finite losses, and marks the skipped steps.
+    // The log reads back whatever it holds; skipped steps carry their non-finite values.
     let records = metrics_log::read_until(&out.join("metrics.jsonl"), usize::MAX).unwrap();
-    let skipped: Vec<_> = records.iter().filter(|r| r.skipped).collect();
-    assert!(skipped.len() >= 3, "{records:?}");
-    assert!(skipped
+    assert!(records
         .iter()
+        .filter(|r| r.skipped)
         .all(|r| !(r.train_loss.is_finite() && r.grad_norm.unwrap().is_finite())));
     // Resuming loads the newest good checkpoint (it then diverges again, as it must).
     let again = err(run_for(&["train", "--resume", out.to_str().unwrap()], 60));
     assert!(
         again.contains("training diverged") && !again.contains("metrics.jsonl"),
         "{again}"
+    );
+}
+
+/// A loss that turns NaN right away: each such step skips its update and is logged, and the
+/// third in a row stops the run, naming the step.
+#[test]
+fn non_finite_steps_are_skipped_then_stop_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = diverge(dir.path(), "1e30");
+    assert!(
+        e.contains("3 steps in a row") && e.contains("at step"),
+        "{e}"
+    );
+    let records =
+        metrics_log::read_until(&dir.path().join("out/metrics.jsonl"), usize::MAX).unwrap();
+    let skipped: Vec<_> = records.iter().filter(|r| r.skipped).collect();
+    assert_eq!(skipped.len(), 3, "{records:?}");
+    assert!(skipped.iter().all(|r| r.train_loss.is_nan()));
+    assert!(
+        skipped.windows(2).all(|w| w[1].step == w[0].step + 1),
+        "not in a row: {skipped:?}"
     );
 }
 
