@@ -96,11 +96,8 @@ impl RunDir {
         file.rewind()?;
         write!(file, "{}", std::process::id())?;
         file.flush()?;
+        // The checkpoints folder's leftovers are cleared by its `CheckpointManager`.
         remove_stale_temporaries(out)?;
-        let ck = out.join(CHECKPOINTS);
-        if ck.is_dir() {
-            remove_stale_temporaries(&ck)?;
-        }
         Ok(RunDir {
             path: out.to_path_buf(),
             _lock: file,

@@ -192,12 +192,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             weight_decay: a.weight_decay,
         },
     );
-    let schedule = LrSchedule::WarmupCosine {
-        max_lr: a.lr,
-        min_lr: a.min_lr,
-        warmup: a.warmup,
-        decay_iters: a.steps,
-    };
+    let schedule = LrSchedule::warmup_cosine(a.lr, a.min_lr, a.warmup, a.steps);
     let settings = serde_json::to_value(&a)?;
     let out = run_dir.path.clone();
     let manager = CheckpointManager::new(out.join(CHECKPOINTS), a.keep_checkpoints)?;

@@ -39,25 +39,29 @@ impl TextDataset {
     /// Checks that each split holds more than `block` tokens (a window plus its next-token
     /// targets), with an error naming the sizes.
     pub fn check_block(&self, block: usize) -> Result<()> {
-        for split in [Split::Train, Split::Val] {
-            let n = self.len(split);
-            if n <= block {
-                let share = if split == Split::Train {
-                    "first 90%"
-                } else {
-                    "last 10%"
-                };
-                return Err(Error::InvalidArgument {
-                    op: "TextDataset",
-                    msg: format!(
-                        "the {split:?} split (the {share} of {} tokens) has {n} tokens; \
-                         block size {block} needs more than {block}",
-                        self.train.len() + self.val.len()
-                    ),
-                });
-            }
+        self.check_split(Split::Train, block)?;
+        self.check_split(Split::Val, block)
+    }
+
+    /// [`TextDataset::check_block`] for one split.
+    fn check_split(&self, split: Split, block: usize) -> Result<()> {
+        let n = self.len(split);
+        if n > block {
+            return Ok(());
         }
-        Ok(())
+        let share = if split == Split::Train {
+            "first 90%"
+        } else {
+            "last 10%"
+        };
+        Err(Error::InvalidArgument {
+            op: "TextDataset",
+            msg: format!(
+                "the {split:?} split (the {share} of {} tokens) has {n} tokens; \
+                 block size {block} needs more than {block}",
+                self.train.len() + self.val.len()
+            ),
+        })
     }
 
     /// Tokens in `split`.
@@ -80,19 +84,11 @@ impl TextDataset {
         block: usize,
         device: Device,
     ) -> Result<(Tensor, Tensor)> {
+        self.check_split(split, block)?;
         let data = match split {
             Split::Train => &self.train,
             Split::Val => &self.val,
         };
-        if data.len() <= block {
-            return Err(Error::InvalidArgument {
-                op: "TextDataset::batch",
-                msg: format!(
-                    "the {split:?} split has {} tokens, needs more than block size {block}",
-                    data.len()
-                ),
-            });
-        }
         let (mut x, mut y) = (
             Vec::with_capacity(batch * block),
             Vec::with_capacity(batch * block),
