@@ -73,18 +73,11 @@ pub fn restore_checkpoint(
         .into_iter()
         .map(|(n, t)| (n[OPTIMIZER_PREFIX.len()..].to_string(), t))
         .collect();
-    // Check the model's part by loading it non-destructively first: a strict load checks
-    // everything before copying, and the optimizer's load does the same.
-    let before = model.state_dict();
-    let saved: Named = before
-        .iter()
-        .map(|(n, t)| Ok((n.clone(), t.copy()?)))
-        .collect::<Result<_>>()?;
+    // Both loads check everything before changing anything; checking the model's part first
+    // means neither is changed unless both fit.
+    model.check_state_dict(&weights, true)?;
+    opt.load_state_dict(&optim)?;
     model.load_state_dict(&weights, true)?;
-    if let Err(e) = opt.load_state_dict(&optim) {
-        model.load_state_dict(&saved, true)?;
-        return Err(e);
-    }
     Ok(())
 }
 

@@ -253,6 +253,20 @@ pub trait Module {
     /// both are listed in the returned report. Everything is checked before anything is
     /// copied, so a failed load leaves the module as it was.
     fn load_state_dict(&self, dict: &[(String, Tensor)], strict: bool) -> Result<LoadReport> {
+        let report = self.check_state_dict(dict, strict)?;
+        let by_name: std::collections::HashMap<&str, &Tensor> =
+            dict.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        for (name, p) in self.named_parameters() {
+            if let Some(src) = by_name.get(name.as_str()) {
+                p.copy_(&src.to_dtype(p.dtype())?.to_device(p.device())?)?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The checks of [`Module::load_state_dict`] without the copy: what it would report, or the
+    /// error it would give.
+    fn check_state_dict(&self, dict: &[(String, Tensor)], strict: bool) -> Result<LoadReport> {
         let what = "load_state_dict";
         let by_name: std::collections::HashMap<&str, &Tensor> =
             dict.iter().map(|(n, t)| (n.as_str(), t)).collect();
@@ -271,7 +285,6 @@ pub trait Module {
                 report.unexpected.push(name.clone());
             }
         }
-        let mut pairs = Vec::with_capacity(params.len());
         for (name, p) in &params {
             let Some(src) = by_name.get(name.as_str()) else {
                 if strict {
@@ -290,10 +303,6 @@ pub trait Module {
                     ),
                 ));
             }
-            pairs.push((p, *src));
-        }
-        for (p, src) in pairs {
-            p.copy_(&src.to_dtype(p.dtype())?.to_device(p.device())?)?;
         }
         Ok(report)
     }
