@@ -1,7 +1,8 @@
 //! The operations every device backend implements. Op code above this layer never looks at the
 //! device: it calls [`crate::storage::Storage`], which dispatches to a [`BackendStorage`] here.
 
-use crate::{cpu_backend::CpuStorage, DType, Device, Layout, Result, Shape};
+use crate::host::HostBuffer;
+use crate::{DType, Device, Layout, Result};
 
 /// Elementwise functions of one tensor. Parameterised variants carry their scalars.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -190,6 +191,40 @@ pub struct AdamHyper {
     pub step: u64,
 }
 
+/// The distributions [`BackendDevice::rand`] samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distribution {
+    /// Uniform in `[0, 1)`.
+    Uniform,
+    /// Standard normal.
+    Normal,
+}
+
+/// The handle of one device: made once per device and shared by all of its storages (a GPU's
+/// context, stream, library handles, compiled kernels and memory pool live behind it). Everything
+/// that creates memory on the device goes through here, so nothing is built on the host and
+/// uploaded op by op.
+pub trait BackendDevice: Clone {
+    /// The storage this device's memory is held in.
+    type Storage: BackendStorage;
+    /// Moves host data onto the device (a move, not a copy, for the CPU).
+    fn storage_from_host(&self, host: HostBuffer) -> Result<Self::Storage>;
+    /// `n` zeros of `dtype`.
+    fn zeros(&self, n: usize, dtype: DType) -> Result<Self::Storage>;
+    /// `n` copies of `value` converted to `dtype`.
+    fn full(&self, n: usize, value: f64, dtype: DType) -> Result<Self::Storage>;
+    /// `start + i * step` for `i` in `0..n`, computed in f64 and converted to `dtype`.
+    fn arange(&self, n: usize, start: f64, step: f64, dtype: DType) -> Result<Self::Storage>;
+    /// `n` samples of `dist` as `dtype` (a float type), drawn from the process's seeded
+    /// generator ([`crate::manual_seed`]): the same seed gives the same numbers run to run on the
+    /// same device kind. The CPU draws every sample from the generator; a GPU draws one key from
+    /// it and runs a counter-based generator (Philox) on the device.
+    fn rand(&self, n: usize, dtype: DType, dist: Distribution) -> Result<Self::Storage>;
+    /// Waits until all queued work on the device has finished and reports a failure that a
+    /// kernel recorded on the device (a bad index) since the last check.
+    fn synchronize(&self) -> Result<()>;
+}
+
 /// The storage of one device. Every method reads its operands through their layouts and returns
 /// a new contiguous storage, except `copy_into`, `add_into` and `adam_step`, which write in place.
 pub trait BackendStorage: Sized {
@@ -197,9 +232,9 @@ pub trait BackendStorage: Sized {
     fn device(&self) -> Device;
     /// Number of elements held.
     fn elem_len(&self) -> usize;
-    /// A copy on the host (used for printing, `to_vec` and device moves).
-    fn to_cpu(&self) -> Result<CpuStorage>;
-    fn zeros(shape: &Shape, dtype: DType, device: Device) -> Result<Self>;
+    /// The elements `layout` selects, row-major, copied to the host (only those elements
+    /// cross the bus).
+    fn to_host(&self, layout: &Layout) -> Result<HostBuffer>;
 
     fn to_dtype(&self, layout: &Layout, dtype: DType) -> Result<Self>;
     /// A contiguous copy of the elements that `layout` selects.
@@ -254,6 +289,28 @@ pub trait BackendStorage: Sized {
     fn norm_last(&self, layout: &Layout, eps: f64, rms: bool) -> Result<(Self, Self)>;
     /// The input gradient of `norm_last` from `x̂` (`self`), `1/σ` and the output gradient.
     fn norm_last_bwd(&self, rstd: &Self, g: &Self, gl: &Layout, rms: bool) -> Result<Self>;
+    /// Cross-entropy rows of contiguous `(N, C)` logits against `(N,)` class indices (`i64` or
+    /// `u32`, any layout): per row `logsumexp(x) - x[target]` (0 for an `ignore` target) in the
+    /// logits' dtype, and each row's logsumexp in f32 (f64 for f64 logits) for the gradient.
+    /// A target outside `0..C` is an error: at once on the CPU, at the next synchronisation on a
+    /// GPU (which only queues work).
+    fn cross_entropy_fwd(
+        &self,
+        layout: &Layout,
+        targets: &Self,
+        tl: &Layout,
+        ignore: Option<i64>,
+    ) -> Result<(Self, Self)>;
+    /// The logits' gradient `(softmax(x) - onehot(target)) · g[row]` (0 for ignored rows) from
+    /// the forward's logsumexp and the contiguous `(N,)` output gradient `g`.
+    fn cross_entropy_bwd(
+        &self,
+        targets: &Self,
+        tl: &Layout,
+        lse: &Self,
+        g: &Self,
+        ignore: Option<i64>,
+    ) -> Result<Self>;
     /// Fused attention on contiguous `(n, t, d)`, `(n, s, d)`, `(n, s, dv)` operands (`self` is
     /// q): the output and the attention probabilities.
     fn attention_fwd(&self, k: &Self, v: &Self, dims: AttnDims) -> Result<(Self, Self)>;

@@ -361,6 +361,25 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, InputGrad
                 ),
             ])
         }
+        Op::CrossEntropy {
+            logits,
+            targets,
+            lse,
+            ignore,
+        } => {
+            let g = g.dense()?;
+            let dx = logits.storage().cross_entropy_bwd(
+                &targets.storage(),
+                targets.layout(),
+                &lse.storage(),
+                &g.storage(),
+                *ignore,
+            )?;
+            one(
+                logits,
+                Tensor::from_storage(dx, logits.shape().clone(), None),
+            )
+        }
         Op::SoftmaxLast(x, log) => one(x, out.softmax_last_backward(g, *log)?),
         Op::NormLast(x, rstd, rms) => one(x, out.norm_last_backward(rstd, g, *rms)?),
         Op::Cat(ts, dim) => {

@@ -7,8 +7,8 @@ pub enum Device {
     /// The host CPU (the default).
     #[default]
     Cpu,
-    /// The CUDA GPU with this ordinal (`cuda:0`, ...). Its kernels are not implemented yet:
-    /// putting a tensor on it fails with
+    /// The CUDA GPU with this ordinal (`cuda:0`, ...). In a build without the `cuda` feature,
+    /// or on a machine without that GPU, putting a tensor on it fails with
     /// [`Error::DeviceUnavailable`](crate::Error::DeviceUnavailable).
     Cuda(usize),
 }
@@ -21,6 +21,19 @@ impl Device {
     /// True for any [`Device::Cuda`].
     pub fn is_cuda(&self) -> bool {
         matches!(self, Device::Cuda(_))
+    }
+
+    /// True when tensors can be put on this device: always for the CPU; for a GPU, when this
+    /// build has the `cuda` feature and the driver opens that ordinal.
+    pub fn is_available(&self) -> bool {
+        crate::storage::Storage::synchronize(*self).is_ok()
+    }
+
+    /// Waits until the work queued on the device has finished (a no-op on the CPU, whose ops
+    /// run when called) and reports an error a GPU kernel recorded since the last check, such
+    /// as an out-of-range index. Reading values (`to_vec`, `item`) synchronises too.
+    pub fn synchronize(&self) -> crate::Result<()> {
+        crate::storage::Storage::synchronize(*self)
     }
 
     /// Bytes this process could still allocate on the device, when known: for the CPU, Linux's

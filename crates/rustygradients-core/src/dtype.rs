@@ -121,11 +121,11 @@ pub trait FloatDType: WithDType + num_traits::Float {
 impl FloatDType for f32 {
     #[inline(always)]
     fn fast_exp(self) -> Self {
-        crate::cpu_backend::fast_math::exp_f32(self)
+        crate::fast_math::exp_f32(self)
     }
     #[inline(always)]
     fn fast_tanh(self) -> Self {
-        crate::cpu_backend::fast_math::tanh_f32(self)
+        crate::fast_math::tanh_f32(self)
     }
 }
 impl FloatDType for f64 {}

@@ -194,6 +194,20 @@ impl Layout {
         }
     }
 
+    /// Calls `f` with the storage offset of every element, in row-major order.
+    pub(crate) fn for_each_offset(&self, mut f: impl FnMut(usize)) {
+        if let Some(r) = self.contiguous_range() {
+            r.for_each(f);
+            return;
+        }
+        let (outer, n, stride) = self.blocks();
+        for start in outer {
+            for j in 0..n {
+                f(start + j * stride);
+            }
+        }
+    }
+
     /// Iterates the storage index of each element in row-major order.
     pub fn offsets(&self) -> StridedOffsets<'_> {
         StridedOffsets::new(self)

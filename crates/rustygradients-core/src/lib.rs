@@ -4,7 +4,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | `shape`, `layout`, `dtype`, `device` | shapes and dims, strided layouts, element types, devices |
-//! | `storage`, `backend` | the per-device storage enum and the trait every backend implements |
+//! | `storage`, `backend`, `host` | the per-device storage enum (the one place that names a backend), the traits every backend implements, host buffers |
 //! | `cpu_backend`, `cuda_backend` | the backends |
 //! | `tensor`, `ops` | the tensor type and its operations (creation, views, math, reductions, nn) |
 //! | `op`, `backprop`, `grad_mode` | the recorded graph, the gradient rules, `no_grad` |
@@ -20,7 +20,9 @@ mod device;
 mod display;
 mod dtype;
 mod error;
+mod fast_math;
 mod grad_mode;
+mod host;
 mod layout;
 mod op;
 mod ops;
@@ -30,11 +32,11 @@ mod storage;
 mod tensor;
 
 pub use backend::AdamHyper;
-pub use cpu_backend::SharedBytes;
 pub use device::Device;
 pub use dtype::{DType, FloatDType, WithDType};
 pub use error::{Error, Result};
 pub use grad_mode::{is_grad_enabled, no_grad, NoGradGuard};
+pub use host::{HostBuf, HostBuffer, SharedBytes};
 pub use layout::Layout;
 pub use ops::Reduction;
 pub use random::manual_seed;

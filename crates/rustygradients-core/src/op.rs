@@ -37,6 +37,14 @@ pub(crate) enum Op {
     SoftmaxLast(Tensor, bool),
     /// `(input, 1/σ per row, rms)`: row normalisation over the last dim; the rule reads `x̂`.
     NormLast(Tensor, Tensor, bool),
+    /// Fused cross-entropy rows of contiguous `(N, C)` logits against `(N,)` targets, with each
+    /// row's logsumexp kept for the rule.
+    CrossEntropy {
+        logits: Tensor,
+        targets: Tensor,
+        lse: Tensor,
+        ignore: Option<i64>,
+    },
     /// Fused attention on `(N, T, d)` / `(N, S, d)` / `(N, S, dv)` inputs, with the forward's
     /// probabilities kept for the rule.
     Attention {
@@ -110,6 +118,7 @@ impl Op {
             Op::NormLast(_, _, false) => "layer_norm",
             Op::NormLast(_, _, true) => "rms_norm",
             Op::Attention { .. } => "scaled_dot_product_attention",
+            Op::CrossEntropy { .. } => "cross_entropy",
         }
     }
 
@@ -170,6 +179,12 @@ impl Op {
                 add(Input(1), Some(ids))
             }
             Op::SoftmaxLast(..) | Op::NormLast(..) => add(Output, None),
+            Op::CrossEntropy {
+                logits, targets, ..
+            } => {
+                add(Input(0), Some(logits));
+                add(Input(1), Some(targets));
+            }
             Op::Attention { q, k, v, .. } => {
                 add(Input(0), Some(q));
                 add(Input(1), Some(k));
@@ -213,6 +228,9 @@ impl Op {
             Op::WhereCond(m, a, b) => vec![m, a, b],
             Op::ScatterAdd(a, i, s, _) => vec![a, i, s],
             Op::Attention { q, k, v, .. } => vec![q, k, v],
+            Op::CrossEntropy {
+                logits, targets, ..
+            } => vec![logits, targets],
             Op::Cat(ts, _) => ts.iter().collect(),
         }
     }

@@ -1,15 +1,36 @@
 //! A tensor's memory on whichever device holds it. This is the one place that matches on the
 //! device: every method forwards to the device's [`BackendStorage`].
 
-use crate::backend::{AdamHyper, AttnDims, BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp};
-use crate::cpu_backend::CpuStorage;
-use crate::cuda_backend::CudaStorage;
-use crate::{DType, Device, Error, Layout, Result, Shape};
+use crate::backend::{
+    AdamHyper, AttnDims, BackendDevice, BackendStorage, BinaryOp, CmpOp, Distribution, ReduceOp,
+    UnaryOp,
+};
+use crate::cpu_backend::CpuDevice;
+use crate::cuda_backend::{CudaDevice, CudaStorage};
+use crate::host::HostBuffer;
+use crate::{DType, Device, Error, Layout, Result, WithDType};
 
+/// Memory on one device. The CPU computes on host buffers directly.
 #[derive(Debug, Clone)]
 pub enum Storage {
-    Cpu(CpuStorage),
+    Cpu(HostBuffer),
     Cuda(CudaStorage),
+}
+
+/// Runs `$body` with `$d` bound to the handle of `$device`, wrapping the storage it returns.
+macro_rules! on_device {
+    ($device:expr, $d:ident => $body:expr) => {
+        match $device {
+            Device::Cpu => {
+                let $d = CpuDevice;
+                Storage::Cpu($body?)
+            }
+            Device::Cuda(ordinal) => {
+                let $d = CudaDevice::get(ordinal)?;
+                Storage::Cuda($body?)
+            }
+        }
+    };
 }
 
 /// Forwards a method with no storage operands.
@@ -62,24 +83,67 @@ impl Storage {
         }
     }
 
+    // ---- memory made by a device ----------------------------------------------------------
+
     /// Moves host data to `device`.
-    pub fn from_cpu(cpu: CpuStorage, device: Device) -> Result<Storage> {
+    pub fn from_host(host: HostBuffer, device: Device) -> Result<Storage> {
+        Ok(on_device!(device, d => d.storage_from_host(host)))
+    }
+    pub fn zeros(n: usize, dtype: DType, device: Device) -> Result<Storage> {
+        Ok(on_device!(device, d => d.zeros(n, dtype)))
+    }
+    pub fn full(n: usize, value: f64, dtype: DType, device: Device) -> Result<Storage> {
+        Ok(on_device!(device, d => d.full(n, value, dtype)))
+    }
+    pub fn arange(
+        n: usize,
+        start: f64,
+        step: f64,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Storage> {
+        Ok(on_device!(device, d => d.arange(n, start, step, dtype)))
+    }
+    pub fn rand(n: usize, dtype: DType, dist: Distribution, device: Device) -> Result<Storage> {
+        Ok(on_device!(device, d => d.rand(n, dtype, dist)))
+    }
+    /// Waits for `device`'s queued work and reports errors its kernels recorded.
+    pub fn synchronize(device: Device) -> Result<()> {
         match device {
-            Device::Cpu => Ok(Storage::Cpu(cpu)),
-            Device::Cuda(ordinal) => Ok(Storage::Cuda(CudaStorage::from_cpu(&cpu, ordinal)?)),
+            Device::Cpu => CpuDevice.synchronize(),
+            Device::Cuda(ordinal) => CudaDevice::get(ordinal)?.synchronize(),
         }
     }
-    pub fn to_cpu(&self) -> Result<CpuStorage> {
+
+    // ---- host copies ----------------------------------------------------------------------
+
+    /// True when the elements are read in place from shared bytes (only host memory can be).
+    pub fn is_borrowed(&self) -> bool {
         match self {
-            Storage::Cpu(s) => s.to_cpu(),
-            Storage::Cuda(s) => s.to_cpu(),
+            Storage::Cpu(s) => s.is_borrowed(),
+            Storage::Cuda(_) => false,
         }
     }
-    pub fn zeros(shape: &Shape, dtype: DType, device: Device) -> Result<Storage> {
-        Ok(match device {
-            Device::Cpu => Storage::Cpu(CpuStorage::zeros(shape, dtype, device)?),
-            Device::Cuda(_) => Storage::Cuda(CudaStorage::zeros(shape, dtype, device)?),
-        })
+    /// The elements `l` selects, row-major, on the host.
+    pub fn to_host(&self, l: &Layout) -> Result<HostBuffer> {
+        match self {
+            Storage::Cpu(s) => s.to_host(l),
+            Storage::Cuda(s) => s.to_host(l),
+        }
+    }
+    /// The elements `l` selects, row-major, converted to `T` (exact for the storage's dtype).
+    pub fn to_vec<T: WithDType>(&self, l: &Layout) -> Result<Vec<T>> {
+        match self {
+            Storage::Cpu(s) => Ok(s.to_vec(l)),
+            Storage::Cuda(s) => Ok(s.to_host(l)?.to_vec(&Layout::contiguous(l.shape().clone()))),
+        }
+    }
+    /// The elements `l` selects, contiguous, on `device`.
+    pub fn to_device(&self, l: &Layout, device: Device) -> Result<Storage> {
+        if device == self.device() {
+            return self.copy_strided(l);
+        }
+        Storage::from_host(self.to_host(l)?, device)
     }
 
     pub fn to_dtype(&self, l: &Layout, dtype: DType) -> Result<Storage> {
@@ -213,6 +277,36 @@ impl Storage {
     ) -> Result<Storage> {
         let (x, r, g) = (self, rstd, g);
         Ok(same_device!("layer_norm_backward", (x, r, g) => x.norm_last_bwd(r, g, gl, rms)))
+    }
+    pub fn cross_entropy_fwd(
+        &self,
+        l: &Layout,
+        targets: &Storage,
+        tl: &Layout,
+        ignore: Option<i64>,
+    ) -> Result<(Storage, Storage)> {
+        match (self, targets) {
+            (Storage::Cpu(x), Storage::Cpu(t)) => x
+                .cross_entropy_fwd(l, t, tl, ignore)
+                .map(|(a, b)| (Storage::Cpu(a), Storage::Cpu(b))),
+            (Storage::Cuda(x), Storage::Cuda(t)) => x
+                .cross_entropy_fwd(l, t, tl, ignore)
+                .map(|(a, b)| (Storage::Cuda(a), Storage::Cuda(b))),
+            (x, t) => Err(mismatch("cross_entropy", &[x.device(), t.device()])),
+        }
+    }
+    pub fn cross_entropy_bwd(
+        &self,
+        targets: &Storage,
+        tl: &Layout,
+        lse: &Storage,
+        g: &Storage,
+        ignore: Option<i64>,
+    ) -> Result<Storage> {
+        let (x, t, lse, g) = (self, targets, lse, g);
+        Ok(
+            same_device!("cross_entropy_backward", (x, t, lse, g) => x.cross_entropy_bwd(t, tl, lse, g, ignore)),
+        )
     }
     pub fn attention_fwd(
         &self,

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::cpu_backend::CpuStorage;
+use crate::host::HostBuffer;
 use crate::op::{Op, SavedVersions, Slot};
 use crate::storage::Storage;
 use crate::{grad_mode, DType, Device, Error, Layout, Result, Shape, WithDType};
@@ -250,10 +250,7 @@ impl Tensor {
     /// True when the elements are read in place from shared bytes (see
     /// [`Tensor::from_shared_bytes`]) rather than held in memory of their own.
     pub fn is_borrowed(&self) -> bool {
-        match &*self.storage() {
-            Storage::Cpu(s) => s.is_borrowed(),
-            Storage::Cuda(_) => false,
-        }
+        self.storage().is_borrowed()
     }
     /// True when `self` and `other` are views of the same memory.
     pub fn same_storage(&self, other: &Tensor) -> bool {
@@ -378,12 +375,18 @@ impl Tensor {
                 rhs: T::DTYPE,
             });
         }
-        Ok(self.to_cpu_storage()?.to_vec(self.layout()))
+        self.storage().to_vec(self.layout())
     }
 
     /// Every element converted to f64, row-major (for tests, printing and metrics).
     pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
-        Ok(self.to_cpu_storage()?.to_vec(self.layout()))
+        self.storage().to_vec(self.layout())
+    }
+
+    /// The elements, row-major, in a host buffer of the tensor's dtype (for writing files).
+    /// Only the elements the tensor shows are copied, not the rest of its storage.
+    pub fn to_host(&self) -> Result<HostBuffer> {
+        self.storage().to_host(self.layout())
     }
 
     /// The value of a one-element tensor; `T` must be the tensor's dtype.
@@ -410,20 +413,12 @@ impl Tensor {
         Ok(self.to_f64_vec()?[0])
     }
 
-    pub(crate) fn to_cpu_storage(&self) -> Result<CpuStorage> {
-        match &*self.storage() {
-            Storage::Cpu(s) => Ok(s.clone()),
-            other => other.to_cpu(),
-        }
-    }
-
     /// A copy on `device` (the same tensor if it is already there). Gradients flow back.
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
         if device == self.device() {
             return Ok(self.clone());
         }
-        let cpu = self.storage().copy_strided(self.layout())?.to_cpu()?;
-        let storage = Storage::from_cpu(cpu, device)?;
+        let storage = self.storage().to_device(self.layout(), device)?;
         Ok(Tensor::from_storage(
             storage,
             self.shape().clone(),

@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 use memmap2::Mmap;
-use rustygradients_core::{DType, Device, Error, Result, SharedBytes, Tensor, WithDType};
+use rustygradients_core::{
+    DType, Device, Error, HostBuffer, Result, SharedBytes, Tensor, WithDType,
+};
 use safetensors::tensor::{Dtype as StDtype, Metadata, TensorInfo};
 use safetensors::{SafeTensors, View};
 
@@ -48,51 +50,23 @@ fn from_st_dtype(d: StDtype) -> Option<DType> {
     })
 }
 
-/// One tensor's elements on the host, handed to the `safetensors` serializer as bytes without
-/// another copy.
-enum HostData {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-    F16(Vec<f16>),
-    BF16(Vec<bf16>),
-    I64(Vec<i64>),
-    U32(Vec<u32>),
-    U8(Vec<u8>),
-}
-
 struct HostTensor {
     dtype: StDtype,
     shape: Vec<usize>,
-    data: HostData,
+    /// The elements, handed to the `safetensors` serializer as bytes without another copy.
+    data: HostBuffer,
 }
 
 impl HostTensor {
     fn of(t: &Tensor) -> Result<HostTensor> {
-        let data = match t.dtype() {
-            DType::F32 => HostData::F32(t.to_vec()?),
-            DType::F64 => HostData::F64(t.to_vec()?),
-            DType::F16 => HostData::F16(t.to_vec()?),
-            DType::BF16 => HostData::BF16(t.to_vec()?),
-            DType::I64 => HostData::I64(t.to_vec()?),
-            DType::U32 => HostData::U32(t.to_vec()?),
-            DType::U8 => HostData::U8(t.to_vec()?),
-        };
         Ok(HostTensor {
             dtype: to_st_dtype(t.dtype()),
             shape: t.dims().to_vec(),
-            data,
+            data: t.to_host()?,
         })
     }
     fn bytes(&self) -> &[u8] {
-        match &self.data {
-            HostData::F32(v) => bytemuck::cast_slice(v),
-            HostData::F64(v) => bytemuck::cast_slice(v),
-            HostData::F16(v) => bytemuck::cast_slice(v),
-            HostData::BF16(v) => bytemuck::cast_slice(v),
-            HostData::I64(v) => bytemuck::cast_slice(v),
-            HostData::U32(v) => bytemuck::cast_slice(v),
-            HostData::U8(v) => v,
-        }
+        self.data.as_bytes()
     }
 }
 

@@ -7,9 +7,9 @@ use rayon::prelude::*;
 
 use super::lanes::{row_max, sum_map, sum_map2};
 use super::strided::has_avx2;
-use super::CpuBuf;
-use super::CpuStorage;
-use crate::backend::{AttnDims, BackendStorage};
+use super::HostBuf;
+use super::HostBuffer;
+use crate::backend::AttnDims;
 use crate::{Error, FloatDType, Result};
 
 /// `outs[k][..] = Σ_{r ∈ rows} coef(r)[k] · row(r)[..n]` for `R` outputs of one length `n` at
@@ -366,10 +366,10 @@ fn backward<T: FloatDType>(
 macro_rules! per_float {
     ($op:expr, ($($s:ident),+), $f:ident => $body:expr) => {
         match ($($s),+) {
-            ($(CpuStorage::F32($s)),+) => { let $f = CpuStorage::F32; $body }
-            ($(CpuStorage::F64($s)),+) => { let $f = CpuStorage::F64; $body }
-            ($(CpuStorage::F16($s)),+) => { let $f = CpuStorage::F16; $body }
-            ($(CpuStorage::BF16($s)),+) => { let $f = CpuStorage::BF16; $body }
+            ($(HostBuffer::F32($s)),+) => { let $f = HostBuffer::F32; $body }
+            ($(HostBuffer::F64($s)),+) => { let $f = HostBuffer::F64; $body }
+            ($(HostBuffer::F16($s)),+) => { let $f = HostBuffer::F16; $body }
+            ($(HostBuffer::BF16($s)),+) => { let $f = HostBuffer::BF16; $body }
             (first, ..) => {
                 return Err(Error::UnsupportedDType { op: $op, got: first.dtype(), expected: "one floating-point dtype for every operand" })
             }
@@ -379,28 +379,28 @@ macro_rules! per_float {
 
 /// Inputs are contiguous with offset 0 (the caller copies them so).
 pub(crate) fn attention_fwd(
-    q: &CpuStorage,
-    k: &CpuStorage,
-    v: &CpuStorage,
+    q: &HostBuffer,
+    k: &HostBuffer,
+    v: &HostBuffer,
     a: AttnDims,
-) -> Result<(CpuStorage, CpuStorage)> {
+) -> Result<(HostBuffer, HostBuffer)> {
     per_float!("scaled_dot_product_attention", (q, k, v), wrap => {
         let (o, p) = forward(q, k, v, a);
-        Ok((wrap(CpuBuf::from(o)), wrap(CpuBuf::from(p))))
+        Ok((wrap(HostBuf::from(o)), wrap(HostBuf::from(p))))
     })
 }
 
 #[allow(clippy::type_complexity)]
 pub(crate) fn attention_bwd(
-    q: &CpuStorage,
-    k: &CpuStorage,
-    v: &CpuStorage,
-    p: &CpuStorage,
-    g: &CpuStorage,
+    q: &HostBuffer,
+    k: &HostBuffer,
+    v: &HostBuffer,
+    p: &HostBuffer,
+    g: &HostBuffer,
     a: AttnDims,
-) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
+) -> Result<(HostBuffer, HostBuffer, HostBuffer)> {
     per_float!("scaled_dot_product_attention_backward", (q, k, v, p, g), wrap => {
         let (dq, dk, dv) = backward(q, k, v, p, g, a);
-        Ok((wrap(CpuBuf::from(dq)), wrap(CpuBuf::from(dk)), wrap(CpuBuf::from(dv))))
+        Ok((wrap(HostBuf::from(dq)), wrap(HostBuf::from(dk)), wrap(HostBuf::from(dv))))
     })
 }

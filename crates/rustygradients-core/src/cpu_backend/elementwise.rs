@@ -3,8 +3,8 @@
 
 use super::strided::{build, map1, map2};
 use super::vec_math;
-use super::CpuBuf;
-use super::{float_map2, map_pair, with_pair, CpuStorage};
+use super::HostBuf;
+use super::{float_map2, map_pair, with_pair, HostBuffer};
 use crate::backend::{BinaryOp, CmpOp, UnaryOp};
 use crate::{Error, FloatDType, Layout, Result, WithDType};
 
@@ -70,7 +70,7 @@ fn erf<T: FloatDType>(x: T) -> T {
     let poly = t
         * (0.254_829_6
             + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let y = 1.0 - poly * crate::cpu_backend::fast_math::exp_f32(-a * a);
+    let y = 1.0 - poly * crate::fast_math::exp_f32(-a * a);
     T::from_f64(y.copysign(x32) as f64)
 }
 
@@ -224,20 +224,20 @@ fn unary_int<T: WithDType>(v: &[T], l: &Layout, op: UnaryOp) -> Vec<T> {
     map1(v, l, move |x| T::from_f64(f(x.to_f64())))
 }
 
-pub(crate) fn unary(s: &CpuStorage, l: &Layout, op: UnaryOp) -> Result<CpuStorage> {
+pub(crate) fn unary(s: &HostBuffer, l: &Layout, op: UnaryOp) -> Result<HostBuffer> {
     Ok(match s {
-        CpuStorage::F32(v) => CpuStorage::F32(CpuBuf::from(
+        HostBuffer::F32(v) => HostBuffer::F32(HostBuf::from(
             l.contiguous_range()
                 .and_then(|r| vec_math::unary(&v[r], op))
                 .unwrap_or_else(|| unary_float(v, l, op)),
         )),
-        CpuStorage::F64(v) => CpuStorage::F64(CpuBuf::from(unary_float(v, l, op))),
-        CpuStorage::F16(v) => CpuStorage::F16(CpuBuf::from(unary_float(v, l, op))),
-        CpuStorage::BF16(v) => CpuStorage::BF16(CpuBuf::from(unary_float(v, l, op))),
+        HostBuffer::F64(v) => HostBuffer::F64(HostBuf::from(unary_float(v, l, op))),
+        HostBuffer::F16(v) => HostBuffer::F16(HostBuf::from(unary_float(v, l, op))),
+        HostBuffer::BF16(v) => HostBuffer::BF16(HostBuf::from(unary_float(v, l, op))),
         s if op.supports_int() => match s {
-            CpuStorage::I64(v) => CpuStorage::I64(CpuBuf::from(unary_int(v, l, op))),
-            CpuStorage::U32(v) => CpuStorage::U32(CpuBuf::from(unary_int(v, l, op))),
-            CpuStorage::U8(v) => CpuStorage::U8(CpuBuf::from(unary_int(v, l, op))),
+            HostBuffer::I64(v) => HostBuffer::I64(HostBuf::from(unary_int(v, l, op))),
+            HostBuffer::U32(v) => HostBuffer::U32(HostBuf::from(unary_int(v, l, op))),
+            HostBuffer::U8(v) => HostBuffer::U8(HostBuf::from(unary_int(v, l, op))),
             _ => unreachable!("float dtypes are matched above"),
         },
         s => {
@@ -280,20 +280,20 @@ fn unary_grad_float<T: FloatDType>(
 }
 
 pub(crate) fn unary_grad(
-    x: &CpuStorage,
+    x: &HostBuffer,
     xl: &Layout,
-    g: &CpuStorage,
+    g: &HostBuffer,
     gl: &Layout,
     op: UnaryOp,
-) -> Result<CpuStorage> {
-    if let (CpuStorage::F32(xv), CpuStorage::F32(gv), Some(rx), Some(rg)) =
+) -> Result<HostBuffer> {
+    if let (HostBuffer::F32(xv), HostBuffer::F32(gv), Some(rx), Some(rg)) =
         (x, g, xl.contiguous_range(), gl.contiguous_range())
     {
         if let Some(out) = vec_math::unary_grad(&xv[rx], &gv[rg], op) {
-            return Ok(CpuStorage::F32(CpuBuf::from(out)));
+            return Ok(HostBuffer::F32(HostBuf::from(out)));
         }
     }
-    Ok(float_map2!(op.name(), x, g, (x, g) => CpuBuf::from(unary_grad_float(x, xl, g, gl, op)?)))
+    Ok(float_map2!(op.name(), x, g, (x, g) => HostBuf::from(unary_grad_float(x, xl, g, gl, op)?)))
 }
 
 fn binary_typed<T: Arith>(a: &[T], la: &Layout, b: &[T], lb: &Layout, op: BinaryOp) -> Vec<T> {
@@ -316,25 +316,25 @@ fn pow_float<T: FloatDType>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T
 }
 
 pub(crate) fn binary(
-    a: &CpuStorage,
+    a: &HostBuffer,
     la: &Layout,
-    b: &CpuStorage,
+    b: &HostBuffer,
     lb: &Layout,
     op: BinaryOp,
-) -> Result<CpuStorage> {
+) -> Result<HostBuffer> {
     if op == BinaryOp::Pow {
         match (a, b) {
-            (CpuStorage::F32(x), CpuStorage::F32(y)) => {
-                return Ok(CpuStorage::F32(CpuBuf::from(pow_float(x, la, y, lb))))
+            (HostBuffer::F32(x), HostBuffer::F32(y)) => {
+                return Ok(HostBuffer::F32(HostBuf::from(pow_float(x, la, y, lb))))
             }
-            (CpuStorage::F64(x), CpuStorage::F64(y)) => {
-                return Ok(CpuStorage::F64(CpuBuf::from(pow_float(x, la, y, lb))))
+            (HostBuffer::F64(x), HostBuffer::F64(y)) => {
+                return Ok(HostBuffer::F64(HostBuf::from(pow_float(x, la, y, lb))))
             }
-            (CpuStorage::F16(x), CpuStorage::F16(y)) => {
-                return Ok(CpuStorage::F16(CpuBuf::from(pow_float(x, la, y, lb))))
+            (HostBuffer::F16(x), HostBuffer::F16(y)) => {
+                return Ok(HostBuffer::F16(HostBuf::from(pow_float(x, la, y, lb))))
             }
-            (CpuStorage::BF16(x), CpuStorage::BF16(y)) => {
-                return Ok(CpuStorage::BF16(CpuBuf::from(pow_float(x, la, y, lb))))
+            (HostBuffer::BF16(x), HostBuffer::BF16(y)) => {
+                return Ok(HostBuffer::BF16(HostBuf::from(pow_float(x, la, y, lb))))
             }
             _ => {}
         }
@@ -354,26 +354,26 @@ fn cmp_typed<T: WithDType>(a: &[T], la: &Layout, b: &[T], lb: &Layout, op: CmpOp
 }
 
 pub(crate) fn cmp(
-    a: &CpuStorage,
+    a: &HostBuffer,
     la: &Layout,
-    b: &CpuStorage,
+    b: &HostBuffer,
     lb: &Layout,
     op: CmpOp,
-) -> Result<CpuStorage> {
-    Ok(CpuStorage::U8(
-        with_pair!(op.name(), a, b, (x, y) => CpuBuf::from(cmp_typed(x, la, y, lb, op))),
+) -> Result<HostBuffer> {
+    Ok(HostBuffer::U8(
+        with_pair!(op.name(), a, b, (x, y) => HostBuf::from(cmp_typed(x, la, y, lb, op))),
     ))
 }
 
 pub(crate) fn where_cond(
-    m: &CpuStorage,
+    m: &HostBuffer,
     lm: &Layout,
-    t: &CpuStorage,
+    t: &HostBuffer,
     lt: &Layout,
-    f: &CpuStorage,
+    f: &HostBuffer,
     lf: &Layout,
-) -> Result<CpuStorage> {
-    let CpuStorage::U8(mask) = m else {
+) -> Result<HostBuffer> {
+    let HostBuffer::U8(mask) = m else {
         return Err(Error::UnsupportedDType {
             op: "where_cond",
             got: crate::backend::BackendStorage::dtype(m),

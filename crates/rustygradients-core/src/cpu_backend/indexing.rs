@@ -3,14 +3,13 @@
 
 use super::elementwise::Arith;
 use super::strided::{combine_into, copy_strided};
-use super::{map_all, map_pair, CpuStorage};
-use crate::backend::BackendStorage;
+use super::{map_all, map_pair, HostBuffer};
 use crate::{Error, Layout, Result, Shape, WithDType};
 
 /// The index tensor as i64s, each checked against `size`.
-fn checked_ids(op: &'static str, ids: &CpuStorage, il: &Layout, size: usize) -> Result<Vec<i64>> {
+fn checked_ids(op: &'static str, ids: &HostBuffer, il: &Layout, size: usize) -> Result<Vec<i64>> {
     let v: Vec<i64> = match ids {
-        CpuStorage::I64(_) | CpuStorage::U32(_) | CpuStorage::U8(_) => ids.to_vec(il),
+        HostBuffer::I64(_) | HostBuffer::U32(_) | HostBuffer::U8(_) => ids.to_vec(il),
         other => {
             return Err(Error::UnsupportedDType {
                 op,
@@ -56,12 +55,12 @@ fn offset_of(l: &Layout, idx: &[usize], dim: usize, at: usize) -> usize {
 }
 
 pub(crate) fn index_select(
-    s: &CpuStorage,
+    s: &HostBuffer,
     l: &Layout,
-    ids: &CpuStorage,
+    ids: &HostBuffer,
     il: &Layout,
     dim: usize,
-) -> Result<CpuStorage> {
+) -> Result<HostBuffer> {
     let ids = checked_ids("index_select", ids, il, l.dims()[dim])?;
     let mut dims = l.dims().to_vec();
     dims[dim] = ids.len();
@@ -96,12 +95,12 @@ fn check_index_shape(op: &'static str, l: &Layout, il: &Layout, dim: usize) -> R
 }
 
 pub(crate) fn gather(
-    s: &CpuStorage,
+    s: &HostBuffer,
     l: &Layout,
-    ids: &CpuStorage,
+    ids: &HostBuffer,
     il: &Layout,
     dim: usize,
-) -> Result<CpuStorage> {
+) -> Result<HostBuffer> {
     check_index_shape("gather", l, il, dim)?;
     let ids = checked_ids("gather", ids, il, l.dims()[dim])?;
     Ok(map_all!(s, v => {
@@ -150,14 +149,14 @@ fn scatter_add_typed<T: Arith>(
 }
 
 pub(crate) fn scatter_add(
-    s: &CpuStorage,
+    s: &HostBuffer,
     l: &Layout,
-    ids: &CpuStorage,
+    ids: &HostBuffer,
     il: &Layout,
-    src: &CpuStorage,
+    src: &HostBuffer,
     sl: &Layout,
     dim: usize,
-) -> Result<CpuStorage> {
+) -> Result<HostBuffer> {
     check_index_shape("scatter_add", l, il, dim)?;
     check_index_shape("scatter_add", sl, il, usize::MAX)?;
     let ids = checked_ids("scatter_add", ids, il, l.dims()[dim])?;

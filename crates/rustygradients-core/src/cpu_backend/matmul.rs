@@ -6,9 +6,8 @@ use std::mem::MaybeUninit;
 use half::{bf16, f16};
 
 use super::strided::map1;
-use super::CpuBuf;
-use super::CpuStorage;
-use crate::backend::BackendStorage;
+use super::HostBuf;
+use super::HostBuffer;
 use crate::{Error, Layout, Result, Shape};
 
 /// `(batch offsets, rows, cols, row stride, col stride)` of a `[.., rows, cols]` layout.
@@ -123,29 +122,29 @@ fn gemm_batched<T: 'static + Copy + Default + Send + Sync>(
 }
 
 pub(crate) fn matmul(
-    a: &CpuStorage,
+    a: &HostBuffer,
     la: &Layout,
-    b: &CpuStorage,
+    b: &HostBuffer,
     lb: &Layout,
-) -> Result<CpuStorage> {
+) -> Result<HostBuffer> {
     Ok(match (a, b) {
-        (CpuStorage::F32(x), CpuStorage::F32(y)) => {
-            CpuStorage::F32(CpuBuf::from(gemm_batched(x, la, y, lb, 1.0)))
+        (HostBuffer::F32(x), HostBuffer::F32(y)) => {
+            HostBuffer::F32(HostBuf::from(gemm_batched(x, la, y, lb, 1.0)))
         }
-        (CpuStorage::F64(x), CpuStorage::F64(y)) => {
-            CpuStorage::F64(CpuBuf::from(gemm_batched(x, la, y, lb, 1.0)))
+        (HostBuffer::F64(x), HostBuffer::F64(y)) => {
+            HostBuffer::F64(HostBuf::from(gemm_batched(x, la, y, lb, 1.0)))
         }
-        (CpuStorage::F16(x), CpuStorage::F16(y)) => {
-            CpuStorage::F16(CpuBuf::from(gemm_batched(x, la, y, lb, f16::ONE)))
+        (HostBuffer::F16(x), HostBuffer::F16(y)) => {
+            HostBuffer::F16(HostBuf::from(gemm_batched(x, la, y, lb, f16::ONE)))
         }
-        (CpuStorage::BF16(x), CpuStorage::BF16(y)) => {
+        (HostBuffer::BF16(x), HostBuffer::BF16(y)) => {
             // No bf16 GEMM kernel: widen to f32 (exact), multiply, round once.
             let (xf, yf) = (map1(x, la, |v| v.to_f32()), map1(y, lb, |v| v.to_f32()));
             let (cla, clb) = (
                 Layout::contiguous(la.shape().clone()),
                 Layout::contiguous(lb.shape().clone()),
             );
-            CpuStorage::BF16(CpuBuf::from(
+            HostBuffer::BF16(HostBuf::from(
                 gemm_batched(&xf, &cla, &yf, &clb, 1.0)
                     .into_iter()
                     .map(bf16::from_f32)

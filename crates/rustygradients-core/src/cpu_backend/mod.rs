@@ -2,9 +2,9 @@
 //! strided layouts. Large elementwise work is split over rayon's threads.
 
 mod attention;
-pub mod buffer;
+mod cross_entropy;
+mod device;
 mod elementwise;
-pub(crate) mod fast_math;
 mod indexing;
 mod lanes;
 mod matmul;
@@ -16,126 +16,17 @@ mod vec_math;
 
 use half::{bf16, f16};
 
-pub use buffer::{CpuBuf, SharedBytes};
+pub use device::CpuDevice;
+
+pub(crate) use crate::host::{HostBuf, HostBuffer};
 
 use crate::backend::{AdamHyper, AttnDims, BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp};
-use crate::{DType, Device, Error, Layout, Result, Shape, WithDType};
+use crate::{DType, Device, Error, Layout, Result, WithDType};
 
 pub(crate) use strided::{copy_strided, map1};
 
-/// Host memory of one dtype.
-#[derive(Clone, Debug)]
-pub enum CpuStorage {
-    F32(CpuBuf<f32>),
-    F64(CpuBuf<f64>),
-    F16(CpuBuf<f16>),
-    BF16(CpuBuf<bf16>),
-    I64(CpuBuf<i64>),
-    U32(CpuBuf<u32>),
-    U8(CpuBuf<u8>),
-}
-
-/// The elements `layout` selects, row-major, as `T`: copied as they are when `T` is the element
-/// type (an `i64` above 2^53 would not survive a trip through `f64`), else converted via `f64`.
-fn elements_as<S: WithDType, T: WithDType>(v: &[S], layout: &Layout) -> Vec<T> {
-    if std::any::TypeId::of::<S>() == std::any::TypeId::of::<T>() {
-        let mut out = Vec::with_capacity(layout.elem_count());
-        strided::for_each(layout, |i| out.push(v[i]));
-        let any: Box<dyn std::any::Any> = Box::new(out);
-        return *any.downcast::<Vec<T>>().expect("S and T are the same type");
-    }
-    let mut out = Vec::with_capacity(layout.elem_count());
-    strided::for_each(layout, |i| out.push(T::from_f64(v[i].to_f64())));
-    out
-}
-
-/// Runs `$body` with `$v` bound to the vector of whichever dtype `$s` holds, wrapping a `Vec`
-/// result back into the same variant.
-macro_rules! map_all {
-    ($s:expr, $v:ident => $body:expr) => {
-        match $s {
-            CpuStorage::F32($v) => CpuStorage::F32($crate::cpu_backend::CpuBuf::from($body)),
-            CpuStorage::F64($v) => CpuStorage::F64($crate::cpu_backend::CpuBuf::from($body)),
-            CpuStorage::F16($v) => CpuStorage::F16($crate::cpu_backend::CpuBuf::from($body)),
-            CpuStorage::BF16($v) => CpuStorage::BF16($crate::cpu_backend::CpuBuf::from($body)),
-            CpuStorage::I64($v) => CpuStorage::I64($crate::cpu_backend::CpuBuf::from($body)),
-            CpuStorage::U32($v) => CpuStorage::U32($crate::cpu_backend::CpuBuf::from($body)),
-            CpuStorage::U8($v) => CpuStorage::U8($crate::cpu_backend::CpuBuf::from($body)),
-        }
-    };
-}
-/// Like `map_all!` but the body's value is returned as is.
-macro_rules! with_all {
-    ($s:expr, $v:ident => $body:expr) => {
-        match $s {
-            CpuStorage::F32($v) => $body,
-            CpuStorage::F64($v) => $body,
-            CpuStorage::F16($v) => $body,
-            CpuStorage::BF16($v) => $body,
-            CpuStorage::I64($v) => $body,
-            CpuStorage::U32($v) => $body,
-            CpuStorage::U8($v) => $body,
-        }
-    };
-}
-/// Runs `$body` for two storages of the same dtype, or fails with a dtype mismatch.
-macro_rules! map_pair {
-    ($op:expr, $a:expr, $b:expr, ($x:ident, $y:ident) => $body:expr) => {
-        match ($a, $b) {
-            (CpuStorage::F32($x), CpuStorage::F32($y)) => {
-                CpuStorage::F32($crate::cpu_backend::CpuBuf::from($body))
-            }
-            (CpuStorage::F64($x), CpuStorage::F64($y)) => {
-                CpuStorage::F64($crate::cpu_backend::CpuBuf::from($body))
-            }
-            (CpuStorage::F16($x), CpuStorage::F16($y)) => {
-                CpuStorage::F16($crate::cpu_backend::CpuBuf::from($body))
-            }
-            (CpuStorage::BF16($x), CpuStorage::BF16($y)) => {
-                CpuStorage::BF16($crate::cpu_backend::CpuBuf::from($body))
-            }
-            (CpuStorage::I64($x), CpuStorage::I64($y)) => {
-                CpuStorage::I64($crate::cpu_backend::CpuBuf::from($body))
-            }
-            (CpuStorage::U32($x), CpuStorage::U32($y)) => {
-                CpuStorage::U32($crate::cpu_backend::CpuBuf::from($body))
-            }
-            (CpuStorage::U8($x), CpuStorage::U8($y)) => {
-                CpuStorage::U8($crate::cpu_backend::CpuBuf::from($body))
-            }
-            (a, b) => {
-                return Err(Error::DTypeMismatch {
-                    op: $op,
-                    lhs: crate::backend::BackendStorage::dtype(a),
-                    rhs: crate::backend::BackendStorage::dtype(b),
-                })
-            }
-        }
-    };
-}
-/// Runs `$body` (whose value is returned as is) for two storages of the same dtype.
-macro_rules! with_pair {
-    ($op:expr, $a:expr, $b:expr, ($x:ident, $y:ident) => $body:expr) => {
-        match ($a, $b) {
-            (CpuStorage::F32($x), CpuStorage::F32($y)) => $body,
-            (CpuStorage::F64($x), CpuStorage::F64($y)) => $body,
-            (CpuStorage::F16($x), CpuStorage::F16($y)) => $body,
-            (CpuStorage::BF16($x), CpuStorage::BF16($y)) => $body,
-            (CpuStorage::I64($x), CpuStorage::I64($y)) => $body,
-            (CpuStorage::U32($x), CpuStorage::U32($y)) => $body,
-            (CpuStorage::U8($x), CpuStorage::U8($y)) => $body,
-            (a, b) => {
-                return Err(Error::DTypeMismatch {
-                    op: $op,
-                    lhs: crate::backend::BackendStorage::dtype(a),
-                    rhs: crate::backend::BackendStorage::dtype(b),
-                })
-            }
-        }
-    };
-}
 /// The error for a float-only kernel given a storage of another dtype.
-pub(crate) fn float_only(op: &'static str, s: &CpuStorage) -> Error {
+pub(crate) fn float_only(op: &'static str, s: &HostBuffer) -> Error {
     Error::UnsupportedDType {
         op,
         got: s.dtype(),
@@ -143,15 +34,15 @@ pub(crate) fn float_only(op: &'static str, s: &CpuStorage) -> Error {
     }
 }
 
-/// Runs `$body` (a `CpuBuf`) for a floating-point storage, wrapping it in the same variant;
+/// Runs `$body` (a `HostBuf`) for a floating-point storage, wrapping it in the same variant;
 /// other dtypes are an error.
 macro_rules! float_map {
     ($op:expr, $s:expr, $v:ident => $body:expr) => {
         match $s {
-            CpuStorage::F32($v) => CpuStorage::F32($body),
-            CpuStorage::F64($v) => CpuStorage::F64($body),
-            CpuStorage::F16($v) => CpuStorage::F16($body),
-            CpuStorage::BF16($v) => CpuStorage::BF16($body),
+            HostBuffer::F32($v) => HostBuffer::F32($body),
+            HostBuffer::F64($v) => HostBuffer::F64($body),
+            HostBuffer::F16($v) => HostBuffer::F16($body),
+            HostBuffer::BF16($v) => HostBuffer::BF16($body),
             other => return Err($crate::cpu_backend::float_only($op, other)),
         }
     };
@@ -161,10 +52,10 @@ macro_rules! float_map {
 macro_rules! float_map2 {
     ($op:expr, $a:expr, $b:expr, ($x:ident, $y:ident) => $body:expr) => {
         match ($a, $b) {
-            (CpuStorage::F32($x), CpuStorage::F32($y)) => CpuStorage::F32($body),
-            (CpuStorage::F64($x), CpuStorage::F64($y)) => CpuStorage::F64($body),
-            (CpuStorage::F16($x), CpuStorage::F16($y)) => CpuStorage::F16($body),
-            (CpuStorage::BF16($x), CpuStorage::BF16($y)) => CpuStorage::BF16($body),
+            (HostBuffer::F32($x), HostBuffer::F32($y)) => HostBuffer::F32($body),
+            (HostBuffer::F64($x), HostBuffer::F64($y)) => HostBuffer::F64($body),
+            (HostBuffer::F16($x), HostBuffer::F16($y)) => HostBuffer::F16($body),
+            (HostBuffer::BF16($x), HostBuffer::BF16($y)) => HostBuffer::BF16($body),
             (a, b)
                 if $crate::backend::BackendStorage::dtype(a)
                     != $crate::backend::BackendStorage::dtype(b) =>
@@ -179,7 +70,8 @@ macro_rules! float_map2 {
         }
     };
 }
-pub(crate) use {float_map, float_map2, map_all, map_pair, with_all, with_pair};
+pub(crate) use crate::host::{map_all, map_pair, with_all, with_pair};
+pub(crate) use {float_map, float_map2};
 
 /// `copy_into` and `add_into` write one element per source element: the shapes must agree.
 fn same_shape(op: &'static str, src_l: &Layout, dst_l: &Layout) -> Result<()> {
@@ -193,104 +85,13 @@ fn same_shape(op: &'static str, src_l: &Layout, dst_l: &Layout) -> Result<()> {
     Ok(())
 }
 
-impl CpuStorage {
-    /// `len` elements of `dtype` borrowed in place at byte `offset` of `bytes` (no copy), or
-    /// `None` when they lie outside the bytes or are misaligned for the dtype.
-    pub fn borrowed(
-        dtype: DType,
-        bytes: SharedBytes,
-        offset: usize,
-        len: usize,
-    ) -> Option<CpuStorage> {
-        Some(match dtype {
-            DType::F32 => CpuStorage::F32(CpuBuf::borrowed(bytes, offset, len)?),
-            DType::F64 => CpuStorage::F64(CpuBuf::borrowed(bytes, offset, len)?),
-            DType::F16 => CpuStorage::F16(CpuBuf::borrowed(bytes, offset, len)?),
-            DType::BF16 => CpuStorage::BF16(CpuBuf::borrowed(bytes, offset, len)?),
-            DType::I64 => CpuStorage::I64(CpuBuf::borrowed(bytes, offset, len)?),
-            DType::U32 => CpuStorage::U32(CpuBuf::borrowed(bytes, offset, len)?),
-            DType::U8 => CpuStorage::U8(CpuBuf::borrowed(bytes, offset, len)?),
-        })
-    }
-    /// True when the elements are borrowed from shared bytes rather than owned.
-    pub(crate) fn is_borrowed(&self) -> bool {
-        with_all!(self, v => v.is_borrowed())
-    }
-    /// Number of elements held.
-    pub(crate) fn len(&self) -> usize {
-        with_all!(self, v => v.len())
-    }
-    /// Wraps a vector of any supported element type.
-    pub fn from_vec<T: WithDType>(v: Vec<T>) -> CpuStorage {
-        // The element type is known statically; the conversion is a move, never a copy.
-        use std::any::Any;
-        let b: Box<dyn Any> = Box::new(v);
-        match T::DTYPE {
-            DType::F32 => CpuStorage::F32(CpuBuf::Owned(
-                *b.downcast().expect("dtype tag matches type"),
-            )),
-            DType::F64 => CpuStorage::F64(CpuBuf::Owned(
-                *b.downcast().expect("dtype tag matches type"),
-            )),
-            DType::F16 => CpuStorage::F16(CpuBuf::Owned(
-                *b.downcast().expect("dtype tag matches type"),
-            )),
-            DType::BF16 => CpuStorage::BF16(CpuBuf::Owned(
-                *b.downcast().expect("dtype tag matches type"),
-            )),
-            DType::I64 => CpuStorage::I64(CpuBuf::Owned(
-                *b.downcast().expect("dtype tag matches type"),
-            )),
-            DType::U32 => CpuStorage::U32(CpuBuf::Owned(
-                *b.downcast().expect("dtype tag matches type"),
-            )),
-            DType::U8 => CpuStorage::U8(CpuBuf::Owned(
-                *b.downcast().expect("dtype tag matches type"),
-            )),
-        }
-    }
-
-    /// The elements selected by `layout`, converted to `T` (exact when `T` is the storage dtype).
-    pub fn to_vec<T: WithDType>(&self, layout: &Layout) -> Vec<T> {
-        with_all!(self, v => elements_as(v, layout))
-    }
-
-    fn full_f64(n: usize, value: f64, dtype: DType) -> CpuStorage {
-        fn fill<T: WithDType>(n: usize, v: f64) -> Vec<T> {
-            vec![T::from_f64(v); n]
-        }
-        match dtype {
-            DType::F32 => CpuStorage::F32(CpuBuf::from(fill(n, value))),
-            DType::F64 => CpuStorage::F64(CpuBuf::from(fill(n, value))),
-            DType::F16 => CpuStorage::F16(CpuBuf::from(fill(n, value))),
-            DType::BF16 => CpuStorage::BF16(CpuBuf::from(fill(n, value))),
-            DType::I64 => CpuStorage::I64(CpuBuf::from(fill(n, value))),
-            DType::U32 => CpuStorage::U32(CpuBuf::from(fill(n, value))),
-            DType::U8 => CpuStorage::U8(CpuBuf::from(fill(n, value))),
-        }
-    }
-
-    /// `n` copies of `value` converted to `dtype`.
-    pub fn full(n: usize, value: f64, dtype: DType) -> CpuStorage {
-        Self::full_f64(n, value, dtype)
-    }
-}
-
 fn convert<T: WithDType, U: WithDType>(v: &[T], l: &Layout) -> Vec<U> {
     map1(v, l, |x| U::from_f64(x.to_f64()))
 }
 
-impl BackendStorage for CpuStorage {
+impl BackendStorage for HostBuffer {
     fn dtype(&self) -> DType {
-        match self {
-            CpuStorage::F32(_) => DType::F32,
-            CpuStorage::F64(_) => DType::F64,
-            CpuStorage::F16(_) => DType::F16,
-            CpuStorage::BF16(_) => DType::BF16,
-            CpuStorage::I64(_) => DType::I64,
-            CpuStorage::U32(_) => DType::U32,
-            CpuStorage::U8(_) => DType::U8,
-        }
+        HostBuffer::dtype(self)
     }
 
     fn device(&self) -> Device {
@@ -300,12 +101,8 @@ impl BackendStorage for CpuStorage {
         self.len()
     }
 
-    fn to_cpu(&self) -> Result<CpuStorage> {
-        Ok(self.clone())
-    }
-
-    fn zeros(shape: &Shape, dtype: DType, _device: Device) -> Result<Self> {
-        Ok(Self::full_f64(shape.elem_count(), 0.0, dtype))
+    fn to_host(&self, layout: &Layout) -> Result<HostBuffer> {
+        self.copy_strided(layout)
     }
 
     fn to_dtype(&self, layout: &Layout, dtype: DType) -> Result<Self> {
@@ -314,27 +111,37 @@ impl BackendStorage for CpuStorage {
         }
         // f16/bf16 <-> f32 go through `half`'s direct conversions; the rest through f64.
         Ok(match (self, dtype) {
-            (CpuStorage::F16(v), DType::F32) => {
-                CpuStorage::F32(CpuBuf::from(map1(v, layout, |x| x.to_f32())))
+            (HostBuffer::F16(v), DType::F32) => {
+                HostBuffer::F32(HostBuf::from(map1(v, layout, |x| x.to_f32())))
             }
-            (CpuStorage::BF16(v), DType::F32) => {
-                CpuStorage::F32(CpuBuf::from(map1(v, layout, |x| x.to_f32())))
+            (HostBuffer::BF16(v), DType::F32) => {
+                HostBuffer::F32(HostBuf::from(map1(v, layout, |x| x.to_f32())))
             }
-            (CpuStorage::F32(v), DType::F16) => {
-                CpuStorage::F16(CpuBuf::from(map1(v, layout, f16::from_f32)))
+            (HostBuffer::F32(v), DType::F16) => {
+                HostBuffer::F16(HostBuf::from(map1(v, layout, f16::from_f32)))
             }
-            (CpuStorage::F32(v), DType::BF16) => {
-                CpuStorage::BF16(CpuBuf::from(map1(v, layout, bf16::from_f32)))
+            (HostBuffer::F32(v), DType::BF16) => {
+                HostBuffer::BF16(HostBuf::from(map1(v, layout, bf16::from_f32)))
             }
-            (s, DType::F32) => with_all!(s, v => CpuStorage::F32(CpuBuf::from(convert(v, layout)))),
-            (s, DType::F64) => with_all!(s, v => CpuStorage::F64(CpuBuf::from(convert(v, layout)))),
-            (s, DType::F16) => with_all!(s, v => CpuStorage::F16(CpuBuf::from(convert(v, layout)))),
+            (s, DType::F32) => {
+                with_all!(s, v => HostBuffer::F32(HostBuf::from(convert(v, layout))))
+            }
+            (s, DType::F64) => {
+                with_all!(s, v => HostBuffer::F64(HostBuf::from(convert(v, layout))))
+            }
+            (s, DType::F16) => {
+                with_all!(s, v => HostBuffer::F16(HostBuf::from(convert(v, layout))))
+            }
             (s, DType::BF16) => {
-                with_all!(s, v => CpuStorage::BF16(CpuBuf::from(convert(v, layout))))
+                with_all!(s, v => HostBuffer::BF16(HostBuf::from(convert(v, layout))))
             }
-            (s, DType::I64) => with_all!(s, v => CpuStorage::I64(CpuBuf::from(convert(v, layout)))),
-            (s, DType::U32) => with_all!(s, v => CpuStorage::U32(CpuBuf::from(convert(v, layout)))),
-            (s, DType::U8) => with_all!(s, v => CpuStorage::U8(CpuBuf::from(convert(v, layout)))),
+            (s, DType::I64) => {
+                with_all!(s, v => HostBuffer::I64(HostBuf::from(convert(v, layout))))
+            }
+            (s, DType::U32) => {
+                with_all!(s, v => HostBuffer::U32(HostBuf::from(convert(v, layout))))
+            }
+            (s, DType::U8) => with_all!(s, v => HostBuffer::U8(HostBuf::from(convert(v, layout)))),
         })
     }
 
@@ -430,6 +237,27 @@ impl BackendStorage for CpuStorage {
 
     fn norm_last_bwd(&self, rstd: &Self, g: &Self, gl: &Layout, rms: bool) -> Result<Self> {
         rows::norm_last_bwd(self, rstd, g, gl, rms)
+    }
+
+    fn cross_entropy_fwd(
+        &self,
+        l: &Layout,
+        targets: &Self,
+        tl: &Layout,
+        ignore: Option<i64>,
+    ) -> Result<(Self, Self)> {
+        cross_entropy::cross_entropy_fwd(self, l, targets, tl, ignore)
+    }
+
+    fn cross_entropy_bwd(
+        &self,
+        targets: &Self,
+        tl: &Layout,
+        lse: &Self,
+        g: &Self,
+        ignore: Option<i64>,
+    ) -> Result<Self> {
+        cross_entropy::cross_entropy_bwd(self, targets, tl, lse, g, ignore)
     }
 
     fn attention_fwd(&self, k: &Self, v: &Self, dims: AttnDims) -> Result<(Self, Self)> {

@@ -4,8 +4,8 @@
 use rayon::prelude::*;
 
 use super::strided::{simd, CHUNK, PAR_MIN};
-use super::CpuStorage;
-use crate::backend::{AdamHyper, BackendStorage};
+use super::HostBuffer;
+use crate::backend::AdamHyper;
 use crate::{Error, FloatDType, Result};
 
 /// PyTorch's Adam/AdamW step for one element, in f64.
@@ -68,10 +68,10 @@ fn run<T: FloatDType>(p: &mut [T], m: &mut [T], v: &mut [T], g: &[T], h: AdamHyp
 }
 
 pub(crate) fn adam_step(
-    p: &mut CpuStorage,
-    m: &mut CpuStorage,
-    v: &mut CpuStorage,
-    g: &CpuStorage,
+    p: &mut HostBuffer,
+    m: &mut HostBuffer,
+    v: &mut HostBuffer,
+    g: &HostBuffer,
     h: AdamHyper,
 ) -> Result<()> {
     let op = "adam_step_";
@@ -88,16 +88,16 @@ pub(crate) fn adam_step(
         });
     }
     match (p, m, v, g) {
-        (CpuStorage::F32(p), CpuStorage::F32(m), CpuStorage::F32(v), CpuStorage::F32(g)) => {
+        (HostBuffer::F32(p), HostBuffer::F32(m), HostBuffer::F32(v), HostBuffer::F32(g)) => {
             run(p, m, v, g, h)
         }
-        (CpuStorage::F64(p), CpuStorage::F64(m), CpuStorage::F64(v), CpuStorage::F64(g)) => {
+        (HostBuffer::F64(p), HostBuffer::F64(m), HostBuffer::F64(v), HostBuffer::F64(g)) => {
             run(p, m, v, g, h)
         }
-        (CpuStorage::F16(p), CpuStorage::F16(m), CpuStorage::F16(v), CpuStorage::F16(g)) => {
+        (HostBuffer::F16(p), HostBuffer::F16(m), HostBuffer::F16(v), HostBuffer::F16(g)) => {
             run(p, m, v, g, h)
         }
-        (CpuStorage::BF16(p), CpuStorage::BF16(m), CpuStorage::BF16(v), CpuStorage::BF16(g)) => {
+        (HostBuffer::BF16(p), HostBuffer::BF16(m), HostBuffer::BF16(v), HostBuffer::BF16(g)) => {
             run(p, m, v, g, h)
         }
         (p, ..) => {

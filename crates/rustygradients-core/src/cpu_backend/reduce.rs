@@ -4,18 +4,18 @@
 
 use rayon::prelude::*;
 
-use super::strided::{for_each, simd, CHUNK, PAR_MIN};
-use super::CpuBuf;
-use super::{map_all, with_all, CpuStorage};
+use super::strided::{simd, CHUNK, PAR_MIN};
+use super::HostBuf;
+use super::{map_all, with_all, HostBuffer};
 use crate::backend::ReduceOp;
 use crate::{Error, Layout, Result, WithDType};
 
 pub(crate) fn reduce(
-    s: &CpuStorage,
+    s: &HostBuffer,
     l: &Layout,
     op: ReduceOp,
     dims: &[usize],
-) -> Result<CpuStorage> {
+) -> Result<HostBuffer> {
     let rank = l.shape().rank();
     let mut perm: Vec<usize> = (0..rank).filter(|d| !dims.contains(d)).collect();
     let n_out: usize = perm.iter().map(|&d| l.dims()[d]).product();
@@ -30,13 +30,13 @@ pub(crate) fn reduce(
     }
     if op == ReduceOp::Sum {
         let ints = match s {
-            CpuStorage::I64(v) => Some(int_sum(v, &pl, r, n_out)),
-            CpuStorage::U32(v) => Some(int_sum(v, &pl, r, n_out)),
-            CpuStorage::U8(v) => Some(int_sum(v, &pl, r, n_out)),
+            HostBuffer::I64(v) => Some(int_sum(v, &pl, r, n_out)),
+            HostBuffer::U32(v) => Some(int_sum(v, &pl, r, n_out)),
+            HostBuffer::U8(v) => Some(int_sum(v, &pl, r, n_out)),
             _ => None,
         };
         if let Some(out) = ints {
-            return Ok(CpuStorage::I64(CpuBuf::from(out)));
+            return Ok(HostBuffer::I64(HostBuf::from(out)));
         }
     }
     // Summing the leading dims of a contiguous tensor (a bias gradient, say): add whole rows.
@@ -53,11 +53,11 @@ pub(crate) fn reduce(
         ReduceOp::Sum => map_all!(s, v => fold(v, &pl, r, n_out, sum_run)),
         ReduceOp::Max => map_all!(s, v => fold(v, &pl, r, n_out, |run| extreme(run, true).0)),
         ReduceOp::Min => map_all!(s, v => fold(v, &pl, r, n_out, |run| extreme(run, false).0)),
-        ReduceOp::ArgMax => CpuStorage::I64(
-            with_all!(s, v => CpuBuf::from(fold(v, &pl, r, n_out, |run| extreme(run, true).1))),
+        ReduceOp::ArgMax => HostBuffer::I64(
+            with_all!(s, v => HostBuf::from(fold(v, &pl, r, n_out, |run| extreme(run, true).1))),
         ),
-        ReduceOp::ArgMin => CpuStorage::I64(
-            with_all!(s, v => CpuBuf::from(fold(v, &pl, r, n_out, |run| extreme(run, false).1))),
+        ReduceOp::ArgMin => HostBuffer::I64(
+            with_all!(s, v => HostBuf::from(fold(v, &pl, r, n_out, |run| extreme(run, false).1))),
         ),
     })
 }
@@ -124,7 +124,7 @@ fn fold<T: WithDType, U: Send>(
     }
     let mut out = Vec::with_capacity(n_out);
     let mut run = Vec::with_capacity(r);
-    for_each(pl, |i| {
+    pl.for_each_offset(|i| {
         run.push(v[i]);
         if run.len() == r {
             out.push(f(&run));

@@ -5,9 +5,8 @@ use rayon::prelude::*;
 
 use super::lanes::{row_max, sum_map, sum_map2};
 use super::strided::{simd, PAR_MIN};
-use super::CpuBuf;
-use super::{float_map, float_map2, float_only, CpuStorage};
-use crate::backend::BackendStorage;
+use super::HostBuf;
+use super::{float_map, float_map2, float_only, HostBuffer};
 use crate::{Error, FloatDType, Layout, Result};
 use std::ops::Range;
 
@@ -235,61 +234,61 @@ fn rows_of(op: &'static str, l: &Layout) -> Result<(Range<usize>, usize)> {
     Ok((r, l.dims().last().copied().unwrap_or(1)))
 }
 
-pub(crate) fn softmax_last(x: &CpuStorage, l: &Layout, log: bool) -> Result<CpuStorage> {
+pub(crate) fn softmax_last(x: &HostBuffer, l: &Layout, log: bool) -> Result<HostBuffer> {
     let (r, w) = rows_of("softmax", l)?;
-    Ok(float_map!("softmax", x, v => CpuBuf::from(softmax_rows(&v[r], w, log))))
+    Ok(float_map!("softmax", x, v => HostBuf::from(softmax_rows(&v[r], w, log))))
 }
 
 pub(crate) fn softmax_last_bwd(
-    y: &CpuStorage,
+    y: &HostBuffer,
     yl: &Layout,
-    g: &CpuStorage,
+    g: &HostBuffer,
     gl: &Layout,
     log: bool,
-) -> Result<CpuStorage> {
+) -> Result<HostBuffer> {
     let ((ry, w), (rg, _)) = (
         rows_of("softmax_backward", yl)?,
         rows_of("softmax_backward", gl)?,
     );
     Ok(
-        float_map2!("softmax_backward", y, g, (a, b) => CpuBuf::from(softmax_bwd_rows(&a[ry], &b[rg], w, log))),
+        float_map2!("softmax_backward", y, g, (a, b) => HostBuf::from(softmax_bwd_rows(&a[ry], &b[rg], w, log))),
     )
 }
 
 pub(crate) fn norm_last(
-    x: &CpuStorage,
+    x: &HostBuffer,
     l: &Layout,
     eps: f64,
     rms: bool,
-) -> Result<(CpuStorage, CpuStorage)> {
+) -> Result<(HostBuffer, HostBuffer)> {
     let (r, w) = rows_of("layer_norm", l)?;
     Ok(match x {
-        CpuStorage::F32(v) => {
+        HostBuffer::F32(v) => {
             let (a, b) = norm_rows(&v[r.clone()], w, eps, rms);
             (
-                CpuStorage::F32(CpuBuf::from(a)),
-                CpuStorage::F32(CpuBuf::from(b)),
+                HostBuffer::F32(HostBuf::from(a)),
+                HostBuffer::F32(HostBuf::from(b)),
             )
         }
-        CpuStorage::F64(v) => {
+        HostBuffer::F64(v) => {
             let (a, b) = norm_rows(&v[r.clone()], w, eps, rms);
             (
-                CpuStorage::F64(CpuBuf::from(a)),
-                CpuStorage::F64(CpuBuf::from(b)),
+                HostBuffer::F64(HostBuf::from(a)),
+                HostBuffer::F64(HostBuf::from(b)),
             )
         }
-        CpuStorage::F16(v) => {
+        HostBuffer::F16(v) => {
             let (a, b) = norm_rows(&v[r.clone()], w, eps, rms);
             (
-                CpuStorage::F16(CpuBuf::from(a)),
-                CpuStorage::F16(CpuBuf::from(b)),
+                HostBuffer::F16(HostBuf::from(a)),
+                HostBuffer::F16(HostBuf::from(b)),
             )
         }
-        CpuStorage::BF16(v) => {
+        HostBuffer::BF16(v) => {
             let (a, b) = norm_rows(&v[r.clone()], w, eps, rms);
             (
-                CpuStorage::BF16(CpuBuf::from(a)),
-                CpuStorage::BF16(CpuBuf::from(b)),
+                HostBuffer::BF16(HostBuf::from(a)),
+                HostBuffer::BF16(HostBuf::from(b)),
             )
         }
         other => return Err(float_only("layer_norm", other)),
@@ -298,25 +297,25 @@ pub(crate) fn norm_last(
 
 /// `xhat` and `rstd` come from [`norm_last`] (contiguous, offset 0); `g` is contiguous.
 pub(crate) fn norm_last_bwd(
-    xhat: &CpuStorage,
-    rstd: &CpuStorage,
-    g: &CpuStorage,
+    xhat: &HostBuffer,
+    rstd: &HostBuffer,
+    g: &HostBuffer,
     gl: &Layout,
     rms: bool,
-) -> Result<CpuStorage> {
+) -> Result<HostBuffer> {
     let (rg, w) = rows_of("layer_norm_backward", gl)?;
     Ok(match (xhat, rstd, g) {
-        (CpuStorage::F32(x), CpuStorage::F32(r), CpuStorage::F32(g)) => {
-            CpuStorage::F32(CpuBuf::from(norm_bwd_rows(x, r, &g[rg.clone()], w, rms)))
+        (HostBuffer::F32(x), HostBuffer::F32(r), HostBuffer::F32(g)) => {
+            HostBuffer::F32(HostBuf::from(norm_bwd_rows(x, r, &g[rg.clone()], w, rms)))
         }
-        (CpuStorage::F64(x), CpuStorage::F64(r), CpuStorage::F64(g)) => {
-            CpuStorage::F64(CpuBuf::from(norm_bwd_rows(x, r, &g[rg.clone()], w, rms)))
+        (HostBuffer::F64(x), HostBuffer::F64(r), HostBuffer::F64(g)) => {
+            HostBuffer::F64(HostBuf::from(norm_bwd_rows(x, r, &g[rg.clone()], w, rms)))
         }
-        (CpuStorage::F16(x), CpuStorage::F16(r), CpuStorage::F16(g)) => {
-            CpuStorage::F16(CpuBuf::from(norm_bwd_rows(x, r, &g[rg.clone()], w, rms)))
+        (HostBuffer::F16(x), HostBuffer::F16(r), HostBuffer::F16(g)) => {
+            HostBuffer::F16(HostBuf::from(norm_bwd_rows(x, r, &g[rg.clone()], w, rms)))
         }
-        (CpuStorage::BF16(x), CpuStorage::BF16(r), CpuStorage::BF16(g)) => {
-            CpuStorage::BF16(CpuBuf::from(norm_bwd_rows(x, r, &g[rg.clone()], w, rms)))
+        (HostBuffer::BF16(x), HostBuffer::BF16(r), HostBuffer::BF16(g)) => {
+            HostBuffer::BF16(HostBuf::from(norm_bwd_rows(x, r, &g[rg.clone()], w, rms)))
         }
         (x, _, g) => {
             return Err(Error::DTypeMismatch {

@@ -14,21 +14,6 @@ pub(crate) const PAR_MIN: usize = 1 << 15;
 /// Elements per parallel task.
 pub(crate) const CHUNK: usize = 1 << 13;
 
-/// Calls `f` with the storage index of every element of `l`, in row-major order.
-#[inline]
-pub(crate) fn for_each(l: &Layout, mut f: impl FnMut(usize)) {
-    if let Some(r) = l.contiguous_range() {
-        r.for_each(f);
-        return;
-    }
-    let (outer, n, stride) = l.blocks();
-    for start in outer {
-        for j in 0..n {
-            f(start + j * stride);
-        }
-    }
-}
-
 /// The instruction-set level the vectorised kernels run at: one per process, from the CPU and
 /// the `RG_CPU_ISA` environment variable (see [`has_avx2`]). Ordered: a level implies the ones
 /// below it.
@@ -184,7 +169,7 @@ pub(crate) fn map1<T: Copy + Sync, U: Send>(
         );
     }
     let mut out = Vec::with_capacity(l.elem_count());
-    for_each(l, |i| out.push(f(v[i])));
+    l.for_each_offset(|i| out.push(f(v[i])));
     out
 }
 

@@ -306,7 +306,7 @@ mod avx2 {
 mod tests {
     use super::*;
     use crate::cpu_backend::strided::PAR_MIN;
-    use crate::cpu_backend::{elementwise, CpuStorage};
+    use crate::cpu_backend::{elementwise, HostBuffer};
     use crate::Layout;
 
     /// `op(x)` and `g · op'(x)` through the backend's f32 dispatch, as every caller gets them:
@@ -316,8 +316,8 @@ mod tests {
     fn dispatched(x: &[f32], g: &[f32], op: UnaryOp) -> (Vec<f32>, Vec<f32>) {
         let l = Layout::contiguous(x.len());
         let (xs, gs) = (
-            CpuStorage::from_vec(x.to_vec()),
-            CpuStorage::from_vec(g.to_vec()),
+            HostBuffer::from_vec(x.to_vec()),
+            HostBuffer::from_vec(g.to_vec()),
         );
         let y = elementwise::unary(&xs, &l, op).unwrap().to_vec::<f32>(&l);
         let d = elementwise::unary_grad(&xs, &l, &gs, &l, op)

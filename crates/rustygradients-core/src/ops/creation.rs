@@ -1,6 +1,7 @@
 //! Making tensors: constants, ranges, seeded random values, and host data.
 
-use crate::cpu_backend::CpuStorage;
+use crate::backend::Distribution;
+use crate::host::HostBuffer;
 use crate::storage::Storage;
 use crate::{random, DType, Device, Error, Result, Shape, Tensor, WithDType};
 
@@ -24,7 +25,7 @@ impl Tensor {
     /// host. Returns `Ok(None)` when the start is not aligned for the dtype (copy then).
     /// Writing to the tensor in place gives it a copy of its own; `bytes` never change.
     pub fn from_shared_bytes(
-        bytes: crate::cpu_backend::SharedBytes,
+        bytes: crate::SharedBytes,
         offset: usize,
         dtype: DType,
         shape: impl Into<Shape>,
@@ -43,7 +44,7 @@ impl Tensor {
                 ),
             });
         }
-        Ok(CpuStorage::borrowed(dtype, bytes, offset, n)
+        Ok(HostBuffer::borrowed(dtype, bytes, offset, n)
             .map(|s| Tensor::from_storage(Storage::Cpu(s), shape, None)))
     }
 
@@ -56,12 +57,8 @@ impl Tensor {
     ) -> Result<Tensor> {
         let shape = shape.into();
         check_size("full", shape.elem_count(), dtype)?;
-        let cpu = CpuStorage::full(shape.elem_count(), value, dtype);
-        Ok(Tensor::from_storage(
-            Storage::from_cpu(cpu, device)?,
-            shape,
-            None,
-        ))
+        let s = Storage::full(shape.elem_count(), value, dtype, device)?;
+        Ok(Tensor::from_storage(s, shape, None))
     }
     /// A tensor of `shape` filled with zeros (`torch.zeros`). Fails with
     /// [`Error::InvalidArgument`] for sizes no allocation can hold.
@@ -69,7 +66,7 @@ impl Tensor {
         let shape = shape.into();
         check_size("zeros", shape.elem_count(), dtype)?;
         Ok(Tensor::from_storage(
-            Storage::zeros(&shape, dtype, device)?,
+            Storage::zeros(shape.elem_count(), dtype, device)?,
             shape,
             None,
         ))
@@ -102,9 +99,9 @@ impl Tensor {
             });
         }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
-        check_size("arange", n, DType::F64)?;
-        let v: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
-        Tensor::from_vec(v, n, device)?.to_dtype(dtype)
+        check_size("arange", n, dtype)?;
+        let s = Storage::arange(n, start, step, dtype, device)?;
+        Ok(Tensor::from_storage(s, n, None))
     }
 
     /// `steps` evenly spaced values from `start` to `end` inclusive.
@@ -151,7 +148,8 @@ impl Tensor {
         Self::check_float_dtype("rand", dtype)?;
         let shape = shape.into();
         check_size("rand", shape.elem_count(), DType::F64)?;
-        Tensor::from_vec(random::uniform(shape.elem_count()), shape, device)?.to_dtype(dtype)
+        let s = Storage::rand(shape.elem_count(), dtype, Distribution::Uniform, device)?;
+        Ok(Tensor::from_storage(s, shape, None))
     }
 
     /// Standard normal samples from the global generator (see [`crate::manual_seed`]).
@@ -159,7 +157,8 @@ impl Tensor {
         Self::check_float_dtype("randn", dtype)?;
         let shape = shape.into();
         check_size("randn", shape.elem_count(), DType::F64)?;
-        Tensor::from_vec(random::normal(shape.elem_count()), shape, device)?.to_dtype(dtype)
+        let s = Storage::rand(shape.elem_count(), dtype, Distribution::Normal, device)?;
+        Ok(Tensor::from_storage(s, shape, None))
     }
 
     /// Uniform integers in `[low, high)`, as `i64`.
@@ -209,7 +208,7 @@ impl Tensor {
             });
         }
         Ok(Tensor::from_storage(
-            Storage::from_cpu(CpuStorage::from_vec(data), device)?,
+            Storage::from_host(HostBuffer::from_vec(data), device)?,
             shape,
             None,
         ))

@@ -3,7 +3,7 @@
 
 use crate::op::Op;
 use crate::storage::Storage;
-use crate::{DType, Dim, Error, Layout, Result, Shape, Tensor};
+use crate::{DType, Device, Dim, Error, Layout, Result, Shape, Tensor};
 
 impl Tensor {
     fn check_index(&self, ids: &Tensor, op: &'static str) -> Result<()> {
@@ -148,7 +148,7 @@ impl Tensor {
             return Ok(first.clone());
         }
         let shape = Shape::new(dims);
-        let mut out = Storage::zeros(&shape, first.dtype(), first.device())?;
+        let mut out = Storage::zeros(shape.elem_count(), first.dtype(), first.device())?;
         let out_l = Layout::contiguous(shape.clone());
         let mut start = 0;
         for t in tensors {
@@ -235,13 +235,27 @@ impl Tensor {
             });
         }
         let (r, c) = (self.dims()[self.rank() - 2], self.dims()[self.rank() - 1]);
-        let mask: Vec<u8> = (0..r * c)
-            .map(|p| {
-                let diag = (p % c) as i64 - (p / c) as i64;
-                (if lower { diag <= k } else { diag >= k }) as u8
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, [r, c], self.device())?;
+        let mask = Tensor::diagonal_mask(r, c, k, lower, self.device())?;
         mask.where_cond(self, &self.scalar_like(0.0)?)
+    }
+
+    /// A `(r, c)` `u8` mask, built on `device`, of the positions on and below diagonal `k`
+    /// (`lower`) or on and above it: `col - row <= k` or `>= k`.
+    pub(crate) fn diagonal_mask(
+        r: usize,
+        c: usize,
+        k: i64,
+        lower: bool,
+        device: Device,
+    ) -> Result<Tensor> {
+        let rows = Tensor::arange(0.0, r as f64, 1.0, DType::I64, device)?.reshape([r, 1])?;
+        let cols = Tensor::arange(0.0, c as f64, 1.0, DType::I64, device)?.reshape([1, c])?;
+        let diag = cols.sub(&rows)?;
+        let k = Tensor::full(k as f64, (), DType::I64, device)?;
+        if lower {
+            diag.le(&k)
+        } else {
+            diag.ge(&k)
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! primitive ops (so their gradients come from the primitives' rules).
 
 use crate::op::Op;
-use crate::{random, DType, Dim, Error, Result, Tensor};
+use crate::{DType, Dim, Error, Result, Tensor};
 
 /// How a loss combines its per-element values (PyTorch's `reduction=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -112,8 +112,7 @@ impl Tensor {
             .matmul(&k.transpose(r - 2, r - 1)?)?
             .mul_scalar(scale)?;
         if causal {
-            let future: Vec<u8> = (0..t * s).map(|p| (p % s > p / s) as u8).collect();
-            let future = Tensor::from_vec(future, [t, s], self.device())?;
+            let future = Tensor::diagonal_mask(t, s, 1, false, self.device())?;
             att = att.masked_fill(&future, f64::NEG_INFINITY)?;
         }
         att.softmax(-1)?
@@ -247,45 +246,35 @@ impl Tensor {
                 expected: "targets must be class indices of dtype i64 or u32",
             });
         }
-        let c = self.dims()[1];
-        let t = targets.to_f64_vec()?;
-        let ignored = |v: f64| ignore_index.is_some_and(|i| v as i64 == i);
-        if let Some(&bad) = t
-            .iter()
-            .find(|&&v| !ignored(v) && (v < 0.0 || v as usize >= c))
-        {
-            return Err(Error::IndexOutOfRange {
-                op,
-                index: bad as i64,
-                size: c,
-            });
-        }
-        // Ignored rows gather class 0 and are then masked out.
-        let safe: Vec<i64> = t
-            .iter()
-            .map(|&v| if ignored(v) { 0 } else { v as i64 })
-            .collect();
-        let keep: Vec<f64> = t
-            .iter()
-            .map(|&v| if ignored(v) { 0.0 } else { 1.0 })
-            .collect();
+        let x = self.dense()?;
+        let (nll, lse) = x.storage().cross_entropy_fwd(
+            x.layout(),
+            &targets.storage(),
+            targets.layout(),
+            ignore_index,
+        )?;
         let n = self.dims()[0];
-        let safe = Tensor::from_vec(safe, [n, 1], self.device())?;
-        let keep = Tensor::from_vec(keep.clone(), n, self.device())?.to_dtype(self.dtype())?;
-        let nll = self
-            .log_softmax(1)?
-            .gather(1, &safe)?
-            .squeeze(1)?
-            .neg()?
-            .mul(&keep)?;
+        let lse = Tensor::from_storage(lse, n, None);
+        let op = Op::CrossEntropy {
+            logits: x.clone(),
+            targets: targets.clone(),
+            lse,
+            ignore: ignore_index,
+        };
+        let nll = Tensor::from_storage(nll, n, Some(op));
         match reduction {
             Reduction::None => Ok(nll),
             Reduction::Sum => nll.sum_all(),
-            Reduction::Mean => {
-                // PyTorch gives NaN when every target is ignored (0 / 0); so do we.
-                let count = keep.sum_all()?.item()?;
-                nll.sum_all()?.div_scalar(count)
-            }
+            Reduction::Mean => match ignore_index {
+                None => nll.sum_all()?.div_scalar(n as f64),
+                // Counted on the device: no sync. PyTorch gives NaN when every target is
+                // ignored (0 / 0); so do we.
+                Some(i) => {
+                    let ignored = Tensor::full(i as f64, (), targets.dtype(), targets.device())?;
+                    let count = targets.ne(&ignored)?.to_dtype(self.dtype())?.sum_all()?;
+                    nll.sum_all()?.div(&count)
+                }
+            },
         }
     }
 
@@ -323,12 +312,10 @@ impl Tensor {
             return self.mul_scalar(0.0);
         }
         let scale = 1.0 / (1.0 - p);
-        let mask: Vec<f64> = random::uniform(self.elem_count())
-            .into_iter()
-            .map(|u| if u >= p { scale } else { 0.0 })
-            .collect();
-        let mask =
-            Tensor::from_vec(mask, self.shape().clone(), self.device())?.to_dtype(self.dtype())?;
+        // The mask is drawn on the tensor's device from the global seeded generator.
+        let keep = Tensor::rand(self.shape().clone(), self.dtype(), self.device())?
+            .ge(&self.scalar_like(p)?)?;
+        let mask = keep.to_dtype(self.dtype())?.mul_scalar(scale)?;
         self.mul(&mask)
     }
 }

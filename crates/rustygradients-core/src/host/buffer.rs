@@ -11,22 +11,28 @@ use crate::WithDType;
 /// Bytes that many buffers may borrow from at once.
 pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
-pub enum CpuBuf<T> {
+/// The elements of one host buffer (see [`crate::HostBuffer`]).
+pub enum HostBuf<T> {
+    /// Elements in a vector of their own.
     Owned(Vec<T>),
     /// `len` elements of `T` starting `offset` bytes into `bytes` (aligned for `T`, checked
-    /// by [`CpuBuf::borrowed`]).
+    /// by [`HostBuf::borrowed`]).
     Borrowed {
+        /// The bytes borrowed from.
         bytes: SharedBytes,
+        /// Where the elements start, in bytes.
         offset: usize,
+        /// How many elements.
         len: usize,
+        /// The element type.
         _t: PhantomData<T>,
     },
 }
 
-impl<T: WithDType> CpuBuf<T> {
+impl<T: WithDType> HostBuf<T> {
     /// Borrows `len` elements at byte `offset` of `bytes`, or `None` when they lie outside the
     /// bytes or are not aligned for `T` (the caller copies then).
-    pub fn borrowed(bytes: SharedBytes, offset: usize, len: usize) -> Option<CpuBuf<T>> {
+    pub fn borrowed(bytes: SharedBytes, offset: usize, len: usize) -> Option<HostBuf<T>> {
         let size = std::mem::size_of::<T>();
         let end = len.checked_mul(size)?.checked_add(offset)?;
         let all = (*bytes).as_ref();
@@ -34,7 +40,7 @@ impl<T: WithDType> CpuBuf<T> {
         if region.as_ptr().align_offset(std::mem::align_of::<T>()) != 0 {
             return None;
         }
-        Some(CpuBuf::Borrowed {
+        Some(HostBuf::Borrowed {
             bytes,
             offset,
             len,
@@ -44,16 +50,16 @@ impl<T: WithDType> CpuBuf<T> {
 
     /// True when the elements are borrowed, not owned.
     pub fn is_borrowed(&self) -> bool {
-        matches!(self, CpuBuf::Borrowed { .. })
+        matches!(self, HostBuf::Borrowed { .. })
     }
 }
 
-impl<T: WithDType> Deref for CpuBuf<T> {
+impl<T: WithDType> Deref for HostBuf<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
         match self {
-            CpuBuf::Owned(v) => v,
-            CpuBuf::Borrowed {
+            HostBuf::Owned(v) => v,
+            HostBuf::Borrowed {
                 bytes, offset, len, ..
             } => {
                 let all = (**bytes).as_ref();
@@ -68,31 +74,31 @@ impl<T: WithDType> Deref for CpuBuf<T> {
     }
 }
 
-impl<T: WithDType> DerefMut for CpuBuf<T> {
+impl<T: WithDType> DerefMut for HostBuf<T> {
     fn deref_mut(&mut self) -> &mut [T] {
         if self.is_borrowed() {
-            *self = CpuBuf::Owned(self.to_vec());
+            *self = HostBuf::Owned(self.to_vec());
         }
         match self {
-            CpuBuf::Owned(v) => v,
-            CpuBuf::Borrowed { .. } => unreachable!("replaced by an owned copy just above"),
+            HostBuf::Owned(v) => v,
+            HostBuf::Borrowed { .. } => unreachable!("replaced by an owned copy just above"),
         }
     }
 }
 
-impl<T: WithDType> From<Vec<T>> for CpuBuf<T> {
+impl<T: WithDType> From<Vec<T>> for HostBuf<T> {
     fn from(v: Vec<T>) -> Self {
-        CpuBuf::Owned(v)
+        HostBuf::Owned(v)
     }
 }
 
-impl<T: WithDType> Clone for CpuBuf<T> {
+impl<T: WithDType> Clone for HostBuf<T> {
     fn clone(&self) -> Self {
         match self {
-            CpuBuf::Owned(v) => CpuBuf::Owned(v.clone()),
-            CpuBuf::Borrowed {
+            HostBuf::Owned(v) => HostBuf::Owned(v.clone()),
+            HostBuf::Borrowed {
                 bytes, offset, len, ..
-            } => CpuBuf::Borrowed {
+            } => HostBuf::Borrowed {
                 bytes: bytes.clone(),
                 offset: *offset,
                 len: *len,
@@ -102,13 +108,13 @@ impl<T: WithDType> Clone for CpuBuf<T> {
     }
 }
 
-impl<T: WithDType> std::fmt::Debug for CpuBuf<T> {
+impl<T: WithDType> std::fmt::Debug for HostBuf<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = if self.is_borrowed() {
             "borrowed"
         } else {
             "owned"
         };
-        write!(f, "CpuBuf({kind}, {} elements)", self.len())
+        write!(f, "HostBuf({kind}, {} elements)", self.len())
     }
 }

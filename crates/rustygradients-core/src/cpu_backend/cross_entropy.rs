@@ -1,0 +1,167 @@
+//! Fused cross-entropy over rows of logits: the loss of each row and, for backward, the
+//! logits' gradient `softmax - onehot`, without materialising log-probabilities. f16 and bf16
+//! logits are computed in f32.
+
+use rayon::prelude::*;
+
+use super::lanes::{row_max, sum_map};
+use super::strided::{simd, PAR_MIN};
+use super::{HostBuf, HostBuffer};
+use crate::backend::BackendStorage;
+use crate::{DType, Error, FloatDType, Layout, Result};
+
+const OP: &str = "cross_entropy";
+
+/// The targets as `i64`, each checked to be a class in `0..c` or the ignored index.
+fn checked_targets(t: &HostBuffer, tl: &Layout, c: usize, ignore: Option<i64>) -> Result<Vec<i64>> {
+    let t: Vec<i64> = t.to_vec(tl);
+    if let Some(&bad) = t
+        .iter()
+        .find(|&&v| Some(v) != ignore && (v < 0 || v as usize >= c))
+    {
+        return Err(Error::IndexOutOfRange {
+            op: OP,
+            index: bad,
+            size: c,
+        });
+    }
+    Ok(t)
+}
+
+/// Runs `f` on each `(row, target, out)` in parallel when the logits are large.
+fn rows<T: Copy + Send + Sync, O: Send>(
+    x: &[T],
+    c: usize,
+    t: &[i64],
+    out: &mut [O],
+    f: impl Fn(&[T], i64, &mut O) + Send + Sync,
+) {
+    if x.len() >= PAR_MIN && c > 0 {
+        out.par_iter_mut()
+            .zip(x.par_chunks(c).zip(t.par_iter()))
+            .for_each(|(o, (r, &t))| simd(|| f(r, t, o)));
+    } else if c > 0 {
+        simd(|| {
+            out.iter_mut()
+                .zip(x.chunks(c).zip(t))
+                .for_each(|(o, (r, &t))| f(r, t, o))
+        });
+    }
+}
+
+fn fwd<T: FloatDType>(x: &[T], c: usize, t: &[i64], ignore: Option<i64>) -> (Vec<T>, Vec<T>) {
+    let mut out = vec![(T::zero(), T::zero()); t.len()];
+    rows(x, c, t, &mut out, |r, t, o| {
+        let max = row_max(r);
+        let lse = max + sum_map(r, |v| (v - max).fast_exp()).ln();
+        let nll = if Some(t) == ignore {
+            T::zero()
+        } else {
+            lse - r[t as usize]
+        };
+        *o = (nll, lse);
+    });
+    out.into_iter().unzip()
+}
+
+fn bwd<T: FloatDType>(
+    x: &[T],
+    c: usize,
+    t: &[i64],
+    lse: &[T],
+    g: &[T],
+    ignore: Option<i64>,
+) -> Vec<T> {
+    let mut out = vec![T::zero(); x.len()];
+    if c == 0 {
+        return out;
+    }
+    type Row<'a, T> = ((&'a mut [T], &'a [T]), ((&'a i64, &'a T), &'a T));
+    let row = |((o, r), ((&t, &lse), &g)): Row<'_, T>| {
+        if Some(t) == ignore {
+            return;
+        }
+        for (o, &v) in o.iter_mut().zip(r) {
+            *o = (v - lse).fast_exp() * g;
+        }
+        o[t as usize] = o[t as usize] - g;
+    };
+    let per_row = t.iter().zip(lse).zip(g);
+    if x.len() >= PAR_MIN {
+        out.par_chunks_mut(c)
+            .zip(x.par_chunks(c))
+            .zip(t.par_iter().zip(lse.par_iter()).zip(g.par_iter()))
+            .for_each(|a| simd(|| row(a)));
+    } else {
+        simd(|| {
+            out.chunks_mut(c)
+                .zip(x.chunks(c))
+                .zip(per_row)
+                .for_each(row)
+        });
+    }
+    out
+}
+
+/// f16/bf16 logits are widened to f32 (the result is narrowed back by the caller).
+fn widened(x: &HostBuffer, l: &Layout) -> Result<HostBuffer> {
+    match x.dtype() {
+        DType::F16 | DType::BF16 => x.to_dtype(l, DType::F32),
+        _ => x.copy_strided(l),
+    }
+}
+
+pub(super) fn cross_entropy_fwd(
+    x: &HostBuffer,
+    l: &Layout,
+    t: &HostBuffer,
+    tl: &Layout,
+    ignore: Option<i64>,
+) -> Result<(HostBuffer, HostBuffer)> {
+    let c = l.dims()[1];
+    let t = checked_targets(t, tl, c, ignore)?;
+    let (nll, lse) = match widened(x, l)? {
+        HostBuffer::F32(v) => {
+            let (a, b) = fwd(&v, c, &t, ignore);
+            (
+                HostBuffer::F32(HostBuf::from(a)),
+                HostBuffer::F32(HostBuf::from(b)),
+            )
+        }
+        HostBuffer::F64(v) => {
+            let (a, b) = fwd(&v, c, &t, ignore);
+            (
+                HostBuffer::F64(HostBuf::from(a)),
+                HostBuffer::F64(HostBuf::from(b)),
+            )
+        }
+        other => return Err(super::float_only(OP, &other)),
+    };
+    let n = Layout::contiguous(t.len());
+    Ok((nll.to_dtype(&n, x.dtype())?, lse))
+}
+
+pub(super) fn cross_entropy_bwd(
+    x: &HostBuffer,
+    t: &HostBuffer,
+    tl: &Layout,
+    lse: &HostBuffer,
+    g: &HostBuffer,
+    ignore: Option<i64>,
+) -> Result<HostBuffer> {
+    let n = tl.elem_count();
+    let c = x.len().checked_div(n).unwrap_or(0);
+    let t = checked_targets(t, tl, c, ignore)?;
+    let xl = Layout::contiguous([n, c]);
+    let gl = Layout::contiguous(n);
+    let grad = match (widened(x, &xl)?, widened(g, &gl)?, lse) {
+        (HostBuffer::F32(x), HostBuffer::F32(g), HostBuffer::F32(lse)) => {
+            HostBuffer::F32(HostBuf::from(bwd(&x, c, &t, lse, &g, ignore)))
+        }
+        (HostBuffer::F64(x), HostBuffer::F64(g), HostBuffer::F64(lse)) => {
+            HostBuffer::F64(HostBuf::from(bwd(&x, c, &t, lse, &g, ignore)))
+        }
+        (x, _, _) => return Err(super::float_only(OP, &x)),
+    };
+    grad.to_dtype(&xl, x.dtype())
+}

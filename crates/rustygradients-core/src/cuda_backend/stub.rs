@@ -1,0 +1,162 @@
+//! The CUDA backend of a build without the `cuda` feature: the types exist so that code and
+//! errors can name them, but no value of them can be made, and opening a GPU returns
+//! [`Error::DeviceUnavailable`].
+
+use crate::backend::{
+    AdamHyper, AttnDims, BackendDevice, BackendStorage, BinaryOp, CmpOp, Distribution, ReduceOp,
+    UnaryOp,
+};
+use crate::host::HostBuffer;
+use crate::{DType, Device, Error, Layout, Result};
+
+/// A GPU's handle; none exists without the `cuda` feature.
+#[derive(Debug, Clone)]
+pub enum CudaDevice {}
+
+impl CudaDevice {
+    /// Fails: this build has no CUDA support.
+    pub fn get(ordinal: usize) -> Result<CudaDevice> {
+        Err(Error::DeviceUnavailable {
+            device: Device::Cuda(ordinal),
+            msg: "this build has no CUDA support; rebuild with `--features cuda`".into(),
+        })
+    }
+}
+
+impl BackendDevice for CudaDevice {
+    type Storage = CudaStorage;
+    fn storage_from_host(&self, _: HostBuffer) -> Result<CudaStorage> {
+        match *self {}
+    }
+    fn zeros(&self, _: usize, _: DType) -> Result<CudaStorage> {
+        match *self {}
+    }
+    fn full(&self, _: usize, _: f64, _: DType) -> Result<CudaStorage> {
+        match *self {}
+    }
+    fn arange(&self, _: usize, _: f64, _: f64, _: DType) -> Result<CudaStorage> {
+        match *self {}
+    }
+    fn rand(&self, _: usize, _: DType, _: Distribution) -> Result<CudaStorage> {
+        match *self {}
+    }
+    fn synchronize(&self) -> Result<()> {
+        match *self {}
+    }
+}
+
+/// GPU memory; none exists without the `cuda` feature.
+#[derive(Debug, Clone)]
+pub enum CudaStorage {}
+
+impl BackendStorage for CudaStorage {
+    fn dtype(&self) -> DType {
+        match *self {}
+    }
+    fn device(&self) -> Device {
+        match *self {}
+    }
+    fn elem_len(&self) -> usize {
+        match *self {}
+    }
+    fn to_host(&self, _: &Layout) -> Result<HostBuffer> {
+        match *self {}
+    }
+    fn to_dtype(&self, _: &Layout, _: DType) -> Result<Self> {
+        match *self {}
+    }
+    fn copy_strided(&self, _: &Layout) -> Result<Self> {
+        match *self {}
+    }
+    fn copy_into(&self, _: &Layout, _: &mut Self, _: &Layout) -> Result<()> {
+        match *self {}
+    }
+    fn add_into(&self, _: &Layout, _: &mut Self, _: &Layout) -> Result<()> {
+        match *self {}
+    }
+    fn adam_step(&mut self, _: &mut Self, _: &mut Self, _: &Self, _: AdamHyper) -> Result<()> {
+        match *self {}
+    }
+    fn unary(&self, _: &Layout, _: UnaryOp) -> Result<Self> {
+        match *self {}
+    }
+    fn unary_grad(&self, _: &Layout, _: &Self, _: &Layout, _: UnaryOp) -> Result<Self> {
+        match *self {}
+    }
+    fn binary(&self, _: &Layout, _: &Self, _: &Layout, _: BinaryOp) -> Result<Self> {
+        match *self {}
+    }
+    fn cmp(&self, _: &Layout, _: &Self, _: &Layout, _: CmpOp) -> Result<Self> {
+        match *self {}
+    }
+    fn where_cond(&self, _: &Layout, _: &Self, _: &Layout, _: &Self, _: &Layout) -> Result<Self> {
+        match *self {}
+    }
+    fn reduce(&self, _: &Layout, _: ReduceOp, _: &[usize]) -> Result<Self> {
+        match *self {}
+    }
+    fn matmul(&self, _: &Layout, _: &Self, _: &Layout) -> Result<Self> {
+        match *self {}
+    }
+    fn index_select(&self, _: &Layout, _: &Self, _: &Layout, _: usize) -> Result<Self> {
+        match *self {}
+    }
+    fn gather(&self, _: &Layout, _: &Self, _: &Layout, _: usize) -> Result<Self> {
+        match *self {}
+    }
+    fn scatter_add(
+        &self,
+        _: &Layout,
+        _: &Self,
+        _: &Layout,
+        _: &Self,
+        _: &Layout,
+        _: usize,
+    ) -> Result<Self> {
+        match *self {}
+    }
+    fn softmax_last(&self, _: &Layout, _: bool) -> Result<Self> {
+        match *self {}
+    }
+    fn softmax_last_bwd(&self, _: &Layout, _: &Self, _: &Layout, _: bool) -> Result<Self> {
+        match *self {}
+    }
+    fn norm_last(&self, _: &Layout, _: f64, _: bool) -> Result<(Self, Self)> {
+        match *self {}
+    }
+    fn norm_last_bwd(&self, _: &Self, _: &Self, _: &Layout, _: bool) -> Result<Self> {
+        match *self {}
+    }
+    fn cross_entropy_fwd(
+        &self,
+        _: &Layout,
+        _: &Self,
+        _: &Layout,
+        _: Option<i64>,
+    ) -> Result<(Self, Self)> {
+        match *self {}
+    }
+    fn cross_entropy_bwd(
+        &self,
+        _: &Self,
+        _: &Layout,
+        _: &Self,
+        _: &Self,
+        _: Option<i64>,
+    ) -> Result<Self> {
+        match *self {}
+    }
+    fn attention_fwd(&self, _: &Self, _: &Self, _: AttnDims) -> Result<(Self, Self)> {
+        match *self {}
+    }
+    fn attention_bwd(
+        &self,
+        _: &Self,
+        _: &Self,
+        _: &Self,
+        _: &Self,
+        _: AttnDims,
+    ) -> Result<(Self, Self, Self)> {
+        match *self {}
+    }
+}
