@@ -14,12 +14,12 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rustygradients_core::{manual_seed, no_grad, DType, Device};
+use rustygradients_core::{manual_seed, no_grad, DType, Device, Tensor};
 use rustygradients_io::metrics_log::{self, MetricsLog, Record};
 use rustygradients_io::CheckpointManager;
 use rustygradients_models::{Gpt, GptConfig, Split, TextDataset};
 use rustygradients_nn::optim::{
-    clip_grad_norm, grad_norm, AdamW, AdamWConfig, LrSchedule, Optimizer,
+    clip_grad_norm_tensor, grad_norm_tensor, AdamW, AdamWConfig, LrSchedule, Optimizer,
 };
 use rustygradients_nn::Module;
 use rustygradients_tokenizers::CharTokenizer;
@@ -316,11 +316,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         opt.zero_grad();
         let loss = model.loss(&x, &y)?;
         loss.backward()?;
-        let loss = loss.item()?;
         let norm = if a.grad_clip > 0.0 {
-            clip_grad_norm(&params, a.grad_clip)?
+            clip_grad_norm_tensor(&params, a.grad_clip)?
         } else {
-            grad_norm(&params)?
+            grad_norm_tensor(&params)?
+        };
+        // The step's one read-back (a sync on a GPU): the loss and the gradient norm together.
+        let loss = loss.detach().to_dtype(DType::F64)?;
+        let (loss, norm) = match norm {
+            Some(n) => {
+                let v = Tensor::stack(&[loss, n], 0)?.to_vec::<f64>()?;
+                (v[0], v[1])
+            }
+            None => (loss.item()?, 0.0),
         };
         let finite = loss.is_finite() && norm.is_finite();
         if finite {

@@ -223,6 +223,11 @@ pub trait BackendDevice: Clone {
     /// Waits until all queued work on the device has finished and reports a failure that a
     /// kernel recorded on the device (a bad index) since the last check.
     fn synchronize(&self) -> Result<()>;
+    /// `(bytes held now, most bytes held since the last reset)` by this device's allocator,
+    /// where the device tracks them (GPUs); `None` for the CPU.
+    fn memory_stats(&self) -> Result<Option<(u64, u64)>>;
+    /// Starts a new peak for [`BackendDevice::memory_stats`].
+    fn reset_peak_memory(&self) -> Result<()>;
 }
 
 /// The storage of one device. Every method reads its operands through their layouts and returns
@@ -246,6 +251,18 @@ pub trait BackendStorage: Sized {
     /// One fused Adam update of the contiguous parameter `self` and its contiguous moments `m`
     /// and `v`, from the contiguous gradient `g` (all of one length and dtype).
     fn adam_step(&mut self, m: &mut Self, v: &mut Self, g: &Self, h: AdamHyper) -> Result<()>;
+    /// `adam_step` for many `(parameter, m, v, gradient)` at once; backends that can batch
+    /// them into few launches override this.
+    #[allow(clippy::type_complexity)]
+    fn adam_step_many(
+        items: &mut [(&mut Self, &mut Self, &mut Self, &Self)],
+        h: AdamHyper,
+    ) -> Result<()> {
+        for (p, m, v, g) in items.iter_mut() {
+            p.adam_step(m, v, g, h)?;
+        }
+        Ok(())
+    }
     fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self>;
     /// `g · op'(x)` with `self` as `x`, fused, for the ops whose derivative depends on `x`
     /// alone and has a kernel (`Gelu`, `GeluTanh`); `g` has the shape of `x`.

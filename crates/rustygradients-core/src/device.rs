@@ -13,6 +13,15 @@ pub enum Device {
     Cuda(usize),
 }
 
+/// A GPU allocator's counters (see [`Device::memory_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Bytes held by live tensors.
+    pub in_use: u64,
+    /// The most bytes held at once since the last reset.
+    pub peak: u64,
+}
+
 impl Device {
     /// True for [`Device::Cpu`].
     pub fn is_cpu(&self) -> bool {
@@ -34,6 +43,19 @@ impl Device {
     /// as an out-of-range index. Reading values (`to_vec`, `item`) synchronises too.
     pub fn synchronize(&self) -> crate::Result<()> {
         crate::storage::Storage::synchronize(*self)
+    }
+
+    /// Device memory held by tensors now and the most held at once since the last
+    /// [`Device::reset_peak_memory`] (PyTorch's `torch.cuda.memory_allocated` and
+    /// `max_memory_allocated`), for GPUs; `None` for the CPU.
+    pub fn memory_stats(&self) -> crate::Result<Option<MemoryStats>> {
+        Ok(crate::storage::Storage::memory_stats(*self)?
+            .map(|(in_use, peak)| MemoryStats { in_use, peak }))
+    }
+
+    /// Starts a new peak for [`Device::memory_stats`].
+    pub fn reset_peak_memory(&self) -> crate::Result<()> {
+        crate::storage::Storage::reset_peak_memory(*self)
     }
 
     /// Bytes this process could still allocate on the device, when known: for the CPU, Linux's

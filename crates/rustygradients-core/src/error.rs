@@ -161,14 +161,40 @@ pub enum Error {
         /// What is wrong with it.
         msg: String,
     },
-    /// A device that cannot be used: a CUDA device in a build without the `cuda` feature, or
-    /// before the CUDA kernels exist.
+    /// A device that cannot be used: a CUDA device in a build without the `cuda` feature, on a
+    /// machine without the CUDA driver, or with an ordinal past the last GPU.
     #[error("device {device:?} is not available: {msg}")]
     DeviceUnavailable {
         /// The device asked for.
         device: Device,
         /// Why it is unavailable.
         msg: String,
+    },
+    /// The GPU driver, cuBLAS or the NVRTC kernel compiler reported a failure.
+    #[error("{op} on {device}: {msg}")]
+    Backend {
+        /// The operation that failed.
+        op: &'static str,
+        /// The device it ran on.
+        device: Device,
+        /// What the library reported, with the sizes involved.
+        msg: String,
+    },
+    /// A device allocation failed for lack of memory.
+    #[error(
+        "{op} on {device}: out of memory allocating {bytes} bytes ({free} of {total} bytes free)"
+    )]
+    OutOfMemory {
+        /// The operation that allocated.
+        op: &'static str,
+        /// The device.
+        device: Device,
+        /// The size asked for.
+        bytes: usize,
+        /// Free device memory when it failed, as the driver reports it.
+        free: usize,
+        /// Total device memory.
+        total: usize,
     },
 }
 

@@ -34,6 +34,12 @@ pub fn set_rng_state(state: ChaCha8Rng) {
     *RNG.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
 }
 
+/// One 64-bit draw: the key of a counter-based generator on a GPU.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn next_u64() -> u64 {
+    with_rng(|r| r.gen())
+}
+
 pub(crate) fn uniform(n: usize) -> Vec<f64> {
     with_rng(|r| (0..n).map(|_| r.gen::<f64>()).collect())
 }

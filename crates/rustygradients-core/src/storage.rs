@@ -11,7 +11,7 @@ use crate::host::HostBuffer;
 use crate::{DType, Device, Error, Layout, Result, WithDType};
 
 /// Memory on one device. The CPU computes on host buffers directly.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Storage {
     Cpu(HostBuffer),
     Cuda(CudaStorage),
@@ -111,7 +111,22 @@ impl Storage {
     pub fn synchronize(device: Device) -> Result<()> {
         match device {
             Device::Cpu => CpuDevice.synchronize(),
-            Device::Cuda(ordinal) => CudaDevice::get(ordinal)?.synchronize(),
+            Device::Cuda(ordinal) => BackendDevice::synchronize(&CudaDevice::get(ordinal)?),
+        }
+    }
+
+    /// See [`BackendDevice::memory_stats`].
+    pub fn memory_stats(device: Device) -> Result<Option<(u64, u64)>> {
+        match device {
+            Device::Cpu => CpuDevice.memory_stats(),
+            Device::Cuda(ordinal) => BackendDevice::memory_stats(&CudaDevice::get(ordinal)?),
+        }
+    }
+    /// See [`BackendDevice::reset_peak_memory`].
+    pub fn reset_peak_memory(device: Device) -> Result<()> {
+        match device {
+            Device::Cpu => CpuDevice.reset_peak_memory(),
+            Device::Cuda(ordinal) => BackendDevice::reset_peak_memory(&CudaDevice::get(ordinal)?),
         }
     }
 
@@ -166,24 +181,44 @@ impl Storage {
             (s, d) => Err(mismatch("add_into", &[s.device(), d.device()])),
         }
     }
-    pub fn adam_step(
-        &mut self,
-        m: &mut Storage,
-        v: &mut Storage,
-        g: &Storage,
+    /// One Adam step for every `(parameter, m, v, gradient)`, all on one device.
+    #[allow(clippy::type_complexity)]
+    pub fn adam_step_many(
+        items: &mut [(&mut Storage, &mut Storage, &mut Storage, &Storage)],
         h: AdamHyper,
     ) -> Result<()> {
-        match (self, m, v, g) {
-            (Storage::Cpu(p), Storage::Cpu(m), Storage::Cpu(v), Storage::Cpu(g)) => {
-                p.adam_step(m, v, g, h)
-            }
-            (Storage::Cuda(p), Storage::Cuda(m), Storage::Cuda(v), Storage::Cuda(g)) => {
-                p.adam_step(m, v, g, h)
-            }
-            (p, m, v, g) => Err(mismatch(
-                "adam_step_",
-                &[p.device(), m.device(), v.device(), g.device()],
-            )),
+        let Some(first) = items.first() else {
+            return Ok(());
+        };
+        let device = first.0.device();
+        if let Some(d) = items
+            .iter()
+            .flat_map(|(p, m, v, g)| [p.device(), m.device(), v.device(), g.device()])
+            .find(|d| *d != device)
+        {
+            return Err(mismatch("adam_step_", &[device, d]));
+        }
+        macro_rules! batch {
+            ($variant:ident, $ty:ty) => {{
+                let mut b: Vec<(&mut $ty, &mut $ty, &mut $ty, &$ty)> =
+                    Vec::with_capacity(items.len());
+                for (p, m, v, g) in items.iter_mut() {
+                    match (&mut **p, &mut **m, &mut **v, &**g) {
+                        (
+                            Storage::$variant(p),
+                            Storage::$variant(m),
+                            Storage::$variant(v),
+                            Storage::$variant(g),
+                        ) => b.push((p, m, v, g)),
+                        _ => unreachable!("all on one device, checked above"),
+                    }
+                }
+                <$ty as BackendStorage>::adam_step_many(&mut b, h)
+            }};
+        }
+        match device {
+            Device::Cpu => batch!(Cpu, HostBuffer),
+            Device::Cuda(_) => batch!(Cuda, CudaStorage),
         }
     }
     pub fn unary(&self, l: &Layout, op: UnaryOp) -> Result<Storage> {

@@ -252,6 +252,10 @@ impl Tensor {
     pub fn is_borrowed(&self) -> bool {
         self.storage().is_borrowed()
     }
+    /// Identifies this tensor's memory: equal for views of the same storage.
+    pub(crate) fn storage_id(&self) -> usize {
+        Arc::as_ptr(&self.0.storage) as usize
+    }
     /// True when `self` and `other` are views of the same memory.
     pub fn same_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)

@@ -103,75 +103,28 @@ pub trait Module {
         device: rustygradients_core::Device,
         dtype: rustygradients_core::DType,
     ) -> Result<()> {
-        struct Move {
-            device: rustygradients_core::Device,
-            dtype: rustygradients_core::DType,
-            prefix: String,
-            error: Option<Error>,
-        }
-        impl VisitorMut for Move {
-            fn param(&mut self, name: &str, t: &mut Tensor, _: ParamKind) {
-                if self.error.is_some() {
-                    return;
-                }
-                let dtype = if t.dtype().is_float() {
-                    self.dtype
-                } else {
-                    t.dtype()
-                };
-                if t.device() == self.device && t.dtype() == dtype {
-                    return;
-                }
-                let moved = rustygradients_core::no_grad(|| {
-                    t.to_dtype(dtype)?.to_device(self.device)?.copy()
-                })
-                .and_then(|m| m.requires_grad_(t.requires_grad()));
-                match moved {
-                    Ok(m) => *t = m,
-                    Err(e) => {
-                        self.error = Some(Error::format(
-                            "Module::to",
-                            format!("{}: {e}", join_name(&self.prefix, name)),
-                        ))
-                    }
-                }
-            }
-            fn child(&mut self, name: &str, m: &mut dyn Module) {
-                if self.error.is_some() {
-                    return;
-                }
-                let outer = std::mem::take(&mut self.prefix);
-                self.prefix = join_name(&outer, name);
-                m.visit_mut(self);
-                self.prefix = outer;
-            }
-        }
-        let mut mover = Move {
+        let mut mover = Placer {
             device,
-            dtype,
+            dtype: Some(dtype),
             prefix: String::new(),
             error: None,
         };
         self.visit_mut(&mut mover);
-        if let Some(e) = mover.error {
-            return Err(e);
-        }
-        // A hand-written module that kept the default `visit_mut` would be left behind.
-        if let Some((name, t)) = self
-            .named_parameters()
-            .into_iter()
-            .find(|(_, t)| t.device() != device || (t.dtype().is_float() && t.dtype() != dtype))
-        {
-            return Err(Error::format(
-                "Module::to",
-                format!(
-                    "{name} is still {:?} on {} (its module does not implement visit_mut)",
-                    t.dtype(),
-                    t.device()
-                ),
-            ));
-        }
-        Ok(())
+        mover.finish(&self.named_parameters())
+    }
+
+    /// Moves every parameter to `device`, keeping its dtype (PyTorch's `module.to(device)`),
+    /// e.g. `model.to_device(Device::Cuda(0))?`. As with [`Module::to`], create the optimizer
+    /// afterwards.
+    fn to_device(&mut self, device: rustygradients_core::Device) -> Result<()> {
+        let mut mover = Placer {
+            device,
+            dtype: None,
+            prefix: String::new(),
+            error: None,
+        };
+        self.visit_mut(&mut mover);
+        mover.finish(&self.named_parameters())
     }
 
     /// This module's own train/eval switch (dropout has one); children are switched by
@@ -452,3 +405,75 @@ macro_rules! plain_fields {
     )*};
 }
 plain_fields!(bool, u8, u16, u32, u64, usize, i8, i16, i32, i64, isize, f32, f64, String);
+
+/// Moves parameters for [`Module::to`] and [`Module::to_device`].
+struct Placer {
+    device: rustygradients_core::Device,
+    /// The dtype floating-point parameters get (`None`: keep theirs).
+    dtype: Option<rustygradients_core::DType>,
+    prefix: String,
+    error: Option<Error>,
+}
+
+impl Placer {
+    fn target_dtype(&self, t: &Tensor) -> rustygradients_core::DType {
+        match self.dtype {
+            Some(d) if t.dtype().is_float() => d,
+            _ => t.dtype(),
+        }
+    }
+
+    /// The first error met, or one naming a parameter left behind by a hand-written module
+    /// that kept the default `visit_mut`.
+    fn finish(self, params: &[(String, Tensor)]) -> Result<()> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if let Some((name, t)) = params
+            .iter()
+            .find(|(_, t)| t.device() != self.device || self.target_dtype(t) != t.dtype())
+        {
+            return Err(Error::format(
+                "Module::to",
+                format!(
+                    "{name} is still {:?} on {} (its module does not implement visit_mut)",
+                    t.dtype(),
+                    t.device()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl VisitorMut for Placer {
+    fn param(&mut self, name: &str, t: &mut Tensor, _: ParamKind) {
+        if self.error.is_some() {
+            return;
+        }
+        let dtype = self.target_dtype(t);
+        if t.device() == self.device && t.dtype() == dtype {
+            return;
+        }
+        let moved = rustygradients_core::no_grad(|| t.to_dtype(dtype)?.to_device(self.device))
+            .and_then(|m| m.requires_grad_(t.requires_grad()));
+        match moved {
+            Ok(m) => *t = m,
+            Err(e) => {
+                self.error = Some(Error::format(
+                    "Module::to",
+                    format!("{}: {e}", join_name(&self.prefix, name)),
+                ))
+            }
+        }
+    }
+    fn child(&mut self, name: &str, m: &mut dyn Module) {
+        if self.error.is_some() {
+            return;
+        }
+        let outer = std::mem::take(&mut self.prefix);
+        self.prefix = join_name(&outer, name);
+        m.visit_mut(self);
+        self.prefix = outer;
+    }
+}

@@ -34,4 +34,10 @@ impl BackendDevice for CpuDevice {
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
+    fn memory_stats(&self) -> Result<Option<(u64, u64)>> {
+        Ok(None)
+    }
+    fn reset_peak_memory(&self) -> Result<()> {
+        Ok(())
+    }
 }

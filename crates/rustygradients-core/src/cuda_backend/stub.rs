@@ -43,6 +43,12 @@ impl BackendDevice for CudaDevice {
     fn synchronize(&self) -> Result<()> {
         match *self {}
     }
+    fn memory_stats(&self) -> Result<Option<(u64, u64)>> {
+        match *self {}
+    }
+    fn reset_peak_memory(&self) -> Result<()> {
+        match *self {}
+    }
 }
 
 /// GPU memory; none exists without the `cuda` feature.

@@ -25,6 +25,61 @@ impl Tensor {
     /// # Ok::<(), rustygradients_core::Error>(())
     /// ```
     pub fn adam_step_(&self, grad: &Tensor, m: &Tensor, v: &Tensor, h: AdamHyper) -> Result<()> {
+        Tensor::adam_step_many(&[(self, grad, m, v)], h)
+    }
+
+    /// [`Tensor::adam_step_`] for many parameters at once, all with the same hyperparameters
+    /// and step count: `(parameter, gradient, m, v)` each. A GPU updates up to 32 parameters
+    /// per kernel launch. No tensor may appear twice, and no parameter or moment may share
+    /// memory with another.
+    pub fn adam_step_many(
+        items: &[(&Tensor, &Tensor, &Tensor, &Tensor)],
+        h: AdamHyper,
+    ) -> Result<()> {
+        let op = "adam_step_";
+        let mut written = std::collections::HashSet::new();
+        let mut grads = Vec::with_capacity(items.len());
+        for &(p, g, m, v) in items {
+            grads.push(p.adam_operands(g, m, v)?);
+            for t in [p, m, v] {
+                if !written.insert(t.storage_id()) {
+                    return Err(Error::InvalidArgument {
+                        op,
+                        msg: format!(
+                            "a tensor of shape {} is written twice in one step (each parameter \
+                             and moment must have memory of its own)",
+                            t.shape()
+                        ),
+                    });
+                }
+            }
+        }
+        if let Some(g) = grads.iter().find(|g| written.contains(&g.storage_id())) {
+            return Err(Error::InvalidArgument {
+                op,
+                msg: format!(
+                    "a gradient of shape {} shares memory with a parameter or moment",
+                    g.shape()
+                ),
+            });
+        }
+        let gs: Vec<_> = grads.iter().map(|g| g.storage()).collect();
+        let mut ps: Vec<_> = items.iter().map(|(p, ..)| p.storage_mut()).collect();
+        let mut ms: Vec<_> = items.iter().map(|(_, _, m, _)| m.storage_mut()).collect();
+        let mut vs: Vec<_> = items.iter().map(|(.., v)| v.storage_mut()).collect();
+        let mut batch: Vec<_> = ps
+            .iter_mut()
+            .zip(ms.iter_mut())
+            .zip(vs.iter_mut())
+            .zip(gs.iter())
+            .map(|(((p, m), v), g)| (&mut **p, &mut **m, &mut **v, &**g))
+            .collect();
+        crate::storage::Storage::adam_step_many(&mut batch, h)
+    }
+
+    /// Checks one parameter's operands for `adam_step_`; returns the gradient to read (staged
+    /// into memory of its own when it is a view or aliases the parameter).
+    fn adam_operands(&self, grad: &Tensor, m: &Tensor, v: &Tensor) -> Result<Tensor> {
         let op = "adam_step_";
         for (name, t) in [("grad", grad), ("m", m), ("v", v)] {
             if t.shape() != self.shape() {
@@ -79,13 +134,10 @@ impl Tensor {
         }
         // A gradient that is a view of something larger, or aliases the parameter, is staged
         // first (one storage cannot be read and written at once).
-        let g = if grad.owns_storage() && !self.same_storage(grad) {
-            grad.clone()
+        if grad.owns_storage() && !self.same_storage(grad) {
+            Ok(grad.clone())
         } else {
-            grad.force_copy()?
-        };
-        let gs = g.storage();
-        let (mut ps, mut ms, mut vs) = (self.storage_mut(), m.storage_mut(), v.storage_mut());
-        ps.adam_step(&mut ms, &mut vs, &gs, h)
+            grad.force_copy()
+        }
     }
 }

@@ -147,8 +147,13 @@ impl Optimizer for Adam {
         let c = self.cfg;
         c.validate()?;
         no_grad(|| {
+            // Every parameter with a gradient advances its state; then one batched update per
+            // (group, step count): a GPU updates 32 parameters per kernel launch.
             let mut slot = 0;
             for group in &self.groups {
+                // (step count, [(state slot, parameter, gradient)]).
+                type Batch<'a> = (u64, Vec<(usize, &'a Tensor, Tensor)>);
+                let mut batches: Vec<Batch> = Vec::new();
                 for p in &group.params {
                     let i = slot;
                     slot += 1;
@@ -162,11 +167,22 @@ impl Optimizer for Adam {
                         },
                     };
                     let step = st.step + 1;
-                    // One fused pass over parameter, gradient and moments, in place.
-                    p.adam_step_(
-                        &g,
-                        &st.m,
-                        &st.v,
+                    self.state[i] = Some(AdamState { step, ..st });
+                    match batches.iter_mut().find(|(s, _)| *s == step) {
+                        Some((_, b)) => b.push((i, p, g)),
+                        None => batches.push((step, vec![(i, p, g)])),
+                    }
+                }
+                for (step, batch) in &batches {
+                    let items: Vec<_> = batch
+                        .iter()
+                        .map(|(i, p, g)| {
+                            let st = self.state[*i].as_ref().expect("state set just above");
+                            (*p, g, &st.m, &st.v)
+                        })
+                        .collect();
+                    Tensor::adam_step_many(
+                        &items,
                         AdamHyper {
                             lr: c.lr,
                             beta1: c.beta1,
@@ -174,10 +190,9 @@ impl Optimizer for Adam {
                             eps: c.eps,
                             weight_decay: group.weight_decay,
                             decoupled: c.decoupled_weight_decay,
-                            step,
+                            step: *step,
                         },
                     )?;
-                    self.state[i] = Some(AdamState { step, ..st });
                 }
             }
             Ok(())

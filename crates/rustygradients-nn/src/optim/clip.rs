@@ -1,6 +1,6 @@
 //! Gradient clipping by global L2 norm (PyTorch's `clip_grad_norm_`).
 
-use rustygradients_core::{no_grad, Result, Tensor};
+use rustygradients_core::{no_grad, DType, Result, Tensor};
 
 /// The global L2 norm of the parameters' gradients (parameters without one count as zero);
 /// NaN or infinite when any gradient element is. Handy for logging, and for spotting a
@@ -20,14 +20,29 @@ use rustygradients_core::{no_grad, Result, Tensor};
 /// # }
 /// ```
 pub fn grad_norm(params: &[Tensor]) -> Result<f64> {
+    grad_norm_tensor(params)?.map_or(Ok(0.0), |n| n.item())
+}
+
+/// [`grad_norm`] as a 0-d f64 tensor on the gradients' device, computed without reading
+/// anything back to the host (`None` when no parameter has a gradient). f16/bf16 gradients
+/// are squared in f32.
+pub fn grad_norm_tensor(params: &[Tensor]) -> Result<Option<Tensor>> {
     no_grad(|| {
-        let mut sq = 0.0;
+        let mut sq: Option<Tensor> = None;
         for p in params {
             if let Some(g) = p.grad() {
-                sq += g.sqr()?.sum_all()?.item()?;
+                let g = match g.dtype() {
+                    DType::F64 | DType::F32 => g,
+                    _ => g.to_dtype(DType::F32)?,
+                };
+                let s = g.sqr()?.sum_all()?.to_dtype(DType::F64)?;
+                sq = Some(match sq {
+                    Some(t) => t.add(&s)?,
+                    None => s,
+                });
             }
         }
-        Ok(sq.sqrt())
+        sq.map(|t| t.sqrt()).transpose()
     })
 }
 
@@ -54,16 +69,29 @@ pub fn grad_norm(params: &[Tensor]) -> Result<f64> {
 /// # }
 /// ```
 pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> Result<f64> {
-    let norm = grad_norm(params)?;
+    clip_grad_norm_tensor(params, max_norm)?.map_or(Ok(0.0), |n| n.item())
+}
+
+/// [`clip_grad_norm`] without reading anything back: returns the norm before clipping as a 0-d
+/// f64 tensor on the gradients' device (`None` when no parameter has a gradient). The scale
+/// `min(1, max_norm / (norm + 1e-6))` is computed and applied on the device, so gradients
+/// within the limit are multiplied by exactly 1.
+pub fn clip_grad_norm_tensor(params: &[Tensor], max_norm: f64) -> Result<Option<Tensor>> {
+    let Some(norm) = grad_norm_tensor(params)? else {
+        return Ok(None);
+    };
     no_grad(|| {
-        let coef = max_norm / (norm + 1e-6);
-        if coef < 1.0 {
-            for p in params {
-                if let Some(g) = p.grad() {
-                    p.set_grad(Some(g.mul_scalar(coef)?))?;
-                }
+        let coef = norm
+            .add_scalar(1e-6)?
+            .recip()?
+            .mul_scalar(max_norm)?
+            .minimum_scalar(1.0)?;
+        for p in params {
+            if let Some(g) = p.grad() {
+                let c = coef.to_dtype(g.dtype())?;
+                p.set_grad(Some(g.mul(&c)?))?;
             }
         }
-        Ok(norm)
+        Ok(Some(norm))
     })
 }

@@ -8,7 +8,7 @@ mod schedule;
 mod sgd;
 
 pub use adam::{Adam, AdamConfig, AdamState, AdamW, AdamWConfig};
-pub use clip::{clip_grad_norm, grad_norm};
+pub use clip::{clip_grad_norm, clip_grad_norm_tensor, grad_norm, grad_norm_tensor};
 pub use schedule::LrSchedule;
 pub use sgd::{Sgd, SgdConfig};
 

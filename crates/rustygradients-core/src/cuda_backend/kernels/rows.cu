@@ -1,0 +1,166 @@
+// Row kernels over the last dim, one block per row: softmax / log-softmax (with the causal mask
+// attention needs), layer and RMS normalisation, and fused cross-entropy. Rows are read in f32
+// (f64 for f64) and reduced with block-wide sums.
+
+// Softmax of row `row`; keys at or after `visible` are masked (0, or -inf for log-softmax).
+// `causal_t` > 0: row i of each (t, w) slice sees min(i % t + 1, w) keys.
+template <typename T>
+__device__ void softmax_impl(const T* x, T* y, i64 w, int log_, i64 causal_t) {
+    typedef typename Num<T>::acc A;
+    i64 row = blockIdx.x;
+    const T* xr = x + row * w;
+    T* yr = y + row * w;
+    i64 vis = w;
+    if (causal_t > 0) {
+        i64 i = row % causal_t + 1;
+        vis = i < w ? i : w;
+    }
+    A m = -INFINITY;
+    for (i64 j = threadIdx.x; j < vis; j += blockDim.x) {
+        A v = Num<T>::ld(xr[j]);
+        m = (v > m || v != v) ? v : m;
+    }
+    m = block_max<A>(m);
+    A s = 0;
+    for (i64 j = threadIdx.x; j < vis; j += blockDim.x) s += exp(Num<T>::ld(xr[j]) - m);
+    s = block_sum<A>(s);
+    A lse = m + log(s), inv = (A)1 / s;
+    for (i64 j = threadIdx.x; j < w; j += blockDim.x) {
+        A v = Num<T>::ld(xr[j]);
+        A r;
+        if (j >= vis) r = log_ ? (A)-INFINITY : (A)0;
+        else r = log_ ? v - lse : exp(v - m) * inv;
+        yr[j] = Num<T>::st(r);
+    }
+}
+template <typename T>
+__device__ void softmax_bwd_impl(const T* y, const T* g, T* out, i64 w, int log_) {
+    typedef typename Num<T>::acc A;
+    i64 row = blockIdx.x;
+    const T* yr = y + row * w;
+    const T* gr = g + row * w;
+    T* o = out + row * w;
+    A s = 0;
+    for (i64 j = threadIdx.x; j < w; j += blockDim.x)
+        s += log_ ? Num<T>::ld(gr[j]) : Num<T>::ld(gr[j]) * Num<T>::ld(yr[j]);
+    s = block_sum<A>(s);
+    for (i64 j = threadIdx.x; j < w; j += blockDim.x) {
+        A yv = Num<T>::ld(yr[j]), gv = Num<T>::ld(gr[j]);
+        o[j] = Num<T>::st(log_ ? gv - exp(yv) * s : yv * (gv - s));
+    }
+}
+template <typename T>
+__device__ void norm_impl(const T* x, T* xhat, T* rstd, i64 w, double eps, int rms) {
+    typedef typename Num<T>::acc A;
+    i64 row = blockIdx.x;
+    const T* xr = x + row * w;
+    A mean = 0;
+    if (!rms) {
+        for (i64 j = threadIdx.x; j < w; j += blockDim.x) mean += Num<T>::ld(xr[j]);
+        mean = block_sum<A>(mean) / (A)w;
+    }
+    A var = 0;
+    for (i64 j = threadIdx.x; j < w; j += blockDim.x) {
+        A d = Num<T>::ld(xr[j]) - mean;
+        var += d * d;
+    }
+    var = block_sum<A>(var) / (A)w;
+    A rs = (A)1 / sqrt(var + (A)eps);
+    for (i64 j = threadIdx.x; j < w; j += blockDim.x)
+        xhat[row * w + j] = Num<T>::st((Num<T>::ld(xr[j]) - mean) * rs);
+    if (threadIdx.x == 0) rstd[row] = Num<T>::st(rs);
+}
+template <typename T>
+__device__ void norm_bwd_impl(const T* xhat, const T* rstd, const T* g, T* out, i64 w, int rms) {
+    typedef typename Num<T>::acc A;
+    i64 row = blockIdx.x;
+    const T* xr = xhat + row * w;
+    const T* gr = g + row * w;
+    A mg = 0, mgx = 0;
+    for (i64 j = threadIdx.x; j < w; j += blockDim.x) {
+        A gv = Num<T>::ld(gr[j]);
+        mg += gv;
+        mgx += gv * Num<T>::ld(xr[j]);
+    }
+    mg = rms ? (A)0 : block_sum<A>(mg) / (A)w;
+    mgx = block_sum<A>(mgx) / (A)w;
+    A rs = Num<T>::ld(rstd[row]);
+    for (i64 j = threadIdx.x; j < w; j += blockDim.x)
+        out[row * w + j] = Num<T>::st(rs * (Num<T>::ld(gr[j]) - mg - Num<T>::ld(xr[j]) * mgx));
+}
+
+// Cross-entropy of row `row` against `targets[row]` (op code 4 for a bad target).
+template <typename T>
+__device__ bool ce_target(const i64* targets, i64 row, i64 c, i64 ignore, int has_ignore, i64* err,
+                          i64* t) {
+    *t = targets[row];
+    if (has_ignore && *t == ignore) return false;
+    if (*t < 0 || *t >= c) {
+        if (threadIdx.x == 0) report_bad_index(err, 4, *t, c);
+        return false;
+    }
+    return true;
+}
+template <typename T>
+__device__ void ce_fwd_impl(const T* x, const i64* targets, T* nll, typename Num<T>::acc* lse_out,
+                            i64 c, i64 ignore, int has_ignore, i64* err) {
+    typedef typename Num<T>::acc A;
+    i64 row = blockIdx.x;
+    const T* xr = x + row * c;
+    A m = -INFINITY;
+    for (i64 j = threadIdx.x; j < c; j += blockDim.x) {
+        A v = Num<T>::ld(xr[j]);
+        m = (v > m || v != v) ? v : m;
+    }
+    m = block_max<A>(m);
+    A s = 0;
+    for (i64 j = threadIdx.x; j < c; j += blockDim.x) s += exp(Num<T>::ld(xr[j]) - m);
+    s = block_sum<A>(s);
+    A lse = m + log(s);
+    if (threadIdx.x == 0) {
+        i64 t;
+        bool ok = ce_target<T>(targets, row, c, ignore, has_ignore, err, &t);
+        nll[row] = Num<T>::st(ok ? lse - Num<T>::ld(xr[t]) : (A)0);
+        lse_out[row] = lse;
+    }
+}
+template <typename T>
+__device__ void ce_bwd_impl(const T* x, const i64* targets, const typename Num<T>::acc* lse,
+                            const T* g, T* out, i64 c, i64 ignore, int has_ignore, i64* err) {
+    typedef typename Num<T>::acc A;
+    i64 row = blockIdx.x;
+    i64 t;
+    bool ok = ce_target<T>(targets, row, c, ignore, has_ignore, err, &t);
+    A gv = ok ? Num<T>::ld(g[row]) : (A)0, l = lse[row];
+    for (i64 j = threadIdx.x; j < c; j += blockDim.x) {
+        A p = exp(Num<T>::ld(x[row * c + j]) - l);
+        out[row * c + j] = Num<T>::st((p - (ok && j == t ? (A)1 : (A)0)) * gv);
+    }
+}
+
+#define ROWS(S, T)                                                                               \
+    extern "C" __global__ void softmax_##S(const T* x, T* y, i64 w, int log_, i64 causal_t) {   \
+        softmax_impl<T>(x, y, w, log_, causal_t);                                               \
+    }                                                                                           \
+    extern "C" __global__ void softmax_bwd_##S(const T* y, const T* g, T* out, i64 w, int log_) {\
+        softmax_bwd_impl<T>(y, g, out, w, log_);                                                \
+    }                                                                                           \
+    extern "C" __global__ void norm_##S(const T* x, T* xhat, T* rstd, i64 w, double eps,        \
+                                        int rms) {                                              \
+        norm_impl<T>(x, xhat, rstd, w, eps, rms);                                               \
+    }                                                                                           \
+    extern "C" __global__ void norm_bwd_##S(const T* xhat, const T* rstd, const T* g, T* out,   \
+                                            i64 w, int rms) {                                   \
+        norm_bwd_impl<T>(xhat, rstd, g, out, w, rms);                                           \
+    }                                                                                           \
+    extern "C" __global__ void ce_fwd_##S(const T* x, const i64* t, T* nll,                     \
+                                          Num<T>::acc* lse, i64 c, i64 ignore, int has_ignore,  \
+                                          i64* err) {                                           \
+        ce_fwd_impl<T>(x, t, nll, lse, c, ignore, has_ignore, err);                             \
+    }                                                                                           \
+    extern "C" __global__ void ce_bwd_##S(const T* x, const i64* t, const Num<T>::acc* lse,     \
+                                          const T* g, T* out, i64 c, i64 ignore,                \
+                                          int has_ignore, i64* err) {                           \
+        ce_bwd_impl<T>(x, t, lse, g, out, c, ignore, has_ignore, err);                          \
+    }
+FOR_FLOATS(ROWS)

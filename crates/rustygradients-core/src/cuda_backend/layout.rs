@@ -1,0 +1,81 @@
+//! Layouts as kernels read them: a fixed-size struct passed by value (no upload per launch).
+
+use crate::Layout;
+
+/// The most dims a kernel layout holds (after merging, for elementwise kernels).
+pub(super) const MAX_DIMS: usize = 8;
+
+/// Mirrors `struct Lay` in `kernels/prelude.cuh`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(super) struct KLay {
+    rank: i32,
+    contiguous: i32,
+    offset: i64,
+    dims: [i64; MAX_DIMS],
+    strides: [i64; MAX_DIMS],
+}
+
+impl KLay {
+    /// `n` elements from offset 0.
+    pub(super) fn contiguous(offset: usize) -> KLay {
+        KLay {
+            rank: 1,
+            contiguous: 1,
+            offset: offset as i64,
+            dims: [1; MAX_DIMS],
+            strides: [0; MAX_DIMS],
+        }
+    }
+
+    fn build(offset: usize, dims: &[usize], strides: &[usize], what: &str) -> Result<KLay, String> {
+        if dims.len() > MAX_DIMS {
+            return Err(format!(
+                "{what} has {} dims that cannot be merged (shape {dims:?}, strides {strides:?}); \
+                 GPU kernels take at most {MAX_DIMS}: call contiguous() first",
+                dims.len()
+            ));
+        }
+        let mut k = KLay::contiguous(offset);
+        k.rank = dims.len() as i32;
+        k.contiguous = 0;
+        for (i, (&d, &s)) in dims.iter().zip(strides).enumerate() {
+            k.dims[i] = d as i64;
+            k.strides[i] = s as i64;
+        }
+        Ok(k)
+    }
+
+    /// The layout with size-1 dims dropped and neighbours merged where the strides allow: the
+    /// same map from row-major position to storage offset, in as few dims as possible.
+    pub(super) fn of(l: &Layout) -> Result<KLay, String> {
+        if l.is_contiguous() {
+            return Ok(KLay::contiguous(l.offset()));
+        }
+        let mut dims: Vec<usize> = Vec::with_capacity(l.dims().len());
+        let mut strides: Vec<usize> = Vec::with_capacity(l.dims().len());
+        for (&d, &s) in l.dims().iter().zip(l.strides()).rev() {
+            if d == 1 {
+                continue;
+            }
+            match (dims.last_mut(), strides.last()) {
+                (Some(inner_d), Some(&inner_s)) if s == inner_s * *inner_d => *inner_d *= d,
+                _ => {
+                    dims.push(d);
+                    strides.push(s);
+                }
+            }
+        }
+        dims.reverse();
+        strides.reverse();
+        if dims.len() == 1 && strides[0] == 1 || dims.is_empty() {
+            return Ok(KLay::contiguous(l.offset()));
+        }
+        Self::build(l.offset(), &dims, &strides, "a tensor")
+    }
+
+    /// The layout with its dims as they are (for kernels that index dims one by one).
+    pub(super) fn exact(l: &Layout) -> Result<KLay, String> {
+        Self::build(l.offset(), l.dims(), l.strides(), "a tensor")
+    }
+}

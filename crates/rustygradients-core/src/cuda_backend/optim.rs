@@ -1,0 +1,108 @@
+//! The fused Adam/AdamW step: up to [`ADAM_MAX`] parameters per launch, their addresses passed
+//! by value (see `kernels/optim.cu`).
+
+use super::compile::Module;
+use super::storage::{sfx, CudaStorage};
+use crate::backend::{AdamHyper, BackendStorage};
+use crate::{Error, Result};
+
+/// Parameters per launch (`ADAM_MAX` in the kernel).
+const ADAM_MAX: usize = 32;
+
+/// Mirrors `struct AdamBatch`.
+#[repr(C)]
+struct AdamBatch {
+    ptrs: [u64; 4 * ADAM_MAX],
+    ends: [i64; ADAM_MAX],
+    n: i32,
+}
+
+/// Mirrors `struct AdamConsts`.
+#[repr(C)]
+struct AdamConsts {
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    decay: f64,
+    step_size: f64,
+    bc2_sqrt: f64,
+    decoupled: i32,
+}
+
+/// One step for every `(parameter, m, v, gradient)`: all contiguous, each of one length and
+/// all of one float dtype.
+pub(crate) fn adam_step(
+    items: &mut [(
+        &mut CudaStorage,
+        &mut CudaStorage,
+        &mut CudaStorage,
+        &CudaStorage,
+    )],
+    h: AdamHyper,
+) -> Result<()> {
+    let op = "adam_step_";
+    let Some(first) = items.first() else {
+        return Ok(());
+    };
+    let dtype = first.0.dtype();
+    let dev = first.0.dev().clone();
+    for (p, m, v, g) in items.iter() {
+        let n = p.elem_len();
+        if m.elem_len() != n || v.elem_len() != n || g.elem_len() != n {
+            return Err(Error::InvalidArgument {
+                op,
+                msg: format!(
+                    "parameter, moments and gradient differ in length: {n}, {}, {}, {}",
+                    m.elem_len(),
+                    v.elem_len(),
+                    g.elem_len()
+                ),
+            });
+        }
+        for d in [p.dtype(), m.dtype(), v.dtype(), g.dtype()] {
+            if d != dtype || !d.is_float() {
+                return Err(Error::UnsupportedDType {
+                    op,
+                    got: d,
+                    expected: "one floating-point dtype for parameter, moments and gradient",
+                });
+            }
+        }
+    }
+    let step = h.step.max(1) as i32;
+    let k = AdamConsts {
+        beta1: h.beta1,
+        beta2: h.beta2,
+        eps: h.eps,
+        weight_decay: h.weight_decay,
+        decay: 1.0 - h.lr * h.weight_decay,
+        step_size: h.lr / (1.0 - h.beta1.powi(step)),
+        bc2_sqrt: (1.0 - h.beta2.powi(step)).sqrt(),
+        decoupled: h.decoupled as i32,
+    };
+    let f = dev.function(op, Module::Optim, &format!("adam_{}", sfx(dtype)))?;
+    for chunk in items.chunks(ADAM_MAX) {
+        let mut b = AdamBatch {
+            ptrs: [0; 4 * ADAM_MAX],
+            ends: [0; ADAM_MAX],
+            n: chunk.len() as i32,
+        };
+        let mut total = 0usize;
+        for (i, (p, m, v, g)) in chunk.iter().enumerate() {
+            b.ptrs[4 * i..4 * i + 4].copy_from_slice(&[p.ptr(0), m.ptr(0), v.ptr(0), g.ptr(0)]);
+            total += p.elem_len();
+            b.ends[i] = total as i64;
+        }
+        if total > 0 {
+            dev.launch(
+                op,
+                &f,
+                super::storage::grid(total),
+                super::storage::BLOCK,
+                &mut args![b, k],
+            )?;
+        }
+    }
+    Ok(())
+}

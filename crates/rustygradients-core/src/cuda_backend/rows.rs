@@ -1,0 +1,264 @@
+//! Row kernels over the last dim of contiguous tensors: softmax (with attention's causal mask),
+//! layer/RMS normalisation and fused cross-entropy, forward and backward. One block per row.
+
+use super::compile::Module;
+use super::storage::{row_block, sfx, CudaStorage};
+use crate::backend::BackendStorage;
+use crate::{DType, Error, Result};
+
+fn float_only(op: &'static str, d: DType) -> Result<()> {
+    if d.is_float() {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedDType {
+            op,
+            got: d,
+            expected: "a floating-point dtype",
+        })
+    }
+}
+
+/// Blocks for `rows` rows.
+fn blocks(s: &CudaStorage, op: &'static str, rows: usize) -> Result<u32> {
+    u32::try_from(rows).map_err(|_| {
+        s.dev()
+            .error(op, format!("{rows} rows are more than one launch holds"))
+    })
+}
+
+/// Softmax over rows of `w` of the `n` elements from `off`; `causal_t > 0` masks row `i` of
+/// each `(causal_t, w)` slice to its first `i % causal_t + 1` keys.
+pub(super) fn softmax(
+    x: &CudaStorage,
+    off: usize,
+    n: usize,
+    w: usize,
+    log: bool,
+    causal_t: usize,
+) -> Result<CudaStorage> {
+    let op = if log { "log_softmax" } else { "softmax" };
+    float_only(op, x.dtype())?;
+    let dev = x.dev();
+    let out = CudaStorage::alloc(dev, op, n, x.dtype())?;
+    if n == 0 || w == 0 {
+        return Ok(out);
+    }
+    let f = dev.function(op, Module::Rows, &format!("softmax_{}", sfx(x.dtype())))?;
+    let (xp, yp, ww, lg, ct) = (
+        x.ptr(off),
+        out.ptr(0),
+        w as i64,
+        log as i32,
+        causal_t as i64,
+    );
+    dev.launch(
+        op,
+        &f,
+        blocks(x, op, n / w)?,
+        row_block(w),
+        &mut args![xp, yp, ww, lg, ct],
+    )?;
+    Ok(out)
+}
+
+/// In-place form for attention: the scores become probabilities.
+pub(super) fn softmax_in_place(s: &CudaStorage, n: usize, w: usize, causal_t: usize) -> Result<()> {
+    let op = "scaled_dot_product_attention";
+    let dev = s.dev();
+    let f = dev.function(op, Module::Rows, &format!("softmax_{}", sfx(s.dtype())))?;
+    let (p, ww, lg, ct) = (s.ptr(0), w as i64, 0i32, causal_t as i64);
+    dev.launch(
+        op,
+        &f,
+        blocks(s, op, n / w)?,
+        row_block(w),
+        &mut args![p, p, ww, lg, ct],
+    )
+}
+
+pub(super) fn softmax_bwd(
+    y: &CudaStorage,
+    yo: usize,
+    g: &CudaStorage,
+    go: usize,
+    n: usize,
+    w: usize,
+    log: bool,
+) -> Result<CudaStorage> {
+    let op = "softmax_backward";
+    float_only(op, y.dtype())?;
+    if y.dtype() != g.dtype() {
+        return Err(Error::DTypeMismatch {
+            op,
+            lhs: y.dtype(),
+            rhs: g.dtype(),
+        });
+    }
+    let dev = y.dev();
+    let out = CudaStorage::alloc(dev, op, n, y.dtype())?;
+    if n == 0 || w == 0 {
+        return Ok(out);
+    }
+    let f = dev.function(op, Module::Rows, &format!("softmax_bwd_{}", sfx(y.dtype())))?;
+    let (yp, gp, o, ww, lg) = (y.ptr(yo), g.ptr(go), out.ptr(0), w as i64, log as i32);
+    dev.launch(
+        op,
+        &f,
+        blocks(y, op, n / w)?,
+        row_block(w),
+        &mut args![yp, gp, o, ww, lg],
+    )?;
+    Ok(out)
+}
+
+pub(super) fn norm(
+    x: &CudaStorage,
+    off: usize,
+    n: usize,
+    w: usize,
+    eps: f64,
+    rms: bool,
+) -> Result<(CudaStorage, CudaStorage)> {
+    let op = if rms { "rms_norm" } else { "layer_norm" };
+    float_only(op, x.dtype())?;
+    let dev = x.dev();
+    let rows = n.checked_div(w).unwrap_or(0);
+    let xhat = CudaStorage::alloc(dev, op, n, x.dtype())?;
+    let rstd = CudaStorage::alloc(dev, op, rows, x.dtype())?;
+    if rows == 0 {
+        return Ok((xhat, rstd));
+    }
+    let f = dev.function(op, Module::Rows, &format!("norm_{}", sfx(x.dtype())))?;
+    let (xp, hp, rp, ww, r) = (x.ptr(off), xhat.ptr(0), rstd.ptr(0), w as i64, rms as i32);
+    dev.launch(
+        op,
+        &f,
+        blocks(x, op, rows)?,
+        row_block(w),
+        &mut args![xp, hp, rp, ww, eps, r],
+    )?;
+    Ok((xhat, rstd))
+}
+
+pub(super) fn norm_bwd(
+    xhat: &CudaStorage,
+    rstd: &CudaStorage,
+    g: &CudaStorage,
+    go: usize,
+    n: usize,
+    w: usize,
+    rms: bool,
+) -> Result<CudaStorage> {
+    let op = "layer_norm_backward";
+    if xhat.dtype() != g.dtype() {
+        return Err(Error::DTypeMismatch {
+            op,
+            lhs: xhat.dtype(),
+            rhs: g.dtype(),
+        });
+    }
+    let dev = xhat.dev();
+    let out = CudaStorage::alloc(dev, op, n, xhat.dtype())?;
+    let rows = n.checked_div(w).unwrap_or(0);
+    if rows == 0 {
+        return Ok(out);
+    }
+    let f = dev.function(op, Module::Rows, &format!("norm_bwd_{}", sfx(xhat.dtype())))?;
+    let (hp, rp, gp, o, ww, r) = (
+        xhat.ptr(0),
+        rstd.ptr(0),
+        g.ptr(go),
+        out.ptr(0),
+        w as i64,
+        rms as i32,
+    );
+    dev.launch(
+        op,
+        &f,
+        blocks(xhat, op, rows)?,
+        row_block(w),
+        &mut args![hp, rp, gp, o, ww, r],
+    )?;
+    Ok(out)
+}
+
+/// The dtype cross-entropy keeps each row's logsumexp in.
+fn lse_dtype(d: DType) -> DType {
+    if d == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
+pub(super) fn cross_entropy_fwd(
+    x: &CudaStorage,
+    off: usize,
+    n: usize,
+    c: usize,
+    t: &CudaStorage,
+    ignore: Option<i64>,
+) -> Result<(CudaStorage, CudaStorage)> {
+    let op = "cross_entropy";
+    float_only(op, x.dtype())?;
+    let dev = x.dev();
+    let nll = CudaStorage::alloc(dev, op, n, x.dtype())?;
+    let lse = CudaStorage::alloc(dev, op, n, lse_dtype(x.dtype()))?;
+    if n == 0 {
+        return Ok((nll, lse));
+    }
+    if c == 0 {
+        return Err(Error::IndexOutOfRange {
+            op,
+            index: 0,
+            size: 0,
+        });
+    }
+    let f = dev.function(op, Module::Rows, &format!("ce_fwd_{}", sfx(x.dtype())))?;
+    let (xp, tp, np, lp, cc) = (x.ptr(off), t.ptr(0), nll.ptr(0), lse.ptr(0), c as i64);
+    let (ig, has, err) = (ignore.unwrap_or(0), ignore.is_some() as i32, dev.0.err);
+    dev.launch(
+        op,
+        &f,
+        blocks(x, op, n)?,
+        row_block(c),
+        &mut args![xp, tp, np, lp, cc, ig, has, err],
+    )?;
+    Ok((nll, lse))
+}
+
+pub(super) fn cross_entropy_bwd(
+    x: &CudaStorage,
+    t: &CudaStorage,
+    lse: &CudaStorage,
+    g: &CudaStorage,
+    ignore: Option<i64>,
+) -> Result<CudaStorage> {
+    let op = "cross_entropy_backward";
+    float_only(op, x.dtype())?;
+    let dev = x.dev();
+    let n = t.elem_len();
+    let c = x.elem_len().checked_div(n).unwrap_or(0);
+    let out = CudaStorage::alloc(dev, op, x.elem_len(), x.dtype())?;
+    if n == 0 || c == 0 {
+        return Ok(out);
+    }
+    let f = dev.function(op, Module::Rows, &format!("ce_bwd_{}", sfx(x.dtype())))?;
+    let (xp, tp, lp, gp, o, cc) = (
+        x.ptr(0),
+        t.ptr(0),
+        lse.ptr(0),
+        g.ptr(0),
+        out.ptr(0),
+        c as i64,
+    );
+    let (ig, has, err) = (ignore.unwrap_or(0), ignore.is_some() as i32, dev.0.err);
+    dev.launch(
+        op,
+        &f,
+        blocks(x, op, n)?,
+        row_block(c),
+        &mut args![xp, tp, lp, gp, o, cc, ig, has, err],
+    )?;
+    Ok(out)
+}

@@ -1,0 +1,704 @@
+//! GPU memory of one dtype and the [`BackendStorage`] ops on it: each op checks its operands on
+//! the host, allocates its output from the device's pool and queues kernels on the device's
+//! stream. Nothing here waits for the GPU except the copies to the host.
+
+use cudarc::driver::result as drv;
+use half::{bf16, f16};
+
+use super::compile::Module;
+use super::device::CudaDevice;
+use super::layout::KLay;
+use crate::backend::{
+    AdamHyper, AttnDims, BackendDevice, BackendStorage, BinaryOp, CmpOp, Distribution, ReduceOp,
+    UnaryOp,
+};
+use crate::host::HostBuffer;
+use crate::{random, DType, Device, Error, Layout, Result, WithDType};
+
+/// Threads per block of the elementwise kernels.
+pub(super) const BLOCK: u32 = 256;
+
+/// Device memory, returned to the pool (in stream order) when dropped.
+struct DevBuf {
+    ptr: u64,
+    dev: CudaDevice,
+}
+
+impl Drop for DevBuf {
+    fn drop(&mut self) {
+        self.dev.free(self.ptr);
+    }
+}
+
+/// `len` elements of `dtype` on one GPU.
+pub struct CudaStorage {
+    buf: DevBuf,
+    len: usize,
+    dtype: DType,
+}
+
+impl std::fmt::Debug for CudaStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CudaStorage({:?}, {} elements, {:?})",
+            self.dtype, self.len, self.buf.dev
+        )
+    }
+}
+
+/// The kernel-name suffix of a dtype.
+pub(super) fn sfx(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::F64 => "f64",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::I64 => "i64",
+        DType::U32 => "u32",
+        DType::U8 => "u8",
+    }
+}
+
+/// Blocks for a grid-stride loop over `n` elements.
+pub(super) fn grid(n: usize) -> u32 {
+    n.div_ceil(BLOCK as usize).clamp(1, 8192) as u32
+}
+
+/// Threads per block of a row kernel over rows of `w`: a multiple of 32, at most 1024.
+pub(super) fn row_block(w: usize) -> u32 {
+    (w.next_power_of_two()).clamp(32, 1024) as u32
+}
+
+fn float_only(op: &'static str, d: DType) -> Result<()> {
+    if d.is_float() {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedDType {
+            op,
+            got: d,
+            expected: "a floating-point dtype",
+        })
+    }
+}
+
+fn same_dtype(op: &'static str, a: DType, b: DType) -> Result<()> {
+    if a == b {
+        Ok(())
+    } else {
+        Err(Error::DTypeMismatch { op, lhs: a, rhs: b })
+    }
+}
+
+fn same_shape(op: &'static str, a: &Layout, b: &Layout) -> Result<()> {
+    if a.shape() == b.shape() {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            op,
+            lhs: a.shape().clone(),
+            rhs: b.shape().clone(),
+        })
+    }
+}
+
+/// Rows of a contiguous layout: `(offset, width)`.
+fn rows_of(op: &'static str, l: &Layout) -> Result<(usize, usize)> {
+    if !l.is_contiguous() {
+        return Err(Error::NotContiguous {
+            op,
+            shape: l.shape().clone(),
+            strides: l.strides().to_vec(),
+            target: l.shape().clone(),
+        });
+    }
+    Ok((l.offset(), l.dims().last().copied().unwrap_or(1)))
+}
+
+fn download<T: WithDType>(
+    dev: &CudaDevice,
+    op: &'static str,
+    ptr: u64,
+    n: usize,
+) -> Result<Vec<T>> {
+    let mut v = vec![T::zero(); n];
+    if n > 0 {
+        // SAFETY: `ptr` addresses at least `n` elements of `T` on this device's stream.
+        unsafe { drv::memcpy_dtoh_async(&mut v, ptr, dev.0.stream.cu_stream()) }
+            .map_err(|e| dev.error(op, e))?;
+    }
+    Ok(v)
+}
+
+impl CudaStorage {
+    pub(super) fn dev(&self) -> &CudaDevice {
+        &self.buf.dev
+    }
+    /// The address of element `i`.
+    pub(super) fn ptr(&self, i: usize) -> u64 {
+        self.buf.ptr + (i * self.dtype.size_in_bytes()) as u64
+    }
+    /// Uninitialised memory for `n` elements.
+    pub(super) fn alloc(
+        dev: &CudaDevice,
+        op: &'static str,
+        n: usize,
+        dtype: DType,
+    ) -> Result<Self> {
+        let bytes = n
+            .checked_mul(dtype.size_in_bytes())
+            .ok_or_else(|| dev.error(op, format!("{n} elements of {dtype:?} overflow")))?;
+        Ok(CudaStorage {
+            buf: DevBuf {
+                ptr: dev.alloc(op, bytes)?,
+                dev: dev.clone(),
+            },
+            len: n,
+            dtype,
+        })
+    }
+    fn klay(&self, op: &'static str, l: &Layout) -> Result<KLay> {
+        KLay::of(l).map_err(|m| self.dev().error(op, m))
+    }
+    fn check_device(&self, op: &'static str, other: &CudaStorage) -> Result<()> {
+        if self.dev().0.ordinal == other.dev().0.ordinal {
+            Ok(())
+        } else {
+            Err(Error::DeviceMismatch {
+                op,
+                lhs: self.device(),
+                rhs: other.device(),
+            })
+        }
+    }
+
+    /// The indices `il` selects as contiguous `i64` (converted on the device when needed).
+    fn ids_i64(&self, op: &'static str, il: &Layout) -> Result<CudaStorage> {
+        if !matches!(self.dtype, DType::I64 | DType::U32 | DType::U8) {
+            return Err(Error::UnsupportedDType {
+                op,
+                got: self.dtype,
+                expected: "integer indices (i64, u32 or u8)",
+            });
+        }
+        self.to_dtype(il, DType::I64)
+    }
+
+    /// `out = kernel(self[l])` elementwise into fresh storage of `out_dtype`.
+    fn map(&self, op: &'static str, l: &Layout, name: &str, out_dtype: DType) -> Result<Self> {
+        let dev = self.dev();
+        let n = l.elem_count();
+        let out = CudaStorage::alloc(dev, op, n, out_dtype)?;
+        if n > 0 {
+            let f = dev.function(op, Module::Elementwise, name)?;
+            let (nn, src, kl, dst, ol) = (
+                n as i64,
+                self.ptr(0),
+                self.klay(op, l)?,
+                out.ptr(0),
+                KLay::contiguous(0),
+            );
+            if name.starts_with("copy_") {
+                dev.launch(op, &f, grid(n), BLOCK, &mut args![nn, src, kl, dst, ol])?;
+            } else {
+                dev.launch(op, &f, grid(n), BLOCK, &mut args![nn, src, kl, dst])?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Copies or adds `self[src_l]` into `dst[dst_l]` with kernel `kind` (`copy`/`add_into`).
+    fn write_into(
+        &self,
+        op: &'static str,
+        kind: &str,
+        src_l: &Layout,
+        dst: &mut Self,
+        dst_l: &Layout,
+    ) -> Result<()> {
+        same_shape(op, src_l, dst_l)?;
+        same_dtype(op, dst.dtype, self.dtype)?;
+        self.check_device(op, dst)?;
+        let n = src_l.elem_count();
+        if n == 0 {
+            return Ok(());
+        }
+        let dev = self.dev();
+        let f = dev.function(
+            op,
+            Module::Elementwise,
+            &format!("{kind}_{}", sfx(self.dtype)),
+        )?;
+        let (nn, src, sl, d, dl) = (
+            n as i64,
+            self.ptr(0),
+            self.klay(op, src_l)?,
+            dst.ptr(0),
+            self.klay(op, dst_l)?,
+        );
+        dev.launch(op, &f, grid(n), BLOCK, &mut args![nn, src, sl, d, dl])
+    }
+}
+
+fn unary_code(op: UnaryOp) -> (i32, f64, f64) {
+    match op {
+        UnaryOp::Neg => (0, 0.0, 0.0),
+        UnaryOp::Abs => (1, 0.0, 0.0),
+        UnaryOp::Exp => (2, 0.0, 0.0),
+        UnaryOp::Log => (3, 0.0, 0.0),
+        UnaryOp::Sqrt => (4, 0.0, 0.0),
+        UnaryOp::Rsqrt => (5, 0.0, 0.0),
+        UnaryOp::Sin => (6, 0.0, 0.0),
+        UnaryOp::Cos => (7, 0.0, 0.0),
+        UnaryOp::Tanh => (8, 0.0, 0.0),
+        UnaryOp::Sigmoid => (9, 0.0, 0.0),
+        UnaryOp::Relu => (10, 0.0, 0.0),
+        UnaryOp::Gelu => (11, 0.0, 0.0),
+        UnaryOp::GeluTanh => (12, 0.0, 0.0),
+        UnaryOp::Silu => (13, 0.0, 0.0),
+        UnaryOp::Softplus => (14, 0.0, 0.0),
+        UnaryOp::Sqr => (15, 0.0, 0.0),
+        UnaryOp::Recip => (16, 0.0, 0.0),
+        UnaryOp::Erf => (17, 0.0, 0.0),
+        UnaryOp::Sign => (18, 0.0, 0.0),
+        UnaryOp::Powf(e) => (19, e, 0.0),
+        UnaryOp::Clamp(lo, hi) => (20, lo, hi),
+        UnaryOp::Affine(m, a) => (21, m, a),
+    }
+}
+
+impl BackendDevice for CudaDevice {
+    type Storage = CudaStorage;
+
+    fn storage_from_host(&self, host: HostBuffer) -> Result<CudaStorage> {
+        let op = "to_device";
+        let out = CudaStorage::alloc(self, op, host.len(), host.dtype())?;
+        let bytes = host.as_bytes();
+        if !bytes.is_empty() {
+            // SAFETY: `out` holds exactly `bytes.len()` bytes. A copy from pageable memory
+            // returns once the bytes are staged, so `host` may be dropped afterwards.
+            unsafe { drv::memcpy_htod_async(out.ptr(0), bytes, self.0.stream.cu_stream()) }
+                .map_err(|e| self.error(op, e))?;
+        }
+        Ok(out)
+    }
+    fn zeros(&self, n: usize, dtype: DType) -> Result<CudaStorage> {
+        let out = CudaStorage::alloc(self, "zeros", n, dtype)?;
+        if n > 0 {
+            // SAFETY: `out` holds `n * size` bytes; queued on the device's stream.
+            unsafe {
+                drv::memset_d8_async(
+                    out.ptr(0),
+                    0,
+                    n * dtype.size_in_bytes(),
+                    self.0.stream.cu_stream(),
+                )
+            }
+            .map_err(|e| self.error("zeros", e))?;
+        }
+        Ok(out)
+    }
+    fn full(&self, n: usize, value: f64, dtype: DType) -> Result<CudaStorage> {
+        let op = "full";
+        let out = CudaStorage::alloc(self, op, n, dtype)?;
+        let f = self.function(op, Module::Elementwise, &format!("fill_{}", sfx(dtype)))?;
+        let (p, nn) = (out.ptr(0), n as i64);
+        self.launch(
+            op,
+            &f,
+            grid(n) * (n > 0) as u32,
+            BLOCK,
+            &mut args![p, nn, value],
+        )?;
+        Ok(out)
+    }
+    fn arange(&self, n: usize, start: f64, step: f64, dtype: DType) -> Result<CudaStorage> {
+        let op = "arange";
+        let out = CudaStorage::alloc(self, op, n, dtype)?;
+        let f = self.function(op, Module::Elementwise, &format!("arange_{}", sfx(dtype)))?;
+        let (p, nn) = (out.ptr(0), n as i64);
+        self.launch(
+            op,
+            &f,
+            grid(n) * (n > 0) as u32,
+            BLOCK,
+            &mut args![p, nn, start, step],
+        )?;
+        Ok(out)
+    }
+    fn rand(&self, n: usize, dtype: DType, dist: Distribution) -> Result<CudaStorage> {
+        let op = "rand";
+        float_only(op, dtype)?;
+        let out = CudaStorage::alloc(self, op, n, dtype)?;
+        // One key per draw from the process generator: seeded, and reproducible run to run.
+        let key = random::next_u64();
+        let kind = match dist {
+            Distribution::Uniform => "uniform",
+            Distribution::Normal => "normal",
+        };
+        let f = self.function(op, Module::Random, &format!("{kind}_{}", sfx(dtype)))?;
+        let (p, nn, k0, k1) = (out.ptr(0), n as i64, key as u32, (key >> 32) as u32);
+        self.launch(
+            op,
+            &f,
+            grid(n) * (n > 0) as u32,
+            BLOCK,
+            &mut args![p, nn, k0, k1],
+        )?;
+        Ok(out)
+    }
+    fn synchronize(&self) -> Result<()> {
+        CudaDevice::synchronize(self)
+    }
+    fn memory_stats(&self) -> Result<Option<(u64, u64)>> {
+        CudaDevice::memory_stats(self).map(Some)
+    }
+    fn reset_peak_memory(&self) -> Result<()> {
+        CudaDevice::reset_peak_memory(self)
+    }
+}
+
+impl BackendStorage for CudaStorage {
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+    fn device(&self) -> Device {
+        self.dev().location()
+    }
+    fn elem_len(&self) -> usize {
+        self.len
+    }
+
+    fn to_host(&self, l: &Layout) -> Result<HostBuffer> {
+        let op = "to_host";
+        let dense;
+        let (src, start) = if l.is_contiguous() {
+            (self, l.offset())
+        } else {
+            dense = self.copy_strided(l)?;
+            (&dense, 0)
+        };
+        let (dev, n, p) = (self.dev(), l.elem_count(), src.ptr(start));
+        let host = match self.dtype {
+            DType::F32 => HostBuffer::from_vec(download::<f32>(dev, op, p, n)?),
+            DType::F64 => HostBuffer::from_vec(download::<f64>(dev, op, p, n)?),
+            DType::F16 => HostBuffer::from_vec(download::<f16>(dev, op, p, n)?),
+            DType::BF16 => HostBuffer::from_vec(download::<bf16>(dev, op, p, n)?),
+            DType::I64 => HostBuffer::from_vec(download::<i64>(dev, op, p, n)?),
+            DType::U32 => HostBuffer::from_vec(download::<u32>(dev, op, p, n)?),
+            DType::U8 => HostBuffer::from_vec(download::<u8>(dev, op, p, n)?),
+        };
+        // The copies above are queued: wait for them (and report a bad index met on the way).
+        dev.synchronize()?;
+        Ok(host)
+    }
+
+    fn to_dtype(&self, l: &Layout, dtype: DType) -> Result<Self> {
+        if dtype == self.dtype {
+            return self.copy_strided(l);
+        }
+        let name = format!("cast_{}_{}", sfx(self.dtype), sfx(dtype));
+        self.map("to_dtype", l, &name, dtype)
+    }
+    fn copy_strided(&self, l: &Layout) -> Result<Self> {
+        self.map("copy", l, &format!("copy_{}", sfx(self.dtype)), self.dtype)
+    }
+    fn copy_into(&self, src_l: &Layout, dst: &mut Self, dst_l: &Layout) -> Result<()> {
+        self.write_into("copy_into", "copy", src_l, dst, dst_l)
+    }
+    fn add_into(&self, src_l: &Layout, dst: &mut Self, dst_l: &Layout) -> Result<()> {
+        self.write_into("add_into", "add_into", src_l, dst, dst_l)
+    }
+    fn adam_step(&mut self, m: &mut Self, v: &mut Self, g: &Self, h: AdamHyper) -> Result<()> {
+        super::optim::adam_step(&mut [(self, m, v, g)], h)
+    }
+    fn adam_step_many(
+        items: &mut [(&mut Self, &mut Self, &mut Self, &Self)],
+        h: AdamHyper,
+    ) -> Result<()> {
+        super::optim::adam_step(items, h)
+    }
+
+    fn unary(&self, l: &Layout, op: UnaryOp) -> Result<Self> {
+        if !op.supports_int() {
+            float_only(op.name(), self.dtype)?;
+        }
+        let dev = self.dev();
+        let n = l.elem_count();
+        let out = CudaStorage::alloc(dev, op.name(), n, self.dtype)?;
+        let f = dev.function(
+            op.name(),
+            Module::Elementwise,
+            &format!("unary_{}", sfx(self.dtype)),
+        )?;
+        let (code, p0, p1) = unary_code(op);
+        let (nn, x, kl, o) = (n as i64, self.ptr(0), self.klay(op.name(), l)?, out.ptr(0));
+        dev.launch(
+            op.name(),
+            &f,
+            grid(n) * (n > 0) as u32,
+            BLOCK,
+            &mut args![nn, x, kl, o, code, p0, p1],
+        )?;
+        Ok(out)
+    }
+
+    fn unary_grad(&self, l: &Layout, g: &Self, gl: &Layout, op: UnaryOp) -> Result<Self> {
+        let name = op.name();
+        float_only(name, self.dtype)?;
+        same_dtype(name, self.dtype, g.dtype)?;
+        same_shape(name, l, gl)?;
+        let code = match op {
+            UnaryOp::Gelu => 11i32,
+            UnaryOp::GeluTanh => 12,
+            _ => {
+                return Err(Error::Backward(format!(
+                    "{name} has no fused gradient kernel"
+                )));
+            }
+        };
+        let dev = self.dev();
+        let n = l.elem_count();
+        let out = CudaStorage::alloc(dev, name, n, self.dtype)?;
+        let f = dev.function(
+            name,
+            Module::Elementwise,
+            &format!("unary_grad_{}", sfx(self.dtype)),
+        )?;
+        let (nn, x, xl, gp, glk, o) = (
+            n as i64,
+            self.ptr(0),
+            self.klay(name, l)?,
+            g.ptr(0),
+            self.klay(name, gl)?,
+            out.ptr(0),
+        );
+        dev.launch(
+            name,
+            &f,
+            grid(n) * (n > 0) as u32,
+            BLOCK,
+            &mut args![nn, x, xl, gp, glk, o, code],
+        )?;
+        Ok(out)
+    }
+
+    fn binary(&self, l: &Layout, rhs: &Self, r: &Layout, op: BinaryOp) -> Result<Self> {
+        let name = op.name();
+        same_dtype(name, self.dtype, rhs.dtype)?;
+        same_shape(name, l, r)?;
+        self.check_device(name, rhs)?;
+        let dev = self.dev();
+        let n = l.elem_count();
+        let out = CudaStorage::alloc(dev, name, n, self.dtype)?;
+        let f = dev.function(
+            name,
+            Module::Elementwise,
+            &format!("binary_{}", sfx(self.dtype)),
+        )?;
+        let code: i32 = match op {
+            BinaryOp::Add => 0,
+            BinaryOp::Sub => 1,
+            BinaryOp::Mul => 2,
+            BinaryOp::Div => 3,
+            BinaryOp::Pow => 4,
+            BinaryOp::Maximum => 5,
+            BinaryOp::Minimum => 6,
+        };
+        let (nn, a, la, b, lb, o) = (
+            n as i64,
+            self.ptr(0),
+            self.klay(name, l)?,
+            rhs.ptr(0),
+            self.klay(name, r)?,
+            out.ptr(0),
+        );
+        dev.launch(
+            name,
+            &f,
+            grid(n) * (n > 0) as u32,
+            BLOCK,
+            &mut args![nn, a, la, b, lb, o, code],
+        )?;
+        Ok(out)
+    }
+
+    fn cmp(&self, l: &Layout, rhs: &Self, r: &Layout, op: CmpOp) -> Result<Self> {
+        let name = op.name();
+        same_dtype(name, self.dtype, rhs.dtype)?;
+        same_shape(name, l, r)?;
+        self.check_device(name, rhs)?;
+        let dev = self.dev();
+        let n = l.elem_count();
+        let out = CudaStorage::alloc(dev, name, n, DType::U8)?;
+        let f = dev.function(
+            name,
+            Module::Elementwise,
+            &format!("cmp_{}", sfx(self.dtype)),
+        )?;
+        let code: i32 = match op {
+            CmpOp::Eq => 0,
+            CmpOp::Ne => 1,
+            CmpOp::Lt => 2,
+            CmpOp::Le => 3,
+            CmpOp::Gt => 4,
+            CmpOp::Ge => 5,
+        };
+        let (nn, a, la, b, lb, o) = (
+            n as i64,
+            self.ptr(0),
+            self.klay(name, l)?,
+            rhs.ptr(0),
+            self.klay(name, r)?,
+            out.ptr(0),
+        );
+        dev.launch(
+            name,
+            &f,
+            grid(n) * (n > 0) as u32,
+            BLOCK,
+            &mut args![nn, a, la, b, lb, o, code],
+        )?;
+        Ok(out)
+    }
+
+    fn where_cond(
+        &self,
+        l: &Layout,
+        on_true: &Self,
+        t: &Layout,
+        on_false: &Self,
+        f: &Layout,
+    ) -> Result<Self> {
+        let name = "where_cond";
+        if self.dtype != DType::U8 {
+            return Err(Error::UnsupportedDType {
+                op: name,
+                got: self.dtype,
+                expected: "a u8 mask",
+            });
+        }
+        same_dtype(name, on_true.dtype, on_false.dtype)?;
+        same_shape(name, l, t)?;
+        same_shape(name, l, f)?;
+        self.check_device(name, on_true)?;
+        self.check_device(name, on_false)?;
+        let dev = self.dev();
+        let n = l.elem_count();
+        let out = CudaStorage::alloc(dev, name, n, on_true.dtype)?;
+        let k = dev.function(
+            name,
+            Module::Elementwise,
+            &format!("where_{}", sfx(on_true.dtype)),
+        )?;
+        let (nn, m, lm, a, la, b, lb, o) = (
+            n as i64,
+            self.ptr(0),
+            self.klay(name, l)?,
+            on_true.ptr(0),
+            self.klay(name, t)?,
+            on_false.ptr(0),
+            self.klay(name, f)?,
+            out.ptr(0),
+        );
+        dev.launch(
+            name,
+            &k,
+            grid(n) * (n > 0) as u32,
+            BLOCK,
+            &mut args![nn, m, lm, a, la, b, lb, o],
+        )?;
+        Ok(out)
+    }
+
+    fn reduce(&self, l: &Layout, op: ReduceOp, dims: &[usize]) -> Result<Self> {
+        super::reduce::reduce(self, l, op, dims)
+    }
+
+    fn matmul(&self, l: &Layout, rhs: &Self, r: &Layout) -> Result<Self> {
+        super::matmul::matmul(self, l, rhs, r)
+    }
+
+    fn index_select(&self, l: &Layout, ids: &Self, il: &Layout, dim: usize) -> Result<Self> {
+        super::indexing::index_select(self, l, ids, il, dim)
+    }
+
+    fn gather(&self, l: &Layout, ids: &Self, il: &Layout, dim: usize) -> Result<Self> {
+        super::indexing::gather(self, l, ids, il, dim)
+    }
+
+    fn scatter_add(
+        &self,
+        l: &Layout,
+        ids: &Self,
+        il: &Layout,
+        src: &Self,
+        sl: &Layout,
+        dim: usize,
+    ) -> Result<Self> {
+        super::indexing::scatter_add(self, l, ids, il, src, sl, dim)
+    }
+
+    fn softmax_last(&self, l: &Layout, log: bool) -> Result<Self> {
+        let op = if log { "log_softmax" } else { "softmax" };
+        let (off, w) = rows_of(op, l)?;
+        super::rows::softmax(self, off, l.elem_count(), w, log, 0)
+    }
+
+    fn softmax_last_bwd(&self, l: &Layout, g: &Self, gl: &Layout, log: bool) -> Result<Self> {
+        let op = "softmax_backward";
+        let (yo, w) = rows_of(op, l)?;
+        let (go, _) = rows_of(op, gl)?;
+        same_shape(op, l, gl)?;
+        super::rows::softmax_bwd(self, yo, g, go, l.elem_count(), w, log)
+    }
+
+    fn norm_last(&self, l: &Layout, eps: f64, rms: bool) -> Result<(Self, Self)> {
+        let (off, w) = rows_of("layer_norm", l)?;
+        super::rows::norm(self, off, l.elem_count(), w, eps, rms)
+    }
+
+    fn norm_last_bwd(&self, rstd: &Self, g: &Self, gl: &Layout, rms: bool) -> Result<Self> {
+        let (go, w) = rows_of("layer_norm_backward", gl)?;
+        super::rows::norm_bwd(self, rstd, g, go, gl.elem_count(), w, rms)
+    }
+
+    fn cross_entropy_fwd(
+        &self,
+        l: &Layout,
+        targets: &Self,
+        tl: &Layout,
+        ignore: Option<i64>,
+    ) -> Result<(Self, Self)> {
+        let (off, _) = rows_of("cross_entropy", l)?;
+        let t = targets.ids_i64("cross_entropy", tl)?;
+        super::rows::cross_entropy_fwd(self, off, l.dims()[0], l.dims()[1], &t, ignore)
+    }
+
+    fn cross_entropy_bwd(
+        &self,
+        targets: &Self,
+        tl: &Layout,
+        lse: &Self,
+        g: &Self,
+        ignore: Option<i64>,
+    ) -> Result<Self> {
+        let t = targets.ids_i64("cross_entropy_backward", tl)?;
+        super::rows::cross_entropy_bwd(self, &t, lse, g, ignore)
+    }
+
+    fn attention_fwd(&self, k: &Self, v: &Self, dims: AttnDims) -> Result<(Self, Self)> {
+        super::matmul::attention_fwd(self, k, v, dims)
+    }
+
+    fn attention_bwd(
+        &self,
+        k: &Self,
+        v: &Self,
+        probs: &Self,
+        g: &Self,
+        dims: AttnDims,
+    ) -> Result<(Self, Self, Self)> {
+        super::matmul::attention_bwd(self, k, v, probs, g, dims)
+    }
+}
