@@ -228,6 +228,11 @@ pub trait BackendDevice: Clone {
     fn memory_stats(&self) -> Result<Option<(u64, u64)>>;
     /// Starts a new peak for [`BackendDevice::memory_stats`].
     fn reset_peak_memory(&self) -> Result<()>;
+    /// Time per kernel since the last report, when the device is profiling (see
+    /// [`crate::Device::profile_report`]).
+    fn profile_report(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The storage of one device. Every method reads its operands through their layouts and returns
@@ -329,15 +334,17 @@ pub trait BackendStorage: Sized {
         ignore: Option<i64>,
     ) -> Result<Self>;
     /// Fused attention on contiguous `(n, t, d)`, `(n, s, d)`, `(n, s, dv)` operands (`self` is
-    /// q): the output and the attention probabilities.
+    /// q): the output and what the backward needs besides q, k and v, in a form of the
+    /// backend's choosing (the CPU keeps the probabilities; a GPU keeps each row's logsumexp
+    /// and recomputes them, so no `(n, t, s)` tensor outlives the forward).
     fn attention_fwd(&self, k: &Self, v: &Self, dims: AttnDims) -> Result<(Self, Self)>;
-    /// Gradients of q, k and v from the forward's probabilities and the output gradient `g`.
+    /// Gradients of q, k and v from what the forward `saved` and the output gradient `g`.
     #[allow(clippy::type_complexity)]
     fn attention_bwd(
         &self,
         k: &Self,
         v: &Self,
-        probs: &Self,
+        saved: &Self,
         g: &Self,
         dims: AttnDims,
     ) -> Result<(Self, Self, Self)>;

@@ -335,14 +335,14 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, InputGrad
             q,
             k,
             v,
-            probs,
+            saved,
             dims,
         } => {
             let g = g.dense()?;
             let (dq, dk, dv) = q.storage().attention_bwd(
                 &k.storage(),
                 &v.storage(),
-                &probs.storage(),
+                &saved.storage(),
                 &g.storage(),
                 *dims,
             )?;

@@ -58,6 +58,13 @@ impl Device {
         crate::storage::Storage::reset_peak_memory(*self)
     }
 
+    /// A table of GPU time per kernel and cuBLAS call since the last report, when the process
+    /// was started with `RUSTYGRADIENTS_CUDA_PROFILE=1` (each launch is then timed between two
+    /// synchronisations, so the run is slower); `None` otherwise and for the CPU.
+    pub fn profile_report(&self) -> crate::Result<Option<String>> {
+        crate::storage::Storage::profile_report(*self)
+    }
+
     /// Bytes this process could still allocate on the device, when known: for the CPU, Linux's
     /// `MemAvailable`, lowered to the cgroup's remaining allowance when one is set. For sizing
     /// checks made before a large allocation (an allocation that fails aborts the process).

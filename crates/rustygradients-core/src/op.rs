@@ -45,13 +45,13 @@ pub(crate) enum Op {
         lse: Tensor,
         ignore: Option<i64>,
     },
-    /// Fused attention on `(N, T, d)` / `(N, S, d)` / `(N, S, dv)` inputs, with the forward's
-    /// probabilities kept for the rule.
+    /// Fused attention on `(N, T, d)` / `(N, S, d)` / `(N, S, dv)` inputs, with what the
+    /// backend's forward saved for the rule (flattened; see `BackendStorage::attention_fwd`).
     Attention {
         q: Tensor,
         k: Tensor,
         v: Tensor,
-        probs: Tensor,
+        saved: Tensor,
         dims: crate::backend::AttnDims,
     },
 }
@@ -126,7 +126,7 @@ impl Op {
     /// given which inputs need gradients, with the tensor (`None` for the output, which is being
     /// built). Must agree with that rule: a tensor read but not listed here could be modified in
     /// place unnoticed; one listed but not read gives a needless error. Internal tensors no
-    /// caller can reach (attention's probabilities, normalisation's `1/σ`) are not listed.
+    /// caller can reach (attention's saved state, normalisation's `1/σ`) are not listed.
     fn for_each_saved(&self, mut add: impl FnMut(Slot, Option<&Tensor>)) {
         use Slot::{Input, Output};
         match self {

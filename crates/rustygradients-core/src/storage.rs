@@ -130,6 +130,14 @@ impl Storage {
         }
     }
 
+    /// See [`BackendDevice::profile_report`].
+    pub fn profile_report(device: Device) -> Result<Option<String>> {
+        Ok(match device {
+            Device::Cpu => CpuDevice.profile_report(),
+            Device::Cuda(ordinal) => BackendDevice::profile_report(&CudaDevice::get(ordinal)?),
+        })
+    }
+
     // ---- host copies ----------------------------------------------------------------------
 
     /// True when the elements are read in place from shared bytes (only host memory can be).

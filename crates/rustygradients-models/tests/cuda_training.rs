@@ -7,6 +7,12 @@ use rustygradients_models::{Gpt, GptConfig, Split, TextDataset};
 use rustygradients_nn::optim::{clip_grad_norm, AdamW, AdamWConfig, Optimizer};
 use rustygradients_nn::Module;
 
+/// Both tests seed and draw from the one process-wide generator: they must not interleave.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn gpu() -> Option<Device> {
     let d = Device::Cuda(0);
     if d.is_available() {
@@ -67,6 +73,7 @@ fn train(device: Device, steps: usize) -> Result<Vec<f64>> {
 #[test]
 fn baby_gpt_first_50_steps_on_the_gpu_match_the_cpu() -> Result<()> {
     let Some(dev) = gpu() else { return Ok(()) };
+    let _serial = serial();
     let cpu = train(Device::Cpu, 50)?;
     let gpu = train(dev, 50)?;
     let mut worst = 0.0f64;
@@ -89,6 +96,7 @@ fn baby_gpt_first_50_steps_on_the_gpu_match_the_cpu() -> Result<()> {
 #[test]
 fn a_thousand_gpu_training_steps_do_not_grow_memory() -> Result<()> {
     let Some(dev) = gpu() else { return Ok(()) };
+    let _serial = serial();
     let (ids, vocab) = tokens();
     manual_seed(7);
     let model = Gpt::new(baby(vocab), DType::F32, dev)?;

@@ -6,6 +6,13 @@ use rustygradients_models::{Gpt, GptConfig};
 use rustygradients_nn::optim::{decay_groups, Adam, AdamConfig, Optimizer};
 use rustygradients_nn::Module;
 
+/// Tests here seed and draw from the one process-wide generator (initial weights, dropout):
+/// run concurrently, they would interleave their draws. Each test holds this lock.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn tiny(dropout: f64, dtype: DType) -> Gpt {
     manual_seed(1);
     let cfg = GptConfig {
@@ -25,6 +32,7 @@ fn ids(v: &[i64], shape: [usize; 2]) -> Tensor {
 
 #[test]
 fn parameters_have_nanogpt_names() {
+    let _serial = serial();
     let g = tiny(0.0, DType::F32);
     let names: Vec<String> = g.named_parameters().into_iter().map(|(n, _)| n).collect();
     assert_eq!(
@@ -48,6 +56,7 @@ fn parameters_have_nanogpt_names() {
 
 #[test]
 fn gradcheck_gpt_end_to_end() {
+    let _serial = serial();
     let g = tiny(0.0, DType::F64);
     let x = ids(&[1, 4, 2, 6, 0, 3, 3, 5], [2, 4]);
     let y = ids(&[4, 2, 6, 0, 3, 3, 5, 1], [2, 4]);
@@ -85,6 +94,7 @@ fn gradcheck_gpt_end_to_end() {
 
 #[test]
 fn overfits_one_sequence() {
+    let _serial = serial();
     let g = tiny(0.0, DType::F32);
     let x = ids(&[1, 4, 2, 6, 0], [1, 5]);
     let y = ids(&[4, 2, 6, 0, 3], [1, 5]);
@@ -102,6 +112,7 @@ fn overfits_one_sequence() {
 
 #[test]
 fn eval_mode_disables_dropout() {
+    let _serial = serial();
     let g = tiny(0.5, DType::F32);
     let x = ids(&[1, 4, 2, 6, 0], [1, 5]);
     let run = || g.logits(&x).unwrap().to_vec::<f32>().unwrap();
@@ -116,6 +127,7 @@ fn eval_mode_disables_dropout() {
 
 #[test]
 fn same_seed_same_losses() {
+    let _serial = serial();
     let losses = || {
         let g = tiny(0.1, DType::F32);
         let x = ids(&[1, 4, 2, 6, 0, 3, 3, 5], [2, 4]);
@@ -136,6 +148,7 @@ fn same_seed_same_losses() {
 
 #[test]
 fn rejects_sequences_longer_than_the_block() {
+    let _serial = serial();
     let g = tiny(0.0, DType::F32);
     let err = g.logits(&ids(&[0; 6], [1, 6])).unwrap_err().to_string();
     assert!(err.contains("block_size"), "{err}");
@@ -143,6 +156,7 @@ fn rejects_sequences_longer_than_the_block() {
 
 #[test]
 fn load_state_dict_rejects_missing_or_misshapen_weights_and_changes_nothing() {
+    let _serial = serial();
     let model = tiny(0.0, DType::F32);
     let before: Vec<Vec<f32>> = model
         .named_parameters()
@@ -196,6 +210,7 @@ fn load_state_dict_rejects_missing_or_misshapen_weights_and_changes_nothing() {
 /// so the fused attention kernel's block and tail paths all run.
 #[test]
 fn gpt_is_causal_forward_and_backward() {
+    let _serial = serial();
     manual_seed(5);
     let cfg = GptConfig {
         vocab_size: 65,
@@ -269,6 +284,7 @@ fn gpt_is_causal_forward_and_backward() {
 /// model too large for memory is refused before anything is allocated.
 #[test]
 fn invalid_configs_name_the_field() {
+    let _serial = serial();
     let ok = GptConfig {
         vocab_size: 7,
         block_size: 5,

@@ -27,6 +27,10 @@ pub(super) struct Inner {
     /// `[op code, index, size]` of the first bad index a kernel met since the last check.
     pub(super) err: u64,
     pool: sys::CUmemoryPool,
+    /// Kernel names by function handle, for the profile.
+    names: Mutex<HashMap<usize, String>>,
+    /// With `RUSTYGRADIENTS_CUDA_PROFILE=1`: calls and seconds per kernel (or GEMM shape).
+    profile: Option<Mutex<HashMap<String, (u64, f64)>>>,
 }
 
 // SAFETY: the raw pool handle and error-flag address are plain identifiers that the driver
@@ -138,6 +142,10 @@ impl CudaDevice {
             functions: Mutex::new(HashMap::new()),
             err,
             pool,
+            names: Mutex::new(HashMap::new()),
+            profile: std::env::var("RUSTYGRADIENTS_CUDA_PROFILE")
+                .is_ok_and(|v| v == "1")
+                .then(|| Mutex::new(HashMap::new())),
         })))
     }
 
@@ -185,6 +193,11 @@ impl CudaDevice {
             .load_function(name)
             .map_err(|e| self.error(op, format!("kernel {name}: {e}")))?;
         functions.insert(name.to_string(), f.clone());
+        self.0
+            .names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(f.cu_function() as usize, name.to_string());
         Ok(f)
     }
 
@@ -197,22 +210,87 @@ impl CudaDevice {
         block: u32,
         args: &mut [*mut c_void],
     ) -> Result<()> {
-        if grid == 0 {
+        self.launch_2d(op, f, (grid, 1), block, args)
+    }
+
+    /// [`CudaDevice::launch`] on a two-dimensional grid.
+    pub(super) fn launch_2d(
+        &self,
+        op: &'static str,
+        f: &CudaFunction,
+        grid: (u32, u32),
+        block: u32,
+        args: &mut [*mut c_void],
+    ) -> Result<()> {
+        if grid.0 == 0 || grid.1 == 0 {
             return Ok(());
         }
-        // SAFETY: the caller passes arguments matching the kernel's signature, pointing at
-        // values that outlive this call; device pointers belong to live buffers of this device.
-        unsafe {
-            drv::launch_kernel(
-                f.cu_function(),
-                (grid, 1, 1),
-                (block, 1, 1),
-                0,
-                self.0.stream.cu_stream(),
-                args,
-            )
+        let name = || {
+            let names = self.0.names.lock().unwrap_or_else(|e| e.into_inner());
+            names
+                .get(&(f.cu_function() as usize))
+                .cloned()
+                .unwrap_or_default()
+        };
+        self.profiled(name, || {
+            // SAFETY: the caller passes arguments matching the kernel's signature, pointing at
+            // values that outlive this call; device pointers belong to live buffers of this
+            // device.
+            unsafe {
+                drv::launch_kernel(
+                    f.cu_function(),
+                    (grid.0, grid.1, 1),
+                    (block, 1, 1),
+                    0,
+                    self.0.stream.cu_stream(),
+                    args,
+                )
+            }
+            .map_err(|e| self.error(op, format!("launching a kernel: {e}")))
+        })
+    }
+
+    /// Runs `f` (which queues GPU work); when profiling, waits for the GPU before and after and
+    /// adds the time to `name()`'s entry.
+    pub(super) fn profiled<R>(
+        &self,
+        name: impl FnOnce() -> String,
+        f: impl FnOnce() -> Result<R>,
+    ) -> Result<R> {
+        let Some(profile) = &self.0.profile else {
+            return f();
+        };
+        let sync = |op| self.0.stream.synchronize().map_err(|e| self.error(op, e));
+        sync("profile")?;
+        let t = std::time::Instant::now();
+        let r = f()?;
+        sync("profile")?;
+        let secs = t.elapsed().as_secs_f64();
+        let mut p = profile.lock().unwrap_or_else(|e| e.into_inner());
+        let e = p.entry(name()).or_insert((0, 0.0));
+        e.0 += 1;
+        e.1 += secs;
+        Ok(r)
+    }
+
+    /// The profile so far (see `RUSTYGRADIENTS_CUDA_PROFILE`), largest total first, then
+    /// cleared; `None` when not profiling.
+    pub fn profile_report(&self) -> Option<String> {
+        let profile = self.0.profile.as_ref()?;
+        let mut p = profile.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows: Vec<_> = p.drain().collect();
+        rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+        let total: f64 = rows.iter().map(|r| r.1 .1).sum();
+        let mut out = format!("{:>10} {:>8} {:>6}  kernel\n", "ms", "calls", "%");
+        for (name, (calls, secs)) in rows {
+            out += &format!(
+                "{:>10.3} {calls:>8} {:>6.1}  {name}\n",
+                secs * 1e3,
+                100.0 * secs / total.max(1e-12)
+            );
         }
-        .map_err(|e| self.error(op, format!("launching a kernel: {e}")))
+        out += &format!("{:>10.3} total\n", total * 1e3);
+        Some(out)
     }
 
     /// Allocates `bytes` from the pool, in stream order (uninitialised).

@@ -11,6 +11,8 @@ pub(super) const MAX_DIMS: usize = 8;
 pub(super) struct KLay {
     rank: i32,
     contiguous: i32,
+    small: i32,
+    pad: i32,
     offset: i64,
     dims: [i64; MAX_DIMS],
     strides: [i64; MAX_DIMS],
@@ -22,6 +24,8 @@ impl KLay {
         KLay {
             rank: 1,
             contiguous: 1,
+            small: 0,
+            pad: 0,
             offset: offset as i64,
             dims: [1; MAX_DIMS],
             strides: [0; MAX_DIMS],
@@ -39,6 +43,8 @@ impl KLay {
         let mut k = KLay::contiguous(offset);
         k.rank = dims.len() as i32;
         k.contiguous = 0;
+        let fits = |v: usize| v < i32::MAX as usize;
+        k.small = (fits(dims.iter().product()) && dims.iter().all(|&d| fits(d))) as i32;
         for (i, (&d, &s)) in dims.iter().zip(strides).enumerate() {
             k.dims[i] = d as i64;
             k.strides[i] = s as i64;

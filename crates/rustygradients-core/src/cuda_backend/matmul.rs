@@ -125,10 +125,11 @@ fn gemm(
         }
     };
     let blas_handle = dev.0.blas.lock().unwrap_or_else(|e| e.into_inner());
+    let name = || format!("cublas gemm {:?} {batch}x({m}x{k})x({k}x{n})", s.dtype());
     // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: B is cuBLAS's first operand.
     // SAFETY: the operands and `out` are live buffers of this device holding the sizes and
     // strides described; alpha/beta point at host scalars of the compute type.
-    unsafe {
+    dev.profiled(name, || unsafe {
         blas::gemm_strided_batched_ex(
             *blas_handle.handle(),
             t(b.trans),
@@ -154,15 +155,15 @@ fn gemm(
             compute,
             bsys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
         )
-    }
-    .map_err(|e| {
-        dev.error(
-            op,
-            format!(
-                "cuBLAS gemm of {batch}×({m}×{k})·({k}×{n}) in {:?}: {e:?}",
-                s.dtype()
-            ),
-        )
+        .map_err(|e| {
+            dev.error(
+                op,
+                format!(
+                    "cuBLAS gemm of {batch}×({m}×{k})·({k}×{n}) in {:?}: {e:?}",
+                    s.dtype()
+                ),
+            )
+        })
     })
 }
 
@@ -248,8 +249,10 @@ pub(super) fn attention_fwd(
 ) -> Result<(CudaStorage, CudaStorage)> {
     let op = "scaled_dot_product_attention";
     let dev = q.dev();
+    let causal_t = if d.causal { d.t } else { 0 };
+    // scores = scale · q kᵀ, then the causal softmax in place, then out = probs v. Only each
+    // row's logsumexp is kept: the backward recomputes the probabilities with one more GEMM.
     let probs = CudaStorage::alloc(dev, op, d.n * d.t * d.s, q.dtype())?;
-    // scores = scale · q kᵀ, then the causal softmax in place, then out = probs v.
     gemm(
         q,
         op,
@@ -262,7 +265,7 @@ pub(super) fn attention_fwd(
         d.scale,
         probs.ptr(0),
     )?;
-    super::rows::softmax_in_place(&probs, d.n * d.t * d.s, d.s, if d.causal { d.t } else { 0 })?;
+    let lse = super::rows::softmax_in_place(&probs, d.n * d.t * d.s, d.s, causal_t)?;
     let out = CudaStorage::alloc(dev, op, d.n * d.t * d.dv, q.dtype())?;
     gemm(
         q,
@@ -276,25 +279,41 @@ pub(super) fn attention_fwd(
         1.0,
         out.ptr(0),
     )?;
-    Ok((out, probs))
+    Ok((out, lse))
 }
 
 pub(super) fn attention_bwd(
     q: &CudaStorage,
     k: &CudaStorage,
     v: &CudaStorage,
-    probs: &CudaStorage,
+    lse: &CudaStorage,
     g: &CudaStorage,
     d: AttnDims,
 ) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
     let op = "scaled_dot_product_attention_backward";
     let dev = q.dev();
+    let causal_t = if d.causal { d.t } else { 0 };
+    // p = softmax(scale · q kᵀ) again, from the saved logsumexp; then
     // dv = pᵀ g;  dp = g vᵀ;  ds = softmax'(p, dp);  dq = scale · ds k;  dk = scale · dsᵀ q.
+    let probs = CudaStorage::alloc(dev, op, d.n * d.t * d.s, q.dtype())?;
+    gemm(
+        q,
+        op,
+        dense(q, d.d, d.t),
+        dense_t(k, d.d, d.s),
+        d.t,
+        d.s,
+        d.d,
+        d.n,
+        d.scale,
+        probs.ptr(0),
+    )?;
+    super::rows::probs_from_lse(&probs, lse, d.n * d.t * d.s, d.s, causal_t)?;
     let dv = CudaStorage::alloc(dev, op, d.n * d.s * d.dv, q.dtype())?;
     gemm(
         q,
         op,
-        dense_t(probs, d.s, d.t),
+        dense_t(&probs, d.s, d.t),
         dense(g, d.dv, d.t),
         d.s,
         d.dv,
@@ -316,8 +335,8 @@ pub(super) fn attention_bwd(
         1.0,
         dp.ptr(0),
     )?;
-    let ds = super::rows::softmax_bwd(probs, 0, &dp, 0, d.n * d.t * d.s, d.s, false)?;
-    drop(dp);
+    let ds = super::rows::softmax_bwd(&probs, 0, &dp, 0, d.n * d.t * d.s, d.s, false)?;
+    drop((dp, probs));
     let dq = CudaStorage::alloc(dev, op, d.n * d.t * d.d, q.dtype())?;
     gemm(
         q,

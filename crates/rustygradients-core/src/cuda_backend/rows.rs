@@ -44,35 +44,71 @@ pub(super) fn softmax(
         return Ok(out);
     }
     let f = dev.function(op, Module::Rows, &format!("softmax_{}", sfx(x.dtype())))?;
-    let (xp, yp, ww, lg, ct) = (
+    let (xp, yp, ww, lg, ct, no_lse) = (
         x.ptr(off),
         out.ptr(0),
         w as i64,
         log as i32,
         causal_t as i64,
+        0u64,
     );
     dev.launch(
         op,
         &f,
         blocks(x, op, n / w)?,
         row_block(w),
-        &mut args![xp, yp, ww, lg, ct],
+        &mut args![xp, yp, ww, lg, ct, no_lse],
     )?;
     Ok(out)
 }
 
-/// In-place form for attention: the scores become probabilities.
-pub(super) fn softmax_in_place(s: &CudaStorage, n: usize, w: usize, causal_t: usize) -> Result<()> {
+/// Attention's form, in place: the `n` scores (rows of `w`) become probabilities, and each
+/// row's logsumexp is returned (f32; f64 for f64).
+pub(super) fn softmax_in_place(
+    s: &CudaStorage,
+    n: usize,
+    w: usize,
+    causal_t: usize,
+) -> Result<CudaStorage> {
     let op = "scaled_dot_product_attention";
     let dev = s.dev();
+    let rows = n / w;
+    let lse = CudaStorage::alloc(dev, op, rows, lse_dtype(s.dtype()))?;
     let f = dev.function(op, Module::Rows, &format!("softmax_{}", sfx(s.dtype())))?;
-    let (p, ww, lg, ct) = (s.ptr(0), w as i64, 0i32, causal_t as i64);
+    let (p, ww, lg, ct, lp) = (s.ptr(0), w as i64, 0i32, causal_t as i64, lse.ptr(0));
+    dev.launch(
+        op,
+        &f,
+        blocks(s, op, rows)?,
+        row_block(w),
+        &mut args![p, p, ww, lg, ct, lp],
+    )?;
+    Ok(lse)
+}
+
+/// The inverse for attention's backward: the scores (in place) become probabilities again,
+/// from the forward's logsumexp.
+pub(super) fn probs_from_lse(
+    s: &CudaStorage,
+    lse: &CudaStorage,
+    n: usize,
+    w: usize,
+    causal_t: usize,
+) -> Result<()> {
+    let op = "scaled_dot_product_attention_backward";
+    let dev = s.dev();
+    let f = dev.function(
+        op,
+        Module::Rows,
+        &format!("probs_from_lse_{}", sfx(s.dtype())),
+    )?;
+    let (p, lp, ww, ct) = (s.ptr(0), lse.ptr(0), w as i64, causal_t as i64);
     dev.launch(
         op,
         &f,
         blocks(s, op, n / w)?,
         row_block(w),
-        &mut args![p, p, ww, lg, ct],
+        &mut args![p, lp, ww, ct],
     )
 }
 

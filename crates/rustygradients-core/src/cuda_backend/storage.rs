@@ -356,6 +356,9 @@ impl BackendDevice for CudaDevice {
     fn reset_peak_memory(&self) -> Result<()> {
         CudaDevice::reset_peak_memory(self)
     }
+    fn profile_report(&self) -> Option<String> {
+        CudaDevice::profile_report(self)
+    }
 }
 
 impl BackendStorage for CudaStorage {

@@ -93,15 +93,16 @@ impl Tensor {
             };
             let flat = |x: &Tensor, rows: usize, cols: usize| x.dense()?.reshape([n, rows, cols]);
             let (q3, k3, v3) = (flat(self, t, d)?, flat(k, s, d)?, flat(v, s, dv)?);
-            let (out, probs) = q3
+            let (out, saved) = q3
                 .storage()
                 .attention_fwd(&k3.storage(), &v3.storage(), dims)?;
-            let probs = Tensor::from_storage(probs, [n, t, s], None);
+            let len = saved.elem_len();
+            let saved = Tensor::from_storage(saved, len, None);
             let op = Op::Attention {
                 q: q3.clone(),
                 k: k3.clone(),
                 v: v3.clone(),
-                probs,
+                saved,
                 dims,
             };
             let mut out_dims = batch.to_vec();

@@ -10,9 +10,12 @@ typedef unsigned char u8;
 #define INFINITY __int_as_float(0x7f800000)
 
 // A strided layout (see layout.rs): `rank` dims after merging, or `contiguous` for offset + i.
+// `small`: every dim and the element count fit in 31 bits, so positions divide in 32 bits.
 struct Lay {
     int rank;
     int contiguous;
+    int small;
+    int pad;
     i64 offset;
     i64 dims[MAX_DIMS];
     i64 strides[MAX_DIMS];
@@ -22,6 +25,16 @@ struct Lay {
 __device__ __forceinline__ i64 lay_off(const Lay& l, i64 i) {
     if (l.contiguous) return l.offset + i;
     i64 off = l.offset;
+    if (l.small) {
+        // 32-bit division is several times cheaper than 64-bit on the GPU.
+        u32 u = (u32)i;
+        for (int d = l.rank - 1; d >= 0; --d) {
+            u32 n = (u32)l.dims[d];
+            off += (i64)(u % n) * l.strides[d];
+            u /= n;
+        }
+        return off;
+    }
     for (int d = l.rank - 1; d >= 0; --d) {
         i64 n = l.dims[d];
         off += (i % n) * l.strides[d];

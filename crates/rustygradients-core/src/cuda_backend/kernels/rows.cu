@@ -4,8 +4,11 @@
 
 // Softmax of row `row`; keys at or after `visible` are masked (0, or -inf for log-softmax).
 // `causal_t` > 0: row i of each (t, w) slice sees min(i % t + 1, w) keys.
+// `lse_out`, when given, receives each row's logsumexp (what attention's backward recomputes
+// the probabilities from).
 template <typename T>
-__device__ void softmax_impl(const T* x, T* y, i64 w, int log_, i64 causal_t) {
+__device__ void softmax_impl(const T* x, T* y, i64 w, int log_, i64 causal_t,
+                             typename Num<T>::acc* lse_out) {
     typedef typename Num<T>::acc A;
     i64 row = blockIdx.x;
     const T* xr = x + row * w;
@@ -25,6 +28,7 @@ __device__ void softmax_impl(const T* x, T* y, i64 w, int log_, i64 causal_t) {
     for (i64 j = threadIdx.x; j < vis; j += blockDim.x) s += exp(Num<T>::ld(xr[j]) - m);
     s = block_sum<A>(s);
     A lse = m + log(s), inv = (A)1 / s;
+    if (lse_out && threadIdx.x == 0) lse_out[row] = lse;
     for (i64 j = threadIdx.x; j < w; j += blockDim.x) {
         A v = Num<T>::ld(xr[j]);
         A r;
@@ -32,6 +36,20 @@ __device__ void softmax_impl(const T* x, T* y, i64 w, int log_, i64 causal_t) {
         else r = log_ ? v - lse : exp(v - m) * inv;
         yr[j] = Num<T>::st(r);
     }
+}
+// Attention's probabilities recomputed in place from the scores and each row's logsumexp.
+template <typename T>
+__device__ void probs_from_lse_impl(T* p, const typename Num<T>::acc* lse, i64 w, i64 causal_t) {
+    typedef typename Num<T>::acc A;
+    i64 row = blockIdx.x;
+    i64 vis = w;
+    if (causal_t > 0) {
+        i64 i = row % causal_t + 1;
+        vis = i < w ? i : w;
+    }
+    A l = lse[row];
+    for (i64 j = threadIdx.x; j < w; j += blockDim.x)
+        p[row * w + j] = Num<T>::st(j < vis ? exp(Num<T>::ld(p[row * w + j]) - l) : (A)0);
 }
 template <typename T>
 __device__ void softmax_bwd_impl(const T* y, const T* g, T* out, i64 w, int log_) {
@@ -139,8 +157,13 @@ __device__ void ce_bwd_impl(const T* x, const i64* targets, const typename Num<T
 }
 
 #define ROWS(S, T)                                                                               \
-    extern "C" __global__ void softmax_##S(const T* x, T* y, i64 w, int log_, i64 causal_t) {   \
-        softmax_impl<T>(x, y, w, log_, causal_t);                                               \
+    extern "C" __global__ void softmax_##S(const T* x, T* y, i64 w, int log_, i64 causal_t,     \
+                                           Num<T>::acc* lse) {                                  \
+        softmax_impl<T>(x, y, w, log_, causal_t, lse);                                          \
+    }                                                                                           \
+    extern "C" __global__ void probs_from_lse_##S(T* p, const Num<T>::acc* lse, i64 w,          \
+                                                  i64 causal_t) {                               \
+        probs_from_lse_impl<T>(p, lse, w, causal_t);                                            \
     }                                                                                           \
     extern "C" __global__ void softmax_bwd_##S(const T* y, const T* g, T* out, i64 w, int log_) {\
         softmax_bwd_impl<T>(y, g, out, w, log_);                                                \

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# GPU benchmark: RustyGradients' `gpu_bench` example and its PyTorch twin back to back on the
+# same card, then a table of the ratios. Run on the GPU machine from the repository root:
+#
+#   scripts/bench_gpu.sh BIN [--steps N] [--batch B] [--only matmul|gpt]
+#
+# BIN is the example built on a development machine:
+#   cargo build --release --features cuda --example gpu_bench   # target/release/examples/gpu_bench
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=$1
+shift
+OUT=${OUT:-target/bench-gpu}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/card.txt"
+"$BIN" "$@" | tee "$OUT/rustygradients.jsonl"
+python3 scripts/bench_gpu_torch.py "$@" | tee "$OUT/pytorch.jsonl"
+python3 - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+load = lambda f: [json.loads(l) for l in open(f"{out}/{f}") if l.startswith("{")]
+rg, pt = load("rustygradients.jsonl"), load("pytorch.jsonl")
+key = lambda r: (r["bench"], r["mode"], r.get("shape", ""))
+ptk = {key(r): r for r in pt}
+print(f"{'bench':<10} {'mode':<5} {'shape':<13} {'RustyGradients':>16} {'PyTorch':>16} {'ratio':>7}")
+for r in rg:
+    p = ptk.get(key(r))
+    if not p:
+        continue
+    if r["bench"] == "matmul":
+        a, b, unit = r["tflops"], p["tflops"], "TFLOP/s"
+    else:
+        a, b, unit = r["tokens_per_s"], p["tokens_per_s"], "tok/s"
+    print(f"{r['bench']:<10} {r['mode']:<5} {r.get('shape',''):<13} {a:>10} {unit:<5} {b:>10} {unit:<5} {a / b:>6.2f}x")
+    if r["bench"] == "gpt2_step":
+        print(f"{'':<30} peak memory {r['peak_bytes'] / 2**30:>6.2f} GiB vs {p['peak_bytes'] / 2**30:.2f} GiB"
+              f" ({r['peak_bytes'] / p['peak_bytes']:.2f}x); loss {r['loss']} vs {p['loss']}")
+PY
