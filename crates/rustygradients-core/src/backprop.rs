@@ -46,7 +46,13 @@ impl Tensor {
         let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
         grads.insert(self.id(), grad.clone());
         for node in order.iter().rev() {
-            let op = node.0.op.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let op = node
+                .0
+                .node
+                .op
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             let Some(g) = grads.remove(&node.id()) else {
                 continue;
             };
@@ -89,7 +95,7 @@ impl Tensor {
                 continue;
             }
             {
-                let op = t.0.op.lock().unwrap_or_else(|e| e.into_inner());
+                let op = t.0.node.op.lock().unwrap_or_else(|e| e.into_inner());
                 match &*op {
                     Some(op) => {
                         let inputs = op.inputs();
@@ -102,7 +108,7 @@ impl Tensor {
                         }
                         continue;
                     }
-                    None if t.0.in_graph => {
+                    None if t.0.node.in_graph => {
                         return Err(Error::Backward(
                             "the graph was already freed by an earlier backward(); recompute the forward pass".into(),
                         ))

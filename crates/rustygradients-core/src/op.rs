@@ -127,8 +127,11 @@ impl Op {
     /// built). Must agree with that rule: a tensor read but not listed here could be modified in
     /// place unnoticed; one listed but not read gives a needless error. Internal tensors no
     /// caller can reach (attention's saved state, normalisation's `1/σ`) are not listed.
-    fn for_each_saved(&self, mut add: impl FnMut(Slot, Option<&Tensor>)) {
+    /// With `assume_tracked`, every input counts as needing a gradient (what the rule could
+    /// read at most).
+    fn for_each_saved(&self, assume_tracked: bool, mut add: impl FnMut(Slot, Option<&Tensor>)) {
         use Slot::{Input, Output};
+        let tracked = |t: &Tensor| assume_tracked || t.is_tracked();
         match self {
             Op::Unary(x, u) => match u {
                 UnaryOp::Exp
@@ -141,7 +144,7 @@ impl Op {
                 _ => add(Input(0), Some(x)),
             },
             Op::Binary(a, b, op) => {
-                let (ta, tb) = (a.is_tracked(), b.is_tracked());
+                let (ta, tb) = (tracked(a), tracked(b));
                 // ∂/∂a reads b (and a for pow); ∂/∂b reads a (and b for div, the output for pow).
                 let (read_a, read_b, read_out) = match op {
                     BinaryOp::Add | BinaryOp::Sub => (false, false, false),
@@ -168,10 +171,10 @@ impl Op {
                 }
             }
             Op::Matmul(a, b) => {
-                if b.is_tracked() {
+                if tracked(b) {
                     add(Input(0), Some(a));
                 }
-                if a.is_tracked() {
+                if tracked(a) {
                     add(Input(1), Some(b));
                 }
             }
@@ -205,8 +208,61 @@ impl Op {
     /// the output's storage.
     pub(crate) fn save_versions(&self, output_version: u64) -> SavedVersions {
         let mut saved = SavedVersions::NONE;
-        self.for_each_saved(|slot, t| saved.push(slot, t.map_or(output_version, Tensor::version)));
+        self.for_each_saved(false, |slot, t| {
+            saved.push(slot, t.map_or(output_version, Tensor::version))
+        });
         saved
+    }
+
+    /// The op with every input whose values the gradient rule can never read (whichever
+    /// inputs turn out to need gradients) replaced by its [`Tensor::ghost`]: the graph then
+    /// keeps only the activations backward needs, as PyTorch's saved tensors do.
+    pub(crate) fn without_unread_data(mut self) -> Op {
+        let mut read = vec![false; self.inputs().len()];
+        self.for_each_saved(true, |slot, _| {
+            if let Slot::Input(i) = slot {
+                read[i as usize] = true;
+            }
+        });
+        for (t, read) in self.inputs_mut().into_iter().zip(read) {
+            // An input whose own rule reads its output (exp, softmax, ...) keeps its memory.
+            if !read && !t.rule_reads_own_output() {
+                *t = t.ghost();
+            }
+        }
+        self
+    }
+
+    /// True when this op's gradient rule reads the op's output.
+    pub(crate) fn reads_output(&self) -> bool {
+        let mut reads = false;
+        self.for_each_saved(true, |slot, _| reads |= slot == Slot::Output);
+        reads
+    }
+
+    fn inputs_mut(&mut self) -> Vec<&mut Tensor> {
+        match self {
+            Op::Unary(a, _)
+            | Op::Reduce(a, ..)
+            | Op::ToDType(a)
+            | Op::ToDevice(a)
+            | Op::Copy(a)
+            | Op::Reshape(a)
+            | Op::Permute(a, _)
+            | Op::Narrow(a, ..)
+            | Op::Expand(a)
+            | Op::SoftmaxLast(a, _)
+            | Op::NormLast(a, _, _) => vec![a],
+            Op::Binary(a, b, _) | Op::Matmul(a, b) => vec![a, b],
+            Op::IndexSelect(a, i, _) | Op::Gather(a, i, _) => vec![a, i],
+            Op::WhereCond(m, a, b) => vec![m, a, b],
+            Op::ScatterAdd(a, i, s, _) => vec![a, i, s],
+            Op::Attention { q, k, v, .. } => vec![q, k, v],
+            Op::CrossEntropy {
+                logits, targets, ..
+            } => vec![logits, targets],
+            Op::Cat(ts, _) => ts.iter_mut().collect(),
+        }
     }
 
     /// The tensors this op read.

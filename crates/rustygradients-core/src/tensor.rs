@@ -28,12 +28,9 @@ pub(crate) struct StorageCell {
     version: AtomicU64,
 }
 
-pub(crate) struct TensorInner {
+/// A tensor's place in the autograd graph, shared by the tensor and by the ops that read it.
+pub(crate) struct Node {
     id: TensorId,
-    storage: Arc<StorageCell>,
-    layout: Layout,
-    dtype: DType,
-    device: Device,
     /// The recorded op; taken (freeing the graph) by `backward`.
     pub(crate) op: Mutex<Option<Op>>,
     /// The versions of the tensors the op's gradient rule reads, as they were when it was
@@ -43,6 +40,17 @@ pub(crate) struct TensorInner {
     pub(crate) in_graph: bool,
     requires_grad: AtomicBool,
     pub(crate) grad: Mutex<Option<Tensor>>,
+}
+
+pub(crate) struct TensorInner {
+    pub(crate) node: Arc<Node>,
+    /// The memory; `None` for the stand-in an op keeps for an input whose values its gradient
+    /// rule never reads (see [`Tensor::ghost`]), so that the graph does not keep every
+    /// intermediate activation alive until `backward`.
+    storage: Option<Arc<StorageCell>>,
+    layout: Layout,
+    dtype: DType,
+    device: Device,
 }
 
 /// An n-dimensional array on a device, with reverse-mode autograd.
@@ -60,7 +68,7 @@ pub(crate) struct TensorInner {
 #[derive(Clone)]
 pub struct Tensor(pub(crate) Arc<TensorInner>);
 
-impl Drop for TensorInner {
+impl Drop for Node {
     /// Unwinds long graphs iteratively: dropping the end of a 100k-op chain must not recurse.
     fn drop(&mut self) {
         let Some(op) = self.op.get_mut().unwrap_or_else(|e| e.into_inner()).take() else {
@@ -68,10 +76,14 @@ impl Drop for TensorInner {
         };
         let mut stack = op.into_inputs();
         while let Some(t) = stack.pop() {
-            if let Ok(mut inner) = Arc::try_unwrap(t.0) {
-                if let Some(op) = inner.op.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
-                    stack.extend(op.into_inputs());
-                }
+            let Ok(inner) = Arc::try_unwrap(t.0) else {
+                continue;
+            };
+            let Ok(mut node) = Arc::try_unwrap(inner.node) else {
+                continue;
+            };
+            if let Some(op) = node.op.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+                stack.extend(op.into_inputs());
             }
         }
     }
@@ -97,7 +109,7 @@ impl Tensor {
 
     /// A view sharing this tensor's storage.
     pub(crate) fn view_with(&self, layout: Layout, op: Option<Op>) -> Tensor {
-        Self::build(self.0.storage.clone(), layout, op)
+        Self::build(self.cell().clone(), layout, op)
     }
 
     fn build(storage: Arc<StorageCell>, layout: Layout, op: Option<Op>) -> Tensor {
@@ -107,28 +119,60 @@ impl Tensor {
         let saved = op.as_ref().map_or(SavedVersions::NONE, |op| {
             op.save_versions(storage.version.load(Ordering::Acquire))
         });
+        // Inputs whose values the rule never reads are kept as stand-ins without memory.
+        let op = op.map(Op::without_unread_data);
         let (dtype, device) = {
             let s = storage.data.read().unwrap_or_else(|e| e.into_inner());
             (s.dtype(), s.device())
         };
         Tensor(Arc::new(TensorInner {
-            id: TensorId::next(),
-            storage,
+            node: Arc::new(Node {
+                id: TensorId::next(),
+                in_graph: op.is_some(),
+                op: Mutex::new(op),
+                saved,
+                requires_grad: AtomicBool::new(false),
+                grad: Mutex::new(None),
+            }),
+            storage: Some(storage),
             layout,
             dtype,
             device,
-            in_graph: op.is_some(),
-            op: Mutex::new(op),
-            saved,
-            requires_grad: AtomicBool::new(false),
-            grad: Mutex::new(None),
         }))
+    }
+
+    /// The same graph node (id, op, gradient) with the same shape, dtype and device, but no
+    /// memory: what a recorded op keeps for an input its gradient rule only needs the shape
+    /// of. Its values cannot be read.
+    pub(crate) fn ghost(&self) -> Tensor {
+        Tensor(Arc::new(TensorInner {
+            node: self.0.node.clone(),
+            storage: None,
+            layout: self.0.layout.clone(),
+            dtype: self.0.dtype,
+            device: self.0.device,
+        }))
+    }
+
+    /// True when the op that made this tensor reads its values in backward.
+    pub(crate) fn rule_reads_own_output(&self) -> bool {
+        let op = self.0.node.op.lock().unwrap_or_else(|e| e.into_inner());
+        op.as_ref().is_some_and(Op::reads_output)
+    }
+
+    /// The storage cell; every tensor a caller can reach has one (ghosts live only inside
+    /// recorded ops, and gradient rules read only the inputs they listed as saved).
+    fn cell(&self) -> &Arc<StorageCell> {
+        self.0
+            .storage
+            .as_ref()
+            .expect("a gradient rule read an input it did not list in Op::for_each_saved")
     }
 
     /// This tensor's node in the autograd graph: clones of the handle share it, while every view
     /// or op result gets a new one.
     pub fn id(&self) -> TensorId {
-        self.0.id
+        self.0.node.id
     }
     /// The sizes of the dims (PyTorch's `shape`).
     pub fn shape(&self) -> &Shape {
@@ -174,35 +218,27 @@ impl Tensor {
     }
 
     pub(crate) fn storage(&self) -> RwLockReadGuard<'_, Storage> {
-        self.0
-            .storage
-            .data
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        self.cell().data.read().unwrap_or_else(|e| e.into_inner())
     }
     /// Write access for an in-place update. Bumps the storage's version (see
     /// [`Tensor::version`]): every in-place write goes through here, so none can slip past the
     /// saved-tensor check of `backward`.
     pub(crate) fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
-        let guard = self
-            .0
-            .storage
-            .data
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        self.0.storage.version.fetch_add(1, Ordering::AcqRel);
+        let cell = self.cell();
+        let guard = cell.data.write().unwrap_or_else(|e| e.into_inner());
+        cell.version.fetch_add(1, Ordering::AcqRel);
         guard
     }
     /// How many in-place writes this tensor's storage has seen (PyTorch's `_version`). Views
     /// share their source's counter. Autograd records it for every tensor a gradient rule will
     /// read, and `backward` fails if it has changed since.
     pub fn version(&self) -> u64 {
-        self.0.storage.version.load(Ordering::Acquire)
+        self.cell().version.load(Ordering::Acquire)
     }
     /// Fails, naming the op and the tensor, when a tensor this node's gradient rule reads was
     /// modified in place after the op was recorded. `inputs` are `op.inputs()`.
     pub(crate) fn check_saved_versions(&self, op: &Op, inputs: &[&Tensor]) -> Result<()> {
-        for (slot, saved) in self.0.saved.iter() {
+        for (slot, saved) in self.0.node.saved.iter() {
             let t = match slot {
                 Slot::Input(i) => inputs[i as usize],
                 Slot::Output => self,
@@ -230,7 +266,7 @@ impl Tensor {
     /// contiguously, so it may be updated in place.
     pub(crate) fn exclusively_owned(&self) -> bool {
         Arc::strong_count(&self.0) == 1
-            && Arc::strong_count(&self.0.storage) == 1
+            && Arc::strong_count(self.cell()) == 1
             && self.owns_storage()
     }
     /// A contiguous copy in fresh storage, with no graph history.
@@ -254,26 +290,26 @@ impl Tensor {
     }
     /// Identifies this tensor's memory: equal for views of the same storage.
     pub(crate) fn storage_id(&self) -> usize {
-        Arc::as_ptr(&self.0.storage) as usize
+        Arc::as_ptr(self.cell()) as usize
     }
     /// True when `self` and `other` are views of the same memory.
     pub fn same_storage(&self, other: &Tensor) -> bool {
-        Arc::ptr_eq(&self.0.storage, &other.0.storage)
+        Arc::ptr_eq(self.cell(), other.cell())
     }
 
     // ---- autograd state -------------------------------------------------------------------
 
     /// True for leaves that collect gradients.
     pub fn requires_grad(&self) -> bool {
-        self.0.requires_grad.load(Ordering::Relaxed)
+        self.0.node.requires_grad.load(Ordering::Relaxed)
     }
     /// True when gradients flow through this tensor (a grad-requiring leaf or a recorded op).
     pub fn is_tracked(&self) -> bool {
-        self.requires_grad() || self.0.in_graph
+        self.requires_grad() || self.0.node.in_graph
     }
     /// True when no op was recorded for this tensor.
     pub fn is_leaf(&self) -> bool {
-        !self.0.in_graph
+        !self.0.node.in_graph
     }
     /// Marks a leaf as collecting gradients (PyTorch's `requires_grad_`); returns the same tensor.
     pub fn requires_grad_(self, flag: bool) -> Result<Tensor> {
@@ -289,15 +325,15 @@ impl Tensor {
                 expected: "a floating-point dtype (only floats have gradients)",
             });
         }
-        self.0.requires_grad.store(flag, Ordering::Relaxed);
+        self.0.node.requires_grad.store(flag, Ordering::Relaxed);
         Ok(self)
     }
     /// The gradient accumulated on this leaf by `backward`, if any.
     pub fn grad(&self) -> Option<Tensor> {
-        lock(&self.0.grad).clone()
+        lock(&self.0.node.grad).clone()
     }
     pub(crate) fn set_grad_unchecked(&self, g: Option<Tensor>) {
-        *lock(&self.0.grad) = g;
+        *lock(&self.0.node.grad) = g;
     }
     /// Replaces the accumulated gradient (e.g. after clipping); it must match shape, dtype and
     /// device.
