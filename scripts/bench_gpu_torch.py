@@ -73,6 +73,13 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(block, c)
         self.h = nn.ModuleList(Block(c, heads) for _ in range(layers))
         self.ln_f = nn.LayerNorm(c)
+        # GPT-2's initialisation, as RustyGradients' Gpt::new.
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif p.dim() >= 2:
+                std = 0.02 / math.sqrt(2 * layers) if name.endswith(("c_proj.weight", "mlp_proj.weight")) else 0.02
+                nn.init.normal_(p, 0.0, std)
 
     def forward(self, idx, targets):
         t = idx.shape[1]

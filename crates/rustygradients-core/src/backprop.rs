@@ -41,11 +41,14 @@ impl Tensor {
                 self.device()
             )));
         }
-        let order = self.sorted_graph()?;
+        let mut order = self.sorted_graph()?;
         let _no_grad = NoGradGuard::new();
         let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
         grads.insert(self.id(), grad.clone());
-        for node in order.iter().rev() {
+        // Popped, not iterated: each node's handle (and so any memory only it still holds) is
+        // released as soon as its rule has run.
+        while let Some(node) = order.pop() {
+            let node = &node;
             let op = node
                 .0
                 .node

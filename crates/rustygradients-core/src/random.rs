@@ -17,8 +17,49 @@ pub fn manual_seed(seed: u64) {
     *RNG.lock().unwrap_or_else(|e| e.into_inner()) = Some(ChaCha8Rng::seed_from_u64(seed));
 }
 
-/// Runs `f` with the global generator.
+thread_local! {
+    /// A generator of this thread's own while [`fork_rng`] runs.
+    static LOCAL: std::cell::RefCell<Option<ChaCha8Rng>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with a generator seeded by `seed` that only this thread draws from (PyTorch's
+/// `torch.random.fork_rng` plus a seed): what `rand`, `randn`, `dropout` and the rest draw
+/// inside `f` depends on `seed` alone, whatever other threads draw meanwhile, and the global
+/// generator is left as it was.
+///
+/// ```
+/// use rustygradients_core::{random::fork_rng, DType, Device, Tensor};
+/// let a = fork_rng(7, || Tensor::rand(4, DType::F32, Device::Cpu))?;
+/// let b = fork_rng(7, || Tensor::rand(4, DType::F32, Device::Cpu))?;
+/// assert_eq!(a.to_vec::<f32>()?, b.to_vec::<f32>()?);
+/// # Ok::<(), rustygradients_core::Error>(())
+/// ```
+pub fn fork_rng<R>(seed: u64, f: impl FnOnce() -> R) -> R {
+    let outer = LOCAL.with(|l| l.replace(Some(ChaCha8Rng::seed_from_u64(seed))));
+    // Restored even if `f` panics.
+    struct Restore(Option<ChaCha8Rng>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let outer = self.0.take();
+            LOCAL.with(|l| *l.borrow_mut() = outer);
+        }
+    }
+    let _restore = Restore(outer);
+    f()
+}
+
+/// Runs `f` with this thread's forked generator if there is one, else the global one.
 pub(crate) fn with_rng<R>(f: impl FnOnce(&mut ChaCha8Rng) -> R) -> R {
+    let mut f = Some(f);
+    let local = LOCAL.with(|l| {
+        l.borrow_mut()
+            .as_mut()
+            .map(|rng| (f.take().expect("called once"))(rng))
+    });
+    if let Some(r) = local {
+        return r;
+    }
+    let f = f.take().expect("not called yet");
     let mut guard = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let rng = guard.get_or_insert_with(|| ChaCha8Rng::seed_from_u64(DEFAULT_SEED));
     f(rng)

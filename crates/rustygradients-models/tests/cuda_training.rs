@@ -124,9 +124,11 @@ fn a_thousand_gpu_training_steps_do_not_grow_memory() -> Result<()> {
         "GPU memory in use after step 10: {} bytes, after step 1000: {} bytes; peak {} bytes",
         start.in_use, end.in_use, end.peak
     );
-    assert_eq!(
-        start.in_use, end.in_use,
-        "memory grew between step 10 and step 1000"
+    assert!(
+        end.in_use <= start.in_use,
+        "memory grew between step 10 and step 1000: {} -> {} bytes",
+        start.in_use,
+        end.in_use
     );
     Ok(())
 }

@@ -18,6 +18,14 @@ fn float_only(op: &'static str, d: DType) -> Result<()> {
     }
 }
 
+/// The widest row the one-warp-per-row kernels hold in registers (`32 × WARP_MAX`).
+const WARP_ROW_MAX: usize = 1024;
+
+/// Blocks of 8 warps for one row per warp.
+fn warp_blocks(s: &CudaStorage, op: &'static str, rows: usize) -> Result<u32> {
+    blocks(s, op, rows.div_ceil(8))
+}
+
 /// Blocks for `rows` rows.
 fn blocks(s: &CudaStorage, op: &'static str, rows: usize) -> Result<u32> {
     u32::try_from(rows).map_err(|_| {
@@ -41,6 +49,30 @@ pub(super) fn softmax(
     let dev = x.dev();
     let out = CudaStorage::alloc(dev, op, n, x.dtype())?;
     if n == 0 || w == 0 {
+        return Ok(out);
+    }
+    if w <= WARP_ROW_MAX {
+        let f = dev.function(
+            op,
+            Module::Rows,
+            &format!("softmax_warp_{}", sfx(x.dtype())),
+        )?;
+        let (xp, yp, rows, ww, lg, ct, no_lse) = (
+            x.ptr(off),
+            out.ptr(0),
+            (n / w) as i64,
+            w as i64,
+            log as i32,
+            causal_t as i64,
+            0u64,
+        );
+        dev.launch(
+            op,
+            &f,
+            warp_blocks(x, op, n / w)?,
+            256,
+            &mut args![xp, yp, rows, ww, lg, ct, no_lse],
+        )?;
         return Ok(out);
     }
     let f = dev.function(op, Module::Rows, &format!("softmax_{}", sfx(x.dtype())))?;
@@ -74,6 +106,29 @@ pub(super) fn softmax_in_place(
     let dev = s.dev();
     let rows = n / w;
     let lse = CudaStorage::alloc(dev, op, rows, lse_dtype(s.dtype()))?;
+    if w <= WARP_ROW_MAX {
+        let f = dev.function(
+            op,
+            Module::Rows,
+            &format!("softmax_warp_{}", sfx(s.dtype())),
+        )?;
+        let (p, nr, ww, lg, ct, lp) = (
+            s.ptr(0),
+            rows as i64,
+            w as i64,
+            0i32,
+            causal_t as i64,
+            lse.ptr(0),
+        );
+        dev.launch(
+            op,
+            &f,
+            warp_blocks(s, op, rows)?,
+            256,
+            &mut args![p, p, nr, ww, lg, ct, lp],
+        )?;
+        return Ok(lse);
+    }
     let f = dev.function(op, Module::Rows, &format!("softmax_{}", sfx(s.dtype())))?;
     let (p, ww, lg, ct, lp) = (s.ptr(0), w as i64, 0i32, causal_t as i64, lse.ptr(0));
     dev.launch(
@@ -102,13 +157,13 @@ pub(super) fn probs_from_lse(
         Module::Rows,
         &format!("probs_from_lse_{}", sfx(s.dtype())),
     )?;
-    let (p, lp, ww, ct) = (s.ptr(0), lse.ptr(0), w as i64, causal_t as i64);
+    let (p, lp, nn, ww, ct) = (s.ptr(0), lse.ptr(0), n as i64, w as i64, causal_t as i64);
     dev.launch(
         op,
         &f,
-        blocks(s, op, n / w)?,
-        row_block(w),
-        &mut args![p, lp, ww, ct],
+        super::storage::grid(n),
+        super::storage::BLOCK,
+        &mut args![p, lp, nn, ww, ct],
     )
 }
 
@@ -133,6 +188,29 @@ pub(super) fn softmax_bwd(
     let dev = y.dev();
     let out = CudaStorage::alloc(dev, op, n, y.dtype())?;
     if n == 0 || w == 0 {
+        return Ok(out);
+    }
+    if w <= WARP_ROW_MAX {
+        let f = dev.function(
+            op,
+            Module::Rows,
+            &format!("softmax_bwd_warp_{}", sfx(y.dtype())),
+        )?;
+        let (yp, gp, o, rows, ww, lg) = (
+            y.ptr(yo),
+            g.ptr(go),
+            out.ptr(0),
+            (n / w) as i64,
+            w as i64,
+            log as i32,
+        );
+        dev.launch(
+            op,
+            &f,
+            warp_blocks(y, op, n / w)?,
+            256,
+            &mut args![yp, gp, o, rows, ww, lg],
+        )?;
         return Ok(out);
     }
     let f = dev.function(op, Module::Rows, &format!("softmax_bwd_{}", sfx(y.dtype())))?;

@@ -37,19 +37,95 @@ __device__ void softmax_impl(const T* x, T* y, i64 w, int log_, i64 causal_t,
         yr[j] = Num<T>::st(r);
     }
 }
-// Attention's probabilities recomputed in place from the scores and each row's logsumexp.
+// Attention's probabilities recomputed in place from the scores and each row's logsumexp:
+// elementwise over all n elements (rows of w).
 template <typename T>
-__device__ void probs_from_lse_impl(T* p, const typename Num<T>::acc* lse, i64 w, i64 causal_t) {
+__device__ void probs_from_lse_impl(T* p, const typename Num<T>::acc* lse, i64 n, i64 w,
+                                    i64 causal_t) {
     typedef typename Num<T>::acc A;
-    i64 row = blockIdx.x;
+    GRID_STRIDE(i, n) {
+        i64 row = i / w, j = i - row * w;
+        i64 vis = causal_t > 0 ? row % causal_t + 1 : w;
+        p[i] = Num<T>::st(j < vis ? exp(Num<T>::ld(p[i]) - lse[row]) : (A)0);
+    }
+}
+
+// Rows of at most 1024: one warp per row, the row in registers (32 values per lane), warp
+// shuffles instead of block-wide reductions. Eight rows per block of 256 threads.
+#define WARP_MAX 32
+template <typename A> __device__ __forceinline__ A warp_sum(A v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+template <typename A> __device__ __forceinline__ A warp_max(A v) {
+    for (int o = 16; o > 0; o >>= 1) {
+        A w = __shfl_xor_sync(0xffffffffu, v, o);
+        v = (w > v || w != w) ? w : v;
+    }
+    return v;
+}
+template <typename T>
+__device__ void softmax_warp_impl(const T* x, T* y, i64 rows, i64 w, int log_, i64 causal_t,
+                                  typename Num<T>::acc* lse_out) {
+    typedef typename Num<T>::acc A;
+    i64 row = (i64)blockIdx.x * 8 + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (row >= rows) return;
     i64 vis = w;
     if (causal_t > 0) {
         i64 i = row % causal_t + 1;
         vis = i < w ? i : w;
     }
-    A l = lse[row];
-    for (i64 j = threadIdx.x; j < w; j += blockDim.x)
-        p[row * w + j] = Num<T>::st(j < vis ? exp(Num<T>::ld(p[row * w + j]) - l) : (A)0);
+    A v[WARP_MAX];
+    A m = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < WARP_MAX; ++k) {
+        i64 j = lane + 32 * k;
+        v[k] = j < vis ? Num<T>::ld(x[row * w + j]) : (A)-INFINITY;
+        m = (v[k] > m || v[k] != v[k]) ? v[k] : m;
+    }
+    m = warp_max<A>(m);
+    A s = 0;
+#pragma unroll
+    for (int k = 0; k < WARP_MAX; ++k) {
+        i64 j = lane + 32 * k;
+        if (j < vis) s += exp(v[k] - m);
+    }
+    s = warp_sum<A>(s);
+    A lse = m + log(s), inv = (A)1 / s;
+    if (lse_out && lane == 0) lse_out[row] = lse;
+#pragma unroll
+    for (int k = 0; k < WARP_MAX; ++k) {
+        i64 j = lane + 32 * k;
+        if (j < w) {
+            A r;
+            if (j >= vis) r = log_ ? (A)-INFINITY : (A)0;
+            else r = log_ ? v[k] - lse : exp(v[k] - m) * inv;
+            y[row * w + j] = Num<T>::st(r);
+        }
+    }
+}
+template <typename T>
+__device__ void softmax_bwd_warp_impl(const T* y, const T* g, T* out, i64 rows, i64 w, int log_) {
+    typedef typename Num<T>::acc A;
+    i64 row = (i64)blockIdx.x * 8 + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    A yv[WARP_MAX], gv[WARP_MAX];
+    A s = 0;
+#pragma unroll
+    for (int k = 0; k < WARP_MAX; ++k) {
+        i64 j = lane + 32 * k;
+        yv[k] = j < w ? Num<T>::ld(y[row * w + j]) : (A)0;
+        gv[k] = j < w ? Num<T>::ld(g[row * w + j]) : (A)0;
+        s += log_ ? gv[k] : gv[k] * yv[k];
+    }
+    s = warp_sum<A>(s);
+#pragma unroll
+    for (int k = 0; k < WARP_MAX; ++k) {
+        i64 j = lane + 32 * k;
+        if (j < w) out[row * w + j] = Num<T>::st(log_ ? gv[k] - exp(yv[k]) * s : yv[k] * (gv[k] - s));
+    }
 }
 template <typename T>
 __device__ void softmax_bwd_impl(const T* y, const T* g, T* out, i64 w, int log_) {
@@ -161,9 +237,17 @@ __device__ void ce_bwd_impl(const T* x, const i64* targets, const typename Num<T
                                            Num<T>::acc* lse) {                                  \
         softmax_impl<T>(x, y, w, log_, causal_t, lse);                                          \
     }                                                                                           \
-    extern "C" __global__ void probs_from_lse_##S(T* p, const Num<T>::acc* lse, i64 w,          \
+    extern "C" __global__ void probs_from_lse_##S(T* p, const Num<T>::acc* lse, i64 n, i64 w,   \
                                                   i64 causal_t) {                               \
-        probs_from_lse_impl<T>(p, lse, w, causal_t);                                            \
+        probs_from_lse_impl<T>(p, lse, n, w, causal_t);                                         \
+    }                                                                                           \
+    extern "C" __global__ void softmax_warp_##S(const T* x, T* y, i64 rows, i64 w, int log_,    \
+                                                i64 causal_t, Num<T>::acc* lse) {               \
+        softmax_warp_impl<T>(x, y, rows, w, log_, causal_t, lse);                               \
+    }                                                                                           \
+    extern "C" __global__ void softmax_bwd_warp_##S(const T* y, const T* g, T* out, i64 rows,   \
+                                                    i64 w, int log_) {                          \
+        softmax_bwd_warp_impl<T>(y, g, out, rows, w, log_);                                     \
     }                                                                                           \
     extern "C" __global__ void softmax_bwd_##S(const T* y, const T* g, T* out, i64 w, int log_) {\
         softmax_bwd_impl<T>(y, g, out, w, log_);                                                \
