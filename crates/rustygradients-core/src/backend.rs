@@ -228,6 +228,11 @@ pub trait BackendDevice: Clone {
     fn memory_stats(&self) -> Result<Option<(u64, u64)>>;
     /// Starts a new peak for [`BackendDevice::memory_stats`].
     fn reset_peak_memory(&self) -> Result<()>;
+    /// Bytes still free for new tensors, where the device reports it (GPUs; the CPU's answer
+    /// comes from the OS, see [`crate::Device::available_memory`]).
+    fn free_memory(&self) -> Option<u64> {
+        None
+    }
     /// Time per kernel since the last report, when the device is profiling (see
     /// [`crate::Device::profile_report`]).
     fn profile_report(&self) -> Option<String> {

@@ -66,12 +66,13 @@ impl Device {
     }
 
     /// Bytes this process could still allocate on the device, when known: for the CPU, Linux's
-    /// `MemAvailable`, lowered to the cgroup's remaining allowance when one is set. For sizing
+    /// `MemAvailable`, lowered to the cgroup's remaining allowance when one is set; for a GPU,
+    /// the driver's free memory plus what this process's pool holds free for reuse. For sizing
     /// checks made before a large allocation (an allocation that fails aborts the process).
     pub fn available_memory(&self) -> Option<u64> {
         match self {
             Device::Cpu => host_available_memory(),
-            Device::Cuda(_) => None,
+            Device::Cuda(_) => crate::storage::Storage::free_memory(*self),
         }
     }
 }

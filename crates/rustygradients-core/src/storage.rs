@@ -130,6 +130,13 @@ impl Storage {
         }
     }
 
+    /// See [`BackendDevice::free_memory`] (`None` also when the device cannot be opened).
+    pub fn free_memory(device: Device) -> Option<u64> {
+        match device {
+            Device::Cpu => CpuDevice.free_memory(),
+            Device::Cuda(ordinal) => CudaDevice::get(ordinal).ok()?.free_memory(),
+        }
+    }
     /// See [`BackendDevice::profile_report`].
     pub fn profile_report(device: Device) -> Result<Option<String>> {
         Ok(match device {

@@ -357,6 +357,24 @@ impl CudaDevice {
         ))
     }
 
+    /// The driver's free memory plus what the pool holds without a tensor in it.
+    pub fn free_memory(&self) -> Option<u64> {
+        self.0.ctx.bind_to_thread().ok()?;
+        let (free, _) = drv::mem_get_info().ok()?;
+        let mut reserved = 0u64;
+        // SAFETY: the attribute is a u64 counter of a live pool.
+        unsafe {
+            drv::mem_pool::get_attribute(
+                self.0.pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT,
+                &mut reserved as *mut u64 as *mut c_void,
+            )
+        }
+        .ok()?;
+        let (in_use, _) = self.memory_stats().ok()?;
+        Some(free as u64 + reserved.saturating_sub(in_use))
+    }
+
     /// Starts a new peak for [`CudaDevice::memory_stats`].
     pub fn reset_peak_memory(&self) -> Result<()> {
         let mut zero = 0u64;

@@ -359,6 +359,9 @@ impl BackendDevice for CudaDevice {
     fn profile_report(&self) -> Option<String> {
         CudaDevice::profile_report(self)
     }
+    fn free_memory(&self) -> Option<u64> {
+        CudaDevice::free_memory(self)
+    }
 }
 
 impl BackendStorage for CudaStorage {
