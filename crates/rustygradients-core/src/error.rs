@@ -163,7 +163,7 @@ pub enum Error {
     },
     /// A device that cannot be used: a CUDA device in a build without the `cuda` feature, on a
     /// machine without the CUDA driver, or with an ordinal past the last GPU.
-    #[error("device {device:?} is not available: {msg}")]
+    #[error("device {device} is not available: {msg}")]
     DeviceUnavailable {
         /// The device asked for.
         device: Device,
