@@ -2853,3 +2853,27 @@ fn cuda_training_sizes() {
         x[0].layer_norm(Some(&x[1]), Some(&x[2]), 1e-5)
     });
 }
+
+#[test]
+fn cuda_tensors_work_on_other_threads() {
+    let Some(dev) = gpu() else { return };
+    let _serial = serial();
+    // Made on this thread, read, computed on and dropped on others (each thread must make the
+    // device's context current before any driver call).
+    let x = Tensor::arange(0.0, 1000.0, 1.0, DType::F32, dev).unwrap();
+    let want: Vec<f32> = (0..1000).map(|i| i as f32).collect();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                assert_eq!(x.to_vec::<f32>().unwrap(), want);
+                let y = x.add(&x).unwrap();
+                let twice: Vec<f32> = want.iter().map(|v| 2.0 * v).collect();
+                assert_eq!(y.to_vec::<f32>().unwrap(), twice);
+                dev.synchronize().unwrap();
+            });
+        }
+    });
+    let moved = x.clone();
+    std::thread::spawn(move || drop(moved)).join().unwrap();
+    assert_eq!(x.to_vec::<f32>().unwrap(), want);
+}

@@ -232,6 +232,7 @@ impl CudaDevice {
                 .cloned()
                 .unwrap_or_default()
         };
+        self.bind(op)?;
         self.profiled(name, || {
             // SAFETY: the caller passes arguments matching the kernel's signature, pointing at
             // values that outlive this call; device pointers belong to live buffers of this
@@ -293,9 +294,15 @@ impl CudaDevice {
         Some(out)
     }
 
+    /// Makes this device's context current on the calling thread (driver calls need it; a
+    /// tensor may be used or dropped on any thread).
+    pub(super) fn bind(&self, op: &'static str) -> Result<()> {
+        self.0.ctx.bind_to_thread().map_err(|e| self.error(op, e))
+    }
+
     /// Allocates `bytes` from the pool, in stream order (uninitialised).
     pub(super) fn alloc(&self, op: &'static str, bytes: usize) -> Result<u64> {
-        self.0.ctx.bind_to_thread().map_err(|e| self.error(op, e))?;
+        self.bind(op)?;
         // SAFETY: a plain stream-ordered allocation; freed by `DevBuf`'s Drop.
         match unsafe { drv::malloc_async(self.0.stream.cu_stream(), bytes.max(1)) } {
             Ok(p) => Ok(p),
@@ -315,6 +322,7 @@ impl CudaDevice {
 
     /// Returns `ptr` to the pool in stream order (after the queued work that uses it).
     pub(super) fn free(&self, ptr: u64) {
+        self.0.ctx.record_err(self.0.ctx.bind_to_thread());
         // SAFETY: `ptr` came from `alloc` and is freed once, by its owner's Drop.
         let r = unsafe { drv::free_async(ptr, self.0.stream.cu_stream()) };
         self.0.ctx.record_err(r);
@@ -323,6 +331,7 @@ impl CudaDevice {
     /// Waits for the stream and reports (and clears) a bad index a kernel recorded.
     pub fn synchronize(&self) -> Result<()> {
         let op = "synchronize";
+        self.bind(op)?;
         self.0.stream.synchronize().map_err(|e| self.error(op, e))?;
         self.0.ctx.check_err().map_err(|e| self.error(op, e))?;
         let mut flag = [0i64; 3];

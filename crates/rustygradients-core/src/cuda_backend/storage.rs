@@ -385,6 +385,7 @@ impl BackendStorage for CudaStorage {
             (&dense, 0)
         };
         let (dev, n, p) = (self.dev(), l.elem_count(), src.ptr(start));
+        dev.bind(op)?;
         let host = match self.dtype {
             DType::F32 => HostBuffer::from_vec(download::<f32>(dev, op, p, n)?),
             DType::F64 => HostBuffer::from_vec(download::<f64>(dev, op, p, n)?),
