@@ -184,25 +184,17 @@ impl CudaStorage {
         self.to_dtype(il, DType::I64)
     }
 
-    /// `out = kernel(self[l])` elementwise into fresh storage of `out_dtype`.
-    fn map(&self, op: &'static str, l: &Layout, name: &str, out_dtype: DType) -> Result<Self> {
+    /// The elements `l` selects converted to `dtype`, contiguous, in fresh storage.
+    fn cast(&self, l: &Layout, dtype: DType) -> Result<Self> {
+        let op = "to_dtype";
         let dev = self.dev();
         let n = l.elem_count();
-        let out = CudaStorage::alloc(dev, op, n, out_dtype)?;
+        let out = CudaStorage::alloc(dev, op, n, dtype)?;
         if n > 0 {
-            let f = dev.function(op, Module::Elementwise, name)?;
-            let (nn, src, kl, dst, ol) = (
-                n as i64,
-                self.ptr(0),
-                self.klay(op, l)?,
-                out.ptr(0),
-                KLay::contiguous(0),
-            );
-            if name.starts_with("copy_") {
-                dev.launch(op, &f, grid(n), BLOCK, &mut args![nn, src, kl, dst, ol])?;
-            } else {
-                dev.launch(op, &f, grid(n), BLOCK, &mut args![nn, src, kl, dst])?;
-            }
+            let name = format!("cast_{}_{}", sfx(self.dtype), sfx(dtype));
+            let f = dev.function(op, Module::Elementwise, &name)?;
+            let (nn, src, kl, dst) = (n as i64, self.ptr(0), self.klay(op, l)?, out.ptr(0));
+            dev.launch(op, &f, grid(n), BLOCK, &mut args![nn, src, kl, dst])?;
         }
         Ok(out)
     }
@@ -404,11 +396,13 @@ impl BackendStorage for CudaStorage {
         if dtype == self.dtype {
             return self.copy_strided(l);
         }
-        let name = format!("cast_{}_{}", sfx(self.dtype), sfx(dtype));
-        self.map("to_dtype", l, &name, dtype)
+        self.cast(l, dtype)
     }
     fn copy_strided(&self, l: &Layout) -> Result<Self> {
-        self.map("copy", l, &format!("copy_{}", sfx(self.dtype)), self.dtype)
+        let mut out = CudaStorage::alloc(self.dev(), "copy", l.elem_count(), self.dtype)?;
+        let dense = Layout::contiguous(l.shape().clone());
+        self.write_into("copy", "copy", l, &mut out, &dense)?;
+        Ok(out)
     }
     fn copy_into(&self, src_l: &Layout, dst: &mut Self, dst_l: &Layout) -> Result<()> {
         self.write_into("copy_into", "copy", src_l, dst, dst_l)
