@@ -3,6 +3,7 @@
 //! - `rustygradients train [--data FILE] ...` — trains, with a progress bar, periodic train/val
 //!   evaluation, and an output directory holding the model, tokenizer, metrics and a loss plot.
 //! - `rustygradients generate --model DIR --prompt ...` (alias `sample`) — streams sampled text.
+//! - `rustygradients tokenizer train | encode | decode` — byte-level BPE (see `tokenizer_cmd`).
 
 /// Prints a line to stdout, like `println!`, but a closed stdout (`train | head`) is not a
 /// reason to panic or to stop a training run: the line is dropped.
@@ -21,6 +22,7 @@ mod model_dir;
 mod plot;
 mod run_dir;
 mod run_state;
+mod tokenizer_cmd;
 mod train;
 mod train_args;
 
@@ -54,6 +56,9 @@ enum Command {
     /// Generate text from a trained model.
     #[command(alias = "sample", allow_negative_numbers = true)]
     Generate(generate::GenerateArgs),
+    /// Train a BPE vocabulary, or encode/decode text with one.
+    #[command(subcommand)]
+    Tokenizer(tokenizer_cmd::TokenizerCommand),
 }
 
 /// Keeps freed pages mapped: a training step frees and reallocates the same activation sizes
@@ -74,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         .install(|| match cli.command {
             Command::Train(args) => train::run(args),
             Command::Generate(args) => generate::run(args),
+            Command::Tokenizer(cmd) => tokenizer_cmd::run(cmd),
         })
 }
 
