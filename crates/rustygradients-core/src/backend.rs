@@ -2,7 +2,7 @@
 //! device: it calls [`crate::storage::Storage`], which dispatches to a [`BackendStorage`] here.
 
 use crate::host::HostBuffer;
-use crate::{DType, Device, Layout, Result};
+use crate::{DType, Device, Error, Layout, Result};
 
 /// Elementwise functions of one tensor. Parameterised variants carry their scalars.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -353,4 +353,44 @@ pub trait BackendStorage: Sized {
         g: &Self,
         dims: AttnDims,
     ) -> Result<(Self, Self, Self)>;
+}
+
+/// Ops that pair elements one to one (`copy_into`, `add_into`, elementwise kernels) need
+/// layouts of one shape. Shared by the backends.
+pub(crate) fn same_shape(op: &'static str, a: &Layout, b: &Layout) -> Result<()> {
+    if a.shape() == b.shape() {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            op,
+            lhs: a.shape().clone(),
+            rhs: b.shape().clone(),
+        })
+    }
+}
+
+/// PyTorch's rule for `gather` and `scatter_add`: the index has the rank of `l` and fits inside
+/// it on every dim but `dim`. Shared by the backends.
+pub(crate) fn check_index_shape(
+    op: &'static str,
+    l: &Layout,
+    il: &Layout,
+    dim: usize,
+) -> Result<()> {
+    let ok = l.shape().rank() == il.shape().rank()
+        && il
+            .dims()
+            .iter()
+            .zip(l.dims())
+            .enumerate()
+            .all(|(d, (&i, &x))| d == dim || i <= x);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            op,
+            lhs: l.shape().clone(),
+            rhs: il.shape().clone(),
+        })
+    }
 }

@@ -8,6 +8,35 @@
 use crate::backend::{BinaryOp, ReduceOp, UnaryOp};
 use crate::Tensor;
 
+/// The tensors an op read, in slot order, as `&` or `&mut` references (whichever `$op` is):
+/// one list for [`Op::inputs`] and `Op::inputs_mut`.
+macro_rules! inputs_of {
+    ($op:expr) => {
+        match $op {
+            Op::Unary(a, _)
+            | Op::Reduce(a, ..)
+            | Op::ToDType(a)
+            | Op::ToDevice(a)
+            | Op::Copy(a)
+            | Op::Reshape(a)
+            | Op::Permute(a, _)
+            | Op::Narrow(a, ..)
+            | Op::Expand(a)
+            | Op::SoftmaxLast(a, _)
+            | Op::NormLast(a, _, _) => vec![a],
+            Op::Binary(a, b, _) | Op::Matmul(a, b) => vec![a, b],
+            Op::IndexSelect(a, i, _) | Op::Gather(a, i, _) => vec![a, i],
+            Op::WhereCond(m, a, b) => vec![m, a, b],
+            Op::ScatterAdd(a, i, s, _) => vec![a, i, s],
+            Op::Attention { q, k, v, .. } => vec![q, k, v],
+            Op::CrossEntropy {
+                logits, targets, ..
+            } => vec![logits, targets],
+            Op::Cat(ts, _) => ts.into_iter().collect(),
+        }
+    };
+}
+
 pub(crate) enum Op {
     Unary(Tensor, UnaryOp),
     /// Both inputs have the output's shape (broadcasting is an `Expand` below them).
@@ -241,54 +270,12 @@ impl Op {
     }
 
     fn inputs_mut(&mut self) -> Vec<&mut Tensor> {
-        match self {
-            Op::Unary(a, _)
-            | Op::Reduce(a, ..)
-            | Op::ToDType(a)
-            | Op::ToDevice(a)
-            | Op::Copy(a)
-            | Op::Reshape(a)
-            | Op::Permute(a, _)
-            | Op::Narrow(a, ..)
-            | Op::Expand(a)
-            | Op::SoftmaxLast(a, _)
-            | Op::NormLast(a, _, _) => vec![a],
-            Op::Binary(a, b, _) | Op::Matmul(a, b) => vec![a, b],
-            Op::IndexSelect(a, i, _) | Op::Gather(a, i, _) => vec![a, i],
-            Op::WhereCond(m, a, b) => vec![m, a, b],
-            Op::ScatterAdd(a, i, s, _) => vec![a, i, s],
-            Op::Attention { q, k, v, .. } => vec![q, k, v],
-            Op::CrossEntropy {
-                logits, targets, ..
-            } => vec![logits, targets],
-            Op::Cat(ts, _) => ts.iter_mut().collect(),
-        }
+        inputs_of!(self)
     }
 
     /// The tensors this op read.
     pub(crate) fn inputs(&self) -> Vec<&Tensor> {
-        match self {
-            Op::Unary(a, _)
-            | Op::Reduce(a, ..)
-            | Op::ToDType(a)
-            | Op::ToDevice(a)
-            | Op::Copy(a)
-            | Op::Reshape(a)
-            | Op::Permute(a, _)
-            | Op::Narrow(a, ..)
-            | Op::Expand(a)
-            | Op::SoftmaxLast(a, _)
-            | Op::NormLast(a, _, _) => vec![a],
-            Op::Binary(a, b, _) | Op::Matmul(a, b) => vec![a, b],
-            Op::IndexSelect(a, i, _) | Op::Gather(a, i, _) => vec![a, i],
-            Op::WhereCond(m, a, b) => vec![m, a, b],
-            Op::ScatterAdd(a, i, s, _) => vec![a, i, s],
-            Op::Attention { q, k, v, .. } => vec![q, k, v],
-            Op::CrossEntropy {
-                logits, targets, ..
-            } => vec![logits, targets],
-            Op::Cat(ts, _) => ts.iter().collect(),
-        }
+        inputs_of!(self)
     }
 
     /// Consumes the op, handing back its inputs (for iterative graph teardown).

@@ -4,6 +4,7 @@
 use super::elementwise::Arith;
 use super::strided::{combine_into, copy_strided};
 use super::{map_all, map_pair, HostBuffer};
+use crate::backend::check_index_shape;
 use crate::{Error, Layout, Result, Shape, WithDType};
 
 /// The index tensor as i64s, each checked against `size`.
@@ -72,26 +73,6 @@ pub(crate) fn index_select(
         }
         out
     }))
-}
-
-/// Checks PyTorch's rule that the index fits inside `l` on every dim but `dim`.
-fn check_index_shape(op: &'static str, l: &Layout, il: &Layout, dim: usize) -> Result<()> {
-    let ok = l.shape().rank() == il.shape().rank()
-        && il
-            .dims()
-            .iter()
-            .zip(l.dims())
-            .enumerate()
-            .all(|(d, (&i, &x))| d == dim || i <= x);
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::ShapeMismatch {
-            op,
-            lhs: l.shape().clone(),
-            rhs: il.shape().clone(),
-        })
-    }
 }
 
 pub(crate) fn gather(

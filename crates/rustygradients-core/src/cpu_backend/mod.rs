@@ -20,7 +20,9 @@ pub use device::CpuDevice;
 
 pub(crate) use crate::host::{HostBuf, HostBuffer};
 
-use crate::backend::{AdamHyper, AttnDims, BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp};
+use crate::backend::{
+    same_shape, AdamHyper, AttnDims, BackendStorage, BinaryOp, CmpOp, ReduceOp, UnaryOp,
+};
 use crate::{DType, Device, Error, Layout, Result, WithDType};
 
 pub(crate) use strided::{copy_strided, map1};
@@ -72,18 +74,6 @@ macro_rules! float_map2 {
 }
 pub(crate) use crate::host::{map_all, map_pair, with_all, with_pair};
 pub(crate) use {float_map, float_map2};
-
-/// `copy_into` and `add_into` write one element per source element: the shapes must agree.
-fn same_shape(op: &'static str, src_l: &Layout, dst_l: &Layout) -> Result<()> {
-    if src_l.shape() != dst_l.shape() {
-        return Err(Error::ShapeMismatch {
-            op,
-            lhs: src_l.shape().clone(),
-            rhs: dst_l.shape().clone(),
-        });
-    }
-    Ok(())
-}
 
 fn convert<T: WithDType, U: WithDType>(v: &[T], l: &Layout) -> Vec<U> {
     map1(v, l, |x| U::from_f64(x.to_f64()))

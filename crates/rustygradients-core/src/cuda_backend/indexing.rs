@@ -5,7 +5,7 @@
 use super::compile::Module;
 use super::layout::KLay;
 use super::storage::{sfx, CudaStorage};
-use crate::backend::BackendStorage;
+use crate::backend::{check_index_shape, BackendStorage};
 use crate::{DType, Error, Layout, Result, Shape};
 
 /// The indices as `i64` with the layout to read them through: `i64` indices are used in place,
@@ -27,26 +27,6 @@ fn ids_i64<'a>(
             got: other,
             expected: "an integer index dtype (i64, u32 or u8)",
         }),
-    }
-}
-
-/// PyTorch's rule: the index fits inside `l` on every dim but `dim`.
-fn check_index_shape(op: &'static str, l: &Layout, il: &Layout, dim: usize) -> Result<()> {
-    let ok = l.shape().rank() == il.shape().rank()
-        && il
-            .dims()
-            .iter()
-            .zip(l.dims())
-            .enumerate()
-            .all(|(d, (&i, &x))| d == dim || i <= x);
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::ShapeMismatch {
-            op,
-            lhs: l.shape().clone(),
-            rhs: il.shape().clone(),
-        })
     }
 }
 

@@ -2,21 +2,9 @@
 //! layer/RMS normalisation and fused cross-entropy, forward and backward. One block per row.
 
 use super::compile::Module;
-use super::storage::{row_block, sfx, CudaStorage};
+use super::storage::{float_only, row_block, sfx, CudaStorage};
 use crate::backend::BackendStorage;
 use crate::{DType, Error, Result};
-
-fn float_only(op: &'static str, d: DType) -> Result<()> {
-    if d.is_float() {
-        Ok(())
-    } else {
-        Err(Error::UnsupportedDType {
-            op,
-            got: d,
-            expected: "a floating-point dtype",
-        })
-    }
-}
 
 /// The widest row the one-warp-per-row kernels hold in registers (`32 × WARP_MAX`).
 const WARP_ROW_MAX: usize = 1024;

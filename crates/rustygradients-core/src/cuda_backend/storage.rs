@@ -9,8 +9,8 @@ use super::compile::Module;
 use super::device::CudaDevice;
 use super::layout::KLay;
 use crate::backend::{
-    AdamHyper, AttnDims, BackendDevice, BackendStorage, BinaryOp, CmpOp, Distribution, ReduceOp,
-    UnaryOp,
+    same_shape, AdamHyper, AttnDims, BackendDevice, BackendStorage, BinaryOp, CmpOp, Distribution,
+    ReduceOp, UnaryOp,
 };
 use crate::host::HostBuffer;
 use crate::{random, DType, Device, Error, Layout, Result, WithDType};
@@ -70,7 +70,7 @@ pub(super) fn row_block(w: usize) -> u32 {
     (w.next_power_of_two()).clamp(32, 1024) as u32
 }
 
-fn float_only(op: &'static str, d: DType) -> Result<()> {
+pub(super) fn float_only(op: &'static str, d: DType) -> Result<()> {
     if d.is_float() {
         Ok(())
     } else {
@@ -87,18 +87,6 @@ fn same_dtype(op: &'static str, a: DType, b: DType) -> Result<()> {
         Ok(())
     } else {
         Err(Error::DTypeMismatch { op, lhs: a, rhs: b })
-    }
-}
-
-fn same_shape(op: &'static str, a: &Layout, b: &Layout) -> Result<()> {
-    if a.shape() == b.shape() {
-        Ok(())
-    } else {
-        Err(Error::ShapeMismatch {
-            op,
-            lhs: a.shape().clone(),
-            rhs: b.shape().clone(),
-        })
     }
 }
 
@@ -196,6 +184,48 @@ impl CudaStorage {
             let (nn, src, kl, dst) = (n as i64, self.ptr(0), self.klay(op, l)?, out.ptr(0));
             dev.launch(op, &f, grid(n), BLOCK, &mut args![nn, src, kl, dst])?;
         }
+        Ok(out)
+    }
+
+    /// `out = kernel(self[l], rhs[r], code)` elementwise (`kind` is `binary` or `cmp`, whose
+    /// kernels take the op's code), into fresh storage of `out_dtype`.
+    #[allow(clippy::too_many_arguments)]
+    fn pairwise(
+        &self,
+        name: &'static str,
+        kind: &str,
+        l: &Layout,
+        rhs: &Self,
+        r: &Layout,
+        code: i32,
+        out_dtype: DType,
+    ) -> Result<Self> {
+        same_dtype(name, self.dtype, rhs.dtype)?;
+        same_shape(name, l, r)?;
+        self.check_device(name, rhs)?;
+        let dev = self.dev();
+        let n = l.elem_count();
+        let out = CudaStorage::alloc(dev, name, n, out_dtype)?;
+        let f = dev.function(
+            name,
+            Module::Elementwise,
+            &format!("{kind}_{}", sfx(self.dtype)),
+        )?;
+        let (nn, a, la, b, lb, o) = (
+            n as i64,
+            self.ptr(0),
+            self.klay(name, l)?,
+            rhs.ptr(0),
+            self.klay(name, r)?,
+            out.ptr(0),
+        );
+        dev.launch(
+            name,
+            &f,
+            grid(n) * (n > 0) as u32,
+            BLOCK,
+            &mut args![nn, a, la, b, lb, o, code],
+        )?;
         Ok(out)
     }
 
@@ -485,19 +515,7 @@ impl BackendStorage for CudaStorage {
     }
 
     fn binary(&self, l: &Layout, rhs: &Self, r: &Layout, op: BinaryOp) -> Result<Self> {
-        let name = op.name();
-        same_dtype(name, self.dtype, rhs.dtype)?;
-        same_shape(name, l, r)?;
-        self.check_device(name, rhs)?;
-        let dev = self.dev();
-        let n = l.elem_count();
-        let out = CudaStorage::alloc(dev, name, n, self.dtype)?;
-        let f = dev.function(
-            name,
-            Module::Elementwise,
-            &format!("binary_{}", sfx(self.dtype)),
-        )?;
-        let code: i32 = match op {
+        let code = match op {
             BinaryOp::Add => 0,
             BinaryOp::Sub => 1,
             BinaryOp::Mul => 2,
@@ -506,38 +524,11 @@ impl BackendStorage for CudaStorage {
             BinaryOp::Maximum => 5,
             BinaryOp::Minimum => 6,
         };
-        let (nn, a, la, b, lb, o) = (
-            n as i64,
-            self.ptr(0),
-            self.klay(name, l)?,
-            rhs.ptr(0),
-            self.klay(name, r)?,
-            out.ptr(0),
-        );
-        dev.launch(
-            name,
-            &f,
-            grid(n) * (n > 0) as u32,
-            BLOCK,
-            &mut args![nn, a, la, b, lb, o, code],
-        )?;
-        Ok(out)
+        self.pairwise(op.name(), "binary", l, rhs, r, code, self.dtype)
     }
 
     fn cmp(&self, l: &Layout, rhs: &Self, r: &Layout, op: CmpOp) -> Result<Self> {
-        let name = op.name();
-        same_dtype(name, self.dtype, rhs.dtype)?;
-        same_shape(name, l, r)?;
-        self.check_device(name, rhs)?;
-        let dev = self.dev();
-        let n = l.elem_count();
-        let out = CudaStorage::alloc(dev, name, n, DType::U8)?;
-        let f = dev.function(
-            name,
-            Module::Elementwise,
-            &format!("cmp_{}", sfx(self.dtype)),
-        )?;
-        let code: i32 = match op {
+        let code = match op {
             CmpOp::Eq => 0,
             CmpOp::Ne => 1,
             CmpOp::Lt => 2,
@@ -545,22 +536,7 @@ impl BackendStorage for CudaStorage {
             CmpOp::Gt => 4,
             CmpOp::Ge => 5,
         };
-        let (nn, a, la, b, lb, o) = (
-            n as i64,
-            self.ptr(0),
-            self.klay(name, l)?,
-            rhs.ptr(0),
-            self.klay(name, r)?,
-            out.ptr(0),
-        );
-        dev.launch(
-            name,
-            &f,
-            grid(n) * (n > 0) as u32,
-            BLOCK,
-            &mut args![nn, a, la, b, lb, o, code],
-        )?;
-        Ok(out)
+        self.pairwise(op.name(), "cmp", l, rhs, r, code, DType::U8)
     }
 
     fn where_cond(
