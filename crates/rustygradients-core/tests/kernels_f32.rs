@@ -13,7 +13,7 @@
 //! child processes, with `RG_CPU_ISA=scalar` and (on a CPU that has them) `RG_CPU_ISA=avx2`:
 //! a plain `cargo test` checks both paths.
 
-use rustygradients_core::{AdamHyper, Device, Reduction, Tensor};
+use rustygradients_core::{AdamHyper, DType, Device, Reduction, Tensor};
 
 const CPU: Device = Device::Cpu;
 /// f32's machine epsilon (2^-23), in f64.
@@ -628,6 +628,73 @@ fn matmul_f32_within_rounding_bound() {
             .unwrap(),
     );
     check_matmul("batched matmul", &y, &a, &b, (m, k, n));
+}
+
+/// A few rows times a large matrix (a token being generated) takes the streaming path: both
+/// weight layouts, widths that are not a multiple of its blocks, each row the same alone as in
+/// a batch, and f16/bf16 weights widened as they stream.
+#[test]
+fn matmul_few_rows_within_rounding_bound() {
+    let mut rng = Rng(11);
+    for (k, n) in [(768, 2304), (130, 1001), (77, 3001)] {
+        let a = rng.normals(8 * k, 0.1, 1.0);
+        let b = rng.normals(k * n, -0.1, 1.0);
+        for tb in [false, true] {
+            let bt = if tb {
+                tensor(&transposed(&b, k, n), &[n, k]).t().unwrap()
+            } else {
+                tensor(&b, &[k, n])
+            };
+            let all = values(&tensor(&a, &[8, k]).matmul(&bt).unwrap());
+            for m in [1, 3, 8] {
+                let y = values(&tensor(&a[..m * k], &[m, k]).matmul(&bt).unwrap());
+                let what = format!("matmul {m}x{k}·{k}x{n} (transposed: {tb})");
+                check_matmul(&what, &y, &a[..m * k], &b, (m, k, n));
+                assert_eq!(
+                    y[..],
+                    all[..m * n],
+                    "{what}: rows differ from the same rows in a batch of 8"
+                );
+            }
+            // Rows folded from a (batch, 1, k) activation.
+            let y = values(&tensor(&a[..2 * k], &[2, 1, k]).matmul(&bt).unwrap());
+            assert_eq!(y[..], all[..2 * n], "(2, 1, {k}) rows");
+            for dt in [DType::F16, DType::BF16] {
+                let (ah, bh) = (
+                    tensor(&a[..3 * k], &[3, k]).to_dtype(dt).unwrap(),
+                    bt.to_dtype(dt).unwrap(),
+                );
+                let y = values(&ah.matmul(&bh).unwrap().to_dtype(DType::F32).unwrap());
+                // The f64 product of the rounded operands, rounded once more on output.
+                let (ar, br) = (
+                    values(&ah.to_dtype(DType::F32).unwrap()),
+                    values(&bh.to_dtype(DType::F32).unwrap().contiguous().unwrap()),
+                );
+                let unit = if dt == DType::F16 {
+                    2f64.powi(-11)
+                } else {
+                    2f64.powi(-8)
+                };
+                for i in 0..3 {
+                    for j in 0..n {
+                        let (mut want, mut mag) = (0f64, 0f64);
+                        for p in 0..k {
+                            let t = ar[i * k + p] as f64 * br[p * n + j] as f64;
+                            want += t;
+                            mag += t.abs();
+                        }
+                        let err = (y[i * n + j] as f64 - want).abs();
+                        let bound = unit * want.abs() + k as f64 * EPS * mag + 1e-30;
+                        assert!(
+                            err <= bound,
+                            "{dt:?} {k}x{n} (transposed: {tb}) [{i},{j}]: {} vs {want}",
+                            y[i * n + j]
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

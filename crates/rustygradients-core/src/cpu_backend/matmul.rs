@@ -5,6 +5,7 @@ use std::mem::MaybeUninit;
 
 use half::{bf16, f16};
 
+use super::gemv::{self, GemvElem, Matrix};
 use super::strided::map1;
 use super::HostBuf;
 use super::HostBuffer;
@@ -121,12 +122,53 @@ fn gemm_batched<T: 'static + Copy + Default + Send + Sync>(
     out
 }
 
+/// A few rows times one large matrix (generating a token) through [`gemv`], which streams the
+/// matrix once; `None` when the product is not of that kind.
+fn few_rows<T: GemvElem>(
+    a: &[T],
+    la: &Layout,
+    b: &[T],
+    lb: &Layout,
+    widen: impl Fn(T) -> f32 + Sync + Send,
+) -> Option<Vec<T>> {
+    let (ma, mb) = (mats(la), mats(lb));
+    let matrix = Matrix {
+        data: b,
+        off: *mb.offsets.first()?,
+        rs: mb.rs,
+        cs: mb.cs,
+        rows: mb.rows,
+        cols: mb.cols,
+    };
+    let one = ma.offsets.len() == 1 && mb.offsets.len() == 1;
+    if !one || mb.rows * mb.cols < 1 << 14 || !gemv::applies(ma.rows, &matrix) {
+        return None;
+    }
+    debug_assert!(lb.storage_extent() <= b.len());
+    Some(gemv::gemv(&map1(a, la, widen), ma.rows, &matrix))
+}
+
 pub(crate) fn matmul(
     a: &HostBuffer,
     la: &Layout,
     b: &HostBuffer,
     lb: &Layout,
 ) -> Result<HostBuffer> {
+    let few = match (a, b) {
+        (HostBuffer::F32(x), HostBuffer::F32(y)) => {
+            few_rows(x, la, y, lb, |v| v).map(|v| HostBuffer::F32(HostBuf::from(v)))
+        }
+        (HostBuffer::F16(x), HostBuffer::F16(y)) => {
+            few_rows(x, la, y, lb, f16::to_f32).map(|v| HostBuffer::F16(HostBuf::from(v)))
+        }
+        (HostBuffer::BF16(x), HostBuffer::BF16(y)) => {
+            few_rows(x, la, y, lb, bf16::to_f32).map(|v| HostBuffer::BF16(HostBuf::from(v)))
+        }
+        _ => None,
+    };
+    if let Some(out) = few {
+        return Ok(out);
+    }
     Ok(match (a, b) {
         (HostBuffer::F32(x), HostBuffer::F32(y)) => {
             HostBuffer::F32(HostBuf::from(gemm_batched(x, la, y, lb, 1.0)))

@@ -5,6 +5,7 @@ mod attention;
 mod cross_entropy;
 mod device;
 mod elementwise;
+mod gemv;
 mod indexing;
 mod lanes;
 mod matmul;

@@ -32,9 +32,15 @@ pub struct Bert {
     layers: Vec<Layer>,
     dtype: DType,
     device: Device,
+    num_parameters: usize,
 }
 
 impl Bert {
+    /// Parameters in its checkpoint.
+    pub fn num_parameters(&self) -> usize {
+        self.num_parameters
+    }
+
     /// Builds the encoder from `weights` (names with or without the `bert.` prefix; a pooler
     /// or MLM head in the file is ignored), checking every shape against `config`.
     pub fn load(config: &BertConfig, weights: &Weights) -> Result<Bert> {
@@ -76,6 +82,7 @@ impl Bert {
             layers,
             dtype: weights.dtype(),
             device: weights.device(),
+            num_parameters: weights.num_parameters(),
         })
     }
 

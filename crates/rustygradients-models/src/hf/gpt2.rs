@@ -32,9 +32,15 @@ pub struct Gpt2 {
     lm_head: Proj,
     dtype: DType,
     device: Device,
+    num_parameters: usize,
 }
 
 impl Gpt2 {
+    /// Parameters in its checkpoint.
+    pub fn num_parameters(&self) -> usize {
+        self.num_parameters
+    }
+
     /// Builds the model from `weights` (names with or without the `transformer.` prefix),
     /// checking every tensor's shape against `config`.
     pub fn load(config: &Gpt2Config, weights: &Weights) -> Result<Gpt2> {
@@ -68,6 +74,7 @@ impl Gpt2 {
             lm_head,
             dtype: weights.dtype(),
             device: weights.device(),
+            num_parameters: weights.num_parameters(),
         })
     }
 

@@ -37,9 +37,15 @@ pub struct Llama {
     rope: Rope,
     dtype: DType,
     device: Device,
+    num_parameters: usize,
 }
 
 impl Llama {
+    /// Parameters in its checkpoint.
+    pub fn num_parameters(&self) -> usize {
+        self.num_parameters
+    }
+
     /// Builds the model from `weights` (names with or without the `model.` prefix), checking
     /// every tensor's shape against `config`. Without `lm_head.weight` in the checkpoint the
     /// head is tied to the embedding (as `tie_word_embeddings` says, or as a file saved tied
@@ -81,6 +87,7 @@ impl Llama {
             rope: Rope::new(&c.rope, hd),
             dtype: weights.dtype(),
             device: weights.device(),
+            num_parameters: weights.num_parameters(),
         })
     }
 }

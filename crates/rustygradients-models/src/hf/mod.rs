@@ -86,6 +86,15 @@ impl HfModel {
         }
     }
 
+    /// Parameters in its checkpoint.
+    pub fn num_parameters(&self) -> usize {
+        match self {
+            HfModel::Gpt2(m) => m.num_parameters(),
+            HfModel::Llama(m) => m.num_parameters(),
+            HfModel::Bert(m) => m.num_parameters(),
+        }
+    }
+
     /// Its `model_type`.
     pub fn model_type(&self) -> &str {
         match self {

@@ -128,6 +128,17 @@ impl Weights {
         })
     }
 
+    /// Elements of every float tensor in the checkpoint: the parameter count (buffers such as
+    /// BERT's integer `position_ids` are not parameters).
+    pub fn num_parameters(&self) -> usize {
+        self.by_name
+            .iter()
+            .filter_map(|(n, &i)| self.files[i].info(n).ok())
+            .filter(|(dt, _)| dt.is_float())
+            .map(|(_, dims)| dims.iter().product::<usize>())
+            .sum()
+    }
+
     /// Whether the checkpoint holds `name` (under any of the prefixes).
     pub fn contains(&self, name: &str) -> bool {
         self.resolve(name).is_some()
