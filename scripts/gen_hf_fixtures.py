@@ -437,6 +437,38 @@ def build_mistral(tok, prompts, texts, eos_id, seed=SEEDS["mistral"]):
     write_expected(out, prompts, texts, "f32", eos_id)
 
 
+@torch.no_grad()
+def build_bert(tok, prompts, seed=5):
+    """A random BERT encoder (saved as BertModel: tensor names without `bert.`) and the mean of
+    its last hidden states over each sequence's tokens, computed as one right-padded batch."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        hidden_act="gelu",
+        initializer_range=INIT_RANGE,
+    )
+    model = BertModel(cfg, add_pooling_layer=False).eval()
+    out = HF_DIR / "bert_f32"
+    save_model_dir(model, tok, out)
+    reloaded = BertModel.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
+    seqs = [p for p in prompts]
+    width = max(len(p) for p in seqs)
+    ids = torch.tensor([p + [0] * (width - len(p)) for p in seqs])
+    mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in seqs])
+    hidden = reloaded(input_ids=ids, attention_mask=mask).last_hidden_state
+    m = mask.unsqueeze(-1).float()
+    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    expected = {"sequences": seqs, "mean_pooled": pooled.tolist()}
+    (out / "expected.json").write_text(json.dumps(expected) + "\n")
+
+
 def generate_hf_fixtures():
     tok = train_tokenizer()
     eos_id = tok.convert_tokens_to_ids(EOT)
@@ -449,6 +481,7 @@ def generate_hf_fixtures():
     build_llama_gqa(tok, prompts, texts, eos_id)
     build_llama_tied_llama3(tok, prompts, texts, eos_id)
     build_mistral(tok, prompts, texts, eos_id)
+    build_bert(tok, prompts)
     for d in sorted(HF_DIR.iterdir()):
         check_tokenizer_roundtrip(d, tok, prompts, texts)
 

@@ -344,3 +344,47 @@ fn cuda_matches_cpu() {
         assert!(err < 0.05, "{name} in bf16 on CUDA: {err}");
     }
 }
+
+#[derive(Deserialize)]
+struct BertExpected {
+    sequences: Vec<Vec<u32>>,
+    mean_pooled: Vec<Vec<f32>>,
+}
+
+/// A random BERT encoder: mean-pooled last hidden states of a padded batch, against
+/// transformers' `BertModel` with its attention mask.
+fn check_bert(device: Device) {
+    let model = load("bert_f32", DType::F32, device);
+    let bert = model.bert().expect("an encoder");
+    assert!(model.causal_lm().is_none());
+    let text = std::fs::read_to_string(dir("bert_f32").join("expected.json")).unwrap();
+    let exp: BertExpected = serde_json::from_str(&text).unwrap();
+    let got = bert.embed(&exp.sequences, false).unwrap();
+    for (i, (g, w)) in got.iter().zip(&exp.mean_pooled).enumerate() {
+        let err = rel_err(g, w);
+        assert!(
+            err <= 1e-4,
+            "{device}: sequence {i} ({} tokens): {err:e}",
+            exp.sequences[i].len()
+        );
+    }
+    let unit = bert.embed(&exp.sequences[..1], true).unwrap();
+    let norm: f32 = unit[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5);
+    let e = bert.embed(&[vec![1; 65]], false).unwrap_err().to_string();
+    assert!(e.contains("65") && e.contains("64"), "{e}");
+}
+
+#[test]
+fn bert_mean_pooling_matches_transformers() {
+    check_bert(Device::Cpu);
+}
+
+#[test]
+fn bert_on_cuda_matches_transformers() {
+    if !Device::Cuda(0).is_available() {
+        eprintln!("skipping: no CUDA device");
+        return;
+    }
+    check_bert(Device::Cuda(0));
+}
