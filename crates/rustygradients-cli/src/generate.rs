@@ -10,11 +10,12 @@ use rustygradients_core::{no_grad, Device, Tensor};
 use rustygradients_models::sampling::sample;
 use rustygradients_models::{Gpt, SamplingConfig};
 use rustygradients_nn::Module;
-use rustygradients_tokenizers::CharTokenizer;
+use rustygradients_tokenizers::Tokenizer;
 
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
-    /// Directory written by `rustygradients train`.
+    /// Directory written by `rustygradients train`, or a HuggingFace model directory
+    /// (config.json + model.safetensors + tokenizer.json of GPT-2, Llama or Mistral).
     #[arg(long, default_value = "out")]
     pub model: PathBuf,
     #[arg(long, default_value = "\n")]
@@ -34,6 +35,15 @@ pub struct GenerateArgs {
     pub seed: u64,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Penalise tokens already in the text (HuggingFace models; 1 = off, 1.1–1.3 typical).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f64,
+    /// Weights converted to f32, f16 or bf16 (HuggingFace models).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Keep generating past the model's end-of-sequence token (HuggingFace models).
+    #[arg(long)]
+    pub ignore_eos: bool,
 }
 
 pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
@@ -44,6 +54,9 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     };
     cfg.validate()
         .context("invalid --temperature, --top-k or --top-p")?;
+    if rustygradients_models::hf::is_hf_model_dir(&a.model) {
+        return quiet_on_closed_stdout(crate::hf_generate::run(&a, cfg));
+    }
     let device = crate::parse_device(&a.device)?;
     let (model, tok, _) = crate::model_dir::load(&a.model, device)?;
     let result = (|| {
@@ -71,11 +84,12 @@ pub fn quiet_on_closed_stdout(result: anyhow::Result<()>) -> anyhow::Result<()> 
     }
 }
 
-/// Samples `n` tokens after `prompt`, printing each as it is produced. The context is the last
-/// `block_size` tokens (no KV cache yet: each token reruns the window).
+/// Samples `n` tokens after `prompt`, printing the text as it is produced (a character split
+/// over several BPE tokens is printed once it is whole). The context is the last `block_size`
+/// tokens (no KV cache yet: each token reruns the window).
 pub fn stream(
     model: &Gpt,
-    tok: &CharTokenizer,
+    tok: &Tokenizer,
     prompt: &str,
     n: usize,
     cfg: &SamplingConfig,
@@ -90,6 +104,7 @@ pub fn stream(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let block = model.config.block_size;
     let mut out = std::io::stdout().lock();
+    let mut text = tok.stream(&ids)?;
     for _ in 0..n {
         let ctx: Vec<i64> = ids[ids.len().saturating_sub(block)..]
             .iter()
@@ -100,8 +115,13 @@ pub fn stream(
         let last = logits.narrow(1, t - 1, 1)?.flatten_all()?.to_vec::<f32>()?;
         let next = sample(&last, cfg, &mut rng)? as u32;
         ids.push(next);
-        write!(out, "{}", tok.decode(&[next])?)?;
-        out.flush()?;
+        let piece = text.push(next)?;
+        if !piece.is_empty() {
+            write!(out, "{piece}")?;
+            out.flush()?;
+        }
     }
+    write!(out, "{}", text.finish()?)?;
+    out.flush()?;
     Ok(())
 }

@@ -1,8 +1,11 @@
-//! `rustygradients`: train a character-level GPT and sample from it.
+//! `rustygradients`: train a GPT (on characters or BPE tokens) and sample from it.
 //!
 //! - `rustygradients train [--data FILE] ...` — trains, with a progress bar, periodic train/val
 //!   evaluation, and an output directory holding the model, tokenizer, metrics and a loss plot.
 //! - `rustygradients generate --model DIR --prompt ...` (alias `sample`) — streams sampled text.
+//!   A HuggingFace model directory (GPT-2, Llama, Mistral) generates with a KV-cache.
+//! - `rustygradients embed --model DIR [--normalize]` — BERT sentence embeddings, one JSON array
+//!   per input line.
 //! - `rustygradients tokenizer train | encode | decode` — byte-level BPE (see `tokenizer_cmd`).
 
 /// Prints a line to stdout, like `println!`, but a closed stdout (`train | head`) is not a
@@ -16,7 +19,9 @@ macro_rules! say {
 }
 
 mod corpus;
+mod embed;
 mod generate;
+mod hf_generate;
 mod memory;
 mod model_dir;
 mod plot;
@@ -50,12 +55,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a character-level GPT.
+    /// Train a GPT on characters, or on BPE tokens with --tokenizer.
     #[command(allow_negative_numbers = true)]
     Train(train::TrainArgs),
     /// Generate text from a trained model.
     #[command(alias = "sample", allow_negative_numbers = true)]
     Generate(generate::GenerateArgs),
+    /// Sentence embeddings from a BERT model directory: one JSON array per line of stdin.
+    Embed(embed::EmbedArgs),
     /// Train a BPE vocabulary, or encode/decode text with one.
     #[command(subcommand)]
     Tokenizer(tokenizer_cmd::TokenizerCommand),
@@ -79,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         .install(|| match cli.command {
             Command::Train(args) => train::run(args),
             Command::Generate(args) => generate::run(args),
+            Command::Embed(args) => embed::run(args),
             Command::Tokenizer(cmd) => tokenizer_cmd::run(cmd),
         })
 }

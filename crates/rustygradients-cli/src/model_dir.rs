@@ -1,5 +1,6 @@
 //! A trained model on disk: `config.json` (model shape and training settings), `model.safetensors`
-//! (parameters, nanoGPT names) and `tokenizer.json`.
+//! (parameters, nanoGPT names) and `tokenizer.json` (a character vocabulary, or HuggingFace's
+//! format for a BPE tokenizer).
 
 use std::path::Path;
 
@@ -9,7 +10,7 @@ use rustygradients_io::bounded::limits;
 use rustygradients_io::{load_safetensors, read_to_string_limited, save_safetensors, write_atomic};
 use rustygradients_models::{Gpt, GptConfig};
 use rustygradients_nn::Module;
-use rustygradients_tokenizers::CharTokenizer;
+use rustygradients_tokenizers::Tokenizer;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -23,7 +24,7 @@ pub struct SavedConfig {
 pub fn save(
     dir: &Path,
     model: &Gpt,
-    tok: &CharTokenizer,
+    tok: &Tokenizer,
     train: serde_json::Value,
     step: usize,
 ) -> anyhow::Result<()> {
@@ -38,7 +39,8 @@ pub fn save(
         &model.named_parameters(),
         Some(meta),
     )?;
-    write_atomic(dir.join("tokenizer.json"), tok.to_json().as_bytes())?;
+    // The tokenizer's own format: the character vocabulary, or HuggingFace's tokenizer.json.
+    write_atomic(dir.join("tokenizer.json"), tok.to_json()?.as_bytes())?;
     let cfg = SavedConfig {
         model: model.config.clone(),
         train,
@@ -54,7 +56,7 @@ pub fn save(
 /// Loads a model directory: config and tokenizer read with size limits from regular files, the
 /// config checked and the model's memory checked against the device before anything is
 /// allocated, the weights verified against their checksums and matched to the config exactly.
-pub fn load(dir: &Path, device: Device) -> anyhow::Result<(Gpt, CharTokenizer, SavedConfig)> {
+pub fn load(dir: &Path, device: Device) -> anyhow::Result<(Gpt, Tokenizer, SavedConfig)> {
     let read = |name: &str, limit: u64| {
         read_to_string_limited(dir.join(name), limit)
             .with_context(|| format!("reading the model in {}", dir.display()))
@@ -64,7 +66,8 @@ pub fn load(dir: &Path, device: Device) -> anyhow::Result<(Gpt, CharTokenizer, S
     cfg.model
         .validate()
         .with_context(|| format!("{}/config.json", dir.display()))?;
-    let tok = CharTokenizer::from_json(&read("tokenizer.json", limits::TOKENIZER)?)
+    // Either kind: a character vocabulary or a HuggingFace tokenizer.json (BPE).
+    let tok = Tokenizer::from_json(&read("tokenizer.json", limits::TOKENIZER)?)
         .with_context(|| format!("parsing {}/tokenizer.json", dir.display()))?;
     if tok.vocab_size() != cfg.model.vocab_size {
         anyhow::bail!(

@@ -14,7 +14,7 @@ use rustygradients_models::{Gpt, TextDataset};
 use rustygradients_nn::checkpoint::OPTIMIZER_PREFIX;
 use rustygradients_nn::optim::{AdamW, Optimizer};
 use rustygradients_nn::{restore_checkpoint, save_checkpoint};
-use rustygradients_tokenizers::CharTokenizer;
+use rustygradients_tokenizers::Tokenizer;
 use serde::{Deserialize, Serialize};
 
 use crate::train::TrainArgs;
@@ -56,7 +56,8 @@ impl RngState {
 #[derive(Serialize, Deserialize)]
 pub struct RunState {
     pub args: TrainArgs,
-    pub tokenizer: CharTokenizer,
+    /// The run's tokenizer (characters or BPE), in its `tokenizer.json` form.
+    pub tokenizer: Tokenizer,
     /// Checkpoints written before the optimizer's state dict carried its update counts kept
     /// them here, per parameter in optimizer order; read for those, never written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,7 +73,7 @@ pub fn save(
     args: &TrainArgs,
     model: &Gpt,
     opt: &AdamW,
-    tok: &CharTokenizer,
+    tok: &Tokenizer,
     data: &TextDataset,
     step: usize,
     metrics: BTreeMap<String, f64>,

@@ -1,6 +1,8 @@
 //! `rustygradients tokenizer train | encode | decode`: byte-level BPE from the command line.
 //!
 //! - `train --data FILE --vocab-size N --out tokenizer.json` learns a vocabulary.
+//! - `convert --vocab V --merges M --out tokenizer.json` writes GPT-2-style files as one
+//!   `tokenizer.json` (what `rustygradients train --tokenizer` reads).
 //! - `encode (--tokenizer PATH | --vocab V --merges M) [--whole]` reads text on stdin and prints
 //!   token ids separated by spaces: one line per input line, or one line for all of stdin with
 //!   `--whole` (byte-exact: nothing added or stripped). PATH is a `tokenizer.json` or a directory
@@ -27,6 +29,19 @@ pub enum TokenizerCommand {
         /// Tokens in the vocabulary (the 256 byte tokens included).
         #[arg(long)]
         vocab_size: usize,
+        /// Where to write the `tokenizer.json`.
+        #[arg(long, default_value = "tokenizer.json")]
+        out: PathBuf,
+    },
+    /// Write a GPT-2-style vocabulary and merges as one `tokenizer.json` (for `train
+    /// --tokenizer`).
+    Convert {
+        /// GPT-2-style vocabulary (`vocab.json` / `encoder.json`).
+        #[arg(long)]
+        vocab: PathBuf,
+        /// GPT-2-style merges (`merges.txt` / `vocab.bpe`).
+        #[arg(long)]
+        merges: PathBuf,
         /// Where to write the `tokenizer.json`.
         #[arg(long, default_value = "tokenizer.json")]
         out: PathBuf,
@@ -78,6 +93,18 @@ pub fn run(cmd: TokenizerCommand) -> anyhow::Result<()> {
                 "trained a {}-token BPE vocabulary on {}; wrote {}",
                 tok.vocab_size(),
                 data.display(),
+                out.display()
+            );
+            Ok(())
+        }
+        TokenizerCommand::Convert { vocab, merges, out } => {
+            let tok = BpeTokenizer::gpt2(&vocab, &merges)?;
+            tok.save(&out)?;
+            crate::say!(
+                "wrote the {}-token vocabulary of {} and {} to {}",
+                tok.vocab_size(),
+                vocab.display(),
+                merges.display(),
                 out.display()
             );
             Ok(())

@@ -1,6 +1,7 @@
-//! `rustygradients train`: a character-level GPT trained with AdamW, warmup + cosine decay and
-//! gradient clipping, with a progress bar, periodic evaluation, a metrics log, a loss plot, and
-//! the model saved at every evaluation and on Ctrl-C or SIGTERM.
+//! `rustygradients train`: a GPT trained on characters (or on a BPE tokenizer's tokens, with
+//! `--tokenizer`) with AdamW, warmup + cosine decay and gradient clipping, with a progress bar,
+//! periodic evaluation, a metrics log, a loss plot, and the model saved at every evaluation and
+//! on Ctrl-C or SIGTERM.
 //!
 //! Nothing a run writes can mislead: a step whose loss or gradient norm is not finite skips its
 //! update (and enough of them in a row stop the run), a model or checkpoint is written only
@@ -22,7 +23,7 @@ use rustygradients_nn::optim::{
     clip_grad_norm_tensor, grad_norm_tensor, AdamW, AdamWConfig, LrSchedule, Optimizer,
 };
 use rustygradients_nn::Module;
-use rustygradients_tokenizers::CharTokenizer;
+use rustygradients_tokenizers::{CharTokenizer, Tokenizer};
 
 use crate::run_dir::{RunDir, CHECKPOINTS};
 pub use crate::train_args::TrainArgs;
@@ -117,11 +118,54 @@ fn model_config(a: &TrainArgs, vocab_size: usize) -> GptConfig {
     }
 }
 
+/// The run's tokenizer: a resumed run's own (a `--tokenizer` given with `--resume` must be that
+/// one, and a character vocabulary must still be the data's), else the `--tokenizer` file, else
+/// the characters of `text`.
+fn run_tokenizer(
+    a: &TrainArgs,
+    text: &str,
+    saved: Option<&Tokenizer>,
+    given: Option<&std::path::Path>,
+) -> anyhow::Result<Tokenizer> {
+    let Some(saved) = saved else {
+        return Ok(match &a.tokenizer {
+            Some(path) => Tokenizer::from_file(path).context("loading --tokenizer")?,
+            None => Tokenizer::Char(CharTokenizer::from_text(text)),
+        });
+    };
+    if let Some(path) = given {
+        let tok = Tokenizer::from_file(path).context("loading --tokenizer")?;
+        if tok != *saved {
+            anyhow::bail!(
+                "cannot resume {}: --tokenizer {} ({}, {} tokens) does not match the tokenizer \
+                 the run was trained with ({}, {} tokens, kept in its checkpoint); resume \
+                 without --tokenizer to use the run's own",
+                a.out.display(),
+                path.display(),
+                tok.kind(),
+                tok.vocab_size(),
+                saved.kind(),
+                saved.vocab_size()
+            );
+        }
+    }
+    if let Tokenizer::Char(chars) = saved {
+        if *chars != CharTokenizer::from_text(text) {
+            anyhow::bail!(
+                "the training data no longer gives the checkpoint's vocabulary; cannot resume"
+            );
+        }
+    }
+    Ok(saved.clone())
+}
+
 const SHRINK: &str = "; use a smaller --n-embd, --n-layer, --block-size or --batch-size";
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     // Every setting is checked before a file is read or a folder made.
     args.validate()?;
+    // With --resume the other flags are ignored, but a --tokenizer must be the run's own.
+    let given_tokenizer = args.resume.as_ref().and(args.tokenizer.clone());
     let (run_dir, a, mut resumed) = match &args.resume {
         Some(dir) => {
             let (run_dir, a, ck, state) = resume_point(dir, args.stop_at)?;
@@ -143,8 +187,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         "this training run",
         SHRINK,
     )?;
-    let tok = CharTokenizer::from_text(text);
-    let mut data = TextDataset::new(tok.encode(text)?, a.seed);
+    let saved_tokenizer = resumed.as_ref().map(|(_, state)| &state.tokenizer);
+    let tok = run_tokenizer(&a, text, saved_tokenizer, given_tokenizer.as_deref())?;
+    let ids = tok.encode(text)?;
+    // A tokenizer.json whose ids have gaps could give ids past its vocabulary size.
+    let vocab = tok.vocab_size();
+    if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+        anyhow::bail!(
+            "the tokenizer gives id {bad} for the training data, past its vocabulary of {vocab} \
+             tokens"
+        );
+    }
+    let mut data = TextDataset::new(ids, a.seed);
     let data_name = a
         .data
         .as_ref()
@@ -165,9 +219,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         Some(d) => d,
         None => RunDir::create(&a.out, a.overwrite)?,
     };
+    let chars = text.chars().count();
     say!(
-        "data: {data_name} ({} chars, vocab {}), train {} / val {} tokens",
-        text.chars().count(),
+        "data: {data_name} ({chars} chars, {}vocab {}), train {} / val {} tokens",
+        if matches!(tok, Tokenizer::Bpe(_)) {
+            "BPE "
+        } else {
+            ""
+        },
         tok.vocab_size(),
         data.len(Split::Train),
         data.len(Split::Val)
@@ -200,11 +259,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut train_secs = 0f64;
     let mut step = 0;
     if let Some((ck, state)) = &mut resumed {
-        if state.tokenizer != tok {
-            anyhow::bail!(
-                "the training data no longer gives the checkpoint's vocabulary; cannot resume"
-            );
-        }
         train_secs = run_state::restore(ck, state, &model, &mut opt, &mut data)?;
         step = ck.info.step as usize;
         records = metrics_log::read_until(&out.join("metrics.jsonl"), step)?;
@@ -390,6 +444,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         "impl": "rustygradients", "final_train_loss": last_eval.0, "final_val_loss": last_eval.1,
         "tokens_per_s": tps, "train_seconds": train_secs, "peak_rss_mb": peak_rss_mib(),
         "steps": step, "params": model.num_parameters(), "threads": rayon_threads(),
+        "tokenizer": tok.kind(), "vocab_size": tok.vocab_size(), "chars": chars,
+        "tokens": data.len(Split::Train) + data.len(Split::Val),
     });
     say!("RESULT {result}");
     if a.sample_chars > 0 && !stop.load(Ordering::SeqCst) {

@@ -11,6 +11,12 @@ pub struct TrainArgs {
     /// Text file to train on; without it, the corpus built into the binary.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Train on the tokens of this BPE tokenizer (a `tokenizer.json`, or a directory holding
+    /// one) instead of characters; the model's vocabulary is the tokenizer's, and the model
+    /// directory carries it as its `tokenizer.json`.
+    #[arg(long, value_name = "PATH")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<PathBuf>,
     #[arg(long, default_value_t = 4)]
     pub n_layer: usize,
     #[arg(long, default_value_t = 4)]
@@ -57,7 +63,7 @@ pub struct TrainArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Characters to sample at the end (0 for none).
+    /// Tokens (characters, without --tokenizer) to sample at the end (0 for none).
     #[arg(long, default_value_t = 300)]
     pub sample_chars: usize,
     /// Checkpoints kept in `<out>/checkpoints` (the newest N, plus the best by val loss).

@@ -1,5 +1,5 @@
 //! `rustygradients tokenizer`: GPT-2 encode/decode from stdin (per line and `--whole`, byte-exact),
-//! training a vocabulary, and errors for bad ids.
+//! GPT-2's files converted to a tokenizer.json, training a vocabulary, and errors for bad ids.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -80,6 +80,34 @@ fn gpt2_encode_and_decode_from_stdin() {
     assert!(!ok && err.contains("\"x\""), "{err}");
     let (ok, _, err) = run(&args(&with(&["tokenizer", "decode"])), b"99999999\n");
     assert!(!ok && err.contains("99999999"), "{err}");
+}
+
+/// `tokenizer convert` writes GPT-2's files as one tokenizer.json that encodes the same.
+#[test]
+fn gpt2_converted_to_a_tokenizer_json() {
+    let Some(files) = gpt2() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("gpt2.json");
+    let mut convert: Vec<String> = vec!["tokenizer".into(), "convert".into()];
+    convert.extend(files.iter().cloned());
+    convert.extend(["--out".into(), out.display().to_string()]);
+    let (ok, _, err) = run(&args(&convert), b"");
+    assert!(ok, "{err}");
+    let text = "Hello world! It's 2026.<|endoftext|> émoji 😀\n";
+    let mut enc: Vec<String> = vec!["tokenizer".into(), "encode".into(), "--whole".into()];
+    enc.extend(files.iter().cloned());
+    let (ok, want, err) = run(&args(&enc), text.as_bytes());
+    assert!(ok, "{err}");
+    let path = out.display().to_string();
+    let (ok, got, err) = run(
+        &["tokenizer", "encode", "--whole", "--tokenizer", &path],
+        text.as_bytes(),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(got, want);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(json["model"]["vocab"].as_object().unwrap().len(), 50257);
 }
 
 #[test]

@@ -3,12 +3,13 @@
 //! trained on a corpus.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustygradients_core::{Error, Result};
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::{AddedToken, Tokenizer, TruncationParams};
 
 /// The largest tokenizer file read (GPT-2's is 1.4 MB; large multilingual ones about 20 MB).
 const MAX_FILE: u64 = 256 << 20;
@@ -25,7 +26,10 @@ const MAX_FILE: u64 = 256 << 20;
 /// ```
 #[derive(Clone)]
 pub struct BpeTokenizer {
-    inner: Tokenizer,
+    /// Shared: a large vocabulary is not copied when the tokenizer is cloned.
+    inner: Arc<Tokenizer>,
+    /// Counted once: HF's `get_vocab_size` builds a copy of the vocabulary at every call.
+    vocab_size: usize,
 }
 
 impl std::fmt::Debug for BpeTokenizer {
@@ -39,7 +43,7 @@ fn fail(what: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 /// `path` itself, or `path/tokenizer.json` when `path` is a directory.
-fn tokenizer_file(path: &Path) -> PathBuf {
+pub(crate) fn tokenizer_file(path: &Path) -> PathBuf {
     if path.is_dir() {
         path.join("tokenizer.json")
     } else {
@@ -48,7 +52,7 @@ fn tokenizer_file(path: &Path) -> PathBuf {
 }
 
 /// Checks that `path` is a regular file of at most [`MAX_FILE`] bytes before a library reads it.
-fn check_file(path: &Path) -> Result<()> {
+pub(crate) fn check_file(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if !meta.is_file() {
         return Err(fail(path, "not a regular file"));
@@ -75,6 +79,13 @@ fn byte_level(model: BPE) -> Tokenizer {
 }
 
 impl BpeTokenizer {
+    fn of(inner: Tokenizer) -> Self {
+        BpeTokenizer {
+            vocab_size: inner.get_vocab_size(true),
+            inner: Arc::new(inner),
+        }
+    }
+
     /// Loads a `tokenizer.json` (or the one inside the directory `path`), as HuggingFace
     /// writes it.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
@@ -82,7 +93,21 @@ impl BpeTokenizer {
         check_file(&file)?;
         let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
         let inner = Tokenizer::from_bytes(&bytes).map_err(|e| fail(&file, e))?;
-        Ok(BpeTokenizer { inner })
+        Ok(BpeTokenizer::of(inner))
+    }
+
+    /// Parses the text of a `tokenizer.json`.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let inner = Tokenizer::from_bytes(json.as_bytes())
+            .map_err(|e| Error::format("tokenizer.json", e.to_string()))?;
+        Ok(BpeTokenizer::of(inner))
+    }
+
+    /// The `tokenizer.json` text of this tokenizer, as HuggingFace writes it (pretty-printed).
+    pub fn to_json(&self) -> Result<String> {
+        self.inner
+            .to_string(true)
+            .map_err(|e| Error::format("tokenizer.json", e.to_string()))
     }
 
     /// GPT-2's byte-level BPE from its vocabulary (`encoder.json` / `vocab.json`) and merges
@@ -104,7 +129,7 @@ impl BpeTokenizer {
             .map_err(|e| fail(vocab, format!("with merges {}: {e}", merges.display())))?;
         let mut inner = byte_level(model);
         inner.add_special_tokens(&[AddedToken::from("<|endoftext|>", true)]);
-        Ok(BpeTokenizer { inner })
+        Ok(BpeTokenizer::of(inner))
     }
 
     /// Trains a byte-level BPE vocabulary of `vocab_size` tokens (the 256 byte tokens
@@ -132,7 +157,7 @@ impl BpeTokenizer {
         let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         tok.train_from_files(&mut trainer, names)
             .map_err(|e| fail(files.first().map_or(Path::new("corpus"), |f| f), e))?;
-        Ok(BpeTokenizer { inner: tok })
+        Ok(BpeTokenizer::of(tok))
     }
 
     /// Writes the tokenizer as a `tokenizer.json` (readable by HuggingFace's libraries).
@@ -140,6 +165,43 @@ impl BpeTokenizer {
         let path = path.as_ref();
         let json = self.inner.to_string(true).map_err(|e| fail(path, e))?;
         std::fs::write(path, json).map_err(|e| Error::io(path, e))
+    }
+
+    /// This tokenizer cutting model inputs to `max_len` tokens (special tokens included), or
+    /// not cutting them with `None`, whatever its `tokenizer.json` says; for
+    /// [`encode_for_model`](BpeTokenizer::encode_for_model).
+    pub fn with_max_length(mut self, max_len: Option<usize>) -> Result<Self> {
+        if max_len == Some(0) {
+            return Err(Error::InvalidArgument {
+                op: "BpeTokenizer::with_max_length",
+                msg: "a maximum length of 0 leaves no tokens".into(),
+            });
+        }
+        let params = max_len.map(|n| TruncationParams {
+            max_length: n,
+            ..TruncationParams::default()
+        });
+        Arc::make_mut(&mut self.inner)
+            .with_truncation(params)
+            .map_err(|e| Error::format("BpeTokenizer::with_max_length", e.to_string()))?;
+        Ok(self)
+    }
+
+    /// Token ids of `text` as a model reads them (what transformers' `tokenizer(text)` gives):
+    /// the tokenizer's special tokens added (BERT's `[CLS] … [SEP]`, Llama's BOS), truncated as
+    /// configured, never padded.
+    pub fn encode_for_model(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| Error::format("BpeTokenizer::encode_for_model", e.to_string()))?;
+        Ok(enc
+            .get_ids()
+            .iter()
+            .zip(enc.get_attention_mask())
+            .filter(|(_, &m)| m == 1)
+            .map(|(&id, _)| id)
+            .collect())
     }
 
     /// Token ids of `text` (special tokens in it are recognised; none are added).
@@ -168,7 +230,7 @@ impl BpeTokenizer {
 
     /// Tokens in the vocabulary, special tokens included.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 
     /// The id of a token string (`"<|endoftext|>"`, say), if it is in the vocabulary.

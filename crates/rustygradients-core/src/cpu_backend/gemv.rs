@@ -79,7 +79,7 @@ pub(crate) struct Matrix<'a, T> {
 /// Whether [`gemv`] handles `m` rows times `b`: few rows, and `b` with contiguous rows or
 /// contiguous columns.
 pub(crate) fn applies<T>(m: usize, b: &Matrix<'_, T>) -> bool {
-    m >= 1 && m <= MAX_ROWS && b.rows > 0 && b.cols > 0 && (b.cs == 1 || b.rs == 1)
+    (1..=MAX_ROWS).contains(&m) && b.rows > 0 && b.cols > 0 && (b.cs == 1 || b.rs == 1)
 }
 
 /// `a · b` for `a` `m × k` (f32, row-major, contiguous) and `b` `k × n`; returns `m × n`

@@ -184,6 +184,12 @@ impl Bert {
         if sequences.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(i) = sequences.iter().position(Vec::is_empty) {
+            return Err(Error::InvalidArgument {
+                op: "Bert::embed",
+                msg: format!("sequence {i} has no tokens (nothing to pool)"),
+            });
+        }
         let len = sequences.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let batch = sequences.len();
         let mut ids = vec![0i64; batch * len];
@@ -218,5 +224,34 @@ impl Bert {
                 .map(<[f32]>::to_vec)
                 .collect())
         })
+    }
+}
+
+/// The longest input (in tokens, special ones included) for sentence embeddings from `dir`:
+/// sentence-transformers' `max_seq_length` from `sentence_bert_config.json` when the directory
+/// has one, else `model_max` (the position table), and never more than `model_max`.
+pub fn sentence_max_length(dir: &std::path::Path, model_max: usize) -> Result<usize> {
+    let path = dir.join("sentence_bert_config.json");
+    if !path.is_file() {
+        return Ok(model_max);
+    }
+    let text = rustygradients_io::read_to_string_limited(
+        &path,
+        rustygradients_io::bounded::limits::CONFIG,
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::format(path.display().to_string(), e.to_string()))?;
+    match v.get("max_seq_length") {
+        None | Some(serde_json::Value::Null) => Ok(model_max),
+        Some(n) => n
+            .as_u64()
+            .filter(|&n| n > 0)
+            .map(|n| (n as usize).min(model_max))
+            .ok_or_else(|| {
+                Error::format(
+                    path.display().to_string(),
+                    format!("max_seq_length {n} is not a positive integer"),
+                )
+            }),
     }
 }

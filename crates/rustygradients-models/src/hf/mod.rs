@@ -22,7 +22,7 @@ use std::path::Path;
 
 use rustygradients_core::{DType, Device, Result};
 
-pub use bert::Bert;
+pub use bert::{sentence_max_length, Bert};
 pub use causal_lm::{CausalLm, Step};
 pub use config::HfConfig;
 pub use generate::{generate, GenerationConfig};
