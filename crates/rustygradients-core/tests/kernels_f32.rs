@@ -697,6 +697,72 @@ fn matmul_few_rows_within_rounding_bound() {
     }
 }
 
+/// Attention while generating: one query row per head against the cached keys (read through
+/// a transposed, sliced view of the cache) and the probabilities times the cached values.
+#[test]
+fn matmul_few_rows_per_head_within_rounding_bound() {
+    let mut rng = Rng(12);
+    let (heads, cap, len, d) = (6, 300, 257, 64);
+    let kc = rng.normals(heads * cap * d, 0.0, 1.0);
+    let q = rng.normals(heads * d, 0.0, 1.0);
+    let p = rng.normals(heads * len, 0.5, 0.3);
+    let cache = tensor(&kc, &[1, heads, cap, d]).narrow(2, 0, len).unwrap();
+    for dt in [DType::F32, DType::BF16] {
+        let cast = |t: Tensor| t.to_dtype(dt).unwrap();
+        let (qt, ct, pt) = (
+            cast(tensor(&q, &[1, heads, 1, d])),
+            cast(cache.clone()),
+            cast(tensor(&p, &[1, heads, 1, len])),
+        );
+        let scores = values(
+            &cast(qt.matmul(&ct.transpose(2, 3).unwrap()).unwrap())
+                .to_dtype(DType::F32)
+                .unwrap(),
+        );
+        let out = values(&pt.matmul(&ct).unwrap().to_dtype(DType::F32).unwrap());
+        // References from the operands as rounded to `dt`, per head.
+        let (qr, cr, pr) = (
+            values(&qt.to_dtype(DType::F32).unwrap()),
+            values(&ct.to_dtype(DType::F32).unwrap().contiguous().unwrap()),
+            values(&pt.to_dtype(DType::F32).unwrap()),
+        );
+        for h in 0..heads {
+            let keys = &cr[h * len * d..(h + 1) * len * d];
+            if dt == DType::F32 {
+                check_matmul(
+                    "q·kᵀ per head",
+                    &scores[h * len..(h + 1) * len],
+                    &qr[h * d..(h + 1) * d],
+                    &transposed(keys, len, d),
+                    (1, d, len),
+                );
+                check_matmul(
+                    "p·v per head",
+                    &out[h * d..(h + 1) * d],
+                    &pr[h * len..(h + 1) * len],
+                    keys,
+                    (1, len, d),
+                );
+            } else {
+                for j in 0..len {
+                    let want: f64 = (0..d)
+                        .map(|i| qr[h * d + i] as f64 * keys[j * d + i] as f64)
+                        .sum();
+                    let mag: f64 = (0..d)
+                        .map(|i| (qr[h * d + i] as f64 * keys[j * d + i] as f64).abs())
+                        .sum();
+                    let got = scores[h * len + j] as f64;
+                    assert!(
+                        (got - want).abs()
+                            <= 2f64.powi(-8) * want.abs() + d as f64 * EPS * mag + 1e-6,
+                        "bf16 score {h},{j}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Optimizer
 

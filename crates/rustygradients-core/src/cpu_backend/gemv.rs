@@ -97,7 +97,12 @@ pub(crate) fn gemv<T: GemvElem>(a: &[f32], m: usize, b: &Matrix<'_, T>) -> Vec<T
 fn gemv_with<T: GemvElem, const FMA: bool>(a: &[f32], m: usize, b: &Matrix<'_, T>) -> Vec<T> {
     let (k, n) = (b.rows, b.cols);
     debug_assert_eq!(a.len(), m * k);
-    let threads = rayon::current_num_threads().max(1);
+    // Small products (one attention head) stay on the calling thread.
+    let threads = if m * k * n < 1 << 16 {
+        1
+    } else {
+        rayon::current_num_threads().max(1)
+    };
     // The explicit AVX2 kernels (weights widened in registers, four rows per pass).
     let wide = FMA && x86::available();
     let mut out = vec![0f32; m * n];
@@ -160,7 +165,11 @@ fn gemv_with<T: GemvElem, const FMA: bool>(a: &[f32], m: usize, b: &Matrix<'_, T
         }
     } else {
         // Columns contiguous: one dot product per output, columns split across threads.
-        let chunk = n.div_ceil(threads * 4).max(1);
+        let chunk = if threads == 1 {
+            n
+        } else {
+            n.div_ceil(threads * 4).max(1)
+        };
         let cols: Vec<Vec<f32>> = (0..n.div_ceil(chunk))
             .into_par_iter()
             .map(|ci| {

@@ -122,8 +122,9 @@ fn gemm_batched<T: 'static + Copy + Default + Send + Sync>(
     out
 }
 
-/// A few rows times one large matrix (generating a token) through [`gemv`], which streams the
-/// matrix once; `None` when the product is not of that kind.
+/// A few rows times a matrix (generating a token: the projections, and per head the scores
+/// against the KV-cache and the weighted sum of its values) through [`gemv`], which streams
+/// each matrix once through its strides; `None` when the product is not of that kind.
 fn few_rows<T: GemvElem>(
     a: &[T],
     la: &Layout,
@@ -132,20 +133,33 @@ fn few_rows<T: GemvElem>(
     widen: impl Fn(T) -> f32 + Sync + Send,
 ) -> Option<Vec<T>> {
     let (ma, mb) = (mats(la), mats(lb));
-    let matrix = Matrix {
+    let matrix = |off: usize| Matrix {
         data: b,
-        off: *mb.offsets.first()?,
+        off,
         rs: mb.rs,
         cs: mb.cs,
         rows: mb.rows,
         cols: mb.cols,
     };
-    let one = ma.offsets.len() == 1 && mb.offsets.len() == 1;
-    if !one || mb.rows * mb.cols < 1 << 14 || !gemv::applies(ma.rows, &matrix) {
+    let batch = ma.offsets.len();
+    let first = matrix(*mb.offsets.first()?);
+    // One product of a large matrix, or a batch of them (attention heads) with enough work.
+    let big = mb.rows * mb.cols >= 1 << 14 || (batch > 1 && batch * mb.rows * mb.cols >= 1 << 12);
+    if batch != mb.offsets.len() || !big || !gemv::applies(ma.rows, &first) {
         return None;
     }
     debug_assert!(lb.storage_extent() <= b.len());
-    Some(gemv::gemv(&map1(a, la, widen), ma.rows, &matrix))
+    let (m, k) = (ma.rows, ma.cols);
+    let wide = map1(a, la, widen);
+    let mut out = Vec::with_capacity(batch * m * mb.cols);
+    for (bi, &off) in mb.offsets.iter().enumerate() {
+        out.extend(gemv::gemv(
+            &wide[bi * m * k..(bi + 1) * m * k],
+            m,
+            &matrix(off),
+        ));
+    }
+    Some(out)
 }
 
 pub(crate) fn matmul(
