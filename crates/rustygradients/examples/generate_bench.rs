@@ -6,7 +6,8 @@
 //! memory read bandwidth measured in the same process, so the fraction of it the weights use.
 //!
 //! `cargo run --release --example generate_bench -- --model DIR [--dtype f32|f16|bf16]
-//! [--tokens 128] [--batch 1] [--prompt 8] [--device cpu|cuda]`
+//! [--tokens 128] [--batch 1] [--prompt 8] [--device cpu|cuda]`; on a GPU,
+//! `RUSTYGRADIENTS_CUDA_PROFILE=1` adds the time per kernel and cuBLAS shape on stderr.
 
 use std::time::Instant;
 
@@ -105,5 +106,9 @@ fn main() -> Result<()> {
         line += &format!(",\"read_bandwidth_gb_s\":{bw:.1},\"weights_gb_s\":{used:.1},\"fraction_of_bandwidth\":{:.3}", used / bw);
     }
     println!("{line}}}");
+    // With RUSTYGRADIENTS_CUDA_PROFILE=1: time per kernel and per cuBLAS shape, on stderr.
+    if let Some(report) = device.profile_report()? {
+        eprintln!("{report}");
+    }
     Ok(())
 }

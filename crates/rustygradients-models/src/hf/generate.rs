@@ -1,4 +1,4 @@
-//! Text generation with a [`KvCache`]: the prompt is run once, then one position per new token.
+//! Text generation with a [`KvCache`](super::KvCache): the prompt is run once, then one position per new token.
 //! Greedy or sampled (temperature, top-k, top-p), a repetition penalty, stop tokens, and
 //! batches of prompts of different lengths (left-padded, each with its own positions).
 

@@ -3,7 +3,7 @@
 //!
 //! - [`config`]: the supported families (`gpt2`, `llama`/`mistral`, `bert`) and their settings.
 //! - [`weights`]: memory-mapped tensors, checked against the shapes the config implies.
-//! - [`Gpt2`], [`Llama`]: decoder-only models that generate with a [`KvCache`] ([`generate`]).
+//! - [`Gpt2`], [`Llama`]: decoder-only models that generate with a [`KvCache`] ([`generate()`]).
 //! - [`Bert`]: an encoder with mean pooling for sentence embeddings.
 
 pub mod attention;
