@@ -108,8 +108,13 @@ impl HfModel {
 /// Whether `dir` holds a HuggingFace model (its `config.json` names a `model_type`), as
 /// opposed to a model this project's `train` wrote.
 pub fn is_hf_model_dir(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .is_some_and(|v| v.get("model_type").is_some())
+    // Bounded, regular files only: a config.json that is a link to a device is not read here
+    // (the loader that runs next reports it).
+    rustygradients_io::read_to_string_limited(
+        dir.join("config.json"),
+        rustygradients_io::bounded::limits::CONFIG,
+    )
+    .ok()
+    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    .is_some_and(|v| v.get("model_type").is_some())
 }
