@@ -304,6 +304,32 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
+    /// The end of one dot product of `x` and `c` (length `k`) whose 16-wide loop stopped at
+    /// `p` with the partial sums `s`: one more 8-wide step if it fits, the horizontal sum, then
+    /// the scalar tail.
+    ///
+    /// # Safety
+    /// As [`dot_cols`]: `k` elements readable from `x` and `c`, AVX2 + FMA + F16C present.
+    #[inline(always)]
+    unsafe fn finish_dot<T: GemvElem>(
+        x: *const f32,
+        c: *const T,
+        mut p: usize,
+        k: usize,
+        s: [__m256; 2],
+    ) -> f32 {
+        let mut v = s[0];
+        if p + 8 <= k {
+            v = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(p)), T::load8(c.add(p)), v);
+            p += 8;
+        }
+        let mut t = hsum(_mm256_add_ps(v, s[1]));
+        for r in p..k {
+            t = (*x.add(r)).mul_add((*c.add(r)).widen(), t);
+        }
+        t
+    }
+
     /// `acc[i·w + j] = Σ_r a[i·k + r] · b[r, c0 + j]` for a band of `w` columns of a matrix
     /// whose rows are contiguous, four rows per pass.
     ///
@@ -414,15 +440,7 @@ mod x86 {
                     p += 16;
                 }
                 for (q, (s, c)) in acc.iter().zip(&cols).enumerate() {
-                    let mut v = s[0];
-                    if p + 8 <= k {
-                        v = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(p)), T::load8(c.add(p)), v);
-                    }
-                    let mut t = hsum(_mm256_add_ps(v, s[1]));
-                    for r in (p + (k - p) / 8 * 8)..k {
-                        t = (*x.add(r)).mul_add((*c.add(r)).widen(), t);
-                    }
-                    res[i * w + j + q] = t;
+                    res[i * w + j + q] = finish_dot(x, *c, p, k, *s);
                 }
             }
             j += 4;
@@ -442,15 +460,7 @@ mod x86 {
                     );
                     p += 16;
                 }
-                let mut v = s[0];
-                if p + 8 <= k {
-                    v = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(p)), T::load8(c.add(p)), v);
-                }
-                let mut t = hsum(_mm256_add_ps(v, s[1]));
-                for r in (p + (k - p) / 8 * 8)..k {
-                    t = (*x.add(r)).mul_add((*c.add(r)).widen(), t);
-                }
-                res[i * w + j] = t;
+                res[i * w + j] = finish_dot(x, c, p, k, s);
             }
         }
     }

@@ -4,6 +4,7 @@
 use rustygradients_core::{DType, Device, Error, Result, Tensor};
 
 use super::kv_cache::KvCache;
+use super::layers::{Norm, Proj};
 
 /// New tokens for every sequence of a batch: `batch × len` ids, row-major, left-padded so
 /// that the sequences end together.
@@ -53,6 +54,24 @@ impl Step {
             });
         }
         Ok(())
+    }
+
+    /// The logits a decoder returns for this step from its last hidden states `x`
+    /// (`(batch, len, hidden)`): the final norm and the output head, over the last position only
+    /// when `last_only` (then `(batch, vocab)`), else over all (`(batch, len, vocab)`).
+    pub(crate) fn logits(
+        &self,
+        x: &Tensor,
+        norm: &Norm,
+        head: &Proj,
+        vocab: usize,
+    ) -> Result<Tensor> {
+        if !self.last_only {
+            return head.forward(&norm.forward(x)?);
+        }
+        let last = x.narrow(1, self.len - 1, 1)?;
+        head.forward(&norm.forward(&last)?)?
+            .reshape([self.batch, vocab])
     }
 
     /// The ids as a `(batch, len)` tensor.

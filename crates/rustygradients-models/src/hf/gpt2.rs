@@ -151,15 +151,7 @@ impl CausalLm for Gpt2 {
                 x = x.add(&blk.mlp_proj.forward(&m)?)?;
             }
             cache.advance(t);
-            if step.last_only {
-                x = x.narrow(1, t - 1, 1)?;
-            }
-            let logits = self.lm_head.forward(&self.ln_f.forward(&x)?)?;
-            if step.last_only {
-                logits.reshape([b, self.config.vocab_size])
-            } else {
-                Ok(logits)
-            }
+            step.logits(&x, &self.ln_f, &self.lm_head, self.config.vocab_size)
         })
     }
 }

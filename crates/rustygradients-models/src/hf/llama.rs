@@ -161,15 +161,7 @@ impl CausalLm for Llama {
                 x = x.add(&layer.down.forward(&m)?)?;
             }
             cache.advance(t);
-            if step.last_only {
-                x = x.narrow(1, t - 1, 1)?;
-            }
-            let logits = self.lm_head.forward(&self.norm.forward(&x)?)?;
-            if step.last_only {
-                logits.reshape([b, c.vocab_size])
-            } else {
-                Ok(logits)
-            }
+            step.logits(&x, &self.norm, &self.lm_head, c.vocab_size)
         })
     }
 }
