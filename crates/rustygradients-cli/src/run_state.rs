@@ -12,7 +12,7 @@ use rustygradients_core::{random, Tensor};
 use rustygradients_io::{Checkpoint, CheckpointManager};
 use rustygradients_models::{Gpt, TextDataset};
 use rustygradients_nn::checkpoint::OPTIMIZER_PREFIX;
-use rustygradients_nn::optim::{AdamW, Optimizer};
+use rustygradients_nn::optim::{AdamW, GradScaler, Optimizer};
 use rustygradients_nn::{restore_checkpoint, save_checkpoint};
 use rustygradients_tokenizers::Tokenizer;
 use serde::{Deserialize, Serialize};
@@ -65,6 +65,9 @@ pub struct RunState {
     pub global_rng: RngState,
     pub data_rng: RngState,
     pub train_seconds: f64,
+    /// An fp16 run's loss scale and its count of good steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scaler: Option<GradScaler>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -78,6 +81,7 @@ pub fn save(
     step: usize,
     metrics: BTreeMap<String, f64>,
     train_seconds: f64,
+    loss_scaler: Option<&GradScaler>,
 ) -> anyhow::Result<()> {
     let state = RunState {
         args: args.clone(),
@@ -86,6 +90,7 @@ pub fn save(
         global_rng: RngState::of(&random::rng_state()),
         data_rng: RngState::of(&data.rng_state()),
         train_seconds,
+        loss_scaler: loss_scaler.copied(),
     };
     save_checkpoint(
         manager,

@@ -20,7 +20,7 @@ use rustygradients_io::metrics_log::{self, MetricsLog, Record};
 use rustygradients_io::CheckpointManager;
 use rustygradients_models::{Gpt, GptConfig, Split, TextDataset};
 use rustygradients_nn::optim::{
-    clip_grad_norm_tensor, grad_norm_tensor, AdamW, AdamWConfig, LrSchedule, Optimizer,
+    clip_grad_norm_tensor, grad_norm_tensor, AdamW, AdamWConfig, GradScaler, LrSchedule, Optimizer,
 };
 use rustygradients_nn::Module;
 use rustygradients_tokenizers::{CharTokenizer, Tokenizer};
@@ -55,6 +55,7 @@ fn evaluate_batches(
     device: Device,
 ) -> anyhow::Result<(f64, f64)> {
     model.eval();
+    let _precision = a.precision.unwrap_or_default().enter();
     let mut mean = |split| -> anyhow::Result<f64> {
         let mut total = 0.0;
         for _ in 0..a.eval_iters {
@@ -164,11 +165,15 @@ const SHRINK: &str = "; use a smaller --n-embd, --n-layer, --block-size or --bat
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     // Every setting is checked before a file is read or a folder made.
     args.validate()?;
-    // With --resume the other flags are ignored, but a --tokenizer must be the run's own.
+    // With --resume the other flags are ignored, but a --tokenizer must be the run's own;
+    // the precision and activation checkpointing may change (the checkpoint is f32 anyway).
     let given_tokenizer = args.resume.as_ref().and(args.tokenizer.clone());
+    let (given_precision, given_recompute) = (args.precision, args.activation_checkpointing);
     let (run_dir, a, mut resumed) = match &args.resume {
         Some(dir) => {
-            let (run_dir, a, ck, state) = resume_point(dir, args.stop_at)?;
+            let (run_dir, mut a, ck, state) = resume_point(dir, args.stop_at)?;
+            a.precision = given_precision.or(a.precision);
+            a.activation_checkpointing |= given_recompute;
             a.validate()
                 .with_context(|| format!("the settings saved in {}", dir.display()))?;
             (Some(run_dir), a, Some((ck, state)))
@@ -232,15 +237,26 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         data.len(Split::Val)
     );
     manual_seed(a.seed);
-    let model = Gpt::new(cfg, DType::F32, device)?;
+    let mut model = Gpt::new(cfg, DType::F32, device)?;
+    model.activation_checkpointing = a.activation_checkpointing;
+    let precision = a.precision.unwrap_or_default();
     say!(
-        "model: {} layers, {} heads, {} embd, block {} — {} parameters; device {device}",
+        "model: {} layers, {} heads, {} embd, block {} — {} parameters; device {device}, \
+         precision {precision}{}",
         a.n_layer,
         a.n_head,
         a.n_embd,
         a.block_size,
-        model.num_parameters()
+        model.num_parameters(),
+        if a.activation_checkpointing {
+            ", activation checkpointing"
+        } else {
+            ""
+        }
     );
+    let mut scaler = precision
+        .needs_loss_scaling()
+        .then(|| GradScaler::new(a.loss_scale));
     let mut opt = AdamW::new(
         &model,
         AdamWConfig {
@@ -260,6 +276,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut step = 0;
     if let Some((ck, state)) = &mut resumed {
         train_secs = run_state::restore(ck, state, &model, &mut opt, &mut data)?;
+        // An fp16 run continues with its loss scale; one switching to fp16 starts afresh.
+        if let (Some(s), Some(saved)) = (scaler.as_mut(), state.loss_scaler) {
+            *s = saved;
+        }
         step = ck.info.step as usize;
         records = metrics_log::read_until(&out.join("metrics.jsonl"), step)?;
         say!("resumed from step {step} ({})", manager.dir().display());
@@ -357,6 +377,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 step,
                 metrics.into_iter().collect(),
                 train_secs,
+                scaler.as_ref(),
             )?;
             last_saved = Some(step);
         }
@@ -368,8 +389,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         opt.set_learning_rate(lr);
         let (x, y) = data.batch(Split::Train, a.batch_size, a.block_size, device)?;
         opt.zero_grad();
-        let loss = model.loss(&x, &y)?;
-        loss.backward()?;
+        let loss = {
+            let _precision = precision.enter();
+            let loss = model.loss(&x, &y)?;
+            match &scaler {
+                Some(s) => s.scale_loss(&loss)?.backward()?,
+                None => loss.backward()?,
+            }
+            loss
+        };
+        if let Some(s) = &scaler {
+            s.unscale(&params)?;
+        }
         let norm = if a.grad_clip > 0.0 {
             clip_grad_norm_tensor(&params, a.grad_clip)?
         } else {
@@ -385,9 +416,21 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             None => (loss.item()?, 0.0),
         };
         let finite = loss.is_finite() && norm.is_finite();
+        // fp16: gradients that overflowed at a finite loss lower the loss scale and skip the
+        // update; that is the scaler at work, not a diverging run.
+        let overflow = scaler.is_some() && loss.is_finite() && !norm.is_finite();
+        if let Some(s) = scaler.as_mut() {
+            s.update(finite);
+        }
         if finite {
             opt.step()?;
             bad_in_a_row = 0;
+        } else if overflow {
+            report(format!(
+                "step {}: gradients overflowed in fp16: update skipped, loss scale lowered to {}",
+                step + 1,
+                scaler.as_ref().map_or(0.0, |s| s.scale())
+            ));
         } else {
             bad_in_a_row += 1;
             report(format!(

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
+use rustygradients_core::Precision;
 use serde::{Deserialize, Serialize};
 
 #[derive(clap::Args, Serialize, Deserialize, Clone, Debug)]
@@ -63,6 +64,23 @@ pub struct TrainArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// How the steps compute: fp32, tf32 (TF32 GPU matmuls), bf16 or fp16 (autocast: matmuls
+    /// and attention in half precision, norms, softmax and the loss in f32, f32 master weights
+    /// and optimizer state; fp16 adds dynamic loss scaling). Checkpoints hold f32 either way,
+    /// so `--resume` may continue in another precision.
+    #[arg(long, value_name = "fp32|tf32|bf16|fp16")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
+    /// The first loss scale of an fp16 run (halved after each overflow, doubled after 2000
+    /// good steps).
+    #[arg(long, default_value_t = 65536.0)]
+    #[serde(default = "default_loss_scale")]
+    pub loss_scale: f64,
+    /// Recompute each block's activations in the backward pass instead of keeping them: less
+    /// memory for about a third more compute.
+    #[arg(long)]
+    #[serde(default)]
+    pub activation_checkpointing: bool,
     /// Tokens (characters, without --tokenizer) to sample at the end (0 for none).
     #[arg(long, default_value_t = 300)]
     pub sample_chars: usize,
@@ -93,6 +111,10 @@ pub struct TrainArgs {
 
 fn default_max_bad_steps() -> usize {
     3
+}
+
+fn default_loss_scale() -> f64 {
+    65536.0
 }
 
 impl TrainArgs {
@@ -159,6 +181,12 @@ impl TrainArgs {
                 self.grad_clip,
                 self.grad_clip >= 0.0 && self.grad_clip.is_finite(),
                 "a finite number >= 0 (0 disables clipping)",
+            ),
+            (
+                "--loss-scale",
+                self.loss_scale,
+                self.loss_scale > 0.0 && self.loss_scale.is_finite(),
+                "a finite number > 0",
             ),
             (
                 "--dropout",

@@ -370,6 +370,15 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, InputGrad
                 ),
             ])
         }
+        Op::Checkpoint {
+            x,
+            f,
+            rng,
+            autocast,
+        } => one(
+            x,
+            crate::checkpoint::recompute_grad(x, f, rng, *autocast, g)?,
+        ),
         Op::CrossEntropy {
             logits,
             targets,

@@ -51,6 +51,11 @@ impl DType {
         matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
     }
 
+    /// True for the two 16-bit floating-point types (`f16`, `bf16`).
+    pub fn is_half(&self) -> bool {
+        matches!(self, DType::F16 | DType::BF16)
+    }
+
     /// True for the integer types (`i64`, `u32`, `u8`).
     pub fn is_int(&self) -> bool {
         !self.is_float()

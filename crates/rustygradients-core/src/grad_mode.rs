@@ -33,6 +33,25 @@ impl Drop for NoGradGuard {
     }
 }
 
+/// Turns recording on until dropped (inside a gradient rule that records a graph of its own,
+/// as activation recomputation does).
+pub(crate) struct EnableGradGuard {
+    prev: bool,
+}
+
+impl EnableGradGuard {
+    pub(crate) fn new() -> Self {
+        let prev = GRAD_ENABLED.with(|g| g.replace(true));
+        EnableGradGuard { prev }
+    }
+}
+
+impl Drop for EnableGradGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.prev));
+    }
+}
+
 /// Runs `f` without recording the graph.
 ///
 /// ```

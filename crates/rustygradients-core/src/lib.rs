@@ -12,8 +12,10 @@
 
 #![warn(missing_docs)]
 
+mod autocast;
 mod backend;
 mod backprop;
+mod checkpoint;
 mod cpu_backend;
 mod cuda_backend;
 mod device;
@@ -32,6 +34,7 @@ mod shape;
 mod storage;
 mod tensor;
 
+pub use autocast::{autocast, autocast_dtype, AutocastGuard};
 pub use backend::AdamHyper;
 pub use device::{Device, MemoryStats};
 pub use dtype::{DType, FloatDType, WithDType};
@@ -40,7 +43,7 @@ pub use grad_mode::{is_grad_enabled, no_grad, NoGradGuard};
 pub use host::{HostBuf, HostBuffer, SharedBytes};
 pub use layout::Layout;
 pub use ops::Reduction;
-pub use precision::{matmul_allow_tf32, set_matmul_allow_tf32};
+pub use precision::{matmul_allow_tf32, set_matmul_allow_tf32, Precision, PrecisionGuard};
 pub use random::manual_seed;
 pub use shape::{All, Dim, Dims, Shape};
 pub use tensor::{Tensor, TensorId};

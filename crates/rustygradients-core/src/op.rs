@@ -23,7 +23,8 @@ macro_rules! inputs_of {
             | Op::Narrow(a, ..)
             | Op::Expand(a)
             | Op::SoftmaxLast(a, _)
-            | Op::NormLast(a, _, _) => vec![a],
+            | Op::NormLast(a, _, _)
+            | Op::Checkpoint { x: a, .. } => vec![a],
             Op::Binary(a, b, _) | Op::Matmul(a, b) => vec![a, b],
             Op::IndexSelect(a, i, _) | Op::Gather(a, i, _) => vec![a, i],
             Op::WhereCond(m, a, b) => vec![m, a, b],
@@ -82,6 +83,15 @@ pub(crate) enum Op {
         v: Tensor,
         saved: Tensor,
         dims: crate::backend::AttnDims,
+    },
+    /// Activation recomputation ([`Tensor::checkpoint`]): only the input is kept; the rule runs
+    /// `f` again, with the random stream and autocast state of the forward, and backpropagates
+    /// through that.
+    Checkpoint {
+        x: Tensor,
+        f: crate::checkpoint::CheckpointFn,
+        rng: rand_chacha::ChaCha8Rng,
+        autocast: Option<crate::DType>,
     },
 }
 
@@ -148,6 +158,7 @@ impl Op {
             Op::NormLast(_, _, true) => "rms_norm",
             Op::Attention { .. } => "scaled_dot_product_attention",
             Op::CrossEntropy { .. } => "cross_entropy",
+            Op::Checkpoint { .. } => "checkpoint",
         }
     }
 
@@ -222,6 +233,7 @@ impl Op {
                 add(Input(1), Some(k));
                 add(Input(2), Some(v));
             }
+            Op::Checkpoint { x, .. } => add(Input(0), Some(x)),
             Op::ToDType(_)
             | Op::ToDevice(_)
             | Op::Copy(_)

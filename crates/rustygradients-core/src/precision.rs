@@ -21,3 +21,122 @@ pub fn set_matmul_allow_tf32(allow: bool) {
 pub fn matmul_allow_tf32() -> bool {
     ALLOW_TF32.load(Ordering::Relaxed)
 }
+
+/// How a training (or inference) step computes: the one switch behind `train --precision`.
+///
+/// | precision | matmuls and attention | everything else | loss scaling |
+/// |---|---|---|---|
+/// | `Fp32` | f32 | f32 | no |
+/// | `Tf32` | f32 through TF32 tensor cores (GPU) | f32 | no |
+/// | `Bf16` | bf16, f32 accumulation ([`crate::autocast`]) | f32 / bf16 per autocast's rules | no |
+/// | `Fp16` | f16, f32 accumulation ([`crate::autocast`]) | f32 / f16 per autocast's rules | yes (f16's range is narrow) |
+///
+/// Parameters, gradients and optimizer state stay f32 in every mode, so a checkpoint written
+/// in one precision resumes in any other.
+///
+/// ```
+/// use rustygradients_core::{DType, Device, Precision, Tensor};
+/// let p: Precision = "bf16".parse()?;
+/// let (a, b) = (Tensor::ones(&[2, 3], DType::F32, Device::Cpu)?, Tensor::ones(&[3, 2], DType::F32, Device::Cpu)?);
+/// let y = p.run(|| a.matmul(&b))??;
+/// assert_eq!(y.dtype(), DType::BF16);
+/// assert_eq!(Precision::Fp32.run(|| a.matmul(&b))??.dtype(), DType::F32);
+/// # Ok::<(), rustygradients_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Plain f32 (the default).
+    #[default]
+    Fp32,
+    /// f32 with TF32 matmuls on a GPU.
+    Tf32,
+    /// bf16 autocast.
+    Bf16,
+    /// f16 autocast; pair it with a loss scaler.
+    Fp16,
+}
+
+impl Precision {
+    /// Every precision, in the order the CLI lists them.
+    pub const ALL: [Precision; 4] = [
+        Precision::Fp32,
+        Precision::Tf32,
+        Precision::Bf16,
+        Precision::Fp16,
+    ];
+
+    /// The CLI name: `fp32`, `tf32`, `bf16` or `fp16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
+            Precision::Fp16 => "fp16",
+        }
+    }
+
+    /// The autocast dtype of this precision (`None` for fp32 and tf32).
+    pub fn autocast_dtype(self) -> Option<crate::DType> {
+        match self {
+            Precision::Bf16 => Some(crate::DType::BF16),
+            Precision::Fp16 => Some(crate::DType::F16),
+            _ => None,
+        }
+    }
+
+    /// Whether gradients need dynamic loss scaling to stay inside the dtype's range (fp16).
+    pub fn needs_loss_scaling(self) -> bool {
+        self == Precision::Fp16
+    }
+
+    /// Enters this precision on the current thread (autocast) and for the process's f32 GPU
+    /// matmuls (TF32) until the guard drops.
+    pub fn enter(self) -> PrecisionGuard {
+        let tf32 = ALLOW_TF32.swap(self == Precision::Tf32, Ordering::Relaxed);
+        let autocast = crate::AutocastGuard::new(self.autocast_dtype())
+            .expect("autocast dtypes of a Precision are half types");
+        PrecisionGuard {
+            tf32,
+            _autocast: autocast,
+        }
+    }
+
+    /// Runs `f` in this precision (see [`Precision::enter`]).
+    pub fn run<R>(self, f: impl FnOnce() -> R) -> crate::Result<R> {
+        let _guard = self.enter();
+        Ok(f())
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> crate::Result<Self> {
+        Precision::ALL
+            .into_iter()
+            .find(|p| p.name() == s.to_ascii_lowercase())
+            .ok_or_else(|| crate::Error::InvalidArgument {
+                op: "Precision",
+                msg: format!("unknown precision {s:?}: expected fp32, tf32, bf16 or fp16"),
+            })
+    }
+}
+
+/// Restores the previous precision when dropped (see [`Precision::enter`]).
+pub struct PrecisionGuard {
+    tf32: bool,
+    _autocast: crate::AutocastGuard,
+}
+
+impl Drop for PrecisionGuard {
+    fn drop(&mut self) {
+        ALLOW_TF32.store(self.tf32, Ordering::Relaxed);
+    }
+}

@@ -7,7 +7,7 @@ use rustygradients_core::{DType, Error, Result, Tensor};
 use crate::{Dropout, Forward, Linear, Module};
 
 /// Self-attention over `(batch, time, n_embd)` inputs with `n_head` heads.
-#[derive(Module)]
+#[derive(Module, Clone)]
 pub struct SelfAttention {
     /// The q, k and v projections side by side: `(3·n_embd, n_embd)`.
     pub c_attn: Linear,

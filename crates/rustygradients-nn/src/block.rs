@@ -7,7 +7,7 @@ use crate::{Forward, LayerNorm, Mlp, Module, SelfAttention};
 /// A pre-LayerNorm transformer block (GPT-2's): `x + attn(ln_1(x))`, then
 /// `x + mlp(ln_2(x))`, on `(batch, seq, n_embd)` inputs. Parameters are named as in GPT-2
 /// checkpoints (`ln_1.weight`, `attn.c_attn.weight`, `mlp.c_proj.bias`, …).
-#[derive(Module)]
+#[derive(Module, Clone)]
 pub struct Block {
     /// Normalises the input of `attn`.
     pub ln_1: LayerNorm,

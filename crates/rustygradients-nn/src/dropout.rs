@@ -32,6 +32,16 @@ impl Dropout {
 }
 
 /// No parameters; a train/eval switch of its own.
+impl Clone for Dropout {
+    /// The same probability and the same mode at the time of the clone.
+    fn clone(&self) -> Self {
+        Dropout {
+            p: self.p,
+            training: AtomicBool::new(self.is_training()),
+        }
+    }
+}
+
 impl Module for Dropout {
     fn visit(&self, _: &mut dyn Visitor) {}
     fn set_own_training(&self, training: bool) {

@@ -6,7 +6,7 @@ use crate::{init, Forward, Module};
 
 /// Layer normalisation over the last dim (PyTorch's `nn.LayerNorm(dim)`):
 /// `(x - mean) / sqrt(var + eps) * weight + bias`, with the biased variance.
-#[derive(Module)]
+#[derive(Module, Clone)]
 pub struct LayerNorm {
     /// Scale, `(dim,)`; ones at construction.
     #[module(kind = "norm")]

@@ -6,7 +6,7 @@ use crate::{init, Forward, Module};
 
 /// A fully connected layer (PyTorch's `nn.Linear`): `y = x Wᵀ + b` over the last dim of `x`,
 /// `(…, in_features)` to `(…, out_features)`.
-#[derive(Module)]
+#[derive(Module, Clone)]
 pub struct Linear {
     /// `W`, `(out_features, in_features)` as PyTorch stores it.
     pub weight: Tensor,
@@ -78,7 +78,8 @@ impl Forward for Linear {
         // The GEMM reads Wᵀ through its strides: no transposed copy is made.
         let y = x.matmul(&self.weight.t()?)?;
         match &self.bias {
-            Some(b) => y.add(b),
+            // Under autocast the bias joins the half-precision product (as PyTorch's linear).
+            Some(b) => y.add(&b.autocast_half()?),
             None => Ok(y),
         }
     }

@@ -34,7 +34,7 @@ impl Activation {
 }
 
 /// `dropout(c_proj(act(c_fc(x))))`.
-#[derive(Module)]
+#[derive(Module, Clone)]
 pub struct Mlp {
     /// `n_embd → hidden`.
     pub c_fc: Linear,

@@ -204,6 +204,9 @@ impl Tensor {
     }
 
     pub(crate) fn binary_op(&self, rhs: &Tensor, op: BinaryOp) -> Result<Tensor> {
+        if let Some(d) = crate::autocast::promoted(self.dtype(), rhs.dtype()) {
+            return self.to_dtype(d)?.binary_op(&rhs.to_dtype(d)?, op);
+        }
         if self.dtype() != rhs.dtype() {
             return Err(Error::DTypeMismatch {
                 op: op.name(),

@@ -8,6 +8,12 @@ impl Tensor {
     /// Matrix product (`torch.matmul` semantics).
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
         let op = "matmul";
+        if crate::autocast_dtype().is_some() {
+            let (a, b) = (self.autocast_half()?, rhs.autocast_half()?);
+            if a.dtype() != self.dtype() || b.dtype() != rhs.dtype() {
+                return a.matmul(&b);
+            }
+        }
         if self.dtype() != rhs.dtype() {
             return Err(Error::DTypeMismatch {
                 op,

@@ -31,6 +31,9 @@ impl Tensor {
 
     /// Moves `dim` last (a view), runs the fused row kernel, and moves it back.
     fn softmax_impl(&self, dim: impl Dim, log: bool, op: &'static str) -> Result<Tensor> {
+        if crate::autocast_dtype().is_some() && self.dtype().is_half() {
+            return self.autocast_f32()?.softmax_impl(dim, log, op);
+        }
         let d = dim.resolve(self.shape(), op)?;
         self.float_only(op)?;
         let last = self.rank() - 1;
@@ -59,6 +62,16 @@ impl Tensor {
         dropout_p: f64,
     ) -> Result<Tensor> {
         let op = "scaled_dot_product_attention";
+        if crate::autocast_dtype().is_some() {
+            let (q, k2, v2) = (
+                self.autocast_half()?,
+                k.autocast_half()?,
+                v.autocast_half()?,
+            );
+            if q.dtype() != self.dtype() || k2.dtype() != k.dtype() || v2.dtype() != v.dtype() {
+                return q.scaled_dot_product_attention(&k2, &v2, causal, dropout_p);
+            }
+        }
         if self.rank() < 2 || k.rank() != self.rank() || v.rank() != self.rank() {
             return Err(Error::ShapeMismatch {
                 op,
@@ -178,6 +191,9 @@ impl Tensor {
     ) -> Result<Tensor> {
         let op = "layer_norm";
         self.float_only(op)?;
+        if crate::autocast_dtype().is_some() && self.dtype().is_half() {
+            return self.autocast_f32()?.layer_norm(weight, bias, eps);
+        }
         if self.rank() == 0 {
             return Err(Error::InvalidShape {
                 op,
@@ -201,6 +217,9 @@ impl Tensor {
     pub fn rms_norm(&self, weight: Option<&Tensor>, eps: f64) -> Result<Tensor> {
         let op = "rms_norm";
         self.float_only(op)?;
+        if crate::autocast_dtype().is_some() && self.dtype().is_half() {
+            return self.autocast_f32()?.rms_norm(weight, eps);
+        }
         if self.rank() == 0 {
             return Err(Error::InvalidShape {
                 op,
@@ -229,6 +248,11 @@ impl Tensor {
         reduction: Reduction,
     ) -> Result<Tensor> {
         let op = "cross_entropy";
+        if crate::autocast_dtype().is_some() && self.dtype().is_half() {
+            return self
+                .autocast_f32()?
+                .cross_entropy(targets, ignore_index, reduction);
+        }
         if self.rank() != 2 || targets.rank() != 1 || targets.dims()[0] != self.dims()[0] {
             return Err(Error::InvalidArgument {
                 op,

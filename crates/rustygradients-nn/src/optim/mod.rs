@@ -4,11 +4,13 @@
 
 mod adam;
 mod clip;
+mod scaler;
 mod schedule;
 mod sgd;
 
 pub use adam::{Adam, AdamConfig, AdamState, AdamW, AdamWConfig};
 pub use clip::{clip_grad_norm, clip_grad_norm_tensor, grad_norm, grad_norm_tensor};
+pub use scaler::GradScaler;
 pub use schedule::LrSchedule;
 pub use sgd::{Sgd, SgdConfig};
 
