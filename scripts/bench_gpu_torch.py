@@ -1,8 +1,11 @@
 """GPU benchmark, PyTorch side: the same measurements as RustyGradients' `gpu_bench` example
-(matmul TFLOP/s in f32/TF32/bf16; a GPT-2-124M AdamW training step in f32 and TF32, eager mode),
+(matmul TFLOP/s in f32/TF32/bf16; attention forward + backward through
+`scaled_dot_product_attention` with the flash backend; a GPT-2 AdamW training step in each mode:
+fp32, tf32, bf16 autocast eager, and `bf16_compile` = bf16 autocast with `torch.compile`),
 printed as the same JSON lines. Run both with scripts/bench_gpu.sh.
 
-    python scripts/bench_gpu_torch.py [--steps N] [--batch B] [--only matmul|gpt]
+    python scripts/bench_gpu_torch.py [--steps N] [--batch B] [--layers L --heads H --embd C]
+        [--modes fp32,tf32,bf16,bf16_compile] [--recompute] [--only matmul|attention|gpt]
 """
 import argparse
 import json
@@ -12,6 +15,7 @@ import time
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 import torch.nn.functional as F
 
 
@@ -46,10 +50,32 @@ def matmuls():
     torch.backends.cuda.matmul.allow_tf32 = False
 
 
+def attention():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    b, h = 8, 12
+    for t in (1024, 4096):
+        for d in (64, 128):
+            mk = lambda: torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            q, k, v = mk(), mk(), mk()
+            go = torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16)
+
+            def run():
+                with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                out.backward(go)
+
+            secs = timed(run, 3, 20)
+            flops = 7 * 2 * b * h * t * t * d / 2
+            print(json.dumps({"bench": "attention", "mode": "bf16", "shape": f"T{t} D{d}",
+                              "ms": round(secs * 1e3, 4),
+                              "tflops": round(flops / secs / 1e12, 2)}), flush=True)
+
+
 class Block(nn.Module):
     def __init__(self, c, heads):
         super().__init__()
         self.heads = heads
+        self.recompute = False
         self.ln_1 = nn.LayerNorm(c)
         self.c_attn = nn.Linear(c, 3 * c)
         self.c_proj = nn.Linear(c, c)
@@ -58,6 +84,11 @@ class Block(nn.Module):
         self.mlp_proj = nn.Linear(4 * c, c)
 
     def forward(self, x):
+        if self.recompute and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(self.inner, x, use_reentrant=False)
+        return self.inner(x)
+
+    def inner(self, x):
         b, t, c = x.shape
         q, k, v = self.c_attn(self.ln_1(x)).split(c, dim=2)
         q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
@@ -90,27 +121,32 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
 
 
-def gpt2(batch, steps):
-    for mode, tf32 in [("f32", False), ("tf32", True)]:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+def gpt2(batch, steps, layers, heads, c, modes, recompute):
+    for mode in modes.split(","):
+        torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
         torch.manual_seed(1337)
-        model = GPT(50304, 1024, 12, 12, 768).cuda()
+        model = GPT(50304, 1024, layers, heads, c).cuda()
+        for blk in model.h:
+            blk.recompute = recompute
         decay = [p for p in model.parameters() if p.dim() >= 2]
         rest = [p for p in model.parameters() if p.dim() < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                                 {"params": rest, "weight_decay": 0.0}], lr=1e-3)
+                                 {"params": rest, "weight_decay": 0.0}], lr=1e-3, fused=True)
         x = torch.randint(0, 50257, (batch, 1024), device="cuda")
         y = torch.randint(0, 50257, (batch, 1024), device="cuda")
+        half = mode.startswith("bf16")
+        fwd = torch.compile(model) if mode.endswith("_compile") else model
 
         def step():
             opt.zero_grad(set_to_none=True)
-            loss = model(x, y)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=half):
+                loss = fwd(x, y)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             return loss.item()
 
-        for _ in range(3):
+        for _ in range(5 if mode.endswith("_compile") else 3):
             step()
         torch.cuda.reset_peak_memory_stats()
         times, last = [], 0.0
@@ -119,11 +155,16 @@ def gpt2(batch, steps):
             last = step()
             times.append(time.perf_counter() - t)
         secs = statistics.median(times)
-        print(json.dumps({"bench": "gpt2_step", "mode": mode, "batch": batch,
-                          "ms": round(secs * 1e3, 2), "tokens_per_s": round(batch * 1024 / secs),
+        n = sum(p.numel() for p in model.parameters())
+        tokens = batch * 1024 / secs
+        mfu = tokens * (6 * n + 12 * layers * c * 1024) / 989e12
+        shape = f"L{layers} C{c} B{batch}" + (" recompute" if recompute else "")
+        print(json.dumps({"bench": "gpt2_step", "mode": mode, "shape": shape, "batch": batch,
+                          "ms": round(secs * 1e3, 2), "tokens_per_s": round(tokens),
+                          "mfu": round(mfu, 4),
                           "peak_bytes": torch.cuda.max_memory_allocated(),
                           "loss": round(last, 4)}), flush=True)
-        del model, opt
+        model = opt = fwd = step = None  # free before the next mode
         torch.cuda.empty_cache()
     torch.backends.cuda.matmul.allow_tf32 = False
 
@@ -132,12 +173,19 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--only", choices=["matmul", "gpt"])
+    p.add_argument("--layers", type=int, default=12)
+    p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--embd", type=int, default=768)
+    p.add_argument("--modes", default="fp32,tf32,bf16,bf16_compile")
+    p.add_argument("--recompute", action="store_true")
+    p.add_argument("--only", choices=["matmul", "attention", "gpt"])
     a = p.parse_args()
-    if a.only != "gpt":
+    if a.only in (None, "matmul"):
         matmuls()
-    if a.only != "matmul":
-        gpt2(a.batch, a.steps)
+    if a.only in (None, "attention"):
+        attention()
+    if a.only in (None, "gpt"):
+        gpt2(a.batch, a.steps, a.layers, a.heads, a.embd, a.modes, a.recompute)
 
 
 if __name__ == "__main__":

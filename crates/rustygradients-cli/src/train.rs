@@ -168,11 +168,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     // With --resume the other flags are ignored, but a --tokenizer must be the run's own;
     // the precision and activation checkpointing may change (the checkpoint is f32 anyway).
     let given_tokenizer = args.resume.as_ref().and(args.tokenizer.clone());
-    let (given_precision, given_recompute) = (args.precision, args.activation_checkpointing);
+    let (given_precision, given_scale, given_recompute) = (
+        args.precision,
+        args.loss_scale,
+        args.activation_checkpointing,
+    );
     let (run_dir, a, mut resumed) = match &args.resume {
         Some(dir) => {
             let (run_dir, mut a, ck, state) = resume_point(dir, args.stop_at)?;
             a.precision = given_precision.or(a.precision);
+            a.loss_scale = given_scale.or(a.loss_scale);
             a.activation_checkpointing |= given_recompute;
             a.validate()
                 .with_context(|| format!("the settings saved in {}", dir.display()))?;
@@ -256,7 +261,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     );
     let mut scaler = precision
         .needs_loss_scaling()
-        .then(|| GradScaler::new(a.loss_scale));
+        .then(|| GradScaler::new(a.loss_scale()));
     let mut opt = AdamW::new(
         &model,
         AdamWConfig {
@@ -276,8 +281,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut step = 0;
     if let Some((ck, state)) = &mut resumed {
         train_secs = run_state::restore(ck, state, &model, &mut opt, &mut data)?;
-        // An fp16 run continues with its loss scale; one switching to fp16 starts afresh.
-        if let (Some(s), Some(saved)) = (scaler.as_mut(), state.loss_scaler) {
+        // An fp16 run continues with its loss scale (unless --loss-scale sets a new one); one
+        // switching to fp16 starts afresh.
+        if let (Some(s), Some(saved), None) = (scaler.as_mut(), state.loss_scaler, given_scale) {
             *s = saved;
         }
         step = ck.info.step as usize;

@@ -72,10 +72,10 @@ pub struct TrainArgs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision: Option<Precision>,
     /// The first loss scale of an fp16 run (halved after each overflow, doubled after 2000
-    /// good steps).
-    #[arg(long, default_value_t = 65536.0)]
-    #[serde(default = "default_loss_scale")]
-    pub loss_scale: f64,
+    /// good steps); 65536 when not given.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
     /// Recompute each block's activations in the backward pass instead of keeping them: less
     /// memory for about a third more compute.
     #[arg(long)]
@@ -113,11 +113,12 @@ fn default_max_bad_steps() -> usize {
     3
 }
 
-fn default_loss_scale() -> f64 {
-    65536.0
-}
-
 impl TrainArgs {
+    /// The first loss scale of an fp16 run (`--loss-scale`, 65536 by default).
+    pub fn loss_scale(&self) -> f64 {
+        self.loss_scale.unwrap_or(65536.0)
+    }
+
     /// Refuses the first setting out of range, by its flag's name.
     pub fn validate(&self) -> anyhow::Result<()> {
         let at_least_one = [
@@ -184,8 +185,8 @@ impl TrainArgs {
             ),
             (
                 "--loss-scale",
-                self.loss_scale,
-                self.loss_scale > 0.0 && self.loss_scale.is_finite(),
+                self.loss_scale(),
+                self.loss_scale() > 0.0 && self.loss_scale().is_finite(),
                 "a finite number > 0",
             ),
             (

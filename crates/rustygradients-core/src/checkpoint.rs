@@ -57,7 +57,7 @@ impl Tensor {
         let op = Op::Checkpoint {
             x,
             f: Arc::new(f),
-            rng,
+            rng: Box::new(rng),
             autocast,
         };
         Ok(y.view_with(y.layout().clone(), Some(op)))
@@ -78,10 +78,10 @@ pub(crate) fn recompute_grad(
     let y = {
         let _grad = EnableGradGuard::new();
         let _autocast = AutocastGuard::new(autocast)?;
-        let outer = random::rng_state();
-        random::set_rng_state(rng.clone());
+        // The forward's stream in place of whichever generator is active, then put back.
+        let outer = random::swap_active(rng.clone());
         let y = f(&xi);
-        random::set_rng_state(outer);
+        random::swap_active(outer);
         y?
     };
     if y.is_tracked() {

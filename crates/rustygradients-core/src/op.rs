@@ -90,7 +90,7 @@ pub(crate) enum Op {
     Checkpoint {
         x: Tensor,
         f: crate::checkpoint::CheckpointFn,
-        rng: rand_chacha::ChaCha8Rng,
+        rng: Box<rand_chacha::ChaCha8Rng>,
         autocast: Option<crate::DType>,
     },
 }

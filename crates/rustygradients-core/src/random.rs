@@ -70,6 +70,12 @@ pub fn rng_state() -> ChaCha8Rng {
     with_rng(|r| r.clone())
 }
 
+/// Puts `state` in place of the generator draws come from now (this thread's forked one
+/// inside [`fork_rng`], else the global one) and returns the one it replaced.
+pub(crate) fn swap_active(state: ChaCha8Rng) -> ChaCha8Rng {
+    with_rng(|r| std::mem::replace(r, state))
+}
+
 /// Restores a state taken by [`rng_state`].
 pub fn set_rng_state(state: ChaCha8Rng) {
     *RNG.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);

@@ -2,18 +2,25 @@
 //! with `scripts/bench_gpu.sh` on the GPU machine). Prints one JSON object per result:
 //!
 //! - matmul TFLOP/s in f32, TF32 and bf16 at 4096³ and at GPT-2's shapes (8 × 1024 tokens);
-//! - a GPT-2-124M training step (12 layers, 12 heads, 768 wide, T 1024, vocab 50304, AdamW,
-//!   no dropout) in f32 and in TF32: tokens/s (median of the timed steps) and peak GPU memory.
+//! - attention forward + backward (bf16, causal, B 8, H 12, T 1024/4096, D 64/128): TFLOP/s,
+//!   counting the causal half only (forward 2 products, backward 5, of 2·T²·D/2 each);
+//! - a GPT-2 training step (default 124M: 12 layers, 12 heads, 768 wide, T 1024, vocab 50304,
+//!   AdamW, gradient clipping, no dropout) in each of `--modes` (fp32, tf32, bf16, fp16):
+//!   tokens/s (median of the timed steps) and peak GPU memory; `--recompute` turns on per-block
+//!   activation checkpointing.
 //!
 //! Build with `cargo build --release --features cuda --example gpu_bench`; run as
-//! `gpu_bench [--steps N] [--batch B] [--only matmul|gpt]`.
+//! `gpu_bench [--steps N] [--batch B] [--layers L --heads H --embd C] [--modes fp32,tf32,bf16]
+//! [--recompute] [--only matmul|attention|gpt]`.
 
 use std::time::Instant;
 
 use rustygradients::models::{Gpt, GptConfig};
 use rustygradients::nn::Module;
 use rustygradients::optim::{clip_grad_norm_tensor, AdamW, AdamWConfig, Optimizer};
-use rustygradients::{manual_seed, set_matmul_allow_tf32, DType, Device, Result, Tensor};
+use rustygradients::{
+    manual_seed, set_matmul_allow_tf32, DType, Device, Precision, Result, Tensor,
+};
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -24,11 +31,41 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn only() -> Option<String> {
+fn arg_str(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
-        .position(|a| a == "--only")
+        .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
+fn attention(dev: Device) -> Result<()> {
+    let (b, h) = (8, 12);
+    for t in [1024, 4096] {
+        for d in [64, 128] {
+            manual_seed(0);
+            let mk = || -> Result<Tensor> {
+                Tensor::randn([b, h, t, d], DType::BF16, dev)?.requires_grad_(true)
+            };
+            let (q, k, v) = (mk()?, mk()?, mk()?);
+            let go = Tensor::randn([b, h, t, d], DType::BF16, dev)?;
+            let secs = time(dev, 3, 20, || {
+                let out = q.scaled_dot_product_attention(&k, &v, true, 0.0)?;
+                out.backward_with(&go)
+            })?;
+            // Causal: half of the 2·T²·D multiply-adds of each of the 7 products.
+            let flops = 7.0 * 2.0 * (b * h) as f64 * (t * t * d) as f64 / 2.0;
+            println!(
+                "{{\"bench\":\"attention\",\"mode\":\"bf16\",\"shape\":\"T{t} D{d}\",\"ms\":{:.4},\"tflops\":{:.2}}}",
+                secs * 1e3,
+                flops / secs / 1e12
+            );
+        }
+    }
+    Ok(())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -87,23 +124,30 @@ fn gpt2(dev: Device, batch: usize, steps: usize) -> Result<()> {
     let cfg = GptConfig {
         vocab_size: 50304,
         block_size: 1024,
-        n_layer: 12,
-        n_head: 12,
-        n_embd: 768,
+        n_layer: arg("--layers", 12),
+        n_head: arg("--heads", 12),
+        n_embd: arg("--embd", 768),
         dropout: 0.0,
     };
-    for (mode, tf32) in [("f32", false), ("tf32", true)] {
-        set_matmul_allow_tf32(tf32);
+    let recompute = flag("--recompute");
+    let modes = arg_str("--modes").unwrap_or_else(|| "fp32,tf32,bf16".into());
+    for mode in modes.split(',') {
+        let precision: Precision = mode.parse()?;
         manual_seed(1337);
-        let model = Gpt::new(cfg.clone(), DType::F32, dev)?;
+        let mut model = Gpt::new(cfg.clone(), DType::F32, dev)?;
+        model.activation_checkpointing = recompute;
         let mut opt = AdamW::new(&model, AdamWConfig::default().with_weight_decay(0.1));
         let params = model.parameters();
         let x = Tensor::randint(0, 50257, [batch, 1024], dev)?;
         let y = Tensor::randint(0, 50257, [batch, 1024], dev)?;
         let mut step = || -> Result<f64> {
             opt.zero_grad();
-            let loss = model.loss(&x, &y)?;
-            loss.backward()?;
+            let loss = {
+                let _p = precision.enter();
+                let loss = model.loss(&x, &y)?;
+                loss.backward()?;
+                loss
+            };
             clip_grad_norm_tensor(&params, 1.0)?;
             opt.step()?;
             loss.item()
@@ -124,27 +168,39 @@ fn gpt2(dev: Device, batch: usize, steps: usize) -> Result<()> {
         if let Some(report) = dev.profile_report()? {
             eprintln!("GPU time per kernel over {steps} {mode} steps:\n{report}");
         }
+        let tokens = (batch * 1024) as f64 / secs;
+        // Model FLOPs per token as the MFU figures count them: 6·N for the weights
+        // plus 12·L·C·T for attention's two products; the dense bf16 peak of an H100/H200 SXM
+        // is 989 TFLOP/s.
+        let flops_per_token =
+            6.0 * cfg.num_parameters() + 12.0 * (cfg.n_layer * cfg.n_embd * 1024) as f64;
         println!(
-            "{{\"bench\":\"gpt2_step\",\"mode\":\"{mode}\",\"batch\":{batch},\"ms\":{:.2},\"tokens_per_s\":{:.0},\"peak_bytes\":{},\"loss\":{last:.4}}}",
+            "{{\"bench\":\"gpt2_step\",\"mode\":\"{mode}\",\"shape\":\"L{} C{} B{batch}{}\",\"batch\":{batch},\"ms\":{:.2},\"tokens_per_s\":{tokens:.0},\"mfu\":{:.4},\"peak_bytes\":{},\"loss\":{last:.4}}}",
+            cfg.n_layer,
+            cfg.n_embd,
+            if recompute { " recompute" } else { "" },
             secs * 1e3,
-            (batch * 1024) as f64 / secs,
+            tokens * flops_per_token / 989e12,
             stats.peak
         );
         drop(opt);
         drop(model);
     }
-    set_matmul_allow_tf32(false);
     Ok(())
 }
 
 fn main() -> Result<()> {
     let dev = Device::Cuda(0);
     dev.synchronize()?;
-    let which = only();
-    if which.as_deref() != Some("gpt") {
+    let which = arg_str("--only");
+    let run = |what: &str| which.as_deref().is_none_or(|w| w == what);
+    if run("matmul") {
         matmuls(dev)?;
     }
-    if which.as_deref() != Some("matmul") {
+    if run("attention") {
+        attention(dev)?;
+    }
+    if run("gpt") {
         gpt2(dev, arg("--batch", 8), arg("--steps", 10))?;
     }
     Ok(())

@@ -20,17 +20,19 @@ pub(crate) enum Module {
     Indexing,
     Optim,
     Random,
+    Flash,
 }
 
 impl Module {
     #[cfg(test)]
-    pub(crate) const ALL: [Module; 6] = [
+    pub(crate) const ALL: [Module; 7] = [
         Module::Elementwise,
         Module::Reduce,
         Module::Rows,
         Module::Indexing,
         Module::Optim,
         Module::Random,
+        Module::Flash,
     ];
 
     fn body(self) -> &'static str {
@@ -41,6 +43,7 @@ impl Module {
             Module::Indexing => include_str!("kernels/indexing.cu"),
             Module::Optim => include_str!("kernels/optim.cu"),
             Module::Random => include_str!("kernels/random.cu"),
+            Module::Flash => include_str!("kernels/flash.cu"),
         }
     }
 

@@ -222,6 +222,20 @@ impl CudaDevice {
         block: u32,
         args: &mut [*mut c_void],
     ) -> Result<()> {
+        self.launch_smem(op, f, grid, block, 0, args)
+    }
+
+    /// [`CudaDevice::launch_2d`] with `smem` bytes of dynamic shared memory (the kernel's
+    /// limit is raised to it first when it exceeds the default 48 KiB).
+    pub(super) fn launch_smem(
+        &self,
+        op: &'static str,
+        f: &CudaFunction,
+        grid: (u32, u32),
+        block: u32,
+        smem: u32,
+        args: &mut [*mut c_void],
+    ) -> Result<()> {
         if grid.0 == 0 || grid.1 == 0 {
             return Ok(());
         }
@@ -233,6 +247,13 @@ impl CudaDevice {
                 .unwrap_or_default()
         };
         self.bind(op)?;
+        if smem > 48 * 1024 {
+            f.set_attribute(
+                cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                smem as i32,
+            )
+            .map_err(|e| self.error(op, format!("raising the shared-memory limit: {e}")))?;
+        }
         self.profiled(name, || {
             // SAFETY: the caller passes arguments matching the kernel's signature, pointing at
             // values that outlive this call; device pointers belong to live buffers of this
@@ -242,7 +263,7 @@ impl CudaDevice {
                     f.cu_function(),
                     (grid.0, grid.1, 1),
                     (block, 1, 1),
-                    0,
+                    smem,
                     self.0.stream.cu_stream(),
                     args,
                 )

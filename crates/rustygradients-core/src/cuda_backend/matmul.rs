@@ -247,6 +247,9 @@ pub(super) fn attention_fwd(
     v: &CudaStorage,
     d: AttnDims,
 ) -> Result<(CudaStorage, CudaStorage)> {
+    if super::flash::applies(q.dtype(), &d) {
+        return super::flash::forward(q, k, v, d);
+    }
     let op = "scaled_dot_product_attention";
     let dev = q.dev();
     let causal_t = if d.causal { d.t } else { 0 };
@@ -291,6 +294,14 @@ pub(super) fn attention_bwd(
     d: AttnDims,
 ) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
     let op = "scaled_dot_product_attention_backward";
+    if super::flash::applies(q.dtype(), &d) {
+        if !super::flash::saved_len_ok(lse, &d) {
+            return Err(q
+                .dev()
+                .error(op, "the forward's saved state does not match these sizes"));
+        }
+        return super::flash::backward(q, k, v, lse, g, d);
+    }
     let dev = q.dev();
     let causal_t = if d.causal { d.t } else { 0 };
     // p = softmax(scale · q kᵀ) again, from the saved logsumexp; then

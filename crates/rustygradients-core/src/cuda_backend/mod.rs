@@ -15,6 +15,8 @@ mod compile;
 #[cfg(feature = "cuda")]
 mod device;
 #[cfg(feature = "cuda")]
+mod flash;
+#[cfg(feature = "cuda")]
 mod indexing;
 #[cfg(feature = "cuda")]
 mod layout;

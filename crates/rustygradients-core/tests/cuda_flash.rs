@@ -1,0 +1,219 @@
+//! FlashAttention on the GPU (f16/bf16, head dims 64 and 128) against the unfused f32 path:
+//! outputs and the gradients of q, k and v, causal and not, lengths from 1 to 4096 including
+//! non-multiples of the 64-row tiles and queries ≠ keys. The reference is the same rounded
+//! inputs in f32 on the same GPU, through the GEMM + softmax path (itself tested against the
+//! CPU in `cuda_ops.rs`). Skips without a CUDA device.
+//!
+//! Tolerances (max error over the largest reference magnitude): bf16 2e-2, f16 4e-3 — the
+//! probabilities are rounded to the operands' dtype before the second product, as in every
+//! FlashAttention.
+
+use std::sync::{Mutex, MutexGuard};
+
+use rustygradients_core::{manual_seed, DType, Device, Result, Tensor};
+
+fn gpu() -> Option<Device> {
+    let dev = Device::Cuda(0);
+    if dev.is_available() {
+        return Some(dev);
+    }
+    eprintln!("skipping: no CUDA device (build with --features cuda and run on a GPU machine)");
+    None
+}
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn tol(dtype: DType) -> f64 {
+    if dtype == DType::BF16 {
+        2e-2
+    } else {
+        4e-3
+    }
+}
+
+/// max |a - b| / max |b|, over all elements (f64 on the host).
+fn rel(a: &Tensor, b: &Tensor) -> Result<f64> {
+    let (a, b) = (a.to_f64_vec()?, b.to_f64_vec()?);
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-30);
+    let mut worst = 0f64;
+    for (x, y) in a.iter().zip(&b) {
+        assert!(x.is_finite(), "non-finite value {x}");
+        worst = worst.max((x - y).abs());
+    }
+    Ok(worst / scale)
+}
+
+/// Output and q/k/v gradients of attention on `(b, h, t, d)` / `(b, h, s, d)` operands.
+fn run(q: &Tensor, k: &Tensor, v: &Tensor, go: &Tensor, causal: bool) -> Result<Vec<Tensor>> {
+    let (q, k, v) = (
+        q.detach().requires_grad_(true)?,
+        k.detach().requires_grad_(true)?,
+        v.detach().requires_grad_(true)?,
+    );
+    let out = q.scaled_dot_product_attention(&k, &v, causal, 0.0)?;
+    out.backward_with(&go.to_dtype(out.dtype())?)?;
+    Ok(vec![
+        out.detach(),
+        q.grad().unwrap(),
+        k.grad().unwrap(),
+        v.grad().unwrap(),
+    ])
+}
+
+fn case(dev: Device, dtype: DType, b: usize, h: usize, t: usize, s: usize, d: usize, causal: bool) {
+    let mk = |rows: usize| {
+        Tensor::randn([b, h, rows, d], DType::F32, Device::Cpu)
+            .unwrap()
+            .to_device(dev)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap()
+    };
+    let (q, k, v, go) = (mk(t), mk(s), mk(s), mk(t));
+    let got = run(&q, &k, &v, &go, causal).unwrap();
+    let f32s = |x: &Tensor| x.to_dtype(DType::F32).unwrap();
+    let want = run(&f32s(&q), &f32s(&k), &f32s(&v), &f32s(&go), causal).unwrap();
+    for (name, (g, w)) in ["out", "dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
+        assert_eq!(g.dtype(), dtype, "{name} dtype");
+        assert_eq!(g.dims(), w.dims(), "{name} shape");
+        let e = rel(g, w).unwrap();
+        assert!(
+            e <= tol(dtype),
+            "{dtype:?} b {b} h {h} t {t} s {s} d {d} causal {causal}: {name} off by {e:.2e} \
+             (tolerance {:.0e})",
+            tol(dtype)
+        );
+    }
+}
+
+/// Every dtype, head dim and mask at lengths up to 257 (tails of every tile; small enough for
+/// compute-sanitizer).
+#[test]
+fn cuda_flash_attention_small() {
+    let Some(dev) = gpu() else { return };
+    let _g = serial();
+    manual_seed(7);
+    for dtype in [DType::BF16, DType::F16] {
+        for d in [64, 128] {
+            for causal in [true, false] {
+                for (t, s) in [(1, 1), (17, 17), (64, 64), (100, 100), (257, 257)] {
+                    case(dev, dtype, 2, 3, t, s, d, causal);
+                }
+                // Queries and keys of different lengths (causal masks are top-left aligned).
+                case(dev, dtype, 1, 2, 37, 100, d, causal);
+                case(dev, dtype, 1, 2, 100, 37, d, causal);
+            }
+        }
+    }
+}
+
+#[test]
+fn cuda_flash_attention_training_sizes() {
+    let Some(dev) = gpu() else { return };
+    let _g = serial();
+    manual_seed(11);
+    for dtype in [DType::BF16, DType::F16] {
+        for d in [64, 128] {
+            for causal in [true, false] {
+                case(dev, dtype, 2, 3, 1024, 1024, d, causal);
+            }
+        }
+    }
+}
+
+#[test]
+fn cuda_flash_attention_long_sequences() {
+    let Some(dev) = gpu() else { return };
+    let _g = serial();
+    manual_seed(8);
+    for d in [64, 128] {
+        case(dev, DType::BF16, 1, 2, 4096, 4096, d, true);
+        case(dev, DType::F16, 1, 1, 4096, 4096, d, false);
+        case(dev, DType::BF16, 1, 1, 4000, 4000, d, true);
+    }
+}
+
+/// Heads taken as views of a fused qkv projection (non-contiguous), as `SelfAttention` does.
+#[test]
+fn cuda_flash_attention_on_strided_heads() {
+    let Some(dev) = gpu() else { return };
+    let _g = serial();
+    manual_seed(9);
+    let (b, t, h, hd) = (2, 130, 4, 64);
+    let qkv = Tensor::randn([b, t, 3 * h * hd], DType::F32, Device::Cpu)
+        .unwrap()
+        .to_device(dev)
+        .unwrap();
+    let go = Tensor::randn([b, h, t, hd], DType::F32, Device::Cpu)
+        .unwrap()
+        .to_device(dev)
+        .unwrap();
+    let heads = |x: &Tensor, i: usize| {
+        x.narrow(2, i * h * hd, h * hd)
+            .unwrap()
+            .reshape([b, t, h, hd])
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+    };
+    let half = qkv.to_dtype(DType::BF16).unwrap();
+    let got = run(
+        &heads(&half, 0),
+        &heads(&half, 1),
+        &heads(&half, 2),
+        &go,
+        true,
+    )
+    .unwrap();
+    let back = half.to_dtype(DType::F32).unwrap();
+    let want = run(
+        &heads(&back, 0),
+        &heads(&back, 1),
+        &heads(&back, 2),
+        &go,
+        true,
+    )
+    .unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert!(rel(g, w).unwrap() <= tol(DType::BF16));
+    }
+}
+
+/// O(T) memory: the forward and backward at T = 4096 allocate far less than one (T, T) score
+/// matrix per slice would take.
+#[test]
+fn cuda_flash_attention_never_allocates_the_score_matrix() {
+    let Some(dev) = gpu() else { return };
+    let _g = serial();
+    manual_seed(10);
+    let (n, t, d) = (8, 4096, 64);
+    let mk = || {
+        Tensor::randn([n, t, d], DType::F32, Device::Cpu)
+            .unwrap()
+            .to_device(dev)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap()
+            .requires_grad_(true)
+            .unwrap()
+    };
+    let (q, k, v) = (mk(), mk(), mk());
+    dev.synchronize().unwrap();
+    let before = dev.memory_stats().unwrap().unwrap().in_use;
+    dev.reset_peak_memory().unwrap();
+    let out = q.scaled_dot_product_attention(&k, &v, true, 0.0).unwrap();
+    out.sum_all().unwrap().backward().unwrap();
+    dev.synchronize().unwrap();
+    let peak = dev.memory_stats().unwrap().unwrap().peak;
+    let scores = (n * t * t * 2) as u64; // one bf16 score matrix for all slices
+    assert!(
+        peak - before < scores / 4,
+        "attention at T {t} used {} MiB over its inputs; one score matrix is {} MiB",
+        (peak - before) >> 20,
+        scores >> 20
+    );
+}
