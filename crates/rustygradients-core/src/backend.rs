@@ -317,8 +317,8 @@ pub trait BackendStorage: Sized {
     /// The input gradient of `norm_last` from `x̂` (`self`), `1/σ` and the output gradient.
     fn norm_last_bwd(&self, rstd: &Self, g: &Self, gl: &Layout, rms: bool) -> Result<Self>;
     /// Cross-entropy rows of contiguous `(N, C)` logits against `(N,)` class indices (`i64` or
-    /// `u32`, any layout): per row `logsumexp(x) - x[target]` (0 for an `ignore` target) in the
-    /// logits' dtype, and each row's logsumexp in f32 (f64 for f64 logits) for the gradient.
+    /// `u32`, any layout): per row `logsumexp(x) - x[target]` (0 for an `ignore` target) and
+    /// each row's logsumexp (for the gradient), both in f32 (f64 for f64 logits).
     /// A target outside `0..C` is an error: at once on the CPU, at the next synchronisation on a
     /// GPU (which only queues work).
     fn cross_entropy_fwd(
@@ -329,7 +329,8 @@ pub trait BackendStorage: Sized {
         ignore: Option<i64>,
     ) -> Result<(Self, Self)>;
     /// The logits' gradient `(softmax(x) - onehot(target)) · g[row]` (0 for ignored rows) from
-    /// the forward's logsumexp and the contiguous `(N,)` output gradient `g`.
+    /// the forward's logsumexp and the contiguous `(N,)` output gradient `g` (in the losses'
+    /// dtype: f32, or f64 for f64 logits), in the logits' dtype.
     fn cross_entropy_bwd(
         &self,
         targets: &Self,

@@ -33,8 +33,8 @@ impl Tensor {
     /// x.zero_grad();
     /// w.zero_grad();
     /// x.matmul(&w)?.tanh()?.matmul(&w)?.sum_all()?.backward()?;
-    /// assert!(gx.sub(&x.grad().unwrap())?.abs()?.max_all()?.item()? < 1e-12);
-    /// assert!(gw.sub(&w.grad().unwrap())?.abs()?.max_all()?.item()? < 1e-12);
+    /// assert!(gx.sub(&x.grad().unwrap())?.abs()?.sum_all()?.item()? < 1e-12);
+    /// assert!(gw.sub(&w.grad().unwrap())?.abs()?.sum_all()?.item()? < 1e-12);
     /// # Ok::<(), rustygradients_core::Error>(())
     /// ```
     pub fn checkpoint(

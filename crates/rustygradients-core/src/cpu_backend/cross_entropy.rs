@@ -1,6 +1,6 @@
 //! Fused cross-entropy over rows of logits: the loss of each row and, for backward, the
 //! logits' gradient `softmax - onehot`, without materialising log-probabilities. f16 and bf16
-//! logits are computed in f32.
+//! logits are computed in f32, and their losses are returned in f32.
 
 use rayon::prelude::*;
 
@@ -137,8 +137,9 @@ pub(super) fn cross_entropy_fwd(
         }
         other => return Err(super::float_only(OP, &other)),
     };
-    let n = Layout::contiguous(t.len());
-    Ok((nll.to_dtype(&n, x.dtype())?, lse))
+    // The losses stay in the accumulation dtype (f32 for f16/bf16 logits), as the backend
+    // contract says; the op narrows them when the caller is not autocasting.
+    Ok((nll, lse))
 }
 
 pub(super) fn cross_entropy_bwd(

@@ -304,7 +304,7 @@ pub(super) fn cross_entropy_fwd(
     let op = "cross_entropy";
     float_only(op, x.dtype())?;
     let dev = x.dev();
-    let nll = CudaStorage::alloc(dev, op, n, x.dtype())?;
+    let nll = CudaStorage::alloc(dev, op, n, lse_dtype(x.dtype()))?;
     let lse = CudaStorage::alloc(dev, op, n, lse_dtype(x.dtype()))?;
     if n == 0 {
         return Ok((nll, lse));

@@ -248,11 +248,6 @@ impl Tensor {
         reduction: Reduction,
     ) -> Result<Tensor> {
         let op = "cross_entropy";
-        if crate::autocast_dtype().is_some() && self.dtype().is_half() {
-            return self
-                .autocast_f32()?
-                .cross_entropy(targets, ignore_index, reduction);
-        }
         if self.rank() != 2 || targets.rank() != 1 || targets.dims()[0] != self.dims()[0] {
             return Err(Error::InvalidArgument {
                 op,
@@ -286,7 +281,12 @@ impl Tensor {
             lse,
             ignore: ignore_index,
         };
-        let nll = Tensor::from_storage(nll, n, Some(op));
+        let mut nll = Tensor::from_storage(nll, n, Some(op));
+        // The backends compute f16/bf16 losses in f32. Under autocast they stay f32 (PyTorch's
+        // autocast runs cross_entropy in f32); otherwise the result keeps the logits' dtype.
+        if crate::autocast_dtype().is_none() {
+            nll = nll.to_dtype(self.dtype())?;
+        }
         match reduction {
             Reduction::None => Ok(nll),
             Reduction::Sum => nll.sum_all(),
@@ -296,7 +296,7 @@ impl Tensor {
                 // ignored (0 / 0); so do we.
                 Some(i) => {
                     let ignored = Tensor::full(i as f64, (), targets.dtype(), targets.device())?;
-                    let count = targets.ne(&ignored)?.to_dtype(self.dtype())?.sum_all()?;
+                    let count = targets.ne(&ignored)?.to_dtype(nll.dtype())?.sum_all()?;
                     nll.sum_all()?.div(&count)
                 }
             },

@@ -196,7 +196,8 @@ __device__ bool ce_target(const i64* targets, i64 row, i64 c, i64 ignore, int ha
     return true;
 }
 template <typename T>
-__device__ void ce_fwd_impl(const T* x, const i64* targets, T* nll, typename Num<T>::acc* lse_out,
+__device__ void ce_fwd_impl(const T* x, const i64* targets, typename Num<T>::acc* nll,
+                            typename Num<T>::acc* lse_out,
                             i64 c, i64 ignore, int has_ignore, i64* err) {
     typedef typename Num<T>::acc A;
     i64 row = blockIdx.x;
@@ -214,18 +215,18 @@ __device__ void ce_fwd_impl(const T* x, const i64* targets, T* nll, typename Num
     if (threadIdx.x == 0) {
         i64 t;
         bool ok = ce_target<T>(targets, row, c, ignore, has_ignore, err, &t);
-        nll[row] = Num<T>::st(ok ? lse - Num<T>::ld(xr[t]) : (A)0);
+        nll[row] = ok ? lse - Num<T>::ld(xr[t]) : (A)0;
         lse_out[row] = lse;
     }
 }
 template <typename T>
 __device__ void ce_bwd_impl(const T* x, const i64* targets, const typename Num<T>::acc* lse,
-                            const T* g, T* out, i64 c, i64 ignore, int has_ignore, i64* err) {
+                            const typename Num<T>::acc* g, T* out, i64 c, i64 ignore, int has_ignore, i64* err) {
     typedef typename Num<T>::acc A;
     i64 row = blockIdx.x;
     i64 t;
     bool ok = ce_target<T>(targets, row, c, ignore, has_ignore, err, &t);
-    A gv = ok ? Num<T>::ld(g[row]) : (A)0, l = lse[row];
+    A gv = ok ? g[row] : (A)0, l = lse[row];
     for (i64 j = threadIdx.x; j < c; j += blockDim.x) {
         A p = exp(Num<T>::ld(x[row * c + j]) - l);
         out[row * c + j] = Num<T>::st((p - (ok && j == t ? (A)1 : (A)0)) * gv);
@@ -260,13 +261,13 @@ __device__ void ce_bwd_impl(const T* x, const i64* targets, const typename Num<T
                                             i64 w, int rms) {                                   \
         norm_bwd_impl<T>(xhat, rstd, g, out, w, rms);                                           \
     }                                                                                           \
-    extern "C" __global__ void ce_fwd_##S(const T* x, const i64* t, T* nll,                     \
+    extern "C" __global__ void ce_fwd_##S(const T* x, const i64* t, Num<T>::acc* nll,           \
                                           Num<T>::acc* lse, i64 c, i64 ignore, int has_ignore,  \
                                           i64* err) {                                           \
         ce_fwd_impl<T>(x, t, nll, lse, c, ignore, has_ignore, err);                             \
     }                                                                                           \
     extern "C" __global__ void ce_bwd_##S(const T* x, const i64* t, const Num<T>::acc* lse,     \
-                                          const T* g, T* out, i64 c, i64 ignore,                \
+                                          const Num<T>::acc* g, T* out, i64 c, i64 ignore,      \
                                           int has_ignore, i64* err) {                           \
         ce_bwd_impl<T>(x, t, lse, g, out, c, ignore, has_ignore, err);                          \
     }
