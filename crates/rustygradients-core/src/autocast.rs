@@ -6,8 +6,11 @@
 //! - **half**: `matmul` (so every `Linear`) and `scaled_dot_product_attention` cast f32 operands
 //!   to the autocast dtype (f16 or bf16; the products accumulate in f32) and return half results;
 //!   a `Linear`'s bias is cast with them.
-//! - **f32**: `layer_norm`, `rms_norm`, `softmax`, `log_softmax` and `cross_entropy` compute in
-//!   f32 whatever dtype they are given (their statistics and the loss never round to half).
+//! - **f32**: `softmax`, `log_softmax` and `cross_entropy` compute in f32 whatever dtype they
+//!   are given and return f32 (the loss never rounds to half). `layer_norm` and `rms_norm`
+//!   compute their statistics and affine in f32 too but return the half dtype: their consumers
+//!   in a transformer are matmuls, which would cast them anyway (on a GPU one fused kernel
+//!   reads the f32 or half input and writes the half output).
 //! - **promotion**: an elementwise op on a half and an f32 tensor computes in f32 (so a residual
 //!   stream that starts f32 stays f32); outside a scope mixed dtypes are an error, as before.
 //! - everything else runs in the dtype it is given.

@@ -370,6 +370,43 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, InputGrad
                 ),
             ])
         }
+        Op::NormAffine {
+            x,
+            w,
+            b,
+            mean,
+            rstd,
+            rms,
+        } => {
+            let g = g.dense()?;
+            let dims = (mean.elem_count(), x.dims()[x.rank() - 1]);
+            let want = (
+                w.as_ref().is_some_and(Tensor::is_tracked),
+                b.as_ref().is_some_and(Tensor::is_tracked),
+            );
+            let ws = w.as_ref().map(|w| w.storage());
+            let (dx, dw, db) = x.storage().norm_affine_bwd(
+                ws.as_deref(),
+                &mean.storage(),
+                &rstd.storage(),
+                &g.storage(),
+                dims,
+                *rms,
+                want,
+            )?;
+            drop(ws);
+            let mut out = vec![(
+                x.clone(),
+                Full(Tensor::from_storage(dx, x.shape().clone(), None)),
+            )];
+            for (p, d) in [(w, dw), (b, db)] {
+                if let (Some(p), Some(d)) = (p, d) {
+                    let d = Tensor::from_storage(d, dims.1, None).to_dtype(p.dtype())?;
+                    out.push((p.clone(), Full(d)));
+                }
+            }
+            Ok(out)
+        }
         Op::Checkpoint {
             x,
             f,

@@ -30,6 +30,12 @@ macro_rules! inputs_of {
             Op::WhereCond(m, a, b) => vec![m, a, b],
             Op::ScatterAdd(a, i, s, _) => vec![a, i, s],
             Op::Attention { q, k, v, .. } => vec![q, k, v],
+            Op::NormAffine { x, w, b, .. } => {
+                let mut v = vec![x];
+                v.extend(w);
+                v.extend(b);
+                v
+            }
             Op::CrossEntropy {
                 logits, targets, ..
             } => vec![logits, targets],
@@ -83,6 +89,16 @@ pub(crate) enum Op {
         v: Tensor,
         saved: Tensor,
         dims: crate::backend::AttnDims,
+    },
+    /// LayerNorm (RMSNorm when `rms`) with its weight and bias in one GPU kernel: the inputs
+    /// `x`, `w`, `b`, and each row's mean and 1/σ in f32; the rule reads `x` and `w`.
+    NormAffine {
+        x: Tensor,
+        w: Option<Tensor>,
+        b: Option<Tensor>,
+        mean: Tensor,
+        rstd: Tensor,
+        rms: bool,
     },
     /// Activation recomputation ([`Tensor::checkpoint`]): only the input is kept; the rule runs
     /// `f` again, with the random stream and autocast state of the forward, and backpropagates
@@ -159,6 +175,8 @@ impl Op {
             Op::Attention { .. } => "scaled_dot_product_attention",
             Op::CrossEntropy { .. } => "cross_entropy",
             Op::Checkpoint { .. } => "checkpoint",
+            Op::NormAffine { rms: false, .. } => "layer_norm",
+            Op::NormAffine { rms: true, .. } => "rms_norm",
         }
     }
 
@@ -234,6 +252,12 @@ impl Op {
                 add(Input(2), Some(v));
             }
             Op::Checkpoint { x, .. } => add(Input(0), Some(x)),
+            Op::NormAffine { x, w, .. } => {
+                add(Input(0), Some(x));
+                if let Some(w) = w {
+                    add(Input(1), Some(w));
+                }
+            }
             Op::ToDType(_)
             | Op::ToDevice(_)
             | Op::Copy(_)

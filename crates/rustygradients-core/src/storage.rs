@@ -328,6 +328,70 @@ impl Storage {
         let (x, r, g) = (self, rstd, g);
         Ok(same_device!("layer_norm_backward", (x, r, g) => x.norm_last_bwd(r, g, gl, rms)))
     }
+    /// LayerNorm/RMSNorm with weight and bias in one kernel over `(rows, c)` contiguous rows
+    /// from element 0: `(y in out dtype, mean, 1/σ)`. `None` on backends that compose it
+    /// from primitives (the CPU).
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    pub fn norm_affine(
+        &self,
+        dims: (usize, usize),
+        w: Option<&Storage>,
+        b: Option<&Storage>,
+        eps: f64,
+        rms: bool,
+        out: DType,
+    ) -> Result<Option<(Storage, Storage, Storage)>> {
+        fn cuda<'a>(x: &Storage, s: Option<&'a Storage>) -> Result<Option<&'a CudaStorage>> {
+            match s {
+                Some(Storage::Cuda(s)) => Ok(Some(s)),
+                None => Ok(None),
+                Some(other) => Err(mismatch("layer_norm", &[x.device(), other.device()])),
+            }
+        }
+        match self {
+            Storage::Cpu(_) => Ok(None),
+            Storage::Cuda(x) => x
+                .norm_affine(dims, cuda(self, w)?, cuda(self, b)?, eps, rms, out)
+                .map(|(y, m, r)| Some((Storage::Cuda(y), Storage::Cuda(m), Storage::Cuda(r)))),
+        }
+    }
+
+    /// The gradients of [`Storage::norm_affine`]: `(dx, f32 dw, f32 db)`, the last two when
+    /// `want` asks for them.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    pub fn norm_affine_bwd(
+        &self,
+        w: Option<&Storage>,
+        mean: &Storage,
+        rstd: &Storage,
+        g: &Storage,
+        dims: (usize, usize),
+        rms: bool,
+        want: (bool, bool),
+    ) -> Result<(Storage, Option<Storage>, Option<Storage>)> {
+        let op = "layer_norm_backward";
+        match (self, w, mean, rstd, g) {
+            (
+                Storage::Cuda(x),
+                None | Some(Storage::Cuda(_)),
+                Storage::Cuda(m),
+                Storage::Cuda(r),
+                Storage::Cuda(g),
+            ) => {
+                let w = match w {
+                    Some(Storage::Cuda(w)) => Some(w),
+                    _ => None,
+                };
+                let (dx, dw, db) = x.norm_affine_bwd(w, m, r, g, dims, rms, want)?;
+                Ok((
+                    Storage::Cuda(dx),
+                    dw.map(Storage::Cuda),
+                    db.map(Storage::Cuda),
+                ))
+            }
+            _ => Err(mismatch(op, &[self.device(), g.device()])),
+        }
+    }
     pub fn cross_entropy_fwd(
         &self,
         l: &Layout,

@@ -214,9 +214,13 @@ impl Gpt {
             });
         }
         let pos = Tensor::arange(0.0, t as f64, 1.0, DType::I64, idx.device())?;
+        // Under autocast the residual stream itself is half precision (as llm.c keeps it):
+        // every op along it then reads and writes half the bytes, while the normalisations
+        // and the loss still compute in f32.
         let mut x = self
             .drop
-            .forward(&self.wte.forward(idx)?.add(&self.wpe.forward(&pos)?)?)?;
+            .forward(&self.wte.forward(idx)?.add(&self.wpe.forward(&pos)?)?)?
+            .autocast_half()?;
         for block in &self.h {
             x = if self.activation_checkpointing {
                 let block = block.clone();

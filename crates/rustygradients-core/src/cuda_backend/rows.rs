@@ -364,3 +364,108 @@ pub(super) fn cross_entropy_bwd(
     )?;
     Ok(out)
 }
+
+/// Eight rows (warps) per block, and the most blocks the normalisation backward spreads over
+/// (each adds its column sums to the weight and bias gradients once).
+const LN_WARPS: usize = 8;
+const LN_BWD_BLOCKS: usize = 264;
+
+/// LayerNorm (RMSNorm when `rms`) with its affine weight and bias fused, over the last dim of
+/// contiguous `(rows, c)` `x`: `y` in `out` dtype, and each row's mean and 1/σ in f32. `w` and
+/// `b` (contiguous `(c,)`, `x`'s dtype) are optional.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn layer_norm_fwd(
+    x: &CudaStorage,
+    off: usize,
+    rows: usize,
+    c: usize,
+    w: Option<&CudaStorage>,
+    b: Option<&CudaStorage>,
+    eps: f64,
+    rms: bool,
+    out: DType,
+) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
+    let op = if rms { "rms_norm" } else { "layer_norm" };
+    let dev = x.dev();
+    let y = CudaStorage::alloc(dev, op, rows * c, out)?;
+    let mean = CudaStorage::alloc(dev, op, rows, DType::F32)?;
+    let rstd = CudaStorage::alloc(dev, op, rows, DType::F32)?;
+    if rows == 0 {
+        return Ok((y, mean, rstd));
+    }
+    let pd = w.or(b).map_or(x.dtype(), |p| p.dtype());
+    let name = format!("ln_fwd_{}_{}_{}", sfx(x.dtype()), sfx(pd), sfx(out));
+    let f = dev.function(op, Module::Rows, &name)?;
+    let (xp, wp, bp, yp, mp, rp) = (
+        x.ptr(off),
+        w.map_or(0, |w| w.ptr(0)),
+        b.map_or(0, |b| b.ptr(0)),
+        y.ptr(0),
+        mean.ptr(0),
+        rstd.ptr(0),
+    );
+    let (r, cc, e, rm) = (rows as i64, c as i64, eps as f32, rms as i32);
+    dev.launch(
+        op,
+        &f,
+        blocks(x, op, rows.div_ceil(LN_WARPS))?,
+        (32 * LN_WARPS) as u32,
+        &mut args![xp, wp, bp, yp, mp, rp, r, cc, e, rm],
+    )?;
+    Ok((y, mean, rstd))
+}
+
+/// The gradients of [`layer_norm_fwd`]: `dx` in `x`'s dtype, and the f32 sums over rows for the
+/// weight (`want_dw`) and the bias (`want_db`).
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub(super) fn layer_norm_bwd(
+    x: &CudaStorage,
+    w: Option<&CudaStorage>,
+    mean: &CudaStorage,
+    rstd: &CudaStorage,
+    g: &CudaStorage,
+    (rows, c): (usize, usize),
+    rms: bool,
+    want_dw: bool,
+    want_db: bool,
+) -> Result<(CudaStorage, Option<CudaStorage>, Option<CudaStorage>)> {
+    let op = if rms {
+        "rms_norm_backward"
+    } else {
+        "layer_norm_backward"
+    };
+    let dev = x.dev();
+    let dx = CudaStorage::alloc(dev, op, rows * c, x.dtype())?;
+    let zeros = |want: bool| -> Result<Option<CudaStorage>> {
+        want.then(|| crate::backend::BackendDevice::zeros(dev, c, DType::F32))
+            .transpose()
+    };
+    let (dw, db) = (zeros(want_dw)?, zeros(want_db)?);
+    if rows == 0 || c == 0 {
+        return Ok((dx, dw, db));
+    }
+    let pd = w.map_or(DType::F32, |p| p.dtype());
+    let name = format!("ln_bwd_{}_{}_{}", sfx(x.dtype()), sfx(pd), sfx(g.dtype()));
+    let f = dev.function(op, Module::Rows, &name)?;
+    let (xp, wp, mp, rp, gp, dxp, dwp, dbp) = (
+        x.ptr(0),
+        w.map_or(0, |w| w.ptr(0)),
+        mean.ptr(0),
+        rstd.ptr(0),
+        g.ptr(0),
+        dx.ptr(0),
+        dw.as_ref().map_or(0, |t| t.ptr(0)),
+        db.as_ref().map_or(0, |t| t.ptr(0)),
+    );
+    let (r, cc, rm) = (rows as i64, c as i64, rms as i32);
+    let grid = rows.div_ceil(LN_WARPS).min(LN_BWD_BLOCKS) as u32;
+    dev.launch_smem(
+        op,
+        &f,
+        (grid, 1),
+        (32 * LN_WARPS) as u32,
+        (2 * c * 4) as u32,
+        &mut args![xp, wp, mp, rp, gp, dxp, dwp, dbp, r, cc, rm],
+    )?;
+    Ok((dx, dw, db))
+}

@@ -118,6 +118,39 @@ fn download<T: WithDType>(
     Ok(v)
 }
 
+/// The normalisation with its affine parts fused (see `rows::layer_norm_fwd`); the tensor
+/// layer calls these for GPU tensors and composes the op from primitives elsewhere.
+impl CudaStorage {
+    /// `(y, mean, 1/σ)` for `(rows, c)` rows of this contiguous storage from element 0.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn norm_affine(
+        &self,
+        (rows, c): (usize, usize),
+        w: Option<&CudaStorage>,
+        b: Option<&CudaStorage>,
+        eps: f64,
+        rms: bool,
+        out: DType,
+    ) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
+        super::rows::layer_norm_fwd(self, 0, rows, c, w, b, eps, rms, out)
+    }
+
+    /// `(dx, f32 dw, f32 db)` from the forward's input (`self`), statistics and `g`.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    pub(crate) fn norm_affine_bwd(
+        &self,
+        w: Option<&CudaStorage>,
+        mean: &CudaStorage,
+        rstd: &CudaStorage,
+        g: &CudaStorage,
+        dims: (usize, usize),
+        rms: bool,
+        want: (bool, bool),
+    ) -> Result<(CudaStorage, Option<CudaStorage>, Option<CudaStorage>)> {
+        super::rows::layer_norm_bwd(self, w, mean, rstd, g, dims, rms, want.0, want.1)
+    }
+}
+
 impl CudaStorage {
     pub(super) fn dev(&self) -> &CudaDevice {
         &self.buf.dev

@@ -55,6 +55,35 @@ impl BackendDevice for CudaDevice {
 #[derive(Debug, Clone)]
 pub enum CudaStorage {}
 
+impl CudaStorage {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn norm_affine(
+        &self,
+        _: (usize, usize),
+        _: Option<&CudaStorage>,
+        _: Option<&CudaStorage>,
+        _: f64,
+        _: bool,
+        _: DType,
+    ) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
+        match *self {}
+    }
+
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    pub(crate) fn norm_affine_bwd(
+        &self,
+        _: Option<&CudaStorage>,
+        _: &CudaStorage,
+        _: &CudaStorage,
+        _: &CudaStorage,
+        _: (usize, usize),
+        _: bool,
+        _: (bool, bool),
+    ) -> Result<(CudaStorage, Option<CudaStorage>, Option<CudaStorage>)> {
+        match *self {}
+    }
+}
+
 impl BackendStorage for CudaStorage {
     fn dtype(&self) -> DType {
         match *self {}

@@ -182,6 +182,75 @@ impl Tensor {
         Ok(())
     }
 
+    /// The normalisation and its affine weight and bias in one kernel, where the backend has
+    /// one (the GPU) and the operands suit it; `None` sends the caller to the composed path
+    /// (which also reports any shape or dtype problem). Under autocast an f32 input gives a
+    /// half output (its statistics stay f32): every consumer in a transformer is a matmul,
+    /// which would cast it anyway.
+    fn norm_affine(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+        rms: bool,
+    ) -> Result<Option<Tensor>> {
+        let dt = self.dtype();
+        let c = self.dims()[self.rank() - 1];
+        let autocast = crate::autocast_dtype();
+        // Parameters of the input's dtype, or f32 ones for a half input under autocast.
+        let fits = |p: Option<&Tensor>| {
+            p.is_none_or(|p| {
+                (p.dtype() == dt || (p.dtype() == DType::F32 && autocast.is_some()))
+                    && p.device() == self.device()
+                    && p.dims() == [c]
+            })
+        };
+        if self.device().is_cpu()
+            || !matches!(dt, DType::F32 | DType::BF16 | DType::F16)
+            || c == 0
+            || c > 8192
+            || !fits(weight)
+            || !fits(bias)
+        {
+            return Ok(None);
+        }
+        let out = match autocast {
+            Some(h) if dt == DType::F32 => h,
+            _ => dt,
+        };
+        let x = self.dense()?;
+        let rows = self.elem_count() / c;
+        let (w, b) = (
+            weight.map(Tensor::dense).transpose()?,
+            bias.map(Tensor::dense).transpose()?,
+        );
+        let (ws, bs) = (
+            w.as_ref().map(|t| t.storage()),
+            b.as_ref().map(|t| t.storage()),
+        );
+        let Some((y, mean, rstd)) =
+            x.storage()
+                .norm_affine((rows, c), ws.as_deref(), bs.as_deref(), eps, rms, out)?
+        else {
+            return Ok(None);
+        };
+        drop((ws, bs));
+        let stat = |s| Tensor::from_storage(s, rows, None);
+        let op = Op::NormAffine {
+            x: x.clone(),
+            w,
+            b,
+            mean: stat(mean),
+            rstd: stat(rstd),
+            rms,
+        };
+        Ok(Some(Tensor::from_storage(
+            y,
+            self.shape().clone(),
+            Some(op),
+        )))
+    }
+
     /// Layer normalisation over the last dim: `(x - mean) / sqrt(var + eps) * weight + bias`.
     pub fn layer_norm(
         &self,
@@ -191,15 +260,27 @@ impl Tensor {
     ) -> Result<Tensor> {
         let op = "layer_norm";
         self.float_only(op)?;
-        if crate::autocast_dtype().is_some() && self.dtype().is_half() {
-            return self.autocast_f32()?.layer_norm(weight, bias, eps);
-        }
         if self.rank() == 0 {
             return Err(Error::InvalidShape {
                 op,
                 msg: "needs at least 1 dim".into(),
                 shape: self.shape().clone(),
             });
+        }
+        if let Some(y) = self.norm_affine(weight, bias, eps, false)? {
+            return Ok(y);
+        }
+        if let Some(h) = crate::autocast_dtype() {
+            if self.dtype() != DType::F64 {
+                // Statistics and affine in f32, the result in the half dtype (as the GPU's
+                // fused kernel gives it).
+                let _off = crate::AutocastGuard::new(None)?;
+                let f = |t: Option<&Tensor>| t.map(|t| t.to_dtype(DType::F32)).transpose();
+                return self
+                    .to_dtype(DType::F32)?
+                    .layer_norm(f(weight)?.as_ref(), f(bias)?.as_ref(), eps)?
+                    .to_dtype(h);
+            }
         }
         let mut y = self.normalize_last(eps, false)?;
         if let Some(w) = weight {
@@ -217,15 +298,25 @@ impl Tensor {
     pub fn rms_norm(&self, weight: Option<&Tensor>, eps: f64) -> Result<Tensor> {
         let op = "rms_norm";
         self.float_only(op)?;
-        if crate::autocast_dtype().is_some() && self.dtype().is_half() {
-            return self.autocast_f32()?.rms_norm(weight, eps);
-        }
         if self.rank() == 0 {
             return Err(Error::InvalidShape {
                 op,
                 msg: "needs at least 1 dim".into(),
                 shape: self.shape().clone(),
             });
+        }
+        if let Some(y) = self.norm_affine(weight, None, eps, true)? {
+            return Ok(y);
+        }
+        if let Some(h) = crate::autocast_dtype() {
+            if self.dtype() != DType::F64 {
+                let _off = crate::AutocastGuard::new(None)?;
+                let w = weight.map(|t| t.to_dtype(DType::F32)).transpose()?;
+                return self
+                    .to_dtype(DType::F32)?
+                    .rms_norm(w.as_ref(), eps)?
+                    .to_dtype(h);
+            }
         }
         let y = self.normalize_last(eps, true)?;
         match weight {

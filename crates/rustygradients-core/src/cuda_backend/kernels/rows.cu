@@ -272,3 +272,104 @@ __device__ void ce_bwd_impl(const T* x, const i64* targets, const typename Num<T
         ce_bwd_impl<T>(x, t, lse, g, out, c, ignore, has_ignore, err);                          \
     }
 FOR_FLOATS(ROWS)
+
+// ---------------------------------------------------------------------------------------------
+// LayerNorm / RMSNorm with the affine weight and bias in one pass, one warp per row: f32
+// statistics whatever the dtypes; the output may be narrower than the input (autocast's bf16
+// for a following matmul). `w`/`b` may be null (no weight / no bias).
+template <typename T, typename P, typename O>
+__device__ void ln_fwd_impl(const T* x, const P* w, const P* b, O* y, float* mean_out,
+                            float* rstd_out, i64 rows, i64 c, float eps, int rms) {
+    i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const T* xr = x + row * c;
+    float mean = 0.f;
+    if (!rms) {
+        for (i64 j = lane; j < c; j += 32) mean += Num<T>::ld(xr[j]);
+        mean = warp_sum<float>(mean) / (float)c;
+    }
+    float var = 0.f;
+    for (i64 j = lane; j < c; j += 32) {
+        float d = Num<T>::ld(xr[j]) - mean;
+        var += d * d;
+    }
+    var = warp_sum<float>(var) / (float)c;
+    float rs = rsqrtf(var + eps);
+    O* yr = y + row * c;
+    for (i64 j = lane; j < c; j += 32) {
+        float v = (Num<T>::ld(xr[j]) - mean) * rs;
+        if (w) v *= Num<P>::ld(w[j]);
+        if (b) v += Num<P>::ld(b[j]);
+        yr[j] = Num<O>::st(v);
+    }
+    if (lane == 0) {
+        mean_out[row] = mean;
+        rstd_out[row] = rs;
+    }
+}
+
+// The input gradient per row, and the weight and bias gradients summed over rows: each block
+// walks rows grid-stride, adds its column sums in shared memory (f32, 2·c of them), then into
+// the f32 `dw`/`db` with one atomic per column and block.
+template <typename T, typename P, typename O>
+__device__ void ln_bwd_impl(const T* x, const P* w, const float* mean_in, const float* rstd_in,
+                            const O* g, T* dx, float* dw, float* db, i64 rows, i64 c, int rms) {
+    extern __shared__ float ln_smem[];
+    float* sdw = ln_smem;
+    float* sdb = ln_smem + c;
+    for (i64 j = threadIdx.x; j < 2 * c; j += blockDim.x) ln_smem[j] = 0.f;
+    __syncthreads();
+    int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    for (i64 row = (i64)blockIdx.x * warps + (threadIdx.x >> 5); row < rows;
+         row += (i64)gridDim.x * warps) {
+        const T* xr = x + row * c;
+        const O* gr = g + row * c;
+        float mean = mean_in[row], rs = rstd_in[row];
+        float mg = 0.f, mgx = 0.f;
+        for (i64 j = lane; j < c; j += 32) {
+            float gv = Num<O>::ld(gr[j]);
+            float xh = (Num<T>::ld(xr[j]) - mean) * rs;
+            float gx = w ? gv * Num<P>::ld(w[j]) : gv;
+            mg += gx;
+            mgx += gx * xh;
+            if (dw) atomicAdd(&sdw[j], gv * xh);
+            if (db) atomicAdd(&sdb[j], gv);
+        }
+        mg = rms ? 0.f : warp_sum<float>(mg) / (float)c;
+        mgx = warp_sum<float>(mgx) / (float)c;
+        for (i64 j = lane; j < c; j += 32) {
+            float gv = Num<O>::ld(gr[j]);
+            float xh = (Num<T>::ld(xr[j]) - mean) * rs;
+            float gx = w ? gv * Num<P>::ld(w[j]) : gv;
+            dx[row * c + j] = Num<T>::st(rs * (gx - mg - xh * mgx));
+        }
+    }
+    __syncthreads();
+    for (i64 j = threadIdx.x; j < c; j += blockDim.x) {
+        if (dw) atomicAdd(&dw[j], sdw[j]);
+        if (db) atomicAdd(&db[j], sdb[j]);
+    }
+}
+
+#define LN_KERNELS(S, T, SP, P, SO, O)                                                           \
+    extern "C" __global__ void ln_fwd_##S##_##SP##_##SO(const T* x, const P* w, const P* b,     \
+                                                        O* y, float* mean, float* rstd,         \
+                                                        i64 rows, i64 c, float eps, int rms) {  \
+        ln_fwd_impl<T, P, O>(x, w, b, y, mean, rstd, rows, c, eps, rms);                        \
+    }                                                                                           \
+    extern "C" __global__ void ln_bwd_##S##_##SP##_##SO(const T* x, const P* w,                 \
+                                                        const float* mean, const float* rstd,   \
+                                                        const O* g, T* dx, float* dw,           \
+                                                        float* db, i64 rows, i64 c, int rms) {  \
+        ln_bwd_impl<T, P, O>(x, w, mean, rstd, g, dx, dw, db, rows, c, rms);                    \
+    }
+// (input, parameters, output): plain f32/f16/bf16, and autocast's f32 or half input with f32
+// parameters and a half output.
+LN_KERNELS(f32, float, f32, float, f32, float)
+LN_KERNELS(f16, f16, f16, f16, f16, f16)
+LN_KERNELS(bf16, bf16, bf16, bf16, bf16, bf16)
+LN_KERNELS(f32, float, f32, float, bf16, bf16)
+LN_KERNELS(f32, float, f32, float, f16, f16)
+LN_KERNELS(bf16, bf16, f32, float, bf16, bf16)
+LN_KERNELS(f16, f16, f32, float, f16, f16)

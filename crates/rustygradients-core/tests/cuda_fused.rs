@@ -1,0 +1,115 @@
+//! The GPU's fused kernels at training sizes against the CPU's composed ops: LayerNorm and
+//! RMSNorm with their weight and bias in one kernel (many rows, so the weight and bias
+//! gradients are summed across blocks), in f32, bf16 and f16, and under bf16 autocast (f32
+//! input, bf16 output, f32 gradients). Skips without a CUDA device.
+
+use std::sync::{Mutex, MutexGuard};
+
+use rustygradients_core::{autocast, manual_seed, DType, Device, Result, Tensor};
+
+fn gpu() -> Option<Device> {
+    let dev = Device::Cuda(0);
+    if dev.is_available() {
+        return Some(dev);
+    }
+    eprintln!("skipping: no CUDA device (build with --features cuda and run on a GPU machine)");
+    None
+}
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// max |a - b| / max(1, max |b|).
+fn rel(a: &Tensor, b: &Tensor) -> f64 {
+    let (a, b) = (a.to_f64_vec().unwrap(), b.to_f64_vec().unwrap());
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1f64, |m, x| m.max(x.abs()));
+    a.iter().zip(&b).fold(0f64, |m, (x, y)| {
+        assert!(x.is_finite(), "non-finite {x}");
+        m.max((x - y).abs())
+    }) / scale
+}
+
+/// Output and gradients of x, w, b for `loss = sum(norm(x) * r)` with a random `r`.
+fn run(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    r: &Tensor,
+    rms: bool,
+    half: Option<DType>,
+) -> Vec<Tensor> {
+    let (x, w, b) = (
+        x.detach().requires_grad_(true).unwrap(),
+        w.detach().requires_grad_(true).unwrap(),
+        b.detach().requires_grad_(true).unwrap(),
+    );
+    let f = || -> Result<Tensor> {
+        if rms {
+            x.rms_norm(Some(&w), 1e-6)
+        } else {
+            x.layer_norm(Some(&w), Some(&b), 1e-5)
+        }
+    };
+    let y = match half {
+        Some(h) => autocast(h, f).unwrap().unwrap(),
+        None => f().unwrap(),
+    };
+    y.to_dtype(DType::F32)
+        .unwrap()
+        .mul(&r.to_dtype(DType::F32).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let mut out = vec![y.detach(), x.grad().unwrap(), w.grad().unwrap()];
+    if !rms {
+        out.push(b.grad().unwrap());
+    }
+    out
+}
+
+#[test]
+fn cuda_fused_norms_match_the_cpu_at_training_sizes() {
+    let Some(dev) = gpu() else { return };
+    let _g = serial();
+    manual_seed(21);
+    for (rows, c) in [(1, 1), (5, 33), (3000, 768), (700, 1000), (64, 4099)] {
+        let cpu = |shape: &[usize]| Tensor::randn(shape, DType::F64, Device::Cpu).unwrap();
+        // Rows far from zero mean, as residual streams are.
+        let x = cpu(&[rows, c]).add_scalar(3.0).unwrap();
+        let (w, b, r) = (cpu(&[c]), cpu(&[c]), cpu(&[rows, c]));
+        for rms in [false, true] {
+            let want = run(&x, &w, &b, &r, rms, None);
+            for (dtype, tol) in [(DType::F32, 2e-5), (DType::BF16, 3e-2), (DType::F16, 4e-3)] {
+                let g = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(dev).unwrap();
+                let got = run(&g(&x), &g(&w), &g(&b), &g(&r), rms, None);
+                for (i, (a, e)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(a.dtype(), dtype);
+                    let err = rel(a, e);
+                    assert!(
+                        err <= tol * (1.0 + (rows as f64).sqrt() * (i > 1) as u8 as f64),
+                        "rms {rms} {dtype:?} ({rows}, {c}): output/grad {i} off by {err:.2e}"
+                    );
+                }
+            }
+            // bf16 autocast: f32 input and parameters, bf16 output, f32 gradients.
+            let g = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_device(dev).unwrap();
+            let got = run(&g(&x), &g(&w), &g(&b), &g(&r), rms, Some(DType::BF16));
+            assert_eq!(got[0].dtype(), DType::BF16);
+            for (i, (a, e)) in got.iter().zip(&want).enumerate() {
+                if i > 0 {
+                    assert_eq!(a.dtype(), DType::F32, "grad {i}");
+                }
+                let err = rel(a, e);
+                assert!(
+                    err <= 3e-2 * (1.0 + (rows as f64).sqrt() * (i > 1) as u8 as f64),
+                    "autocast rms {rms} ({rows}, {c}): output/grad {i} off by {err:.2e}"
+                );
+            }
+        }
+    }
+}
