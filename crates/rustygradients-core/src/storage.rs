@@ -328,6 +328,30 @@ impl Storage {
         let (x, r, g) = (self, rstd, g);
         Ok(same_device!("layer_norm_backward", (x, r, g) => x.norm_last_bwd(r, g, gl, rms)))
     }
+    /// `Σ x²` over the first `len` elements of each contiguous storage, as a one-element f64
+    /// storage, where the backend has a multi-tensor kernel (the GPU); `None` elsewhere or
+    /// when the storages differ in device or dtype (the caller composes it then).
+    pub fn sum_sq_many(items: &[(&Storage, usize)]) -> Result<Option<Storage>> {
+        let mut cuda = Vec::with_capacity(items.len());
+        for (s, len) in items {
+            match s {
+                Storage::Cuda(c) => cuda.push((c, *len)),
+                Storage::Cpu(_) => return Ok(None),
+            }
+        }
+        let Some(first) = cuda.first() else {
+            return Ok(None);
+        };
+        let (dev, dtype) = (first.0.device(), first.0.dtype());
+        if cuda
+            .iter()
+            .any(|(c, _)| c.device() != dev || c.dtype() != dtype)
+        {
+            return Ok(None);
+        }
+        Ok(Some(Storage::Cuda(CudaStorage::sum_sq_many(&cuda)?)))
+    }
+
     /// LayerNorm/RMSNorm with weight and bias in one kernel over `(rows, c)` contiguous rows
     /// from element 0: `(y in out dtype, mean, 1/σ)`. `None` on backends that compose it
     /// from primitives (the CPU).

@@ -113,3 +113,37 @@ fn cuda_fused_norms_match_the_cpu_at_training_sizes() {
         }
     }
 }
+
+/// The multi-tensor sum of squares (gradient clipping's norm): 70 tensors (three launches of
+/// up to 32), odd sizes and a non-contiguous view, in f32, bf16 and f16, against the CPU in f64.
+#[test]
+fn cuda_sum_sq_many_matches_the_cpu() {
+    let Some(dev) = gpu() else { return };
+    let _g = serial();
+    manual_seed(22);
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        let cpu: Vec<Tensor> = (0..70)
+            .map(|i| {
+                Tensor::randn([(i * 37) % 301 + 1, 3], DType::F32, Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap()
+            })
+            .collect();
+        let mut gpu_ts: Vec<Tensor> = cpu.iter().map(|t| t.to_device(dev).unwrap()).collect();
+        gpu_ts[5] = gpu_ts[5].t().unwrap();
+        let want: f64 = cpu
+            .iter()
+            .flat_map(|t| t.to_f64_vec().unwrap())
+            .map(|v| v * v)
+            .sum();
+        let got = Tensor::sum_sq_many(&gpu_ts).unwrap();
+        assert_eq!(got.dtype(), DType::F64);
+        assert_eq!(got.device(), dev);
+        let got = got.item().unwrap();
+        assert!(
+            ((got - want) / want).abs() < 1e-9,
+            "{dtype:?}: {got} vs {want}"
+        );
+    }
+}

@@ -118,9 +118,15 @@ fn download<T: WithDType>(
     Ok(v)
 }
 
-/// The normalisation with its affine parts fused (see `rows::layer_norm_fwd`); the tensor
-/// layer calls these for GPU tensors and composes the op from primitives elsewhere.
+/// The normalisation with its affine parts fused (see `rows::layer_norm_fwd`) and the
+/// multi-tensor sum of squares (gradient clipping); the tensor layer calls these for GPU
+/// tensors and composes the ops from primitives elsewhere.
 impl CudaStorage {
+    /// `Σ x²` over the first `len` elements of each storage, as a one-element f64 storage.
+    pub(crate) fn sum_sq_many(items: &[(&CudaStorage, usize)]) -> Result<CudaStorage> {
+        super::optim::sum_sq_many(items)
+    }
+
     /// `(y, mean, 1/σ)` for `(rows, c)` rows of this contiguous storage from element 0.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn norm_affine(

@@ -140,4 +140,48 @@ impl Tensor {
             grad.force_copy()
         }
     }
+
+    /// `Σ x²` over every element of every tensor in `ts`, as a 0-d f64 tensor on their device
+    /// (not recorded for autograd): one multi-tensor kernel per 32 tensors on a GPU, a
+    /// reduction per tensor elsewhere. What gradient clipping needs, without a read-back.
+    ///
+    /// ```
+    /// use rustygradients_core::{Device, Tensor};
+    /// let a = Tensor::from_slice(&[3f32, 4.0], [2], Device::Cpu)?;
+    /// let b = Tensor::from_slice(&[12f32], [1], Device::Cpu)?;
+    /// assert_eq!(Tensor::sum_sq_many(&[a, b])?.item()?, 169.0);
+    /// # Ok::<(), rustygradients_core::Error>(())
+    /// ```
+    pub fn sum_sq_many(ts: &[Tensor]) -> Result<Tensor> {
+        crate::no_grad(|| {
+            let Some(first) = ts.first() else {
+                return Tensor::zeros((), crate::DType::F64, crate::Device::Cpu);
+            };
+            let dense = ts.iter().map(Tensor::dense).collect::<Result<Vec<_>>>()?;
+            let guards: Vec<_> = dense.iter().map(|t| t.storage()).collect();
+            let items: Vec<_> = guards
+                .iter()
+                .zip(&dense)
+                .map(|(g, t)| (&**g, t.elem_count()))
+                .collect();
+            if let Some(s) = crate::storage::Storage::sum_sq_many(&items)? {
+                return Ok(Tensor::from_storage(s, (), None));
+            }
+            drop(guards);
+            let mut total: Option<Tensor> = None;
+            for t in ts {
+                let t = if t.dtype().is_half() {
+                    t.to_dtype(crate::DType::F32)?
+                } else {
+                    t.clone()
+                };
+                let s = t.sqr()?.sum_all()?.to_dtype(crate::DType::F64)?;
+                total = Some(match total {
+                    Some(acc) => acc.add(&s)?,
+                    None => s,
+                });
+            }
+            total.map_or_else(|| Tensor::zeros((), crate::DType::F64, first.device()), Ok)
+        })
+    }
 }

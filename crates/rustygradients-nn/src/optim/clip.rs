@@ -1,6 +1,6 @@
 //! Gradient clipping by global L2 norm (PyTorch's `clip_grad_norm_`).
 
-use rustygradients_core::{no_grad, DType, Result, Tensor};
+use rustygradients_core::{no_grad, Result, Tensor};
 
 /// The global L2 norm of the parameters' gradients (parameters without one count as zero);
 /// NaN or infinite when any gradient element is. Handy for logging, and for spotting a
@@ -27,23 +27,12 @@ pub fn grad_norm(params: &[Tensor]) -> Result<f64> {
 /// anything back to the host (`None` when no parameter has a gradient). f16/bf16 gradients
 /// are squared in f32.
 pub fn grad_norm_tensor(params: &[Tensor]) -> Result<Option<Tensor>> {
-    no_grad(|| {
-        let mut sq: Option<Tensor> = None;
-        for p in params {
-            if let Some(g) = p.grad() {
-                let g = match g.dtype() {
-                    DType::F64 | DType::F32 => g,
-                    _ => g.to_dtype(DType::F32)?,
-                };
-                let s = g.sqr()?.sum_all()?.to_dtype(DType::F64)?;
-                sq = Some(match sq {
-                    Some(t) => t.add(&s)?,
-                    None => s,
-                });
-            }
-        }
-        sq.map(|t| t.sqrt()).transpose()
-    })
+    let grads: Vec<Tensor> = params.iter().filter_map(Tensor::grad).collect();
+    if grads.is_empty() {
+        return Ok(None);
+    }
+    // One multi-tensor kernel on a GPU (per 32 gradients), a reduction per gradient elsewhere.
+    no_grad(|| Tensor::sum_sq_many(&grads)?.sqrt()).map(Some)
 }
 
 /// Scales every gradient by `max_norm / (norm + 1e-6)` when the global norm exceeds `max_norm`;
@@ -86,9 +75,18 @@ pub fn clip_grad_norm_tensor(params: &[Tensor], max_norm: f64) -> Result<Option<
             .recip()?
             .mul_scalar(max_norm)?
             .minimum_scalar(1.0)?;
+        // The coefficient in each gradient dtype, converted once.
+        let mut coefs: Vec<Tensor> = Vec::new();
         for p in params {
             if let Some(g) = p.grad() {
-                let c = coef.to_dtype(g.dtype())?;
+                let c = match coefs.iter().find(|c| c.dtype() == g.dtype()) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = coef.to_dtype(g.dtype())?;
+                        coefs.push(c.clone());
+                        c
+                    }
+                };
                 p.set_grad(Some(g.mul(&c)?))?;
             }
         }

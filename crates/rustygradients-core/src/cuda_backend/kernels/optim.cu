@@ -48,3 +48,29 @@ __device__ void adam_impl(const AdamBatch& b, AdamConsts k) {
 #define ADAM(S, T)                                                                               \
     extern "C" __global__ void adam_##S(AdamBatch b, AdamConsts k) { adam_impl<T>(b, k); }
 FOR_FLOATS(ADAM)
+
+// The sum of squares of up to ADAM_MAX tensors in one launch (`ptrs[k]` the k-th tensor,
+// `ends` as above), added into the f64 `*out`: f32 partial sums per thread, f64 per block.
+template <typename T>
+__device__ void sumsq_impl(const AdamBatch& b, double* out) {
+    const i64* ends = b.ends;
+    int n_tensors = b.n;
+    i64 total = ends[n_tensors - 1];
+    double acc = 0.0;
+    GRID_STRIDE(i, total) {
+        int lo = 0, hi = n_tensors - 1;
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if (ends[mid] > i) hi = mid; else lo = mid + 1;
+        }
+        i64 j = i - (lo == 0 ? 0 : ends[lo - 1]);
+        double v = Num<T>::to_f64(((const T*)b.ptrs[lo])[j]);
+        acc += v * v;
+    }
+    acc = block_sum<double>(acc);
+    if (threadIdx.x == 0) atomicAdd(out, acc);
+}
+
+#define SUMSQ(S, T)                                                                              \
+    extern "C" __global__ void sumsq_##S(AdamBatch b, double* out) { sumsq_impl<T>(b, out); }
+FOR_FLOATS(SUMSQ)
