@@ -352,6 +352,35 @@ impl Storage {
         Ok(Some(Storage::Cuda(CudaStorage::sum_sq_many(&cuda)?)))
     }
 
+    /// `x *= coef` in place over the first `len` elements of each contiguous storage, where
+    /// the backend has a multi-tensor kernel (the GPU; `coef` a one-element f64 there).
+    /// Returns false, changing nothing, elsewhere or when devices or dtypes differ.
+    pub fn scale_many(items: &mut [(&mut Storage, usize)], coef: &Storage) -> Result<bool> {
+        let Storage::Cuda(c) = coef else {
+            return Ok(false);
+        };
+        let Some(first) = items.first() else {
+            return Ok(true);
+        };
+        let dtype = first.0.dtype();
+        if c.dtype() != DType::F64
+            || items
+                .iter()
+                .any(|(s, _)| s.device() != coef.device() || s.dtype() != dtype)
+        {
+            return Ok(false);
+        }
+        let mut cuda: Vec<(&mut CudaStorage, usize)> = Vec::with_capacity(items.len());
+        for (s, len) in items.iter_mut() {
+            match &mut **s {
+                Storage::Cuda(s) => cuda.push((s, *len)),
+                Storage::Cpu(_) => return Ok(false),
+            }
+        }
+        CudaStorage::scale_many(&mut cuda, c)?;
+        Ok(true)
+    }
+
     /// LayerNorm/RMSNorm with weight and bias in one kernel over `(rows, c)` contiguous rows
     /// from element 0: `(y in out dtype, mean, 1/σ)`. `None` on backends that compose it
     /// from primitives (the CPU).

@@ -147,3 +147,35 @@ fn cuda_sum_sq_many_matches_the_cpu() {
         );
     }
 }
+
+/// The multi-tensor in-place scale (gradient clipping): 40 tensors (two launches), each
+/// dtype, by a factor that lives on the GPU; equal to the CPU's multiply.
+#[test]
+fn cuda_mul_many_scales_in_place() {
+    let Some(dev) = gpu() else { return };
+    let _g = serial();
+    manual_seed(23);
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        let cpu: Vec<Tensor> = (0..40)
+            .map(|i| {
+                Tensor::randn([i * 13 + 1], DType::F32, Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap()
+            })
+            .collect();
+        let on_gpu: Vec<Tensor> = cpu.iter().map(|t| t.to_device(dev).unwrap()).collect();
+        let coef = Tensor::full(0.37, (), DType::F64, dev).unwrap();
+        Tensor::mul_many_(&on_gpu, &coef).unwrap();
+        for (g, c) in on_gpu.iter().zip(&cpu) {
+            let want = c
+                .to_dtype(DType::F64)
+                .unwrap()
+                .mul_scalar(0.37)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            assert!(rel(g, &want) <= if dtype == DType::F32 { 1e-7 } else { 1e-2 });
+        }
+    }
+}

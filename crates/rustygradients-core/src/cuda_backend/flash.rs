@@ -74,7 +74,8 @@ pub(super) fn forward(
         (d.scale * std::f64::consts::LOG2_E) as f32,
         d.causal as i32,
     );
-    let smem = (2 * BC * (d.d + 8) * 2) as u32;
+    // The query tile and two (key, value) tile pairs, rows padded by 8 elements.
+    let smem = ((BR + 4 * BC) * (d.d + 8) * 2) as u32;
     dev.launch_smem(
         op,
         &f,
@@ -118,8 +119,10 @@ pub(super) fn backward(
     {
         let f = dev.function(op, Module::Flash, &name("bwd"))?;
         let bq = bq(d.d);
+        // Keys and values, two (q, dO) tile pairs, dSᵀ, and two rows each of logsumexp and
+        // delta.
         let smem =
-            (2 * BC * (d.d + 8) * 2 + 2 * bq * (d.d + 8) * 2 + BC * (bq + 8) * 2 + 2 * bq * 4)
+            (2 * BC * (d.d + 8) * 2 + 4 * bq * (d.d + 8) * 2 + BC * (bq + 8) * 2 + 4 * bq * 4)
                 as u32;
         let (qp, kp, vp, gp, lp, dl, dqp, dkp, dvp) = (
             q.ptr(0),

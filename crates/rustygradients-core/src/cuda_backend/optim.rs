@@ -107,6 +107,51 @@ pub(crate) fn adam_step(
     Ok(())
 }
 
+/// `x *= coef` in place for the first `len` elements of each storage in `items` (one float
+/// dtype); `coef` is a one-element f64 storage on the same device.
+pub(crate) fn scale_many(
+    items: &mut [(&mut CudaStorage, usize)],
+    coef: &CudaStorage,
+) -> Result<()> {
+    let op = "mul_many_";
+    let Some(first) = items.first() else {
+        return Ok(());
+    };
+    let (dtype, dev) = (first.0.dtype(), first.0.dev().clone());
+    if let Some(d) = items.iter().map(|s| s.0.dtype()).find(|&d| d != dtype) {
+        return Err(Error::DTypeMismatch {
+            op,
+            lhs: dtype,
+            rhs: d,
+        });
+    }
+    let f = dev.function(op, Module::Optim, &format!("scale_many_{}", sfx(dtype)))?;
+    for chunk in items.chunks(ADAM_MAX) {
+        let mut b = AdamBatch {
+            ptrs: [0; 4 * ADAM_MAX],
+            ends: [0; ADAM_MAX],
+            n: chunk.len() as i32,
+        };
+        let mut total = 0usize;
+        for (i, (s, len)) in chunk.iter().enumerate() {
+            b.ptrs[i] = s.ptr(0);
+            total += len;
+            b.ends[i] = total as i64;
+        }
+        if total > 0 {
+            let c = coef.ptr(0);
+            dev.launch(
+                op,
+                &f,
+                super::storage::grid(total),
+                super::storage::BLOCK,
+                &mut args![b, c],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// `Σ x²` over the first `len` elements of each storage in `items` (one float dtype), as a
 /// one-element f64 storage, in one launch per [`ADAM_MAX`] tensors.
 pub(crate) fn sum_sq_many(items: &[(&CudaStorage, usize)]) -> Result<CudaStorage> {

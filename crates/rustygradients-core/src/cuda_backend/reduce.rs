@@ -53,7 +53,9 @@ pub(super) fn reduce(
     let kl = KLay::of(&pl).map_err(|m| dev.error(name, m))?;
     // Summing the leading dims of a contiguous float tensor (a bias gradient): column sums.
     let leading = dims.iter().enumerate().all(|(i, &d)| i == d) && dims.len() < rank;
-    if op == ReduceOp::Sum && dt.is_float() && leading && l.is_contiguous() && r >= 64 {
+    // Any number of rows: a few (a position embedding's gradient summed over the batch) as
+    // well as many; one block per output would leave nearly every thread idle there.
+    if op == ReduceOp::Sum && dt.is_float() && leading && l.is_contiguous() {
         return column_sums(s, l.offset(), r, n_out, out);
     }
     if op == ReduceOp::Sum {

@@ -127,6 +127,14 @@ impl CudaStorage {
         super::optim::sum_sq_many(items)
     }
 
+    /// `x *= coef` in place over the first `len` elements of each storage (`coef`: one f64).
+    pub(crate) fn scale_many(
+        items: &mut [(&mut CudaStorage, usize)],
+        coef: &CudaStorage,
+    ) -> Result<()> {
+        super::optim::scale_many(items, coef)
+    }
+
     /// `(y, mean, 1/σ)` for `(rows, c)` rows of this contiguous storage from element 0.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn norm_affine(

@@ -60,6 +60,13 @@ impl CudaStorage {
         match *items[0].0 {}
     }
 
+    pub(crate) fn scale_many(
+        _: &mut [(&mut CudaStorage, usize)],
+        coef: &CudaStorage,
+    ) -> Result<()> {
+        match *coef {}
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn norm_affine(
         &self,

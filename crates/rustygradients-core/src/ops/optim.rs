@@ -184,4 +184,56 @@ impl Tensor {
             total.map_or_else(|| Tensor::zeros((), crate::DType::F64, first.device()), Ok)
         })
     }
+
+    /// Multiplies every tensor in `ts` by the 0-d `coef` in place (gradient clipping's scale):
+    /// one multi-tensor kernel per 32 tensors on a GPU, reading `coef` there (no read-back); a
+    /// multiply and copy per tensor elsewhere. The tensors must be leaves with memory of their
+    /// own (gradients are).
+    ///
+    /// ```
+    /// use rustygradients_core::{Device, Tensor};
+    /// let a = Tensor::from_slice(&[3f32, 4.0], [2], Device::Cpu)?;
+    /// Tensor::mul_many_(&[a.clone()], &Tensor::scalar(0.5f64, Device::Cpu)?)?;
+    /// assert_eq!(a.to_vec::<f32>()?, [1.5, 2.0]);
+    /// # Ok::<(), rustygradients_core::Error>(())
+    /// ```
+    pub fn mul_many_(ts: &[Tensor], coef: &Tensor) -> Result<()> {
+        if coef.elem_count() != 1 || !coef.dtype().is_float() {
+            return Err(Error::InvalidArgument {
+                op: "mul_many_",
+                msg: format!(
+                    "the factor must be one floating-point value, got shape {} ({:?})",
+                    coef.shape(),
+                    coef.dtype()
+                ),
+            });
+        }
+        crate::no_grad(|| {
+            let mut ids = std::collections::HashSet::new();
+            let fast = !coef.device().is_cpu()
+                && ts.iter().all(|t| {
+                    t.is_contiguous()
+                        && t.layout().offset() == 0
+                        && t.is_leaf()
+                        && ids.insert(t.storage_id())
+                });
+            if fast && !ids.contains(&coef.storage_id()) {
+                let c = coef.to_dtype(crate::DType::F64)?.reshape(())?.dense()?;
+                let cs = c.storage();
+                let mut guards: Vec<_> = ts.iter().map(|t| t.storage_mut()).collect();
+                let mut items: Vec<_> = guards
+                    .iter_mut()
+                    .zip(ts)
+                    .map(|(g, t)| (&mut **g, t.elem_count()))
+                    .collect();
+                if crate::storage::Storage::scale_many(&mut items, &cs)? {
+                    return Ok(());
+                }
+            }
+            for t in ts {
+                t.copy_(&t.mul(&coef.to_dtype(t.dtype())?.reshape(())?)?)?;
+            }
+            Ok(())
+        })
+    }
 }

@@ -75,21 +75,9 @@ pub fn clip_grad_norm_tensor(params: &[Tensor], max_norm: f64) -> Result<Option<
             .recip()?
             .mul_scalar(max_norm)?
             .minimum_scalar(1.0)?;
-        // The coefficient in each gradient dtype, converted once.
-        let mut coefs: Vec<Tensor> = Vec::new();
-        for p in params {
-            if let Some(g) = p.grad() {
-                let c = match coefs.iter().find(|c| c.dtype() == g.dtype()) {
-                    Some(c) => c.clone(),
-                    None => {
-                        let c = coef.to_dtype(g.dtype())?;
-                        coefs.push(c.clone());
-                        c
-                    }
-                };
-                p.set_grad(Some(g.mul(&c)?))?;
-            }
-        }
+        // Every gradient scaled in place: one multi-tensor kernel per 32 on a GPU.
+        let grads: Vec<Tensor> = params.iter().filter_map(Tensor::grad).collect();
+        Tensor::mul_many_(&grads, &coef)?;
         Ok(Some(norm))
     })
 }

@@ -88,6 +88,29 @@ __device__ __forceinline__ void load_tile(h16* sm, const h16* g, int rows, i64 v
     }
 }
 
+// Asynchronous copies (cp.async): 16 bytes from global to shared memory without passing
+// through registers, so the next tile loads while this one is computed. `valid` false writes
+// zeros (no bytes are read).
+__device__ __forceinline__ void cp16(h16* sm, const h16* g, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(sm)), "l"(g),
+                 "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N));
+}
+
+// load_tile, asynchronously: completes at a later cp_wait.
+template <int D>
+__device__ __forceinline__ void load_tile_async(h16* sm, const h16* g, int rows, i64 valid) {
+    const int CH = D / 8;
+    for (int i = threadIdx.x; i < rows * CH; i += FA_THREADS) {
+        int r = i / CH, k = i % CH;
+        bool ok = r < valid;
+        cp16(sm + r * (D + 8) + k * 8, ok ? g + (i64)r * D + k * 8 : g, ok);
+    }
+}
+
 // The A fragments of rows [r0, r0 + 16) x cols [k0, k0 + 16) of a row-major shared tile.
 template <int D>
 __device__ __forceinline__ void frag_a(u32* a, const h16* sm, int r0, int k0) {
@@ -118,19 +141,18 @@ template <typename T, int D>
 __device__ void flash_fwd_impl(const h16* q, const h16* k, const h16* v, h16* o, h16* o_saved,
                                float* lse, i64 t, i64 s, float scale_log2, int causal) {
     extern __shared__ __align__(16) unsigned char fa_smem[];
-    h16* Ks = (h16*)fa_smem;           // FA_BC x (D + 8); first holds the query tile
-    h16* Vs = Ks + FA_BC * (D + 8);    // FA_BC x (D + 8)
+    const int TILE = FA_BC * (D + 8);
+    h16* Qs = (h16*)fa_smem;  // FA_BR x (D + 8), then two (K, V) tile pairs
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, c = lane & 3;
     const i64 n = blockIdx.y, q0 = (i64)blockIdx.x * FA_BR;
     const h16* kg = k + n * s * D;
     const h16* vg = v + n * s * D;
 
-    load_tile<D>(Ks, q + (n * t + q0) * D, FA_BR, t - q0);
-    __syncthreads();
-    u32 qf[D / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) frag_a<D>(qf[kk], Ks, warp * 16, kk * 16);
+    load_tile_async<D>(Qs, q + (n * t + q0) * D, FA_BR, t - q0);
+    load_tile_async<D>(Qs + TILE, kg, FA_BC, s);
+    load_tile_async<D>(Qs + 2 * TILE, vg, FA_BC, s);
+    cp_commit();
 
     float acc[D / 8][4];
 #pragma unroll
@@ -143,12 +165,26 @@ __device__ void flash_fwd_impl(const h16* q, const h16* k, const h16* v, h16* o,
         i64 last = q0 + FA_BR - 1 < t - 1 ? q0 + FA_BR - 1 : t - 1;
         if (last / FA_BC + 1 < tiles) tiles = last / FA_BC + 1;
     }
+    u32 qf[D / 16][4];
     for (i64 jt = 0; jt < tiles; ++jt) {
         const i64 k0 = jt * FA_BC;
+        h16* Ks = Qs + (1 + 2 * (jt & 1)) * TILE;
+        h16* Vs = Ks + TILE;
+        // Tile jt + 1 loads into the other pair while this one is computed.
+        if (jt + 1 < tiles) {
+            h16* Kn = Qs + (1 + 2 * ((jt + 1) & 1)) * TILE;
+            load_tile_async<D>(Kn, kg + (k0 + FA_BC) * D, FA_BC, s - k0 - FA_BC);
+            load_tile_async<D>(Kn + TILE, vg + (k0 + FA_BC) * D, FA_BC, s - k0 - FA_BC);
+            cp_commit();
+            cp_wait<1>();
+        } else {
+            cp_wait<0>();
+        }
         __syncthreads();
-        load_tile<D>(Ks, kg + k0 * D, FA_BC, s - k0);
-        load_tile<D>(Vs, vg + k0 * D, FA_BC, s - k0);
-        __syncthreads();
+        if (jt == 0) {
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) frag_a<D>(qf[kk], Qs, warp * 16, kk * 16);
+        }
 
         float sc[FA_BC / 8][4];
 #pragma unroll
@@ -222,6 +258,8 @@ __device__ void flash_fwd_impl(const h16* q, const h16* k, const h16* v, h16* o,
                 Mma<T>::mma(acc[2 * dp + 1], a, b[2], b[3]);
             }
         }
+        // Every warp is done with this pair before the next iteration refills it.
+        __syncthreads();
     }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -267,18 +305,17 @@ __device__ void flash_bwd_impl(const h16* q, const h16* k, const h16* v, const h
     extern __shared__ __align__(16) unsigned char fa_smem[];
     h16* Ks = (h16*)fa_smem;            // FA_BC x (D + 8)
     h16* Vs = Ks + FA_BC * (D + 8);     // FA_BC x (D + 8)
-    h16* Qs = Vs + FA_BC * (D + 8);     // BQ x (D + 8)
-    h16* Gs = Qs + BQ * (D + 8);        // BQ x (D + 8): dO
-    h16* Ss = Gs + BQ * (D + 8);        // FA_BC x (BQ + 8): dSᵀ, keys by queries
-    float* Ls = (float*)(Ss + FA_BC * (BQ + 8));  // BQ: logsumexp in log2 units
-    float* Ds = Ls + BQ;                           // BQ: delta
+    h16* Q0 = Vs + FA_BC * (D + 8);     // two (q, dO) tile pairs, BQ x (D + 8) each
+    h16* Ss = Q0 + 4 * BQ * (D + 8);    // FA_BC x (BQ + 8): dSᵀ, keys by queries
+    float* L0 = (float*)(Ss + FA_BC * (BQ + 8));  // two BQ: logsumexp in log2 units
+    float* D0 = L0 + 2 * BQ;                        // two BQ: delta
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, c = lane & 3;
     const i64 n = blockIdx.y, k0 = (i64)blockIdx.x * FA_BC;
     const float scale_log2 = scale * LOG2E;
 
-    load_tile<D>(Ks, k + (n * s + k0) * D, FA_BC, s - k0);
-    load_tile<D>(Vs, v + (n * s + k0) * D, FA_BC, s - k0);
+    load_tile_async<D>(Ks, k + (n * s + k0) * D, FA_BC, s - k0);
+    load_tile_async<D>(Vs, v + (n * s + k0) * D, FA_BC, s - k0);
 
     float dka[D / 8][4], dva[D / 8][4];
 #pragma unroll
@@ -293,15 +330,34 @@ __device__ void flash_bwd_impl(const h16* q, const h16* k, const h16* v, const h
 
     const i64 first = causal ? k0 / BQ : 0;
     const i64 qtiles = (t + BQ - 1) / BQ;
+    if (first < qtiles) {
+        load_tile_async<D>(Q0, q + (n * t + first * BQ) * D, BQ, t - first * BQ);
+        load_tile_async<D>(Q0 + BQ * (D + 8), go + (n * t + first * BQ) * D, BQ, t - first * BQ);
+    }
+    cp_commit();
     for (i64 it = first; it < qtiles; ++it) {
         const i64 q0 = it * BQ;
-        __syncthreads();
-        load_tile<D>(Qs, q + (n * t + q0) * D, BQ, t - q0);
-        load_tile<D>(Gs, go + (n * t + q0) * D, BQ, t - q0);
+        const int buf = (int)((it - first) & 1);
+        h16* Qs = Q0 + 2 * buf * BQ * (D + 8);
+        h16* Gs = Qs + BQ * (D + 8);
+        float* Ls = L0 + buf * BQ;
+        float* Ds = D0 + buf * BQ;
+        // The next (q, dO) tile loads into the other pair while this one is computed.
+        if (it + 1 < qtiles) {
+            h16* Qn = Q0 + 2 * (buf ^ 1) * BQ * (D + 8);
+            load_tile_async<D>(Qn, q + (n * t + q0 + BQ) * D, BQ, t - q0 - BQ);
+            load_tile_async<D>(Qn + BQ * (D + 8), go + (n * t + q0 + BQ) * D, BQ, t - q0 - BQ);
+            cp_commit();
+        }
         for (int i = threadIdx.x; i < BQ; i += FA_THREADS) {
             bool ok = q0 + i < t;
             Ls[i] = ok ? lse[n * t + q0 + i] * LOG2E : INFINITY;
             Ds[i] = ok ? delta[n * t + q0 + i] : 0.f;
+        }
+        if (it + 1 < qtiles) {
+            cp_wait<1>();
+        } else {
+            cp_wait<0>();
         }
         __syncthreads();
 

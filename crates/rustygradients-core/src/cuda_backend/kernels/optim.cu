@@ -74,3 +74,29 @@ __device__ void sumsq_impl(const AdamBatch& b, double* out) {
 #define SUMSQ(S, T)                                                                              \
     extern "C" __global__ void sumsq_##S(AdamBatch b, double* out) { sumsq_impl<T>(b, out); }
 FOR_FLOATS(SUMSQ)
+
+// x *= *coef for up to ADAM_MAX tensors in place (`ptrs[k]`, `ends` as above): gradient
+// clipping's scale, read from the device so that nothing comes back to the host.
+template <typename T>
+__device__ void scale_many_impl(const AdamBatch& b, const double* coef) {
+    const i64* ends = b.ends;
+    int n_tensors = b.n;
+    i64 total = ends[n_tensors - 1];
+    typename Num<T>::acc k = (typename Num<T>::acc)(*coef);
+    GRID_STRIDE(i, total) {
+        int lo = 0, hi = n_tensors - 1;
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if (ends[mid] > i) hi = mid; else lo = mid + 1;
+        }
+        i64 j = i - (lo == 0 ? 0 : ends[lo - 1]);
+        T* x = (T*)b.ptrs[lo];
+        x[j] = Num<T>::st(Num<T>::ld(x[j]) * k);
+    }
+}
+
+#define SCALE_MANY(S, T)                                                                         \
+    extern "C" __global__ void scale_many_##S(AdamBatch b, const double* coef) {                \
+        scale_many_impl<T>(b, coef);                                                             \
+    }
+FOR_FLOATS(SCALE_MANY)

@@ -309,9 +309,11 @@ __device__ void ln_fwd_impl(const T* x, const P* w, const P* b, O* y, float* mea
     }
 }
 
-// The input gradient per row, and the weight and bias gradients summed over rows: each block
-// walks rows grid-stride, adds its column sums in shared memory (f32, 2·c of them), then into
-// the f32 `dw`/`db` with one atomic per column and block.
+// The input gradient per row, and the weight and bias gradients summed over rows: each warp
+// walks rows grid-stride keeping its column sums in registers (rows up to 32·LN_KMAX wide;
+// wider rows add into shared memory instead), then the block's warps add them up in shared
+// memory (f32, 2·c) and the block adds that into the f32 `dw`/`db`, one atomic per column.
+#define LN_KMAX 32
 template <typename T, typename P, typename O>
 __device__ void ln_bwd_impl(const T* x, const P* w, const float* mean_in, const float* rstd_in,
                             const O* g, T* dx, float* dw, float* db, i64 rows, i64 c, int rms) {
@@ -321,20 +323,40 @@ __device__ void ln_bwd_impl(const T* x, const P* w, const float* mean_in, const 
     for (i64 j = threadIdx.x; j < 2 * c; j += blockDim.x) ln_smem[j] = 0.f;
     __syncthreads();
     int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    const bool regs = c <= 32 * LN_KMAX;
+    float rdw[LN_KMAX], rdb[LN_KMAX];
+#pragma unroll
+    for (int k = 0; k < LN_KMAX; ++k) rdw[k] = rdb[k] = 0.f;
     for (i64 row = (i64)blockIdx.x * warps + (threadIdx.x >> 5); row < rows;
          row += (i64)gridDim.x * warps) {
         const T* xr = x + row * c;
         const O* gr = g + row * c;
         float mean = mean_in[row], rs = rstd_in[row];
         float mg = 0.f, mgx = 0.f;
-        for (i64 j = lane; j < c; j += 32) {
-            float gv = Num<O>::ld(gr[j]);
-            float xh = (Num<T>::ld(xr[j]) - mean) * rs;
-            float gx = w ? gv * Num<P>::ld(w[j]) : gv;
-            mg += gx;
-            mgx += gx * xh;
-            if (dw) atomicAdd(&sdw[j], gv * xh);
-            if (db) atomicAdd(&sdb[j], gv);
+        if (regs) {
+#pragma unroll
+            for (int k = 0; k < LN_KMAX; ++k) {
+                i64 j = lane + 32 * k;
+                if (j < c) {
+                    float gv = Num<O>::ld(gr[j]);
+                    float xh = (Num<T>::ld(xr[j]) - mean) * rs;
+                    float gx = w ? gv * Num<P>::ld(w[j]) : gv;
+                    mg += gx;
+                    mgx += gx * xh;
+                    rdw[k] += gv * xh;
+                    rdb[k] += gv;
+                }
+            }
+        } else {
+            for (i64 j = lane; j < c; j += 32) {
+                float gv = Num<O>::ld(gr[j]);
+                float xh = (Num<T>::ld(xr[j]) - mean) * rs;
+                float gx = w ? gv * Num<P>::ld(w[j]) : gv;
+                mg += gx;
+                mgx += gx * xh;
+                if (dw) atomicAdd(&sdw[j], gv * xh);
+                if (db) atomicAdd(&sdb[j], gv);
+            }
         }
         mg = rms ? 0.f : warp_sum<float>(mg) / (float)c;
         mgx = warp_sum<float>(mgx) / (float)c;
@@ -343,6 +365,16 @@ __device__ void ln_bwd_impl(const T* x, const P* w, const float* mean_in, const 
             float xh = (Num<T>::ld(xr[j]) - mean) * rs;
             float gx = w ? gv * Num<P>::ld(w[j]) : gv;
             dx[row * c + j] = Num<T>::st(rs * (gx - mg - xh * mgx));
+        }
+    }
+    if (regs) {
+#pragma unroll
+        for (int k = 0; k < LN_KMAX; ++k) {
+            i64 j = lane + 32 * k;
+            if (j < c) {
+                if (dw) atomicAdd(&sdw[j], rdw[k]);
+                if (db) atomicAdd(&sdb[j], rdb[k]);
+            }
         }
     }
     __syncthreads();
