@@ -159,6 +159,22 @@ pub struct AttnDims {
     pub dv: usize,
     pub scale: f64,
     pub causal: bool,
+    /// `Some` when q, k and v are read in place from strided `(batch, heads, rows, dim)` views
+    /// (a GPU's FlashAttention only): outputs, their gradient and the input gradients are then
+    /// `(batch, rows, heads, dim)`-major. `None`: contiguous `(n, rows, dim)` operands.
+    pub strided: Option<AttnStrides>,
+}
+
+/// The layout of strided attention operands (see [`AttnDims::strided`]): `heads` per batch
+/// entry, and for each of q, k and v its storage offset and its batch, head and row strides,
+/// in elements (the last dim is contiguous).
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub struct AttnStrides {
+    pub heads: usize,
+    pub q: [usize; 4],
+    pub k: [usize; 4],
+    pub v: [usize; 4],
 }
 
 impl AttnDims {

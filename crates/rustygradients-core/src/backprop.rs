@@ -355,19 +355,19 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, InputGrad
                 &g.storage(),
                 *dims,
             )?;
+            // Strided (GPU FlashAttention) gradients come (batch, rows, heads, dim)-major.
+            let grad = |s, x: &Tensor| -> Result<Tensor> {
+                if dims.strided.is_some() {
+                    let d = x.dims();
+                    Tensor::from_storage(s, [d[0], d[2], d[1], d[3]], None).transpose(1, 2)
+                } else {
+                    Ok(Tensor::from_storage(s, x.shape().clone(), None))
+                }
+            };
             Ok(vec![
-                (
-                    q.clone(),
-                    Full(Tensor::from_storage(dq, q.shape().clone(), None)),
-                ),
-                (
-                    k.clone(),
-                    Full(Tensor::from_storage(dk, k.shape().clone(), None)),
-                ),
-                (
-                    v.clone(),
-                    Full(Tensor::from_storage(dv, v.shape().clone(), None)),
-                ),
+                (q.clone(), Full(grad(dq, q)?)),
+                (k.clone(), Full(grad(dk, k)?)),
+                (v.clone(), Full(grad(dv, v)?)),
             ])
         }
         Op::NormAffine {

@@ -252,6 +252,12 @@ impl BackendStorage for HostBuffer {
     }
 
     fn attention_fwd(&self, k: &Self, v: &Self, dims: AttnDims) -> Result<(Self, Self)> {
+        if dims.strided.is_some() {
+            return Err(Error::InvalidArgument {
+                op: "scaled_dot_product_attention",
+                msg: "strided operands are a GPU FlashAttention layout".into(),
+            });
+        }
         attention::attention_fwd(self, k, v, dims)
     }
 

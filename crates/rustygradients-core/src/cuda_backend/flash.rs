@@ -5,6 +5,10 @@
 //!
 //! What the forward saves for the backward is one buffer of the operands' dtype: a copy of
 //! the output (for `rowsum(dO ∘ O)`), then each row's logsumexp as f32 (two elements each).
+//!
+//! Operands are either contiguous `(n, rows, d)` or, with [`AttnDims::strided`], strided
+//! `(batch, heads, rows, d)` views read in place; the outputs are then `(batch, rows, heads,
+//! d)`-major (see `Strided` in the kernels).
 
 use std::sync::OnceLock;
 
@@ -18,7 +22,7 @@ const BR: usize = 64;
 const BC: usize = 64;
 
 /// Whether the fused kernels run these attention sizes (see the module docs).
-pub(super) fn applies(dtype: DType, d: &AttnDims) -> bool {
+pub(crate) fn applies(dtype: DType, d: &AttnDims) -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     let enabled =
         *ENABLED.get_or_init(|| std::env::var("RUSTYGRADIENTS_FLASH").map_or(true, |v| v != "0"));
@@ -44,6 +48,51 @@ fn int(v: usize) -> i64 {
     v as i64
 }
 
+/// Mirrors `struct Strided` in the kernels: slice n = (n / heads, n % heads) starts at
+/// `ptr + batch·sb + head·sh`, its rows `st` apart (elements).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Strided {
+    ptr: u64,
+    sb: i64,
+    sh: i64,
+    st: i64,
+}
+
+/// Heads per batch entry (1 for contiguous operands).
+fn heads(d: &AttnDims) -> usize {
+    d.strided.map_or(1, |s| s.heads)
+}
+
+/// An input operand: in place when strided, else contiguous `(n, rows, d)`.
+fn input(x: &CudaStorage, at: Option<[usize; 4]>, rows: usize, d: usize) -> Strided {
+    match at {
+        Some([off, sb, sh, st]) => Strided {
+            ptr: x.ptr(off),
+            sb: int(sb),
+            sh: int(sh),
+            st: int(st),
+        },
+        None => Strided {
+            ptr: x.ptr(0),
+            sb: int(rows * d),
+            sh: 0,
+            st: int(d),
+        },
+    }
+}
+
+/// An output of `rows` rows per slice: `(batch, rows, heads, d)`-major (which for one head is
+/// contiguous `(n, rows, d)`).
+fn output(ptr: u64, heads: usize, rows: usize, d: usize) -> Strided {
+    Strided {
+        ptr,
+        sb: int(rows * heads * d),
+        sh: int(d),
+        st: int(heads * d),
+    }
+}
+
 pub(super) fn forward(
     q: &CudaStorage,
     k: &CudaStorage,
@@ -60,15 +109,16 @@ pub(super) fn forward(
         Module::Flash,
         &format!("flash_fwd_{}_{}", sfx(q.dtype()), d.d),
     )?;
-    let (qp, kp, vp, op_, sp, lp) = (
-        q.ptr(0),
-        k.ptr(0),
-        v.ptr(0),
-        out.ptr(0),
-        saved.ptr(0),
-        saved.ptr(rows * d.d),
-    );
-    let (t, s, sl2, causal) = (
+    let h = heads(&d);
+    let at = |f: fn(&crate::backend::AttnStrides) -> [usize; 4]| d.strided.as_ref().map(f);
+    let sq = input(q, at(|s| s.q), d.t, d.d);
+    let sk = input(k, at(|s| s.k), d.s, d.d);
+    let sv = input(v, at(|s| s.v), d.s, d.d);
+    let so = output(out.ptr(0), h, d.t, d.d);
+    let ss = output(saved.ptr(0), h, d.t, d.d);
+    let lp = saved.ptr(rows * d.d);
+    let (hh, t, s, sl2, causal) = (
+        int(h),
         int(d.t),
         int(d.s),
         (d.scale * std::f64::consts::LOG2_E) as f32,
@@ -82,7 +132,7 @@ pub(super) fn forward(
         (d.t.div_ceil(BR) as u32, d.n as u32),
         THREADS,
         smem,
-        &mut args![qp, kp, vp, op_, sp, lp, t, s, sl2, causal],
+        &mut args![sq, sk, sv, so, ss, lp, hh, t, s, sl2, causal],
     )?;
     Ok((out, saved))
 }
@@ -100,17 +150,22 @@ pub(super) fn backward(
     let dtype = q.dtype();
     let rows = d.n * d.t;
     let name = |kernel: &str| format!("flash_{kernel}_{}_{}", sfx(dtype), d.d);
+    let h = heads(&d);
+    let at = |f: fn(&crate::backend::AttnStrides) -> [usize; 4]| d.strided.as_ref().map(f);
+    // The output's gradient has the output's layout.
+    let sg = output(g.ptr(0), h, d.t, d.d);
     // delta = rowsum(dO ∘ O), one warp per row.
     let delta = CudaStorage::alloc(dev, op, rows, DType::F32)?;
     {
         let f = dev.function(op, Module::Flash, &name("delta"))?;
-        let (o, go, dl, r) = (saved.ptr(0), g.ptr(0), delta.ptr(0), int(rows));
+        let so = output(saved.ptr(0), h, d.t, d.d);
+        let (dl, hh, t, r) = (delta.ptr(0), int(h), int(d.t), int(rows));
         dev.launch(
             op,
             &f,
             rows.div_ceil(4) as u32,
             THREADS,
-            &mut args![o, go, dl, r],
+            &mut args![so, sg, dl, hh, t, r],
         )?;
     }
     let dq_acc = dev.zeros(rows * d.d, DType::F32)?;
@@ -124,25 +179,22 @@ pub(super) fn backward(
         let smem =
             (2 * BC * (d.d + 8) * 2 + 4 * bq * (d.d + 8) * 2 + BC * (bq + 8) * 2 + 4 * bq * 4)
                 as u32;
-        let (qp, kp, vp, gp, lp, dl, dqp, dkp, dvp) = (
-            q.ptr(0),
-            k.ptr(0),
-            v.ptr(0),
-            g.ptr(0),
-            saved.ptr(rows * d.d),
-            delta.ptr(0),
-            dq_acc.ptr(0),
-            dk.ptr(0),
-            dv.ptr(0),
-        );
-        let (t, s, scale, causal) = (int(d.t), int(d.s), d.scale as f32, d.causal as i32);
+        let sq = input(q, at(|s| s.q), d.t, d.d);
+        let sk = input(k, at(|s| s.k), d.s, d.d);
+        let sv = input(v, at(|s| s.v), d.s, d.d);
+        let sdq = output(dq_acc.ptr(0), h, d.t, d.d);
+        let sdk = output(dk.ptr(0), h, d.s, d.d);
+        let sdv = output(dv.ptr(0), h, d.s, d.d);
+        let (lp, dl) = (saved.ptr(rows * d.d), delta.ptr(0));
+        let (hh, t, s, scale, causal) =
+            (int(h), int(d.t), int(d.s), d.scale as f32, d.causal as i32);
         dev.launch_smem(
             op,
             &f,
             (d.s.div_ceil(BC) as u32, d.n as u32),
             THREADS,
             smem,
-            &mut args![qp, kp, vp, gp, lp, dl, dqp, dkp, dvp, t, s, scale, causal],
+            &mut args![sq, sk, sv, sg, sdq, sdk, sdv, lp, dl, hh, t, s, scale, causal],
         )?;
     }
     let dq = CudaStorage::alloc(dev, op, rows * d.d, dtype)?;

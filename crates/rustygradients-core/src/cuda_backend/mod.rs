@@ -30,10 +30,15 @@ mod reduce;
 mod rows;
 #[cfg(feature = "cuda")]
 mod storage;
+/// Whether a GPU's FlashAttention runs attention of this dtype and these sizes.
+#[cfg(feature = "cuda")]
+pub(crate) use flash::applies as flash_applies;
 #[cfg(feature = "cuda")]
 pub use {device::CudaDevice, storage::CudaStorage};
 
 #[cfg(not(feature = "cuda"))]
 mod stub;
+#[cfg(not(feature = "cuda"))]
+pub(crate) use stub::flash_applies;
 #[cfg(not(feature = "cuda"))]
 pub use stub::{CudaDevice, CudaStorage};

@@ -51,6 +51,11 @@ impl BackendDevice for CudaDevice {
     }
 }
 
+/// No FlashAttention without the `cuda` feature.
+pub(crate) fn flash_applies(_: DType, _: &AttnDims) -> bool {
+    false
+}
+
 /// GPU memory; none exists without the `cuda` feature.
 #[derive(Debug, Clone)]
 pub enum CudaStorage {}

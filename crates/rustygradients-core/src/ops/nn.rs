@@ -95,7 +95,7 @@ impl Tensor {
         if fusable {
             // One fused kernel: no (T, S) score tensors in the graph.
             let n: usize = batch.iter().product();
-            let dims = crate::backend::AttnDims {
+            let mut dims = crate::backend::AttnDims {
                 n,
                 t,
                 s,
@@ -103,7 +103,47 @@ impl Tensor {
                 dv,
                 scale,
                 causal,
+                strided: None,
             };
+            // Heads as views of a fused projection go to a GPU's FlashAttention in place: no
+            // copies of q, k and v, and the output comes back (batch, time, heads, dim)-major,
+            // which is what the model reshapes it to next.
+            let in_place = |x: &Tensor| {
+                x.stride()[r - 1] == 1
+                    && x.layout().offset().is_multiple_of(8)
+                    && x.stride()[..r - 1].iter().all(|s| s.is_multiple_of(8))
+            };
+            if r == 4
+                && !self.device().is_cpu()
+                && k.dims()[..2] == self.dims()[..2]
+                && [self, k, v].into_iter().all(in_place)
+                && crate::cuda_backend::flash_applies(self.dtype(), &dims)
+            {
+                let (b, h) = (self.dims()[0], self.dims()[1]);
+                let at = |x: &Tensor| {
+                    let st = x.stride();
+                    [x.layout().offset(), st[0], st[1], st[2]]
+                };
+                dims.strided = Some(crate::backend::AttnStrides {
+                    heads: h,
+                    q: at(self),
+                    k: at(k),
+                    v: at(v),
+                });
+                let (out, saved) =
+                    self.storage()
+                        .attention_fwd(&k.storage(), &v.storage(), dims)?;
+                let len = saved.elem_len();
+                let saved = Tensor::from_storage(saved, len, None);
+                let op = Op::Attention {
+                    q: self.clone(),
+                    k: k.clone(),
+                    v: v.clone(),
+                    saved,
+                    dims,
+                };
+                return Tensor::from_storage(out, [b, t, h, dv], Some(op)).transpose(1, 2);
+            }
             let flat = |x: &Tensor, rows: usize, cols: usize| x.dense()?.reshape([n, rows, cols]);
             let (q3, k3, v3) = (flat(self, t, d)?, flat(k, s, d)?, flat(v, s, dv)?);
             let (out, saved) = q3

@@ -18,6 +18,19 @@
 
 typedef unsigned short h16;
 
+// Where slice n's rows of one operand live: slice n is (batch n / heads, head n % heads), its
+// row r starts at ptr + batch·sb + head·sh + r·st (elements), and a row's D elements are
+// consecutive. Heads taken as views of a fused qkv projection read in place this way, and
+// outputs are written (batch, time, head, dim)-major, so no transposing copy is needed on
+// either side.
+struct Strided {
+    u64 ptr;
+    i64 sb, sh, st;
+};
+template <typename P> __device__ __forceinline__ P* slice(const Strided& x, i64 n, i64 heads) {
+    return (P*)x.ptr + (n / heads) * x.sb + (n % heads) * x.sh;
+}
+
 template <typename T> struct Mma;
 template <> struct Mma<bf16> {
     __device__ static __forceinline__ void mma(float* c, const u32* a, u32 b0, u32 b1) {
@@ -102,12 +115,13 @@ template <int N> __device__ __forceinline__ void cp_wait() {
 
 // load_tile, asynchronously: completes at a later cp_wait.
 template <int D>
-__device__ __forceinline__ void load_tile_async(h16* sm, const h16* g, int rows, i64 valid) {
+__device__ __forceinline__ void load_tile_async(h16* sm, const h16* g, i64 ld, int rows,
+                                                i64 valid) {
     const int CH = D / 8;
     for (int i = threadIdx.x; i < rows * CH; i += FA_THREADS) {
         int r = i / CH, k = i % CH;
         bool ok = r < valid;
-        cp16(sm + r * (D + 8) + k * 8, ok ? g + (i64)r * D + k * 8 : g, ok);
+        cp16(sm + r * (D + 8) + k * 8, ok ? g + (i64)r * ld + k * 8 : g, ok);
     }
 }
 
@@ -138,20 +152,22 @@ __device__ __forceinline__ void frag_b(u32* b, const h16* sm, int k0, int n0) {
 // Forward: one block per (64 query rows, slice). o_saved (may be null) gets a second copy of
 // the output, for the backward's rowsum(dO * O).
 template <typename T, int D>
-__device__ void flash_fwd_impl(const h16* q, const h16* k, const h16* v, h16* o, h16* o_saved,
-                               float* lse, i64 t, i64 s, float scale_log2, int causal) {
+__device__ void flash_fwd_impl(Strided sq, Strided sk, Strided sv, Strided so, Strided ss,
+                               float* lse, i64 heads, i64 t, i64 s, float scale_log2,
+                               int causal) {
     extern __shared__ __align__(16) unsigned char fa_smem[];
     const int TILE = FA_BC * (D + 8);
     h16* Qs = (h16*)fa_smem;  // FA_BR x (D + 8), then two (K, V) tile pairs
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, c = lane & 3;
     const i64 n = blockIdx.y, q0 = (i64)blockIdx.x * FA_BR;
-    const h16* kg = k + n * s * D;
-    const h16* vg = v + n * s * D;
+    const h16* kg = slice<const h16>(sk, n, heads);
+    const h16* vg = slice<const h16>(sv, n, heads);
+    const h16* qg = slice<const h16>(sq, n, heads) + q0 * sq.st;
 
-    load_tile_async<D>(Qs, q + (n * t + q0) * D, FA_BR, t - q0);
-    load_tile_async<D>(Qs + TILE, kg, FA_BC, s);
-    load_tile_async<D>(Qs + 2 * TILE, vg, FA_BC, s);
+    load_tile_async<D>(Qs, qg, sq.st, FA_BR, t - q0);
+    load_tile_async<D>(Qs + TILE, kg, sk.st, FA_BC, s);
+    load_tile_async<D>(Qs + 2 * TILE, vg, sv.st, FA_BC, s);
     cp_commit();
 
     float acc[D / 8][4];
@@ -173,8 +189,9 @@ __device__ void flash_fwd_impl(const h16* q, const h16* k, const h16* v, h16* o,
         // Tile jt + 1 loads into the other pair while this one is computed.
         if (jt + 1 < tiles) {
             h16* Kn = Qs + (1 + 2 * ((jt + 1) & 1)) * TILE;
-            load_tile_async<D>(Kn, kg + (k0 + FA_BC) * D, FA_BC, s - k0 - FA_BC);
-            load_tile_async<D>(Kn + TILE, vg + (k0 + FA_BC) * D, FA_BC, s - k0 - FA_BC);
+            load_tile_async<D>(Kn, kg + (k0 + FA_BC) * sk.st, sk.st, FA_BC, s - k0 - FA_BC);
+            load_tile_async<D>(Kn + TILE, vg + (k0 + FA_BC) * sv.st, sv.st, FA_BC,
+                               s - k0 - FA_BC);
             cp_commit();
             cp_wait<1>();
         } else {
@@ -269,8 +286,8 @@ __device__ void flash_fwd_impl(const h16* q, const h16* k, const h16* v, h16* o,
         const i64 row = row0 + 8 * r;
         if (row >= t) continue;
         const float inv = 1.f / l;
-        u32* orow = (u32*)(o + (n * t + row) * D);
-        u32* srow = o_saved ? (u32*)(o_saved + (n * t + row) * D) : 0;
+        u32* orow = (u32*)(slice<h16>(so, n, heads) + row * so.st);
+        u32* srow = ss.ptr ? (u32*)(slice<h16>(ss, n, heads) + row * ss.st) : 0;
 #pragma unroll
         for (int j = 0; j < D / 8; ++j) {
             u32 w = Mma<T>::pack(acc[j][2 * r] * inv, acc[j][2 * r + 1] * inv);
@@ -284,12 +301,15 @@ __device__ void flash_fwd_impl(const h16* q, const h16* k, const h16* v, h16* o,
 // ---------------------------------------------------------------------------------------------
 // Backward, step 1: delta[row] = sum_d dO[row, d] * O[row, d] (one warp per row).
 template <typename T, int D>
-__device__ void flash_delta_impl(const h16* o, const h16* go, float* delta, i64 rows) {
+__device__ void flash_delta_impl(Strided so, Strided sg, float* delta, i64 heads, i64 t,
+                                 i64 rows) {
     i64 row = (i64)blockIdx.x * 4 + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (row >= rows) return;
+    const h16* o = slice<const h16>(so, row / t, heads) + (row % t) * so.st;
+    const h16* go = slice<const h16>(sg, row / t, heads) + (row % t) * sg.st;
     float sum = 0.f;
-    for (int d = lane; d < D; d += 32) sum += Mma<T>::ld(o[row * D + d]) * Mma<T>::ld(go[row * D + d]);
+    for (int d = lane; d < D; d += 32) sum += Mma<T>::ld(o[d]) * Mma<T>::ld(go[d]);
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
     if (lane == 0) delta[row] = sum;
@@ -299,9 +319,9 @@ __device__ void flash_delta_impl(const h16* o, const h16* go, float* delta, i64 
 // its keys: dV += Pᵀ dO, dK += scale · dSᵀ Q in registers, and dQ += scale · dS K into the
 // f32 accumulator `dq` with atomics (dS goes through shared memory for that product).
 template <typename T, int D, int BQ>
-__device__ void flash_bwd_impl(const h16* q, const h16* k, const h16* v, const h16* go,
-                               const float* lse, const float* delta, float* dq, h16* dk, h16* dv,
-                               i64 t, i64 s, float scale, int causal) {
+__device__ void flash_bwd_impl(Strided sq, Strided sk, Strided sv, Strided sg, Strided sdq,
+                               Strided sdk, Strided sdv, const float* lse, const float* delta,
+                               i64 heads, i64 t, i64 s, float scale, int causal) {
     extern __shared__ __align__(16) unsigned char fa_smem[];
     h16* Ks = (h16*)fa_smem;            // FA_BC x (D + 8)
     h16* Vs = Ks + FA_BC * (D + 8);     // FA_BC x (D + 8)
@@ -314,8 +334,10 @@ __device__ void flash_bwd_impl(const h16* q, const h16* k, const h16* v, const h
     const i64 n = blockIdx.y, k0 = (i64)blockIdx.x * FA_BC;
     const float scale_log2 = scale * LOG2E;
 
-    load_tile_async<D>(Ks, k + (n * s + k0) * D, FA_BC, s - k0);
-    load_tile_async<D>(Vs, v + (n * s + k0) * D, FA_BC, s - k0);
+    const h16* qsl = slice<const h16>(sq, n, heads);
+    const h16* gsl = slice<const h16>(sg, n, heads);
+    load_tile_async<D>(Ks, slice<const h16>(sk, n, heads) + k0 * sk.st, sk.st, FA_BC, s - k0);
+    load_tile_async<D>(Vs, slice<const h16>(sv, n, heads) + k0 * sv.st, sv.st, FA_BC, s - k0);
 
     float dka[D / 8][4], dva[D / 8][4];
 #pragma unroll
@@ -331,8 +353,9 @@ __device__ void flash_bwd_impl(const h16* q, const h16* k, const h16* v, const h
     const i64 first = causal ? k0 / BQ : 0;
     const i64 qtiles = (t + BQ - 1) / BQ;
     if (first < qtiles) {
-        load_tile_async<D>(Q0, q + (n * t + first * BQ) * D, BQ, t - first * BQ);
-        load_tile_async<D>(Q0 + BQ * (D + 8), go + (n * t + first * BQ) * D, BQ, t - first * BQ);
+        load_tile_async<D>(Q0, qsl + first * BQ * sq.st, sq.st, BQ, t - first * BQ);
+        load_tile_async<D>(Q0 + BQ * (D + 8), gsl + first * BQ * sg.st, sg.st, BQ,
+                           t - first * BQ);
     }
     cp_commit();
     for (i64 it = first; it < qtiles; ++it) {
@@ -345,8 +368,9 @@ __device__ void flash_bwd_impl(const h16* q, const h16* k, const h16* v, const h
         // The next (q, dO) tile loads into the other pair while this one is computed.
         if (it + 1 < qtiles) {
             h16* Qn = Q0 + 2 * (buf ^ 1) * BQ * (D + 8);
-            load_tile_async<D>(Qn, q + (n * t + q0 + BQ) * D, BQ, t - q0 - BQ);
-            load_tile_async<D>(Qn + BQ * (D + 8), go + (n * t + q0 + BQ) * D, BQ, t - q0 - BQ);
+            load_tile_async<D>(Qn, qsl + (q0 + BQ) * sq.st, sq.st, BQ, t - q0 - BQ);
+            load_tile_async<D>(Qn + BQ * (D + 8), gsl + (q0 + BQ) * sg.st, sg.st, BQ,
+                               t - q0 - BQ);
             cp_commit();
         }
         for (int i = threadIdx.x; i < BQ; i += FA_THREADS) {
@@ -451,7 +475,7 @@ __device__ void flash_bwd_impl(const h16* q, const h16* k, const h16* v, const h
         for (int r = 0; r < 2; ++r) {
             i64 row = q0 + qg * 16 + g + 8 * r;
             if (row >= t) continue;
-            float* dst = dq + (n * t + row) * D + cs * (D / CS) + 2 * c;
+            float* dst = slice<float>(sdq, n, heads) + row * sdq.st + cs * (D / CS) + 2 * c;
 #pragma unroll
             for (int j = 0; j < NT; ++j) {
                 atomicAdd(dst + j * 8, qa[j][2 * r] * scale);
@@ -463,8 +487,8 @@ __device__ void flash_bwd_impl(const h16* q, const h16* k, const h16* v, const h
     for (int r = 0; r < 2; ++r) {
         i64 key = key0 + 8 * r;
         if (key >= s) continue;
-        u32* krow = (u32*)(dk + (n * s + key) * D);
-        u32* vrow = (u32*)(dv + (n * s + key) * D);
+        u32* krow = (u32*)(slice<h16>(sdk, n, heads) + key * sdk.st);
+        u32* vrow = (u32*)(slice<h16>(sdv, n, heads) + key * sdv.st);
 #pragma unroll
         for (int j = 0; j < D / 8; ++j) {
             krow[(j * 8 + 2 * c) / 2] = Mma<T>::pack(dka[j][2 * r] * scale, dka[j][2 * r + 1] * scale);
@@ -481,19 +505,19 @@ __device__ void flash_dq_impl(const float* acc, T* out, i64 n) {
 
 #define FLASH_KERNELS(S, T, D, BQ)                                                              \
     extern "C" __global__ void __launch_bounds__(FA_THREADS)                                   \
-        flash_fwd_##S##_##D(const h16* q, const h16* k, const h16* v, h16* o, h16* os,         \
-                            float* lse, i64 t, i64 s, float sl2, int causal) {                 \
-        flash_fwd_impl<T, D>(q, k, v, o, os, lse, t, s, sl2, causal);                          \
+        flash_fwd_##S##_##D(Strided q, Strided k, Strided v, Strided o, Strided os,            \
+                            float* lse, i64 heads, i64 t, i64 s, float sl2, int causal) {      \
+        flash_fwd_impl<T, D>(q, k, v, o, os, lse, heads, t, s, sl2, causal);                   \
     }                                                                                          \
-    extern "C" __global__ void flash_delta_##S##_##D(const h16* o, const h16* go, float* dl,   \
-                                                     i64 rows) {                               \
-        flash_delta_impl<T, D>(o, go, dl, rows);                                               \
+    extern "C" __global__ void flash_delta_##S##_##D(Strided o, Strided g, float* dl,          \
+                                                     i64 heads, i64 t, i64 rows) {             \
+        flash_delta_impl<T, D>(o, g, dl, heads, t, rows);                                      \
     }                                                                                          \
     extern "C" __global__ void __launch_bounds__(FA_THREADS)                                   \
-        flash_bwd_##S##_##D(const h16* q, const h16* k, const h16* v, const h16* go,           \
-                            const float* lse, const float* dl, float* dq, h16* dk, h16* dv,    \
-                            i64 t, i64 s, float scale, int causal) {                           \
-        flash_bwd_impl<T, D, BQ>(q, k, v, go, lse, dl, dq, dk, dv, t, s, scale, causal);       \
+        flash_bwd_##S##_##D(Strided q, Strided k, Strided v, Strided g, Strided dq,            \
+                            Strided dk, Strided dv, const float* lse, const float* dl,         \
+                            i64 heads, i64 t, i64 s, float scale, int causal) {                \
+        flash_bwd_impl<T, D, BQ>(q, k, v, g, dq, dk, dv, lse, dl, heads, t, s, scale, causal); \
     }
 
 FLASH_KERNELS(bf16, bf16, 64, 64)
