@@ -202,16 +202,21 @@ __device__ void ce_fwd_impl(const T* x, const i64* targets, typename Num<T>::acc
     typedef typename Num<T>::acc A;
     i64 row = blockIdx.x;
     const T* xr = x + row * c;
-    A m = -INFINITY;
+    // One pass over the row: each thread keeps a running max and the sum of exponentials
+    // relative to it, and the block combines the pairs (a NaN anywhere gives NaN).
+    A m = -INFINITY, s = 0;
     for (i64 j = threadIdx.x; j < c; j += blockDim.x) {
         A v = Num<T>::ld(xr[j]);
-        m = (v > m || v != v) ? v : m;
+        if (v > m || v != v) {
+            s = (m == -INFINITY ? (A)0 : s * exp(m - v)) + (A)1;
+            m = v;
+        } else {
+            s += exp(v - m);
+        }
     }
-    m = block_max<A>(m);
-    A s = 0;
-    for (i64 j = threadIdx.x; j < c; j += blockDim.x) s += exp(Num<T>::ld(xr[j]) - m);
-    s = block_sum<A>(s);
-    A lse = m + log(s);
+    A mm = block_max<A>(m);
+    s = block_sum<A>(m == -INFINITY ? (A)0 : s * exp(m - mm));
+    A lse = mm + log(s);
     if (threadIdx.x == 0) {
         i64 t;
         bool ok = ce_target<T>(targets, row, c, ignore, has_ignore, err, &t);
