@@ -175,7 +175,13 @@ fn cuda_mul_many_scales_in_place() {
                 .unwrap()
                 .to_dtype(dtype)
                 .unwrap();
-            assert!(rel(g, &want) <= if dtype == DType::F32 { 1e-7 } else { 1e-2 });
+            // f32: the factor itself rounds to f32 on the GPU (relative 3e-8), then the product.
+            let tol = if dtype == DType::F32 { 1e-6 } else { 1e-2 };
+            let err = rel(g, &want);
+            assert!(
+                err <= tol,
+                "{dtype:?}: off by {err:.2e} (tolerance {tol:.0e})"
+            );
         }
     }
 }
