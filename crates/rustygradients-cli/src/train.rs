@@ -259,9 +259,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             ""
         }
     );
-    let mut scaler = precision
-        .needs_loss_scaling()
-        .then(|| GradScaler::new(a.loss_scale()));
+    let mut scaler = precision.needs_loss_scaling().then(|| {
+        let mut s = GradScaler::new(a.loss_scale());
+        s.growth_interval = a.loss_scale_growth_interval;
+        s
+    });
     let mut opt = AdamW::new(
         &model,
         AdamWConfig {

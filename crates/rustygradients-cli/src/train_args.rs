@@ -76,6 +76,11 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_scale: Option<f64>,
+    /// Good fp16 steps in a row after which the loss scale doubles (PyTorch's 2000): a run
+    /// started at too small a scale (gradients flushing to zero) climbs back this fast.
+    #[arg(long, default_value_t = 2000)]
+    #[serde(default = "default_growth_interval")]
+    pub loss_scale_growth_interval: u64,
     /// Recompute each block's activations in the backward pass instead of keeping them: less
     /// memory for about a third more compute.
     #[arg(long)]
@@ -113,6 +118,10 @@ fn default_max_bad_steps() -> usize {
     3
 }
 
+fn default_growth_interval() -> u64 {
+    2000
+}
+
 impl TrainArgs {
     /// The first loss scale of an fp16 run (`--loss-scale`, 65536 by default).
     pub fn loss_scale(&self) -> f64 {
@@ -132,6 +141,10 @@ impl TrainArgs {
             ("--eval-iters", self.eval_iters),
             ("--keep-checkpoints", self.keep_checkpoints),
             ("--max-bad-steps", self.max_bad_steps),
+            (
+                "--loss-scale-growth-interval",
+                self.loss_scale_growth_interval as usize,
+            ),
         ];
         for (flag, v) in at_least_one {
             if v == 0 {

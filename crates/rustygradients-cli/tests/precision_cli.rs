@@ -334,6 +334,44 @@ fn fp16_with_the_default_loss_scale_trains_without_overflow() {
     );
 }
 
+/// A first loss scale far too small flushes the f16 gradients to zero, so the weights do not
+/// move; with a short growth interval the scale doubles every few good steps until the
+/// gradients come through, and the run trains from there.
+#[test]
+fn fp16_recovers_from_a_tiny_first_loss_scale() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let out = dir.path().join("fp16-tiny");
+    let stdout = train(
+        &data,
+        &out,
+        &[
+            "--precision",
+            "fp16",
+            "--loss-scale",
+            "1e-12",
+            "--loss-scale-growth-interval",
+            "1",
+            "--steps",
+            "45",
+            "--eval-interval",
+            "15",
+        ],
+    );
+    assert!(!stdout.contains("overflowed"), "{stdout}");
+    let steps = step_records(&out);
+    assert!(steps.iter().all(|r| r.train_loss.is_finite() && !r.skipped));
+    // 1e-12 doubled once per step: past 1 after 40 steps.
+    let (_, state, _) = latest_checkpoint(&out);
+    let scale = state["loss_scaler"]["scale"].as_f64().unwrap();
+    assert_eq!(scale, 1e-12 * 2f64.powi(45), "{state}");
+    // Stuck at first (zero gradients: the loss does not move), training once the scale is up.
+    let loss = |i: usize| steps[i].train_loss;
+    assert!((loss(0) - loss(3)).abs() < 1e-3, "{steps:?}");
+    let vals = val_losses(&out);
+    assert!(vals[3] < vals[1] - 0.05, "val loss did not fall: {vals:?}");
+}
+
 /// An fp16 run stopped while its loss scale is still coming down resumes with that scale (not
 /// the first one), so it ends bit-identical to the run that was never interrupted.
 #[test]
