@@ -425,19 +425,31 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         };
         let finite = loss.is_finite() && norm.is_finite();
         // fp16: gradients that overflowed at a finite loss lower the loss scale and skip the
-        // update; that is the scaler at work, not a diverging run.
+        // update, gradients that all flushed to zero raise it and skip the update; that is the
+        // scaler at work, not a diverging run.
         let overflow = scaler.is_some() && loss.is_finite() && !norm.is_finite();
-        if let Some(s) = scaler.as_mut() {
-            s.update(finite);
-        }
-        if finite {
+        let underflow = scaler.is_some() && loss.is_finite() && norm == 0.0;
+        let take = match scaler.as_mut() {
+            Some(s) if loss.is_finite() => s.update_with_norm(norm),
+            Some(s) => s.update(false),
+            None => finite,
+        };
+        let scale = || scaler.as_ref().map_or(0.0, |s| s.scale());
+        if take {
             opt.step()?;
             bad_in_a_row = 0;
         } else if overflow {
             report(format!(
                 "step {}: gradients overflowed in fp16: update skipped, loss scale lowered to {}",
                 step + 1,
-                scaler.as_ref().map_or(0.0, |s| s.scale())
+                scale()
+            ));
+        } else if underflow {
+            report(format!(
+                "step {}: gradients underflowed to zero in fp16: update skipped, loss scale \
+                 raised to {}",
+                step + 1,
+                scale()
             ));
         } else {
             bad_in_a_row += 1;
@@ -459,7 +471,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             val_loss: None,
             eval_train_loss: None,
             grad_norm: Some(norm),
-            skipped: !finite,
+            skipped: !take,
             lr,
             tokens_per_s: tps,
             time_s: started.elapsed().as_secs_f64(),

@@ -2,7 +2,10 @@
 //! multiplied by a large scale before `backward`, so small f16 gradients do not flush to zero;
 //! the gradients are divided by it again before the optimizer step. A step whose gradients
 //! overflowed (inf or NaN) is skipped and the scale halved; after `growth_interval` good steps
-//! in a row the scale doubles.
+//! in a row the scale doubles. Beyond PyTorch's rule, [`GradScaler::update_with_norm`] treats
+//! gradients that are all exactly zero at a finite loss as underflow (a scale far too small):
+//! that step is skipped too and the scale doubles at once, so a bad first scale recovers in a
+//! few dozen steps instead of thousands.
 
 use rustygradients_core::{no_grad, Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -73,6 +76,29 @@ impl GradScaler {
             }
             Ok(())
         })
+    }
+
+    /// Moves the scale by this step's gradient norm (taken after [`GradScaler::unscale`]) and
+    /// returns whether the optimizer should step: not after an overflow (inf/NaN: the scale
+    /// halves) nor after an underflow (a norm of exactly 0: every gradient flushed to zero,
+    /// the scale doubles at once); otherwise as [`GradScaler::update`].
+    ///
+    /// ```
+    /// use rustygradients_nn::optim::GradScaler;
+    /// let mut s = GradScaler::new(1e-12);
+    /// assert!(!s.update_with_norm(0.0)); // underflow: skip, and grow now
+    /// assert_eq!(s.scale(), 2e-12);
+    /// assert!(s.update_with_norm(0.5));
+    /// assert!(!s.update_with_norm(f64::INFINITY));
+    /// assert_eq!(s.scale(), 1e-12);
+    /// ```
+    pub fn update_with_norm(&mut self, norm: f64) -> bool {
+        if norm == 0.0 {
+            self.scale *= self.growth_factor;
+            self.good_steps = 0;
+            return false;
+        }
+        self.update(norm.is_finite())
     }
 
     /// Records whether this step's gradients were finite and moves the scale; returns whether

@@ -503,11 +503,8 @@ __device__ void flash_dq_impl(const float* acc, T* out, i64 n) {
     GRID_STRIDE(i, n) { out[i] = Num<T>::st(acc[i]); }
 }
 
-// Forward blocks per SM the register budget is set for (4 x 128 threads x 128 registers).
-#define FWD_BLOCKS_64 4
-#define FWD_BLOCKS_128 2
 #define FLASH_KERNELS(S, T, D, BQ)                                                              \
-    extern "C" __global__ void __launch_bounds__(FA_THREADS, FWD_BLOCKS_##D)                   \
+    extern "C" __global__ void __launch_bounds__(FA_THREADS)                                   \
         flash_fwd_##S##_##D(Strided q, Strided k, Strided v, Strided o, Strided os,            \
                             float* lse, i64 heads, i64 t, i64 s, float sl2, int causal) {      \
         flash_fwd_impl<T, D>(q, k, v, o, os, lse, heads, t, s, sl2, causal);                   \
