@@ -52,13 +52,21 @@ if has sanitizer && command -v compute-sanitizer >/dev/null; then
     compute-sanitizer --tool racecheck --error-exitcode 9 "$ops" --test-threads=1 \
         cuda_reductions cuda_softmax cuda_layer_norm cuda_losses >"$OUT/racecheck.log" 2>&1
     echo "racecheck exit $?" | tee -a "$OUT/tests.txt"; tail -n 5 "$OUT/racecheck.log"
+    # FlashAttention's tiles (shared memory, cp.async, ldmatrix) at every tail size.
+    flash=$(ls "$BINS"/cuda_flash-* | head -1)
+    compute-sanitizer --tool memcheck --error-exitcode 9 "$flash" --test-threads=1 \
+        cuda_flash_attention_small cuda_flash_attention_on_strided >"$OUT/memcheck-flash.log" 2>&1
+    echo "memcheck (flash) exit $?" | tee -a "$OUT/tests.txt"; tail -n 3 "$OUT/memcheck-flash.log"
+    compute-sanitizer --tool racecheck --error-exitcode 9 "$flash" --test-threads=1 \
+        cuda_flash_attention_small >"$OUT/racecheck-flash.log" 2>&1
+    echo "racecheck (flash) exit $?" | tee -a "$OUT/tests.txt"; tail -n 3 "$OUT/racecheck-flash.log"
 fi
 
 CLI=${CLI:-.gpu/rustygradients}
 DATA=${DATA:-.gpu/shakespeare.txt}
 if has cli && [ -x "$CLI" ] && [ -f "$DATA" ]; then
-    "$CLI" train --device cuda --data "$DATA" --steps 500 --eval-interval 250 --out /tmp/rg-gpu \
-        --overwrite 2>&1 | tail -n 15 | tee "$OUT/train.log"
+    "$CLI" train --device cuda --precision bf16 --data "$DATA" --steps 500 --eval-interval 250 \
+        --out /tmp/rg-gpu --overwrite 2>&1 | tail -n 15 | tee "$OUT/train.log"
     "$CLI" generate --model /tmp/rg-gpu --device cuda --prompt "ROMEO:" --max-tokens 80 \
         2>&1 | tail -n 5 | tee -a "$OUT/train.log"
 fi
