@@ -503,6 +503,9 @@ __device__ void flash_dq_impl(const float* acc, T* out, i64 n) {
     GRID_STRIDE(i, n) { out[i] = Num<T>::st(acc[i]); }
 }
 
+// Backward blocks per SM the register budget is set for.
+#define BWD_BLOCKS_64 3
+#define BWD_BLOCKS_128 1
 #define FLASH_KERNELS(S, T, D, BQ)                                                              \
     extern "C" __global__ void __launch_bounds__(FA_THREADS)                                   \
         flash_fwd_##S##_##D(Strided q, Strided k, Strided v, Strided o, Strided os,            \
@@ -513,16 +516,16 @@ __device__ void flash_dq_impl(const float* acc, T* out, i64 n) {
                                                      i64 heads, i64 t, i64 rows) {             \
         flash_delta_impl<T, D>(o, g, dl, heads, t, rows);                                      \
     }                                                                                          \
-    extern "C" __global__ void __launch_bounds__(FA_THREADS)                                   \
+    extern "C" __global__ void __launch_bounds__(FA_THREADS, BWD_BLOCKS_##D)                   \
         flash_bwd_##S##_##D(Strided q, Strided k, Strided v, Strided g, Strided dq,            \
                             Strided dk, Strided dv, const float* lse, const float* dl,         \
                             i64 heads, i64 t, i64 s, float scale, int causal) {                \
         flash_bwd_impl<T, D, BQ>(q, k, v, g, dq, dk, dv, lse, dl, heads, t, s, scale, causal); \
     }
 
-FLASH_KERNELS(bf16, bf16, 64, 64)
+FLASH_KERNELS(bf16, bf16, 64, 32)
 FLASH_KERNELS(bf16, bf16, 128, 32)
-FLASH_KERNELS(f16, f16, 64, 64)
+FLASH_KERNELS(f16, f16, 64, 32)
 FLASH_KERNELS(f16, f16, 128, 32)
 
 extern "C" __global__ void flash_dq_bf16(const float* acc, bf16* out, i64 n) { flash_dq_impl<bf16>(acc, out, n); }
