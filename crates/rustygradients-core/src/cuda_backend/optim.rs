@@ -1,5 +1,6 @@
-//! The fused Adam/AdamW step: up to [`ADAM_MAX`] parameters per launch, their addresses passed
-//! by value (see `kernels/optim.cu`).
+//! Multi-tensor kernels: the fused Adam/AdamW step, the sum of squares and the in-place scale
+//! of gradient clipping. Up to [`ADAM_MAX`] tensors per launch, their addresses passed by value
+//! (see `kernels/optim.cu`).
 
 use super::compile::Module;
 use super::storage::{sfx, CudaStorage};
@@ -15,6 +16,52 @@ struct AdamBatch {
     ptrs: [u64; 4 * ADAM_MAX],
     ends: [i64; ADAM_MAX],
     n: i32,
+}
+
+/// Calls `launch` once per [`ADAM_MAX`] tensors with their batch (each tensor's `WIDTH`
+/// addresses side by side, and the running element counts) and its total element count;
+/// batches of no elements launch nothing.
+fn in_batches<const WIDTH: usize>(
+    tensors: &[([u64; WIDTH], usize)],
+    mut launch: impl FnMut(&AdamBatch, usize) -> Result<()>,
+) -> Result<()> {
+    for chunk in tensors.chunks(ADAM_MAX) {
+        let mut b = AdamBatch {
+            ptrs: [0; 4 * ADAM_MAX],
+            ends: [0; ADAM_MAX],
+            n: chunk.len() as i32,
+        };
+        let mut total = 0usize;
+        for (i, (ptrs, len)) in chunk.iter().enumerate() {
+            b.ptrs[WIDTH * i..WIDTH * (i + 1)].copy_from_slice(ptrs);
+            total += len;
+            b.ends[i] = total as i64;
+        }
+        if total > 0 {
+            launch(&b, total)?;
+        }
+    }
+    Ok(())
+}
+
+/// The one dtype of `items`' storages (an error naming `op` and the first other one).
+fn one_dtype<'a>(
+    op: &'static str,
+    mut items: impl Iterator<Item = &'a CudaStorage>,
+) -> Result<crate::DType> {
+    let first = items.next().ok_or_else(|| Error::InvalidArgument {
+        op,
+        msg: "no tensors".into(),
+    })?;
+    let dtype = first.dtype();
+    match items.map(|s| s.dtype()).find(|&d| d != dtype) {
+        Some(d) => Err(Error::DTypeMismatch {
+            op,
+            lhs: dtype,
+            rhs: d,
+        }),
+        None => Ok(dtype),
+    }
 }
 
 /// Mirrors `struct AdamConsts`.
@@ -82,29 +129,19 @@ pub(crate) fn adam_step(
         decoupled: h.decoupled as i32,
     };
     let f = dev.function(op, Module::Optim, &format!("adam_{}", sfx(dtype)))?;
-    for chunk in items.chunks(ADAM_MAX) {
-        let mut b = AdamBatch {
-            ptrs: [0; 4 * ADAM_MAX],
-            ends: [0; ADAM_MAX],
-            n: chunk.len() as i32,
-        };
-        let mut total = 0usize;
-        for (i, (p, m, v, g)) in chunk.iter().enumerate() {
-            b.ptrs[4 * i..4 * i + 4].copy_from_slice(&[p.ptr(0), m.ptr(0), v.ptr(0), g.ptr(0)]);
-            total += p.elem_len();
-            b.ends[i] = total as i64;
-        }
-        if total > 0 {
-            dev.launch(
-                op,
-                &f,
-                super::storage::grid(total),
-                super::storage::BLOCK,
-                &mut args![b, k],
-            )?;
-        }
-    }
-    Ok(())
+    let tensors: Vec<_> = items
+        .iter()
+        .map(|(p, m, v, g)| ([p.ptr(0), m.ptr(0), v.ptr(0), g.ptr(0)], p.elem_len()))
+        .collect();
+    in_batches(&tensors, |b, total| {
+        dev.launch(
+            op,
+            &f,
+            super::storage::grid(total),
+            super::storage::BLOCK,
+            &mut args![*b, k],
+        )
+    })
 }
 
 /// `x *= coef` in place for the first `len` elements of each storage in `items` (one float
@@ -114,84 +151,43 @@ pub(crate) fn scale_many(
     coef: &CudaStorage,
 ) -> Result<()> {
     let op = "mul_many_";
-    let Some(first) = items.first() else {
+    if items.is_empty() {
         return Ok(());
-    };
-    let (dtype, dev) = (first.0.dtype(), first.0.dev().clone());
-    if let Some(d) = items.iter().map(|s| s.0.dtype()).find(|&d| d != dtype) {
-        return Err(Error::DTypeMismatch {
-            op,
-            lhs: dtype,
-            rhs: d,
-        });
     }
+    let dtype = one_dtype(op, items.iter().map(|s| &*s.0))?;
+    let dev = coef.dev();
     let f = dev.function(op, Module::Optim, &format!("scale_many_{}", sfx(dtype)))?;
-    for chunk in items.chunks(ADAM_MAX) {
-        let mut b = AdamBatch {
-            ptrs: [0; 4 * ADAM_MAX],
-            ends: [0; ADAM_MAX],
-            n: chunk.len() as i32,
-        };
-        let mut total = 0usize;
-        for (i, (s, len)) in chunk.iter().enumerate() {
-            b.ptrs[i] = s.ptr(0);
-            total += len;
-            b.ends[i] = total as i64;
-        }
-        if total > 0 {
-            let c = coef.ptr(0);
-            dev.launch(
-                op,
-                &f,
-                super::storage::grid(total),
-                super::storage::BLOCK,
-                &mut args![b, c],
-            )?;
-        }
-    }
-    Ok(())
+    let tensors: Vec<_> = items.iter().map(|(s, len)| ([s.ptr(0)], *len)).collect();
+    let c = coef.ptr(0);
+    in_batches(&tensors, |b, total| {
+        dev.launch(
+            op,
+            &f,
+            super::storage::grid(total),
+            super::storage::BLOCK,
+            &mut args![*b, c],
+        )
+    })
 }
 
 /// `Σ x²` over the first `len` elements of each storage in `items` (one float dtype), as a
 /// one-element f64 storage, in one launch per [`ADAM_MAX`] tensors.
 pub(crate) fn sum_sq_many(items: &[(&CudaStorage, usize)]) -> Result<CudaStorage> {
     let op = "sum_sq_many";
-    let first = items.first().ok_or_else(|| Error::InvalidArgument {
-        op,
-        msg: "no tensors".into(),
-    })?;
-    let (dtype, dev) = (first.0.dtype(), first.0.dev().clone());
-    if let Some(d) = items.iter().map(|s| s.0.dtype()).find(|&d| d != dtype) {
-        return Err(Error::DTypeMismatch {
-            op,
-            lhs: dtype,
-            rhs: d,
-        });
-    }
-    let out = crate::backend::BackendDevice::zeros(&dev, 1, crate::DType::F64)?;
+    let dtype = one_dtype(op, items.iter().map(|s| s.0))?;
+    let dev = items[0].0.dev();
+    let out = crate::backend::BackendDevice::zeros(dev, 1, crate::DType::F64)?;
     let f = dev.function(op, Module::Optim, &format!("sumsq_{}", sfx(dtype)))?;
-    for chunk in items.chunks(ADAM_MAX) {
-        let mut b = AdamBatch {
-            ptrs: [0; 4 * ADAM_MAX],
-            ends: [0; ADAM_MAX],
-            n: chunk.len() as i32,
-        };
-        let mut total = 0usize;
-        for (i, (s, len)) in chunk.iter().enumerate() {
-            b.ptrs[i] = s.ptr(0);
-            total += len;
-            b.ends[i] = total as i64;
-        }
-        if total > 0 {
-            let o = out.ptr(0);
-            dev.launch(
-                op,
-                &f,
-                super::storage::grid(total),
-                super::storage::BLOCK,
-                &mut args![b, o],
-            )?;
-        }
-    }
+    let tensors: Vec<_> = items.iter().map(|(s, len)| ([s.ptr(0)], *len)).collect();
+    let o = out.ptr(0);
+    in_batches(&tensors, |b, total| {
+        dev.launch(
+            op,
+            &f,
+            super::storage::grid(total),
+            super::storage::BLOCK,
+            &mut args![*b, o],
+        )
+    })?;
     Ok(out)
 }
