@@ -8,23 +8,10 @@
 //! probabilities are rounded to the operands' dtype before the second product, as in every
 //! FlashAttention.
 
-use std::sync::{Mutex, MutexGuard};
+mod common;
 
+use common::{gpu, max_rel_err, serial};
 use rustygradients_core::{manual_seed, DType, Device, Result, Tensor};
-
-fn gpu() -> Option<Device> {
-    let dev = Device::Cuda(0);
-    if dev.is_available() {
-        return Some(dev);
-    }
-    eprintln!("skipping: no CUDA device (build with --features cuda and run on a GPU machine)");
-    None
-}
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn tol(dtype: DType) -> f64 {
     if dtype == DType::BF16 {
@@ -32,21 +19,6 @@ fn tol(dtype: DType) -> f64 {
     } else {
         4e-3
     }
-}
-
-/// max |a - b| / max(1, max |b|), over all elements (f64 on the host). The floor of 1 (the
-/// inputs' scale) keeps gradients that are exactly 0 in the reference — one key per query
-/// gives softmax 1 and dq = 0 — from dividing rounding noise by nothing.
-fn rel(a: &Tensor, b: &Tensor) -> Result<f64> {
-    let (a, b) = (a.to_f64_vec()?, b.to_f64_vec()?);
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(1f64, |m, x| m.max(x.abs()));
-    let mut worst = 0f64;
-    for (x, y) in a.iter().zip(&b) {
-        assert!(x.is_finite(), "non-finite value {x}");
-        worst = worst.max((x - y).abs());
-    }
-    Ok(worst / scale)
 }
 
 /// Output and q/k/v gradients of attention on `(b, h, t, d)` / `(b, h, s, d)` operands.
@@ -83,7 +55,7 @@ fn case(dev: Device, dtype: DType, b: usize, h: usize, t: usize, s: usize, d: us
     for (name, (g, w)) in ["out", "dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
         assert_eq!(g.dtype(), dtype, "{name} dtype");
         assert_eq!(g.dims(), w.dims(), "{name} shape");
-        let e = rel(g, w).unwrap();
+        let e = max_rel_err(g, w);
         assert!(
             e <= tol(dtype),
             "{dtype:?} b {b} h {h} t {t} s {s} d {d} causal {causal}: {name} off by {e:.2e} \
@@ -182,7 +154,7 @@ fn cuda_flash_attention_on_strided_heads() {
     )
     .unwrap();
     for (g, w) in got.iter().zip(&want) {
-        assert!(rel(g, w).unwrap() <= tol(DType::BF16));
+        assert!(max_rel_err(g, w) <= tol(DType::BF16));
     }
     // The same heads copied to contiguous (n, t, d) slices take the unstrided kernels: the
     // same numbers, bit for bit, except dq, whose f32 atomic sums may add in another order.
@@ -197,7 +169,7 @@ fn cuda_flash_attention_on_strided_heads() {
     .unwrap();
     for (i, (g4, g3)) in got.iter().zip(&got3).enumerate() {
         if i == 1 {
-            assert!(rel(&flat(g4), g3).unwrap() <= 1e-2);
+            assert!(max_rel_err(&flat(g4), g3) <= 1e-2);
         } else {
             assert_eq!(flat(g4).to_f64_vec().unwrap(), g3.to_f64_vec().unwrap());
         }

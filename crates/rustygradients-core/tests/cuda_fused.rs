@@ -3,34 +3,10 @@
 //! gradients are summed across blocks), in f32, bf16 and f16, and under bf16 autocast (f32
 //! input, bf16 output, f32 gradients). Skips without a CUDA device.
 
-use std::sync::{Mutex, MutexGuard};
+mod common;
 
+use common::{gpu, max_rel_err, serial};
 use rustygradients_core::{autocast, manual_seed, DType, Device, Result, Tensor};
-
-fn gpu() -> Option<Device> {
-    let dev = Device::Cuda(0);
-    if dev.is_available() {
-        return Some(dev);
-    }
-    eprintln!("skipping: no CUDA device (build with --features cuda and run on a GPU machine)");
-    None
-}
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// max |a - b| / max(1, max |b|).
-fn rel(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (a.to_f64_vec().unwrap(), b.to_f64_vec().unwrap());
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(1f64, |m, x| m.max(x.abs()));
-    a.iter().zip(&b).fold(0f64, |m, (x, y)| {
-        assert!(x.is_finite(), "non-finite {x}");
-        m.max((x - y).abs())
-    }) / scale
-}
 
 /// Output and gradients of x, w, b for `loss = sum(norm(x) * r)` with a random `r`.
 fn run(
@@ -89,7 +65,7 @@ fn cuda_fused_norms_match_the_cpu_at_training_sizes() {
                 let got = run(&g(&x), &g(&w), &g(&b), &g(&r), rms, None);
                 for (i, (a, e)) in got.iter().zip(&want).enumerate() {
                     assert_eq!(a.dtype(), dtype);
-                    let err = rel(a, e);
+                    let err = max_rel_err(a, e);
                     assert!(
                         err <= tol * (1.0 + (rows as f64).sqrt() * (i > 1) as u8 as f64),
                         "rms {rms} {dtype:?} ({rows}, {c}): output/grad {i} off by {err:.2e}"
@@ -104,7 +80,7 @@ fn cuda_fused_norms_match_the_cpu_at_training_sizes() {
                 if i > 0 {
                     assert_eq!(a.dtype(), DType::F32, "grad {i}");
                 }
-                let err = rel(a, e);
+                let err = max_rel_err(a, e);
                 assert!(
                     err <= 3e-2 * (1.0 + (rows as f64).sqrt() * (i > 1) as u8 as f64),
                     "autocast rms {rms} ({rows}, {c}): output/grad {i} off by {err:.2e}"
@@ -177,7 +153,7 @@ fn cuda_mul_many_scales_in_place() {
                 .unwrap();
             // f32: the factor itself rounds to f32 on the GPU (relative 3e-8), then the product.
             let tol = if dtype == DType::F32 { 1e-6 } else { 1e-2 };
-            let err = rel(g, &want);
+            let err = max_rel_err(g, &want);
             assert!(
                 err <= tol,
                 "{dtype:?}: off by {err:.2e} (tolerance {tol:.0e})"

@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: f64 tensors, closeness checks and the
-//! finite-difference gradient check.
+//! Helpers shared by the integration tests: f64 tensors, closeness checks, the
+//! finite-difference gradient check, and the GPU tests' device and lock.
 #![allow(dead_code)]
 
 use rustygradients_core::{manual_seed, DType, Device, Result, Tensor};
@@ -105,4 +105,34 @@ pub fn gradcheck(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor>) {
             &format!("gradient of input {k}"),
         );
     }
+}
+
+/// The first CUDA device, or `None` (with a line saying why the test skips) without one.
+pub fn gpu() -> Option<Device> {
+    let dev = Device::Cuda(0);
+    if dev.is_available() {
+        return Some(dev);
+    }
+    eprintln!("skipping: no CUDA device (build with --features cuda and run on a GPU machine)");
+    None
+}
+
+/// Held by each GPU test for its whole run: tests of one binary share the device's memory
+/// statistics and seeded generator.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// max |a - b| / max(1, max |b|) over all elements (f64 on the host), panicking on a
+/// non-finite `a`. The floor of 1 (random inputs' scale) keeps values that are exactly 0 in
+/// the reference from dividing rounding noise by nothing.
+pub fn max_rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    let (a, b) = (a.to_f64_vec().unwrap(), b.to_f64_vec().unwrap());
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1f64, |m, x| m.max(x.abs()));
+    a.iter().zip(&b).fold(0f64, |m, (x, y)| {
+        assert!(x.is_finite(), "non-finite value {x}");
+        m.max((x - y).abs())
+    }) / scale
 }
