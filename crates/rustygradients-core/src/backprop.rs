@@ -308,6 +308,38 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, InputGrad
             }
             Ok(out_grads)
         }
+        Op::Linear { x, w, b } => {
+            let g = g.dense()?;
+            let (m, k, n) = (x.dims()[0], x.dims()[1], w.dims()[0]);
+            let mut out = Vec::with_capacity(3);
+            if x.is_tracked() {
+                out.push((x.clone(), Full(g.matmul(w)?)));
+            }
+            let want_b = b.as_ref().is_some_and(Tensor::is_tracked);
+            let row_sum = |g: &Tensor| g.sum(0, false);
+            if w.is_tracked() {
+                // On the GPU one GEMM gives both: dW = gᵀ x, and db summed in its epilogue.
+                let fused = if m * n * k > 0 {
+                    g.storage().linear_wgrad(&x.storage(), (m, k, n), want_b)?
+                } else {
+                    None
+                };
+                let (dw, db) = match fused {
+                    Some((dw, db)) => (
+                        Tensor::from_storage(dw, [n, k], None),
+                        db.map(|d| Tensor::from_storage(d, n, None)),
+                    ),
+                    None => (g.t()?.matmul(x)?, want_b.then(|| row_sum(&g)).transpose()?),
+                };
+                out.push((w.clone(), Full(dw)));
+                if let (Some(b), Some(db)) = (b, db) {
+                    out.push((b.clone(), Full(db)));
+                }
+            } else if let (Some(b), true) = (b, want_b) {
+                out.push((b.clone(), Full(row_sum(&g)?)));
+            }
+            Ok(out)
+        }
         Op::ToDType(x) => one(x, g.to_dtype(x.dtype())?),
         Op::ToDevice(x) => one(x, g.to_device(x.device())?),
         Op::Copy(x) => one(x, g.clone()),

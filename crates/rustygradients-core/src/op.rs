@@ -30,6 +30,11 @@ macro_rules! inputs_of {
             Op::WhereCond(m, a, b) => vec![m, a, b],
             Op::ScatterAdd(a, i, s, _) => vec![a, i, s],
             Op::Attention { q, k, v, .. } => vec![q, k, v],
+            Op::Linear { x, w, b } => {
+                let mut v = vec![x, w];
+                v.extend(b);
+                v
+            }
             Op::NormAffine { x, w, b, .. } => {
                 let mut v = vec![x];
                 v.extend(w);
@@ -89,6 +94,13 @@ pub(crate) enum Op {
         v: Tensor,
         saved: Tensor,
         dims: crate::backend::AttnDims,
+    },
+    /// `x (m, k) · wᵀ + b` with `w (n, k)` and `b (n)`, all dense ([`Tensor::linear`]): one
+    /// GEMM each way on the GPU, the bias added, and its gradient summed, by the GEMM.
+    Linear {
+        x: Tensor,
+        w: Tensor,
+        b: Option<Tensor>,
     },
     /// LayerNorm (RMSNorm when `rms`) with its weight and bias in one GPU kernel: the inputs
     /// `x`, `w`, `b`, and each row's mean and 1/σ in f32; the rule reads `x` and `w`.
@@ -157,6 +169,7 @@ impl Op {
             Op::WhereCond(..) => "where_cond",
             Op::Reduce(_, r, _) => r.name(),
             Op::Matmul(..) => "matmul",
+            Op::Linear { .. } => "linear",
             Op::ToDType(_) => "to_dtype",
             Op::ToDevice(_) => "to_device",
             Op::Copy(_) => "copy",
@@ -234,6 +247,14 @@ impl Op {
                 }
                 if tracked(a) {
                     add(Input(1), Some(b));
+                }
+            }
+            Op::Linear { x, w, .. } => {
+                if tracked(w) {
+                    add(Input(0), Some(x));
+                }
+                if tracked(x) {
+                    add(Input(1), Some(w));
                 }
             }
             Op::IndexSelect(_, ids, _) | Op::Gather(_, ids, _) | Op::ScatterAdd(_, ids, ..) => {

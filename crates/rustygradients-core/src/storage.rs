@@ -381,6 +381,54 @@ impl Storage {
         Ok(true)
     }
 
+    /// `y (m, n) = self (m, k) · wᵀ + b` with the bias added by the GEMM, all operands dense
+    /// from element 0 (`dims` = `(m, k, n)`). `None` on backends (the CPU) or in cases the
+    /// fused GEMM does not cover: the caller composes the op then.
+    pub fn linear(
+        &self,
+        w: &Storage,
+        b: Option<&Storage>,
+        dims: (usize, usize, usize),
+    ) -> Result<Option<Storage>> {
+        let op = "linear";
+        match (self, w, b) {
+            (Storage::Cpu(_), ..) => Ok(None),
+            (Storage::Cuda(x), Storage::Cuda(w), None) => {
+                Ok(x.linear(w, None, dims)?.map(Storage::Cuda))
+            }
+            (Storage::Cuda(x), Storage::Cuda(w), Some(Storage::Cuda(b))) => {
+                Ok(x.linear(w, Some(b), dims)?.map(Storage::Cuda))
+            }
+            (_, _, b) => Err(mismatch(
+                op,
+                &[
+                    self.device(),
+                    w.device(),
+                    b.map_or(w.device(), Storage::device),
+                ],
+            )),
+        }
+    }
+
+    /// The weight gradient of [`Storage::linear`] with the bias gradient reduced in the same
+    /// GEMM: `(dW (n, k) = selfᵀ · x, db (n) = Σ_rows self)` for the output gradient `self
+    /// (m, n)`; `db` only when `want_bias`. `None` where the backend composes it instead.
+    #[allow(clippy::type_complexity)]
+    pub fn linear_wgrad(
+        &self,
+        x: &Storage,
+        dims: (usize, usize, usize),
+        want_bias: bool,
+    ) -> Result<Option<(Storage, Option<Storage>)>> {
+        match (self, x) {
+            (Storage::Cpu(_), _) => Ok(None),
+            (Storage::Cuda(g), Storage::Cuda(x)) => Ok(g
+                .linear_wgrad(x, dims, want_bias)?
+                .map(|(dw, db)| (Storage::Cuda(dw), db.map(Storage::Cuda)))),
+            _ => Err(mismatch("linear_backward", &[self.device(), x.device()])),
+        }
+    }
+
     /// LayerNorm/RMSNorm with weight and bias in one kernel over `(rows, c)` contiguous rows
     /// from element 0: `(y in out dtype, mean, 1/σ)`. `None` on backends that compose it
     /// from primitives (the CPU).

@@ -161,3 +161,177 @@ fn cuda_mul_many_scales_in_place() {
         }
     }
 }
+
+/// `y = x Wᵀ + b` and the gradients of x, W, b for `loss = sum(y * r)`.
+fn linear_run(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    r: &Tensor,
+    half: Option<DType>,
+) -> Vec<Tensor> {
+    let (x, w) = (
+        x.detach().requires_grad_(true).unwrap(),
+        w.detach().requires_grad_(true).unwrap(),
+    );
+    let b = b.map(|b| b.detach().requires_grad_(true).unwrap());
+    let f = || x.linear(&w, b.as_ref());
+    let y = match half {
+        Some(h) => autocast(h, f).unwrap().unwrap(),
+        None => f().unwrap(),
+    };
+    y.to_dtype(DType::F32)
+        .unwrap()
+        .mul(&r.to_dtype(DType::F32).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let mut out = vec![y.detach(), x.grad().unwrap(), w.grad().unwrap()];
+    out.extend(b.map(|b| b.grad().unwrap()));
+    out
+}
+
+#[test]
+fn cuda_linear_matches_the_cpu() {
+    // The GPU adds the bias in the GEMM and sums its gradient in the weight-gradient GEMM
+    // (cuBLASLt epilogues): checked against the CPU's matmul + add on the same rounded inputs,
+    // at GPT-2's shapes and at odd ones, with and without bias, and under bf16 autocast.
+    let Some(dev) = gpu() else { return };
+    let _g = serial();
+    manual_seed(22);
+    let shapes: [(&[usize], usize); 5] = [
+        (&[1, 1], 1),
+        (&[7, 5], 3),
+        (&[3, 37, 70], 129),
+        (&[4, 1024, 768], 2304),
+        (&[2, 1024, 3072], 768),
+    ];
+    for (xs, n) in shapes {
+        let k = xs[xs.len() - 1];
+        let mut ys = xs[..xs.len() - 1].to_vec();
+        ys.push(n);
+        let cpu = |shape: &[usize]| Tensor::randn(shape, DType::F64, Device::Cpu).unwrap();
+        let (x, w, b, r) = (
+            cpu(xs),
+            cpu(&[n, k]).mul_scalar(0.05).unwrap(),
+            cpu(&[n]),
+            cpu(&ys),
+        );
+        for bias in [true, false] {
+            for (dtype, tol) in [
+                (DType::F32, 1e-4),
+                (DType::BF16, 1.5e-2),
+                (DType::F16, 3e-3),
+            ] {
+                // The reference reads the inputs as rounded to `dtype`.
+                let round = |t: &Tensor| t.to_dtype(dtype).unwrap().to_dtype(DType::F64).unwrap();
+                let (xr, wr, br, rr) = (round(&x), round(&w), round(&b), round(&r));
+                let want = linear_run(&xr, &wr, bias.then_some(&br), &rr, None);
+                let g = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(dev).unwrap();
+                let got = linear_run(&g(&x), &g(&w), bias.then_some(&g(&b)), &g(&r), None);
+                assert_eq!(got.len(), want.len());
+                for (i, (a, e)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(a.dtype(), dtype);
+                    assert_eq!(a.dims(), e.dims());
+                    let err = max_rel_err(a, e);
+                    assert!(
+                        err <= tol,
+                        "{dtype:?} x {xs:?} n {n} bias {bias}: output/grad {i} off by {err:.2e}"
+                    );
+                }
+            }
+            // bf16 autocast: f32 input and parameters, bf16 output, f32 gradients.
+            let g = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_device(dev).unwrap();
+            let got = linear_run(
+                &g(&x),
+                &g(&w),
+                bias.then_some(&g(&b)),
+                &g(&r),
+                Some(DType::BF16),
+            );
+            let want = linear_run(&x, &w, bias.then_some(&b), &r, None);
+            assert_eq!(got[0].dtype(), DType::BF16);
+            for (i, (a, e)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(a.dtype(), if i == 0 { DType::BF16 } else { DType::F32 });
+                let err = max_rel_err(a, e);
+                assert!(
+                    err <= 2.5e-2,
+                    "autocast x {xs:?} n {n} bias {bias}: output/grad {i} off by {err:.2e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cuda_vectorised_elementwise_matches_the_cpu() {
+    // Contiguous operands take the 16-byte-per-thread kernels when their addresses are
+    // aligned, and the strided kernels otherwise: lengths around the pack width (tails), and
+    // views starting one element in (misaligned) or one pack in (aligned, offset).
+    let Some(dev) = gpu() else { return };
+    let _g = serial();
+    manual_seed(23);
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        for n in [1usize, 7, 8, 9, 4099, 65541] {
+            for start in [0usize, 1, 8] {
+                let len = n.saturating_sub(start).max(1);
+                let total = len + start;
+                let cpu = |seed: f64| {
+                    Tensor::randn(total, DType::F64, Device::Cpu)
+                        .unwrap()
+                        .add_scalar(seed)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap()
+                };
+                let (a, b, r) = (cpu(0.0), cpu(0.5), cpu(0.0));
+                let on = |t: &Tensor, d: Device| {
+                    t.to_device(d)
+                        .unwrap()
+                        .narrow(0, start, len)
+                        .unwrap()
+                        .requires_grad_(false)
+                        .unwrap()
+                };
+                let ops = |d: Device| -> Vec<Tensor> {
+                    let (a, b, r) = (on(&a, d), on(&b, d), on(&r, d));
+                    let x = a.detach().requires_grad_(true).unwrap();
+                    // GELU forward and backward, and x's gradient accumulated from two uses.
+                    let y = x.gelu().unwrap();
+                    let loss = y
+                        .mul(&r)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .add(&x.mul(&b).unwrap().sum_all().unwrap())
+                        .unwrap();
+                    loss.backward().unwrap();
+                    vec![
+                        a.add(&b).unwrap(),
+                        a.mul(&b).unwrap(),
+                        a.sub(&b).unwrap(),
+                        y.detach(),
+                        x.grad().unwrap(),
+                        a.to_dtype(DType::F32).unwrap().to_dtype(dtype).unwrap(),
+                        a.to_dtype(DType::F32).unwrap(),
+                    ]
+                };
+                let (got, want) = (ops(dev), ops(Device::Cpu));
+                let tol = match dtype {
+                    DType::F32 => 1e-5,
+                    DType::BF16 => 1e-2,
+                    _ => 2e-3,
+                };
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let err = max_rel_err(g, w);
+                    assert!(
+                        err <= tol,
+                        "{dtype:?} n {n} start {start}: result {i} off by {err:.2e}"
+                    );
+                }
+            }
+        }
+    }
+}

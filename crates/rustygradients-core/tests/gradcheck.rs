@@ -206,6 +206,37 @@ fn gradcheck_matmul() {
 }
 
 #[test]
+fn gradcheck_linear() {
+    // A 3-D input (rows folded for the GEMM), with and without bias; then a transposed
+    // (non-contiguous) input and weight, which the op makes dense first.
+    let (x, w, b) = (
+        randn_away(&[2, 3, 4], 94, 0.0),
+        randn_away(&[5, 4], 95, 0.0),
+        randn_away(&[5], 96, 0.0),
+    );
+    gradcheck(&[x.clone(), w.clone(), b], |v| {
+        v[0].linear(&v[1], Some(&v[2]))
+    });
+    gradcheck(&[x, w], |v| v[0].linear(&v[1], None));
+    let (xt, wt, b) = (
+        randn_away(&[4, 3], 97, 0.0),
+        randn_away(&[4, 5], 98, 0.0),
+        randn_away(&[5], 99, 0.0),
+    );
+    gradcheck(&[xt, wt, b.clone()], |v| {
+        v[0].t()?.linear(&v[1].t()?, Some(&v[2]))
+    });
+    // A broadcast input: its gradient sums over the expanded batch.
+    let (xb, w) = (
+        randn_away(&[1, 3, 4], 100, 0.0),
+        randn_away(&[5, 4], 101, 0.0),
+    );
+    gradcheck(&[xb, w, b], |v| {
+        v[0].broadcast_to([2, 3, 4])?.linear(&v[1], Some(&v[2]))
+    });
+}
+
+#[test]
 fn gradcheck_cross_entropy() {
     let logits = randn_away(&[5, 4], 92, 0.0);
     let targets = Tensor::from_vec(vec![1i64, 3, -100, 0, 2], 5, Device::Cpu).unwrap();

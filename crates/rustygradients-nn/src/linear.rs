@@ -75,12 +75,8 @@ impl Forward for Linear {
                 shape: x.shape().clone(),
             });
         }
-        // The GEMM reads Wᵀ through its strides: no transposed copy is made.
-        let y = x.matmul(&self.weight.t()?)?;
-        match &self.bias {
-            // Under autocast the bias joins the half-precision product (as PyTorch's linear).
-            Some(b) => y.add(&b.autocast_half()?),
-            None => Ok(y),
-        }
+        // One op: on the GPU the bias is added, and its gradient summed, inside the GEMMs.
+        // Under autocast weight and bias join the half-precision product (as PyTorch's linear).
+        x.linear(&self.weight, self.bias.as_ref())
     }
 }

@@ -21,6 +21,8 @@ pub(super) struct Inner {
     pub(super) ctx: Arc<CudaContext>,
     pub(super) stream: Arc<CudaStream>,
     pub(super) blas: Mutex<CudaBlas>,
+    /// cuBLASLt (fused GEMM epilogues), opened on first use.
+    pub(super) lt: super::lt::LtSlot,
     arch: String,
     modules: Mutex<HashMap<Module, Arc<CudaModule>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
@@ -137,6 +139,7 @@ impl CudaDevice {
             ctx,
             stream,
             blas: Mutex::new(blas),
+            lt: Mutex::new(None),
             arch: format!("sm_{major}{minor}"),
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),

@@ -21,6 +21,8 @@ mod indexing;
 #[cfg(feature = "cuda")]
 mod layout;
 #[cfg(feature = "cuda")]
+mod lt;
+#[cfg(feature = "cuda")]
 mod matmul;
 #[cfg(feature = "cuda")]
 mod optim;

@@ -165,6 +165,31 @@ impl CudaStorage {
     }
 }
 
+/// A linear layer's GEMMs with the bias fused in (cuBLASLt epilogues, see `lt.rs`); `None`
+/// where cuBLASLt cannot run them, and the tensor layer composes the op instead.
+impl CudaStorage {
+    /// `y (m, n) = self (m, k) · wᵀ + b`, all dense from element 0.
+    pub(crate) fn linear(
+        &self,
+        w: &CudaStorage,
+        b: Option<&CudaStorage>,
+        dims: (usize, usize, usize),
+    ) -> Result<Option<CudaStorage>> {
+        super::lt::linear_fwd(self, w, b, dims)
+    }
+
+    /// `(dW = selfᵀ · x, db = Σ_rows self)` for the gradient `self (m, n)` and input `x (m, k)`.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn linear_wgrad(
+        &self,
+        x: &CudaStorage,
+        dims: (usize, usize, usize),
+        want_bias: bool,
+    ) -> Result<Option<(CudaStorage, Option<CudaStorage>)>> {
+        super::lt::linear_wgrad(self, x, dims, want_bias)
+    }
+}
+
 impl CudaStorage {
     pub(super) fn dev(&self) -> &CudaDevice {
         &self.buf.dev
@@ -191,6 +216,12 @@ impl CudaStorage {
             len: n,
             dtype,
         })
+    }
+    /// The address of `l`'s first element when `l` is contiguous and that address is a
+    /// multiple of `pack` bytes: the vectorised kernels (`*_vec_*`) then apply.
+    fn packed(&self, l: &Layout, pack: usize) -> Option<u64> {
+        let addr = self.ptr(0) + (l.offset() * self.dtype.size_in_bytes()) as u64;
+        (l.is_contiguous() && addr % pack as u64 == 0).then_some(addr)
     }
     fn klay(&self, op: &'static str, l: &Layout) -> Result<KLay> {
         KLay::of(l).map_err(|m| self.dev().error(op, m))
@@ -225,7 +256,18 @@ impl CudaStorage {
         let dev = self.dev();
         let n = l.elem_count();
         let out = CudaStorage::alloc(dev, op, n, dtype)?;
-        if n > 0 {
+        let (from, to) = (self.dtype.size_in_bytes(), dtype.size_in_bytes());
+        let lanes = 16 / from.max(to);
+        let vec = matches!(
+            (self.dtype, dtype),
+            (DType::F32, DType::BF16 | DType::F16) | (DType::BF16 | DType::F16, DType::F32)
+        );
+        if let (true, Some(src)) = (vec && n > 0, self.packed(l, lanes * from)) {
+            let name = format!("cast_vec_{}_{}", sfx(self.dtype), sfx(dtype));
+            let f = dev.function(op, Module::Elementwise, &name)?;
+            let (nn, dst) = (n as i64, out.ptr(0));
+            dev.launch(op, &f, grid(n / lanes), BLOCK, &mut args![nn, src, dst])?;
+        } else if n > 0 {
             let name = format!("cast_{}_{}", sfx(self.dtype), sfx(dtype));
             let f = dev.function(op, Module::Elementwise, &name)?;
             let (nn, src, kl, dst) = (n as i64, self.ptr(0), self.klay(op, l)?, out.ptr(0));
@@ -253,6 +295,19 @@ impl CudaStorage {
         let dev = self.dev();
         let n = l.elem_count();
         let out = CudaStorage::alloc(dev, name, n, out_dtype)?;
+        if kind == "binary" && self.dtype.is_float() && n > 0 {
+            if let (Some(a), Some(b)) = (self.packed(l, 16), rhs.packed(r, 16)) {
+                let f = dev.function(
+                    name,
+                    Module::Elementwise,
+                    &format!("binary_vec_{}", sfx(self.dtype)),
+                )?;
+                let (nn, o, lanes) = (n as i64, out.ptr(0), 16 / self.dtype.size_in_bytes());
+                let cfg = grid(n / lanes);
+                dev.launch(name, &f, cfg, BLOCK, &mut args![nn, a, b, o, code])?;
+                return Ok(out);
+            }
+        }
         let f = dev.function(
             name,
             Module::Elementwise,
@@ -293,6 +348,17 @@ impl CudaStorage {
             return Ok(());
         }
         let dev = self.dev();
+        if kind == "add_into" && self.dtype.is_float() {
+            if let (Some(src), Some(d)) = (self.packed(src_l, 16), dst.packed(dst_l, 16)) {
+                let f = dev.function(
+                    op,
+                    Module::Elementwise,
+                    &format!("add_into_vec_{}", sfx(self.dtype)),
+                )?;
+                let (nn, lanes) = (n as i64, 16 / self.dtype.size_in_bytes());
+                return dev.launch(op, &f, grid(n / lanes), BLOCK, &mut args![nn, src, d]);
+            }
+        }
         let f = dev.function(
             op,
             Module::Elementwise,
@@ -504,12 +570,29 @@ impl BackendStorage for CudaStorage {
         let dev = self.dev();
         let n = l.elem_count();
         let out = CudaStorage::alloc(dev, op.name(), n, self.dtype)?;
+        let (code, p0, p1) = unary_code(op);
+        if let (true, Some(x)) = (self.dtype.is_float() && n > 0, self.packed(l, 16)) {
+            let f = dev.function(
+                op.name(),
+                Module::Elementwise,
+                &format!("unary_vec_{}", sfx(self.dtype)),
+            )?;
+            let (nn, o, lanes) = (n as i64, out.ptr(0), 16 / self.dtype.size_in_bytes());
+            let cfg = grid(n / lanes);
+            dev.launch(
+                op.name(),
+                &f,
+                cfg,
+                BLOCK,
+                &mut args![nn, x, o, code, p0, p1],
+            )?;
+            return Ok(out);
+        }
         let f = dev.function(
             op.name(),
             Module::Elementwise,
             &format!("unary_{}", sfx(self.dtype)),
         )?;
-        let (code, p0, p1) = unary_code(op);
         let (nn, x, kl, o) = (n as i64, self.ptr(0), self.klay(op.name(), l)?, out.ptr(0));
         dev.launch(
             op.name(),
@@ -538,6 +621,17 @@ impl BackendStorage for CudaStorage {
         let dev = self.dev();
         let n = l.elem_count();
         let out = CudaStorage::alloc(dev, name, n, self.dtype)?;
+        if let (true, Some(x), Some(gp)) = (n > 0, self.packed(l, 16), g.packed(gl, 16)) {
+            let f = dev.function(
+                name,
+                Module::Elementwise,
+                &format!("unary_grad_vec_{}", sfx(self.dtype)),
+            )?;
+            let (nn, o, lanes) = (n as i64, out.ptr(0), 16 / self.dtype.size_in_bytes());
+            let cfg = grid(n / lanes);
+            dev.launch(name, &f, cfg, BLOCK, &mut args![nn, x, gp, o, code])?;
+            return Ok(out);
+        }
         let f = dev.function(
             name,
             Module::Elementwise,

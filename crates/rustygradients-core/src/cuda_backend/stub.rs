@@ -72,6 +72,25 @@ impl CudaStorage {
         match *coef {}
     }
 
+    pub(crate) fn linear(
+        &self,
+        _: &CudaStorage,
+        _: Option<&CudaStorage>,
+        _: (usize, usize, usize),
+    ) -> Result<Option<CudaStorage>> {
+        match *self {}
+    }
+
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn linear_wgrad(
+        &self,
+        _: &CudaStorage,
+        _: (usize, usize, usize),
+        _: bool,
+    ) -> Result<Option<(CudaStorage, Option<CudaStorage>)>> {
+        match *self {}
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn norm_affine(
         &self,

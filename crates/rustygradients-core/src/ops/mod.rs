@@ -3,6 +3,7 @@
 mod creation;
 mod elementwise;
 mod indexing;
+mod linear;
 mod matmul;
 mod nn;
 mod optim;

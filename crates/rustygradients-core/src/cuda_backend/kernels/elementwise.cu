@@ -218,3 +218,103 @@ FOR_FLOATS(UNARY_GRAD)
     CAST_TO(S, T, f32, float) CAST_TO(S, T, f64, double) CAST_TO(S, T, f16, f16)               \
     CAST_TO(S, T, bf16, bf16) CAST_TO(S, T, i64, i64) CAST_TO(S, T, u32, u32) CAST_TO(S, T, u8, u8)
 FOR_ALL(CAST_FROM)
+
+// ---- contiguous, vectorised ------------------------------------------------------------------
+// The same ops over contiguous operands whose addresses are aligned to a whole pack: each thread
+// moves `P` elements (16 bytes of the widest type) per load and store, and the last `n % P`
+// elements are done one by one by the first threads of block 0. The host checks alignment.
+
+template <typename T, int P> struct alignas(sizeof(T) * P) Pack { T v[P]; };
+template <typename A, typename B> struct PackWidth {
+    static const int P = 16 / (sizeof(A) > sizeof(B) ? sizeof(A) : sizeof(B));
+};
+#define TAIL(i, n, packs, P)                                                                       \
+    for (i64 i = (packs) * (P) + threadIdx.x; blockIdx.x == 0 && i < (n); i += blockDim.x)
+
+template <typename T>
+__device__ void binary_vec_impl(i64 n, const T* a, const T* b, T* out, int op) {
+    typedef typename Num<T>::acc A;
+    const int P = PackWidth<T, T>::P;
+    const i64 packs = n / P;
+    GRID_STRIDE(p, packs) {
+        Pack<T, P> x = ((const Pack<T, P>*)a)[p], y = ((const Pack<T, P>*)b)[p], r;
+#pragma unroll
+        for (int k = 0; k < P; ++k)
+            r.v[k] = Num<T>::st(binary_float<A>(Num<T>::ld(x.v[k]), Num<T>::ld(y.v[k]), op));
+        ((Pack<T, P>*)out)[p] = r;
+    }
+    TAIL(i, n, packs, P) out[i] = Num<T>::st(binary_float<A>(Num<T>::ld(a[i]), Num<T>::ld(b[i]), op));
+}
+template <typename T> __device__ void add_into_vec_impl(i64 n, const T* in, T* out) {
+    const int P = PackWidth<T, T>::P;
+    const i64 packs = n / P;
+    GRID_STRIDE(p, packs) {
+        Pack<T, P> x = ((const Pack<T, P>*)in)[p], r = ((Pack<T, P>*)out)[p];
+#pragma unroll
+        for (int k = 0; k < P; ++k) r.v[k] = Num<T>::st(Num<T>::ld(r.v[k]) + Num<T>::ld(x.v[k]));
+        ((Pack<T, P>*)out)[p] = r;
+    }
+    TAIL(i, n, packs, P) out[i] = Num<T>::st(Num<T>::ld(out[i]) + Num<T>::ld(in[i]));
+}
+template <typename T>
+__device__ void unary_vec_impl(i64 n, const T* in, T* out, int op, double p0, double p1) {
+    typedef typename Num<T>::acc A;
+    const int P = PackWidth<T, T>::P;
+    const i64 packs = n / P;
+    GRID_STRIDE(p, packs) {
+        Pack<T, P> x = ((const Pack<T, P>*)in)[p], r;
+#pragma unroll
+        for (int k = 0; k < P; ++k) r.v[k] = Num<T>::st(unary_float<A>(Num<T>::ld(x.v[k]), op, p0, p1));
+        ((Pack<T, P>*)out)[p] = r;
+    }
+    TAIL(i, n, packs, P) out[i] = Num<T>::st(unary_float<A>(Num<T>::ld(in[i]), op, p0, p1));
+}
+template <typename T>
+__device__ void unary_grad_vec_impl(i64 n, const T* x, const T* g, T* out, int op) {
+    typedef typename Num<T>::acc A;
+    const int P = PackWidth<T, T>::P;
+    const i64 packs = n / P;
+    GRID_STRIDE(p, packs) {
+        Pack<T, P> xv = ((const Pack<T, P>*)x)[p], gv = ((const Pack<T, P>*)g)[p], r;
+#pragma unroll
+        for (int k = 0; k < P; ++k)
+            r.v[k] = Num<T>::st(Num<T>::ld(gv.v[k]) * gelu_grad<A>(Num<T>::ld(xv.v[k]), op));
+        ((Pack<T, P>*)out)[p] = r;
+    }
+    TAIL(i, n, packs, P) out[i] = Num<T>::st(Num<T>::ld(g[i]) * gelu_grad<A>(Num<T>::ld(x[i]), op));
+}
+template <typename S, typename D> __device__ void cast_vec_impl(i64 n, const S* in, D* out) {
+    const int P = PackWidth<S, D>::P;
+    const i64 packs = n / P;
+    GRID_STRIDE(p, packs) {
+        Pack<S, P> x = ((const Pack<S, P>*)in)[p];
+        Pack<D, P> r;
+#pragma unroll
+        for (int k = 0; k < P; ++k) r.v[k] = cast_one<S, D>(x.v[k]);
+        ((Pack<D, P>*)out)[p] = r;
+    }
+    TAIL(i, n, packs, P) out[i] = cast_one<S, D>(in[i]);
+}
+
+#define ELEMENTWISE_VEC(S, T)                                                                     \
+    extern "C" __global__ void binary_vec_##S(i64 n, const T* a, const T* b, T* out, int op) {   \
+        binary_vec_impl<T>(n, a, b, out, op);                                                    \
+    }                                                                                            \
+    extern "C" __global__ void add_into_vec_##S(i64 n, const T* in, T* out) {                    \
+        add_into_vec_impl<T>(n, in, out);                                                        \
+    }                                                                                            \
+    extern "C" __global__ void unary_vec_##S(i64 n, const T* in, T* out, int op, double p0,      \
+                                             double p1) {                                        \
+        unary_vec_impl<T>(n, in, out, op, p0, p1);                                               \
+    }                                                                                            \
+    extern "C" __global__ void unary_grad_vec_##S(i64 n, const T* x, const T* g, T* out, int op) { \
+        unary_grad_vec_impl<T>(n, x, g, out, op);                                                \
+    }
+FOR_FLOATS(ELEMENTWISE_VEC)
+
+#define CAST_VEC(S, T, DS, D)                                                                     \
+    extern "C" __global__ void cast_vec_##S##_##DS(i64 n, const T* in, D* out) {                 \
+        cast_vec_impl<T, D>(n, in, out);                                                         \
+    }
+CAST_VEC(f32, float, bf16, bf16) CAST_VEC(bf16, bf16, f32, float)
+CAST_VEC(f32, float, f16, f16) CAST_VEC(f16, f16, f32, float)

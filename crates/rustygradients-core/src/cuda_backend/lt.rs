@@ -1,0 +1,334 @@
+//! cuBLASLt GEMMs with fused epilogues, for a linear layer:
+//! - forward, `y = x Wᵀ + b`: the bias is added by the GEMM as it writes `y`;
+//! - weight gradient, `dW = gᵀ x` with `db = Σ_rows g` reduced by the same GEMM (`BGRADB`).
+//!
+//! All operands are row-major and dense from element 0: `x (m, k)`, `W (n, k)`, `b (n)`,
+//! `g (m, n)`. f32 (TF32 when allowed), f16 and bf16, all of one dtype, accumulate in f32. When
+//! cuBLASLt is missing or has no kernel for a case, the callers compose the op from cuBLAS GEMMs
+//! and kernels instead.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::Mutex;
+
+use cudarc::cublaslt::{result as lt, sys};
+
+use super::device::CudaDevice;
+use super::storage::CudaStorage;
+use crate::backend::BackendStorage;
+use crate::{DType, Result};
+
+/// Workspace cuBLASLt may use per GEMM (NVIDIA recommends 32 MiB on Hopper).
+const WORKSPACE: usize = 32 << 20;
+
+/// What the GEMM does after the product.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Epilogue {
+    /// `D = A·B`.
+    None,
+    /// `D = A·B + bias` (bias along D's rows).
+    Bias,
+    /// `D = A·B`, and `bias = Σ_k op(B)` (the bias gradient).
+    BiasGradB,
+}
+
+/// One GEMM's shape as cuBLASLt sees it (column-major), the cache key of its algorithm.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct Gemm {
+    dtype: DType,
+    tf32: bool,
+    trans_a: bool,
+    trans_b: bool,
+    m: u64,
+    n: u64,
+    k: u64,
+    epilogue: Epilogue,
+}
+
+/// The device's cuBLASLt handle, workspace and chosen algorithms (`None`: no kernel exists).
+pub(super) struct LtState {
+    handle: sys::cublasLtHandle_t,
+    workspace: u64,
+    algos: HashMap<Gemm, Option<sys::cublasLtMatmulAlgo_t>>,
+}
+
+/// Lazily opened per device; `Err` when cuBLASLt could not be opened (never retried).
+pub(super) type LtSlot = Mutex<Option<std::result::Result<LtState, String>>>;
+
+fn data_type(d: DType) -> Option<sys::cudaDataType> {
+    match d {
+        DType::F32 => Some(sys::cudaDataType::CUDA_R_32F),
+        DType::F16 => Some(sys::cudaDataType::CUDA_R_16F),
+        DType::BF16 => Some(sys::cudaDataType::CUDA_R_16BF),
+        _ => None,
+    }
+}
+
+fn open(dev: &CudaDevice) -> std::result::Result<LtState, String> {
+    // SAFETY: only tries to open the shared library.
+    if !unsafe { sys::is_culib_present() } {
+        return Err("the cuBLASLt library (libcublasLt.so) was not found".into());
+    }
+    let handle = lt::create_handle().map_err(|e| format!("cublasLtCreate: {e:?}"))?;
+    let workspace = dev
+        .alloc("linear", WORKSPACE)
+        .map_err(|e| format!("the cuBLASLt workspace: {e}"))?;
+    Ok(LtState {
+        handle,
+        workspace,
+        algos: HashMap::new(),
+    })
+}
+
+/// Owns the cuBLASLt descriptors of one call and destroys them on every exit path.
+struct Descs {
+    desc: sys::cublasLtMatmulDesc_t,
+    layouts: Vec<sys::cublasLtMatrixLayout_t>,
+    pref: Option<sys::cublasLtMatmulPreference_t>,
+}
+
+impl Drop for Descs {
+    fn drop(&mut self) {
+        // SAFETY: each was created once by this call and is destroyed once here.
+        unsafe {
+            for &l in &self.layouts {
+                let _ = lt::destroy_matrix_layout(l);
+            }
+            if let Some(p) = self.pref {
+                let _ = lt::destroy_matmul_pref(p);
+            }
+            let _ = lt::destroy_matmul_desc(self.desc);
+        }
+    }
+}
+
+/// `D (m×n, column-major, ld m) = op(A)·op(B)` with `epilogue` reading or writing `bias`.
+/// `Ok(false)` when cuBLASLt is unavailable or has no kernel for this case (nothing was
+/// queued then).
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    dev: &CudaDevice,
+    g: Gemm,
+    a: (u64, u64),
+    b: (u64, u64),
+    d: u64,
+    bias: Option<u64>,
+) -> Result<bool> {
+    let op = "linear";
+    let Some(ty) = data_type(g.dtype) else {
+        return Ok(false);
+    };
+    let mut slot = dev.0.lt.lock().unwrap_or_else(|e| e.into_inner());
+    let state = match slot.get_or_insert_with(|| open(dev)) {
+        Ok(s) => s,
+        Err(_) => return Ok(false),
+    };
+    let fail = |what: &str, e: lt::CublasError| {
+        dev.error(
+            op,
+            format!(
+                "cuBLASLt {what} for a {:?} GEMM {}×{}×{} ({:?}): {e:?}",
+                g.dtype, g.m, g.n, g.k, g.epilogue
+            ),
+        )
+    };
+    let compute = if g.tf32 {
+        sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32
+    } else {
+        sys::cublasComputeType_t::CUBLAS_COMPUTE_32F
+    };
+    let desc = lt::create_matmul_desc(compute, sys::cudaDataType::CUDA_R_32F)
+        .map_err(|e| fail("descriptor", e))?;
+    let mut descs = Descs {
+        desc,
+        layouts: Vec::with_capacity(3),
+        pref: None,
+    };
+    let set = |attr: sys::cublasLtMatmulDescAttributes_t, p: *const c_void, size: usize| {
+        // SAFETY: `p` points at a live value of `size` bytes of the type `attr` takes.
+        unsafe { lt::set_matmul_desc_attribute(desc, attr, p, size) }
+            .map_err(|e| fail("attribute", e))
+    };
+    use sys::cublasLtMatmulDescAttributes_t as A;
+    let (ta, tb) = (g.trans_a as i32, g.trans_b as i32);
+    set(A::CUBLASLT_MATMUL_DESC_TRANSA, &ta as *const i32 as _, 4)?;
+    set(A::CUBLASLT_MATMUL_DESC_TRANSB, &tb as *const i32 as _, 4)?;
+    let epilogue = match g.epilogue {
+        Epilogue::None => sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DEFAULT,
+        Epilogue::Bias => sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS,
+        Epilogue::BiasGradB => sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BGRADB,
+    };
+    set(
+        A::CUBLASLT_MATMUL_DESC_EPILOGUE,
+        &epilogue as *const sys::cublasLtEpilogue_t as _,
+        std::mem::size_of::<sys::cublasLtEpilogue_t>(),
+    )?;
+    if let Some(p) = bias {
+        set(
+            A::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+            &p as *const u64 as _,
+            8,
+        )?;
+    }
+    // Stored shapes: op(A) is m×k, op(B) k×n.
+    let (ar, ac) = if g.trans_a { (g.k, g.m) } else { (g.m, g.k) };
+    let (br, bc) = if g.trans_b { (g.n, g.k) } else { (g.k, g.n) };
+    for (rows, cols, ld) in [(ar, ac, a.1), (br, bc, b.1), (g.m, g.n, g.m)] {
+        let l = lt::create_matrix_layout(ty, rows, cols, ld as i64)
+            .map_err(|e| fail("matrix layout", e))?;
+        descs.layouts.push(l);
+    }
+    let (la, lb, ld) = (descs.layouts[0], descs.layouts[1], descs.layouts[2]);
+    let algo = match state.algos.get(&g) {
+        Some(a) => *a,
+        None => {
+            let pref = lt::create_matmul_pref().map_err(|e| fail("preference", e))?;
+            descs.pref = Some(pref);
+            let size = WORKSPACE;
+            // SAFETY: every descriptor is live; `size` is a usize as the attribute takes.
+            let found = unsafe {
+                lt::set_matmul_pref_attribute(
+                    pref,
+                    sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                    &size as *const usize as _,
+                    std::mem::size_of::<usize>(),
+                )
+                .map_err(|e| fail("preference", e))?;
+                lt::get_matmul_algo_heuristic(state.handle, desc, la, lb, ld, ld, pref)
+            };
+            let algo = match found {
+                Ok(h) => Some(h.algo),
+                Err(lt::CublasError(sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED)) => {
+                    eprintln!(
+                        "note: cuBLASLt has no kernel for a {:?} GEMM {}×{}×{} with {:?}; \
+                         composing it from cuBLAS",
+                        g.dtype, g.m, g.n, g.k, g.epilogue
+                    );
+                    None
+                }
+                Err(e) => return Err(fail("heuristic", e)),
+            };
+            state.algos.insert(g, algo);
+            algo
+        }
+    };
+    let Some(algo) = algo else {
+        return Ok(false);
+    };
+    let (alpha, beta) = (1f32, 0f32);
+    let stream = dev.0.stream.cu_stream() as sys::cudaStream_t;
+    let name = || {
+        format!(
+            "cublasLt {:?} {}x{}x{} {:?}",
+            g.dtype, g.m, g.n, g.k, g.epilogue
+        )
+    };
+    let (handle, workspace) = (state.handle, state.workspace);
+    dev.profiled(name, || {
+        // SAFETY: the operands, output, bias and workspace are live device buffers of the
+        // sizes the layouts describe; alpha/beta are f32 host scalars (the scale type).
+        unsafe {
+            lt::matmul(
+                handle,
+                desc,
+                &alpha as *const f32 as _,
+                &beta as *const f32 as _,
+                a.0 as *const c_void,
+                la,
+                b.0 as *const c_void,
+                lb,
+                d as *const c_void,
+                ld,
+                d as *mut c_void,
+                ld,
+                &algo,
+                workspace as *mut c_void,
+                WORKSPACE,
+                stream,
+            )
+        }
+        .map_err(|e| fail("matmul", e))
+    })?;
+    Ok(true)
+}
+
+fn tf32(d: DType) -> bool {
+    d == DType::F32 && crate::matmul_allow_tf32()
+}
+
+/// `y (m, n) = x (m, k) · wᵀ + b`, or `None` when cuBLASLt cannot do it here.
+pub(super) fn linear_fwd(
+    x: &CudaStorage,
+    w: &CudaStorage,
+    b: Option<&CudaStorage>,
+    (m, k, n): (usize, usize, usize),
+) -> Result<Option<CudaStorage>> {
+    let dev = x.dev();
+    let y = CudaStorage::alloc(dev, "linear", m * n, x.dtype())?;
+    // Column-major: yᵀ (n×m) = W (stored k×n, transposed) · xᵀ (stored k×m).
+    let g = Gemm {
+        dtype: x.dtype(),
+        tf32: tf32(x.dtype()),
+        trans_a: true,
+        trans_b: false,
+        m: n as u64,
+        n: m as u64,
+        k: k as u64,
+        epilogue: if b.is_some() {
+            Epilogue::Bias
+        } else {
+            Epilogue::None
+        },
+    };
+    let ran = gemm(
+        dev,
+        g,
+        (w.ptr(0), k as u64),
+        (x.ptr(0), k as u64),
+        y.ptr(0),
+        b.map(|b| b.ptr(0)),
+    )?;
+    Ok(ran.then_some(y))
+}
+
+/// `(dW (n, k) = gᵀ · x, db (n) = Σ_rows g)` (db only when `want_bias`), or `None` when
+/// cuBLASLt cannot do it here.
+pub(super) fn linear_wgrad(
+    g: &CudaStorage,
+    x: &CudaStorage,
+    (m, k, n): (usize, usize, usize),
+    want_bias: bool,
+) -> Result<Option<(CudaStorage, Option<CudaStorage>)>> {
+    let dev = x.dev();
+    let dw = CudaStorage::alloc(dev, "linear_backward", n * k, x.dtype())?;
+    let db = if want_bias {
+        Some(CudaStorage::alloc(dev, "linear_backward", n, x.dtype())?)
+    } else {
+        None
+    };
+    // Column-major: dWᵀ (k×n) = xᵀ (stored k×m) · g (stored n×m, transposed); the bias
+    // gradient sums op(B) = gᵀ over the GEMM's k (the rows of g).
+    let shape = Gemm {
+        dtype: x.dtype(),
+        tf32: tf32(x.dtype()),
+        trans_a: false,
+        trans_b: true,
+        m: k as u64,
+        n: n as u64,
+        k: m as u64,
+        epilogue: if want_bias {
+            Epilogue::BiasGradB
+        } else {
+            Epilogue::None
+        },
+    };
+    let ran = gemm(
+        dev,
+        shape,
+        (x.ptr(0), k as u64),
+        (g.ptr(0), n as u64),
+        dw.ptr(0),
+        db.as_ref().map(|b| b.ptr(0)),
+    )?;
+    Ok(ran.then_some((dw, db)))
+}
