@@ -335,3 +335,56 @@ fn cuda_vectorised_elementwise_matches_the_cpu() {
         }
     }
 }
+
+#[test]
+fn cuda_cross_entropy_matches_the_cpu_at_vocabulary_width() {
+    // GPT-2's padded vocabulary (rows read 16 bytes at a time) and an odd width (one element
+    // at a time), in each float dtype, with ignored targets and a row holding -inf logits:
+    // the per-row losses and the logits' gradient against the CPU on the same rounded logits.
+    let Some(dev) = gpu() else { return };
+    let _g = serial();
+    manual_seed(24);
+    use rustygradients_core::Reduction;
+    for c in [50304usize, 1003] {
+        let rows = 40;
+        let mut logits = Tensor::randn(&[rows, c], DType::F64, Device::Cpu)
+            .unwrap()
+            .mul_scalar(3.0)
+            .unwrap()
+            .to_vec::<f64>()
+            .unwrap();
+        // Row 1: most classes masked out with -inf.
+        for v in logits[c..2 * c].iter_mut().skip(5) {
+            *v = f64::NEG_INFINITY;
+        }
+        let logits = Tensor::from_vec(logits, &[rows, c], Device::Cpu).unwrap();
+        let targets: Vec<i64> = (0..rows as i64)
+            .map(|i| if i % 7 == 3 { -100 } else { (i * 7919) % 5 })
+            .collect();
+        let targets = Tensor::from_vec(targets, rows, Device::Cpu).unwrap();
+        for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2), (DType::F16, 2e-3)] {
+            let run = |x: &Tensor, t: &Tensor| {
+                let x = x.detach().requires_grad_(true).unwrap();
+                let l = x.cross_entropy(t, Some(-100), Reduction::None).unwrap();
+                l.to_dtype(DType::F64)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                (l.detach(), x.grad().unwrap())
+            };
+            let rounded = logits.to_dtype(dtype).unwrap();
+            let (want_l, want_g) = run(&rounded.to_dtype(DType::F64).unwrap(), &targets);
+            let (got_l, got_g) = run(
+                &rounded.to_device(dev).unwrap(),
+                &targets.to_device(dev).unwrap(),
+            );
+            let (el, eg) = (max_rel_err(&got_l, &want_l), max_rel_err(&got_g, &want_g));
+            assert!(
+                el <= tol && eg <= tol,
+                "{dtype:?} c {c}: loss off by {el:.2e}, grad by {eg:.2e}"
+            );
+        }
+    }
+}

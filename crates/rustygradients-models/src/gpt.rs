@@ -229,8 +229,10 @@ impl Gpt {
                 block.forward(&x)?
             };
         }
-        // lm_head shares the token embedding's weight (weight tying).
-        self.ln_f.forward(&x)?.matmul(&self.wte.weight.t()?)
+        // lm_head shares the token embedding's weight (weight tying): `x · wteᵀ` as a linear
+        // layer without bias, so the weight is cast to half as it is stored and its gradient
+        // comes out (vocab, embd)-major.
+        self.ln_f.forward(&x)?.linear(&self.wte.weight, None)
     }
 
     /// Mean cross-entropy of next-token predictions: `idx` and `targets` are `(B, T)`.

@@ -224,10 +224,6 @@ FOR_ALL(CAST_FROM)
 // moves `P` elements (16 bytes of the widest type) per load and store, and the last `n % P`
 // elements are done one by one by the first threads of block 0. The host checks alignment.
 
-template <typename T, int P> struct alignas(sizeof(T) * P) Pack { T v[P]; };
-template <typename A, typename B> struct PackWidth {
-    static const int P = 16 / (sizeof(A) > sizeof(B) ? sizeof(A) : sizeof(B));
-};
 #define TAIL(i, n, packs, P)                                                                       \
     for (i64 i = (packs) * (P) + threadIdx.x; blockIdx.x == 0 && i < (n); i += blockDim.x)
 

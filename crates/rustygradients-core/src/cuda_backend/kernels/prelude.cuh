@@ -150,6 +150,12 @@ template <> struct Num<u8> {
     __device__ static u8 from_f64(double v) { return (u8)sat(v, 0.0, 255.0); }
 };
 
+// `P` elements moved as one aligned load or store (16 bytes for the vectorised kernels).
+template <typename T, int P> struct alignas(sizeof(T) * P) Pack { T v[P]; };
+template <typename A, typename B> struct PackWidth {
+    static const int P = 16 / (sizeof(A) > sizeof(B) ? sizeof(A) : sizeof(B));
+};
+
 // Instantiates `MACRO(name_suffix, type)` for every dtype, or for the float dtypes.
 #define FOR_ALL(M) M(f32, float) M(f64, double) M(f16, f16) M(bf16, bf16) M(i64, i64) M(u32, u32) M(u8, u8)
 #define FOR_FLOATS(M) M(f32, float) M(f64, double) M(f16, f16) M(bf16, bf16)

@@ -195,27 +195,58 @@ __device__ bool ce_target(const i64* targets, i64 row, i64 c, i64 ignore, int ha
     }
     return true;
 }
+// exp for softmax sums: the SFU's exp2 in f32 (a few ulp, far below the sums' rounding).
+__device__ __forceinline__ float fexp(float x) { return __expf(x); }
+__device__ __forceinline__ double fexp(double x) { return exp(x); }
+
+// Rows whose width is a whole number of packs (and an aligned base) are read 16 bytes at a time.
+template <typename T> __device__ bool packed_rows(const void* p, i64 c) {
+    return c % PackWidth<T, T>::P == 0 && ((u64)p & 15) == 0;
+}
+
 template <typename T>
 __device__ void ce_fwd_impl(const T* x, const i64* targets, typename Num<T>::acc* nll,
                             typename Num<T>::acc* lse_out,
                             i64 c, i64 ignore, int has_ignore, i64* err) {
     typedef typename Num<T>::acc A;
+    const int P = PackWidth<T, T>::P;
     i64 row = blockIdx.x;
     const T* xr = x + row * c;
     // One pass over the row: each thread keeps a running max and the sum of exponentials
-    // relative to it, and the block combines the pairs (a NaN anywhere gives NaN).
+    // relative to it, and the block combines the pairs (a NaN anywhere gives NaN). Values
+    // are merged a pack at a time: the pack's max first, then one rescale of the sum.
     A m = -INFINITY, s = 0;
-    for (i64 j = threadIdx.x; j < c; j += blockDim.x) {
-        A v = Num<T>::ld(xr[j]);
-        if (v > m || v != v) {
-            s = (m == -INFINITY ? (A)0 : s * exp(m - v)) + (A)1;
-            m = v;
-        } else {
-            s += exp(v - m);
+    if (packed_rows<T>(x, c)) {
+        const Pack<T, P>* xp = (const Pack<T, P>*)xr;
+        for (i64 j = threadIdx.x; j < c / P; j += blockDim.x) {
+            Pack<T, P> pk = xp[j];
+            A v[P], pm = -INFINITY;
+#pragma unroll
+            for (int k = 0; k < P; ++k) {
+                v[k] = Num<T>::ld(pk.v[k]);
+                pm = (v[k] > pm || v[k] != v[k]) ? v[k] : pm;
+            }
+            A nm = (pm > m || pm != pm) ? pm : m;
+            if (nm == -INFINITY) continue;
+            A acc = 0;
+#pragma unroll
+            for (int k = 0; k < P; ++k) acc += fexp(v[k] - nm);
+            s = (m == -INFINITY ? (A)0 : s * fexp(m - nm)) + acc;
+            m = nm;
+        }
+    } else {
+        for (i64 j = threadIdx.x; j < c; j += blockDim.x) {
+            A v = Num<T>::ld(xr[j]);
+            if (v > m || v != v) {
+                s = (m == -INFINITY ? (A)0 : s * fexp(m - v)) + (A)1;
+                m = v;
+            } else if (v != -INFINITY) {
+                s += fexp(v - m);
+            }
         }
     }
     A mm = block_max<A>(m);
-    s = block_sum<A>(m == -INFINITY ? (A)0 : s * exp(m - mm));
+    s = block_sum<A>(m == -INFINITY ? (A)0 : s * fexp(m - mm));
     A lse = mm + log(s);
     if (threadIdx.x == 0) {
         i64 t;
@@ -228,13 +259,31 @@ template <typename T>
 __device__ void ce_bwd_impl(const T* x, const i64* targets, const typename Num<T>::acc* lse,
                             const typename Num<T>::acc* g, T* out, i64 c, i64 ignore, int has_ignore, i64* err) {
     typedef typename Num<T>::acc A;
+    const int P = PackWidth<T, T>::P;
     i64 row = blockIdx.x;
     i64 t;
     bool ok = ce_target<T>(targets, row, c, ignore, has_ignore, err, &t);
     A gv = ok ? g[row] : (A)0, l = lse[row];
-    for (i64 j = threadIdx.x; j < c; j += blockDim.x) {
-        A p = exp(Num<T>::ld(x[row * c + j]) - l);
-        out[row * c + j] = Num<T>::st((p - (ok && j == t ? (A)1 : (A)0)) * gv);
+    if (!ok) t = -1;
+    const T* xr = x + row * c;
+    T* orow = out + row * c;
+    if (packed_rows<T>(x, c) && packed_rows<T>(out, c)) {
+        const Pack<T, P>* xp = (const Pack<T, P>*)xr;
+        Pack<T, P>* op = (Pack<T, P>*)orow;
+        for (i64 j = threadIdx.x; j < c / P; j += blockDim.x) {
+            Pack<T, P> pk = xp[j], r;
+#pragma unroll
+            for (int k = 0; k < P; ++k) {
+                A p = fexp(Num<T>::ld(pk.v[k]) - l);
+                r.v[k] = Num<T>::st((p - (j * P + k == t ? (A)1 : (A)0)) * gv);
+            }
+            op[j] = r;
+        }
+    } else {
+        for (i64 j = threadIdx.x; j < c; j += blockDim.x) {
+            A p = fexp(Num<T>::ld(xr[j]) - l);
+            orow[j] = Num<T>::st((p - (j == t ? (A)1 : (A)0)) * gv);
+        }
     }
 }
 
