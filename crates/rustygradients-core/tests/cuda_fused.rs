@@ -347,7 +347,7 @@ fn cuda_cross_entropy_matches_the_cpu_at_vocabulary_width() {
     use rustygradients_core::Reduction;
     for c in [50304usize, 1003] {
         let rows = 40;
-        let mut logits = Tensor::randn(&[rows, c], DType::F64, Device::Cpu)
+        let mut logits = Tensor::randn([rows, c], DType::F64, Device::Cpu)
             .unwrap()
             .mul_scalar(3.0)
             .unwrap()
@@ -357,7 +357,7 @@ fn cuda_cross_entropy_matches_the_cpu_at_vocabulary_width() {
         for v in logits[c..2 * c].iter_mut().skip(5) {
             *v = f64::NEG_INFINITY;
         }
-        let logits = Tensor::from_vec(logits, &[rows, c], Device::Cpu).unwrap();
+        let logits = Tensor::from_vec(logits, [rows, c], Device::Cpu).unwrap();
         let targets: Vec<i64> = (0..rows as i64)
             .map(|i| if i % 7 == 3 { -100 } else { (i * 7919) % 5 })
             .collect();
@@ -385,6 +385,61 @@ fn cuda_cross_entropy_matches_the_cpu_at_vocabulary_width() {
                 el <= tol && eg <= tol,
                 "{dtype:?} c {c}: loss off by {el:.2e}, grad by {eg:.2e}"
             );
+        }
+    }
+}
+
+#[test]
+fn cuda_slice_gradients_assemble_like_the_cpu() {
+    // A fused projection's gradient is assembled from the gradients of its slices of the last
+    // dim (q, k, v): copied into the first, added into the others. Rows are moved 16 bytes at
+    // a time when the slice width and row strides allow (64 columns), one element at a time
+    // otherwise (13).
+    let Some(dev) = gpu() else { return };
+    let _g = serial();
+    manual_seed(25);
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        for (rows, c) in [(5usize, 64usize), (300, 768), (7, 13)] {
+            let cpu = |s: &[usize]| {
+                Tensor::randn(s, DType::F64, Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap()
+            };
+            let (parent, r) = (cpu(&[rows, 3 * c]), cpu(&[3, rows, c]));
+            let run = |d: Device| -> Vec<Tensor> {
+                let p = parent.to_device(d).unwrap().requires_grad_(true).unwrap();
+                let r = r.to_device(d).unwrap();
+                let mut loss: Option<Tensor> = None;
+                // k first, then q, then v: the first slice is copied, the rest added.
+                for i in [1usize, 0, 2] {
+                    let part = p
+                        .narrow(1, i * c, c)
+                        .unwrap()
+                        .mul(&r.narrow(0, i, 1).unwrap().squeeze(0).unwrap())
+                        .unwrap()
+                        .to_dtype(DType::F32)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap();
+                    loss = Some(match loss {
+                        Some(l) => l.add(&part).unwrap(),
+                        None => part,
+                    });
+                }
+                loss.unwrap().backward().unwrap();
+                // And a slice made contiguous (rows copied out of the wider matrix).
+                let mid = p.detach().narrow(1, c, c).unwrap().contiguous().unwrap();
+                vec![p.grad().unwrap(), mid]
+            };
+            let (got, want) = (run(dev), run(Device::Cpu));
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let err = max_rel_err(g, w);
+                assert!(
+                    err == 0.0,
+                    "{dtype:?} ({rows}, 3·{c}): result {i} off by {err:.2e}"
+                );
+            }
         }
     }
 }

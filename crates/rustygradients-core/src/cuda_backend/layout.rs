@@ -80,6 +80,26 @@ impl KLay {
         Self::build(l.offset(), &dims, &strides, "a tensor")
     }
 
+    /// `(rows, cols, row stride)` when the merged layout is a matrix with contiguous rows
+    /// (`None` for a contiguous layout or any other).
+    pub(super) fn rows(&self) -> Option<(i64, i64, i64)> {
+        (self.contiguous == 0 && self.rank == 2 && self.strides[1] == 1).then_some((
+            self.dims[0],
+            self.dims[1],
+            self.strides[0],
+        ))
+    }
+
+    /// Whether this is `offset + i` for the i-th element.
+    pub(super) fn is_contiguous(&self) -> bool {
+        self.contiguous != 0
+    }
+
+    /// The storage offset of the first element.
+    pub(super) fn offset(&self) -> usize {
+        self.offset as usize
+    }
+
     /// The layout with its dims as they are (for kernels that index dims one by one).
     pub(super) fn exact(l: &Layout) -> Result<KLay, String> {
         Self::build(l.offset(), l.dims(), l.strides(), "a tensor")

@@ -18,12 +18,16 @@ struct AdamBatch {
     n: i32,
 }
 
+/// Elements per block of the multi-tensor kernels (`OPTIM_CHUNK` in the kernel): each block
+/// works inside one tensor.
+const CHUNK: usize = 4096;
+
 /// Calls `launch` once per [`ADAM_MAX`] tensors with their batch (each tensor's `WIDTH`
-/// addresses side by side, and the running element counts) and its total element count;
-/// batches of no elements launch nothing.
+/// addresses side by side, and the running element counts) and the blocks it needs (one per
+/// [`CHUNK`] elements of each tensor); batches of no elements launch nothing.
 fn in_batches<const WIDTH: usize>(
     tensors: &[([u64; WIDTH], usize)],
-    mut launch: impl FnMut(&AdamBatch, usize) -> Result<()>,
+    mut launch: impl FnMut(&AdamBatch, u32) -> Result<()>,
 ) -> Result<()> {
     for chunk in tensors.chunks(ADAM_MAX) {
         let mut b = AdamBatch {
@@ -31,14 +35,19 @@ fn in_batches<const WIDTH: usize>(
             ends: [0; ADAM_MAX],
             n: chunk.len() as i32,
         };
-        let mut total = 0usize;
+        let (mut total, mut blocks) = (0usize, 0usize);
         for (i, (ptrs, len)) in chunk.iter().enumerate() {
             b.ptrs[WIDTH * i..WIDTH * (i + 1)].copy_from_slice(ptrs);
             total += len;
+            blocks += len.div_ceil(CHUNK);
             b.ends[i] = total as i64;
         }
         if total > 0 {
-            launch(&b, total)?;
+            let blocks = u32::try_from(blocks).map_err(|_| Error::InvalidArgument {
+                op: "multi-tensor kernel",
+                msg: format!("{total} elements in one batch are too many"),
+            })?;
+            launch(&b, blocks)?;
         }
     }
     Ok(())
@@ -133,14 +142,8 @@ pub(crate) fn adam_step(
         .iter()
         .map(|(p, m, v, g)| ([p.ptr(0), m.ptr(0), v.ptr(0), g.ptr(0)], p.elem_len()))
         .collect();
-    in_batches(&tensors, |b, total| {
-        dev.launch(
-            op,
-            &f,
-            super::storage::grid(total),
-            super::storage::BLOCK,
-            &mut args![*b, k],
-        )
+    in_batches(&tensors, |b, blocks| {
+        dev.launch(op, &f, blocks, super::storage::BLOCK, &mut args![*b, k])
     })
 }
 
@@ -159,14 +162,8 @@ pub(crate) fn scale_many(
     let f = dev.function(op, Module::Optim, &format!("scale_many_{}", sfx(dtype)))?;
     let tensors: Vec<_> = items.iter().map(|(s, len)| ([s.ptr(0)], *len)).collect();
     let c = coef.ptr(0);
-    in_batches(&tensors, |b, total| {
-        dev.launch(
-            op,
-            &f,
-            super::storage::grid(total),
-            super::storage::BLOCK,
-            &mut args![*b, c],
-        )
+    in_batches(&tensors, |b, blocks| {
+        dev.launch(op, &f, blocks, super::storage::BLOCK, &mut args![*b, c])
     })
 }
 
@@ -180,14 +177,8 @@ pub(crate) fn sum_sq_many(items: &[(&CudaStorage, usize)]) -> Result<CudaStorage
     let f = dev.function(op, Module::Optim, &format!("sumsq_{}", sfx(dtype)))?;
     let tensors: Vec<_> = items.iter().map(|(s, len)| ([s.ptr(0)], *len)).collect();
     let o = out.ptr(0);
-    in_batches(&tensors, |b, total| {
-        dev.launch(
-            op,
-            &f,
-            super::storage::grid(total),
-            super::storage::BLOCK,
-            &mut args![*b, o],
-        )
+    in_batches(&tensors, |b, blocks| {
+        dev.launch(op, &f, blocks, super::storage::BLOCK, &mut args![*b, o])
     })?;
     Ok(out)
 }

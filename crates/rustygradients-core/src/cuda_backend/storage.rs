@@ -221,8 +221,55 @@ impl CudaStorage {
     /// multiple of `pack` bytes: the vectorised kernels (`*_vec_*`) then apply.
     fn packed(&self, l: &Layout, pack: usize) -> Option<u64> {
         let addr = self.ptr(0) + (l.offset() * self.dtype.size_in_bytes()) as u64;
-        (l.is_contiguous() && addr % pack as u64 == 0).then_some(addr)
+        (l.is_contiguous() && addr.is_multiple_of(pack as u64)).then_some(addr)
     }
+    /// [`Self::write_into`] between matrices with contiguous, aligned rows (at least one side
+    /// strided, the other strided alike or contiguous), 16 bytes per thread; `false` (nothing
+    /// queued) for other layouts.
+    fn rows_into(
+        &self,
+        op: &'static str,
+        kind: &str,
+        src_l: &Layout,
+        dst: &mut Self,
+        dst_l: &Layout,
+    ) -> Result<bool> {
+        let (ks, kd) = (self.klay(op, src_l)?, self.klay(op, dst_l)?);
+        let Some((rows, cols, _)) = ks.rows().or(kd.rows()) else {
+            return Ok(false);
+        };
+        let stride = |k: &KLay| match k.rows() {
+            Some((r, c, s)) if (r, c) == (rows, cols) => Some(s),
+            None if k.is_contiguous() => Some(cols),
+            _ => None,
+        };
+        let (Some(srs), Some(drs)) = (stride(&ks), stride(&kd)) else {
+            return Ok(false);
+        };
+        let elem = self.dtype.size_in_bytes();
+        let lanes = (16 / elem) as i64;
+        let (src, d) = (
+            self.ptr(0) + (ks.offset() * elem) as u64,
+            dst.ptr(0) + (kd.offset() * elem) as u64,
+        );
+        if cols % lanes != 0 || srs % lanes != 0 || drs % lanes != 0 || src % 16 != 0 || d % 16 != 0
+        {
+            return Ok(false);
+        }
+        let dev = self.dev();
+        let name = format!("{kind}_rows_vec_{}", sfx(self.dtype));
+        let f = dev.function(op, Module::Elementwise, &name)?;
+        let packs = (rows * cols / lanes) as usize;
+        dev.launch(
+            op,
+            &f,
+            grid(packs),
+            BLOCK,
+            &mut args![rows, cols, src, srs, d, drs],
+        )?;
+        Ok(true)
+    }
+
     fn klay(&self, op: &'static str, l: &Layout) -> Result<KLay> {
         KLay::of(l).map_err(|m| self.dev().error(op, m))
     }
@@ -359,6 +406,9 @@ impl CudaStorage {
                 return dev.launch(op, &f, grid(n / lanes), BLOCK, &mut args![nn, src, d]);
             }
         }
+        if self.dtype.is_float() && self.rows_into(op, kind, src_l, dst, dst_l)? {
+            return Ok(());
+        }
         let f = dev.function(
             op,
             Module::Elementwise,
@@ -372,6 +422,15 @@ impl CudaStorage {
             self.klay(op, dst_l)?,
         );
         dev.launch(op, &f, grid(n), BLOCK, &mut args![nn, src, sl, d, dl])
+    }
+}
+
+/// The kernel-name part of GELU's two forms.
+fn gelu_form(op: UnaryOp) -> Option<&'static str> {
+    match op {
+        UnaryOp::Gelu => Some("gelu"),
+        UnaryOp::GeluTanh => Some("gelu_tanh"),
+        _ => None,
     }
 }
 
@@ -572,6 +631,14 @@ impl BackendStorage for CudaStorage {
         let out = CudaStorage::alloc(dev, op.name(), n, self.dtype)?;
         let (code, p0, p1) = unary_code(op);
         if let (true, Some(x)) = (self.dtype.is_float() && n > 0, self.packed(l, 16)) {
+            // GELU (a transformer's one big activation) has kernels of its own.
+            if let Some(form) = gelu_form(op) {
+                let name = format!("unary_vec_{form}_{}", sfx(self.dtype));
+                let f = dev.function(op.name(), Module::Elementwise, &name)?;
+                let (nn, o, lanes) = (n as i64, out.ptr(0), 16 / self.dtype.size_in_bytes());
+                dev.launch(op.name(), &f, grid(n / lanes), BLOCK, &mut args![nn, x, o])?;
+                return Ok(out);
+            }
             let f = dev.function(
                 op.name(),
                 Module::Elementwise,
@@ -622,14 +689,15 @@ impl BackendStorage for CudaStorage {
         let n = l.elem_count();
         let out = CudaStorage::alloc(dev, name, n, self.dtype)?;
         if let (true, Some(x), Some(gp)) = (n > 0, self.packed(l, 16), g.packed(gl, 16)) {
+            let form = gelu_form(op).unwrap_or("gelu");
             let f = dev.function(
                 name,
                 Module::Elementwise,
-                &format!("unary_grad_vec_{}", sfx(self.dtype)),
+                &format!("unary_grad_vec_{form}_{}", sfx(self.dtype)),
             )?;
             let (nn, o, lanes) = (n as i64, out.ptr(0), 16 / self.dtype.size_in_bytes());
             let cfg = grid(n / lanes);
-            dev.launch(name, &f, cfg, BLOCK, &mut args![nn, x, gp, o, code])?;
+            dev.launch(name, &f, cfg, BLOCK, &mut args![nn, x, gp, o])?;
             return Ok(out);
         }
         let f = dev.function(

@@ -33,7 +33,7 @@ __device__ void add_into_impl(i64 n, const T* in, Lay l, T* out, Lay ol) {
 __device__ __forceinline__ float erf_a(float x) { return erff(x); }
 __device__ __forceinline__ double erf_a(double x) { return erf(x); }
 
-template <typename A> __device__ A unary_float(A x, int op, double p0, double p1) {
+template <typename A> __device__ __forceinline__ A unary_float(A x, int op, double p0, double p1) {
     const A one = (A)1, zero = (A)0;
     switch (op) {
         case 0: return -x;
@@ -89,7 +89,7 @@ __device__ void unary_impl(i64 n, const T* in, Lay l, T* out, int op, double p0,
     }
 }
 // g * op'(x) for GELU (op 11) and tanh-GELU (op 12).
-template <typename A> __device__ A gelu_grad(A x, int op) {
+template <typename A> __device__ __forceinline__ A gelu_grad(A x, int op) {
     const A one = (A)1, half = (A)0.5;
     if (op == 11) {
         A cdf = half * (one + erf_a(x * (A)0.70710678118654752440));
@@ -228,7 +228,7 @@ FOR_ALL(CAST_FROM)
     for (i64 i = (packs) * (P) + threadIdx.x; blockIdx.x == 0 && i < (n); i += blockDim.x)
 
 template <typename T>
-__device__ void binary_vec_impl(i64 n, const T* a, const T* b, T* out, int op) {
+__device__ __forceinline__ void binary_vec_impl(i64 n, const T* a, const T* b, T* out, int op) {
     typedef typename Num<T>::acc A;
     const int P = PackWidth<T, T>::P;
     const i64 packs = n / P;
@@ -241,7 +241,7 @@ __device__ void binary_vec_impl(i64 n, const T* a, const T* b, T* out, int op) {
     }
     TAIL(i, n, packs, P) out[i] = Num<T>::st(binary_float<A>(Num<T>::ld(a[i]), Num<T>::ld(b[i]), op));
 }
-template <typename T> __device__ void add_into_vec_impl(i64 n, const T* in, T* out) {
+template <typename T> __device__ __forceinline__ void add_into_vec_impl(i64 n, const T* in, T* out) {
     const int P = PackWidth<T, T>::P;
     const i64 packs = n / P;
     GRID_STRIDE(p, packs) {
@@ -253,7 +253,7 @@ template <typename T> __device__ void add_into_vec_impl(i64 n, const T* in, T* o
     TAIL(i, n, packs, P) out[i] = Num<T>::st(Num<T>::ld(out[i]) + Num<T>::ld(in[i]));
 }
 template <typename T>
-__device__ void unary_vec_impl(i64 n, const T* in, T* out, int op, double p0, double p1) {
+__device__ __forceinline__ void unary_vec_impl(i64 n, const T* in, T* out, int op, double p0, double p1) {
     typedef typename Num<T>::acc A;
     const int P = PackWidth<T, T>::P;
     const i64 packs = n / P;
@@ -266,7 +266,7 @@ __device__ void unary_vec_impl(i64 n, const T* in, T* out, int op, double p0, do
     TAIL(i, n, packs, P) out[i] = Num<T>::st(unary_float<A>(Num<T>::ld(in[i]), op, p0, p1));
 }
 template <typename T>
-__device__ void unary_grad_vec_impl(i64 n, const T* x, const T* g, T* out, int op) {
+__device__ __forceinline__ void unary_grad_vec_impl(i64 n, const T* x, const T* g, T* out, int op) {
     typedef typename Num<T>::acc A;
     const int P = PackWidth<T, T>::P;
     const i64 packs = n / P;
@@ -279,7 +279,7 @@ __device__ void unary_grad_vec_impl(i64 n, const T* x, const T* g, T* out, int o
     }
     TAIL(i, n, packs, P) out[i] = Num<T>::st(Num<T>::ld(g[i]) * gelu_grad<A>(Num<T>::ld(x[i]), op));
 }
-template <typename S, typename D> __device__ void cast_vec_impl(i64 n, const S* in, D* out) {
+template <typename S, typename D> __device__ __forceinline__ void cast_vec_impl(i64 n, const S* in, D* out) {
     const int P = PackWidth<S, D>::P;
     const i64 packs = n / P;
     GRID_STRIDE(p, packs) {
@@ -305,6 +305,20 @@ template <typename S, typename D> __device__ void cast_vec_impl(i64 n, const S* 
     }                                                                                            \
     extern "C" __global__ void unary_grad_vec_##S(i64 n, const T* x, const T* g, T* out, int op) { \
         unary_grad_vec_impl<T>(n, x, g, out, op);                                                \
+    }                                                                                            \
+    /* GELU's two forms with the op fixed at compile time (no switch in the loop). */            \
+    extern "C" __global__ void unary_vec_gelu_##S(i64 n, const T* in, T* out) {                  \
+        unary_vec_impl<T>(n, in, out, 11, 0.0, 0.0);                                             \
+    }                                                                                            \
+    extern "C" __global__ void unary_vec_gelu_tanh_##S(i64 n, const T* in, T* out) {             \
+        unary_vec_impl<T>(n, in, out, 12, 0.0, 0.0);                                             \
+    }                                                                                            \
+    extern "C" __global__ void unary_grad_vec_gelu_##S(i64 n, const T* x, const T* g, T* out) {  \
+        unary_grad_vec_impl<T>(n, x, g, out, 11);                                                \
+    }                                                                                            \
+    extern "C" __global__ void unary_grad_vec_gelu_tanh_##S(i64 n, const T* x, const T* g,       \
+                                                            T* out) {                            \
+        unary_grad_vec_impl<T>(n, x, g, out, 12);                                                \
     }
 FOR_FLOATS(ELEMENTWISE_VEC)
 
@@ -314,3 +328,34 @@ FOR_FLOATS(ELEMENTWISE_VEC)
     }
 CAST_VEC(f32, float, bf16, bf16) CAST_VEC(bf16, bf16, f32, float)
 CAST_VEC(f32, float, f16, f16) CAST_VEC(f16, f16, f32, float)
+
+// Copy or add between two `rows × cols` matrices whose rows are contiguous but spaced by their
+// own strides (a slice of the last dim, as a fused qkv projection's gradient is assembled from
+// q, k and v): packs of P elements, `cols` and both row strides a whole number of packs.
+template <typename T, bool ADD>
+__device__ __forceinline__ void rows_vec_impl(i64 rows, i64 cols, const T* src, i64 srs, T* dst,
+                                              i64 drs) {
+    const int P = PackWidth<T, T>::P;
+    const i64 per_row = cols / P;
+    GRID_STRIDE(i, rows * per_row) {
+        i64 r = i / per_row, c = (i - r * per_row) * P;
+        Pack<T, P> s = *(const Pack<T, P>*)(src + r * srs + c);
+        Pack<T, P>* d = (Pack<T, P>*)(dst + r * drs + c);
+        if (ADD) {
+            Pack<T, P> o = *d;
+#pragma unroll
+            for (int k = 0; k < P; ++k) s.v[k] = Num<T>::st(Num<T>::ld(o.v[k]) + Num<T>::ld(s.v[k]));
+        }
+        *d = s;
+    }
+}
+#define ROWS_VEC(S, T)                                                                            \
+    extern "C" __global__ void copy_rows_vec_##S(i64 rows, i64 cols, const T* src, i64 srs,      \
+                                                 T* dst, i64 drs) {                              \
+        rows_vec_impl<T, false>(rows, cols, src, srs, dst, drs);                                 \
+    }                                                                                            \
+    extern "C" __global__ void add_into_rows_vec_##S(i64 rows, i64 cols, const T* src, i64 srs,  \
+                                                     T* dst, i64 drs) {                          \
+        rows_vec_impl<T, true>(rows, cols, src, srs, dst, drs);                                  \
+    }
+FOR_FLOATS(ROWS_VEC)

@@ -1,4 +1,4 @@
-// The fused Adam/AdamW step, in place, computed in f64 as on the CPU. One launch updates up to
+// The fused Adam/AdamW step, in place. One launch updates up to
 // ADAM_MAX parameters: `ptrs` holds, per tensor, the device addresses of parameter, first
 // moment, second moment and gradient, and `ends` the running element counts (tensor k covers
 // ends[k-1] .. ends[k] of the flattened range). The batch is passed by value: no upload.
@@ -15,34 +15,100 @@ struct AdamConsts {
     int decoupled;
 };
 
-template <typename T>
-__device__ void adam_impl(const AdamBatch& b, AdamConsts k) {
-    const u64* ptrs = b.ptrs;
-    const i64* ends = b.ends;
-    int n_tensors = b.n;
-    i64 total = ends[n_tensors - 1];
-    GRID_STRIDE(i, total) {
-        // A short binary search for the tensor holding element i.
-        int lo = 0, hi = n_tensors - 1;
-        while (lo < hi) {
-            int mid = (lo + hi) / 2;
-            if (ends[mid] > i) hi = mid; else lo = mid + 1;
+// Each block works on one chunk of OPTIM_CHUNK elements inside one tensor (so no per-element
+// search for the tensor), its threads moving 16 bytes per load where the tensors are aligned.
+#define OPTIM_CHUNK 4096
+
+struct Span {
+    int t;
+    i64 begin, end;
+};
+// The tensor and element range of this block: tensor k has ceil(len_k / OPTIM_CHUNK) blocks.
+__device__ bool block_span(const AdamBatch& b, Span* s) {
+    i64 first = 0, prev = 0;
+    for (int t = 0; t < b.n; ++t) {
+        i64 len = b.ends[t] - prev;
+        i64 nb = (len + OPTIM_CHUNK - 1) / OPTIM_CHUNK;
+        if ((i64)blockIdx.x < first + nb) {
+            s->t = t;
+            s->begin = ((i64)blockIdx.x - first) * OPTIM_CHUNK;
+            s->end = s->begin + OPTIM_CHUNK < len ? s->begin + OPTIM_CHUNK : len;
+            return true;
         }
-        int t = lo;
-        i64 j = i - (t == 0 ? 0 : ends[t - 1]);
-        T* p = (T*)ptrs[4 * t];
-        T* m = (T*)ptrs[4 * t + 1];
-        T* v = (T*)ptrs[4 * t + 2];
-        const T* g = (const T*)ptrs[4 * t + 3];
-        double pf = Num<T>::to_f64(p[j]), gf = Num<T>::to_f64(g[j]);
-        if (k.decoupled) pf *= k.decay; else gf += k.weight_decay * pf;
-        double mf = k.beta1 * Num<T>::to_f64(m[j]) + (1.0 - k.beta1) * gf;
-        double vf = k.beta2 * Num<T>::to_f64(v[j]) + (1.0 - k.beta2) * gf * gf;
-        double denom = sqrt(vf) / k.bc2_sqrt + k.eps;
-        p[j] = Num<T>::from_f64(pf - k.step_size * mf / denom);
-        m[j] = Num<T>::from_f64(mf);
-        v[j] = Num<T>::from_f64(vf);
+        first += nb;
+        prev = b.ends[t];
     }
+    return false;
+}
+__device__ __forceinline__ bool aligned16(u64 p) { return (p & 15) == 0; }
+
+// Calls f(j) for every element j of the block's span, and fp(j) for whole packs of P
+// elements starting at j where `packs` allows (the tail and unaligned tensors go one by one).
+template <int P, typename F, typename FP>
+__device__ __forceinline__ void span_loop(const Span& s, bool packs, F f, FP fp) {
+    if (packs) {
+        for (i64 j = s.begin + (i64)threadIdx.x * P; j < s.end; j += (i64)blockDim.x * P) {
+            if (j + P <= s.end) {
+                fp(j);
+            } else {
+                for (i64 q = j; q < s.end; ++q) f(q);
+            }
+        }
+    } else {
+        for (i64 j = s.begin + threadIdx.x; j < s.end; j += blockDim.x) f(j);
+    }
+}
+
+// Adam in the parameters' arithmetic type (f32 for f32 and half tensors, f64 for f64), as
+// PyTorch's fused AdamW does.
+template <typename T>
+__device__ void adam_impl(const AdamBatch& b, AdamConsts kc) {
+    typedef typename Num<T>::acc A;
+    const int P = PackWidth<T, T>::P;
+    Span s;
+    if (!block_span(b, &s)) return;
+    T* __restrict__ p = (T*)b.ptrs[4 * s.t];
+    T* __restrict__ m = (T*)b.ptrs[4 * s.t + 1];
+    T* __restrict__ v = (T*)b.ptrs[4 * s.t + 2];
+    const T* __restrict__ g = (const T*)b.ptrs[4 * s.t + 3];
+    const A beta1 = (A)kc.beta1, beta2 = (A)kc.beta2, eps = (A)kc.eps, wd = (A)kc.weight_decay,
+            decay = (A)kc.decay, step = (A)kc.step_size, bc2 = (A)kc.bc2_sqrt;
+    const bool decoupled = kc.decoupled;
+    auto one = [&](A pf, A gf, A mf, A vf, A* po, A* mo, A* vo) {
+        if (decoupled) pf *= decay; else gf += wd * pf;
+        mf = beta1 * mf + ((A)1 - beta1) * gf;
+        vf = beta2 * vf + ((A)1 - beta2) * gf * gf;
+        A denom = sqrt(vf) / bc2 + eps;
+        *po = pf - step * mf / denom;
+        *mo = mf;
+        *vo = vf;
+    };
+    auto f = [&](i64 j) {
+        A po, mo, vo;
+        one(Num<T>::ld(p[j]), Num<T>::ld(g[j]), Num<T>::ld(m[j]), Num<T>::ld(v[j]), &po, &mo, &vo);
+        p[j] = Num<T>::st(po);
+        m[j] = Num<T>::st(mo);
+        v[j] = Num<T>::st(vo);
+    };
+    auto fp = [&](i64 j) {
+        typedef Pack<T, P> V;
+        V pp = *(const V*)(p + j), gg = *(const V*)(g + j), mm = *(const V*)(m + j),
+          vv = *(const V*)(v + j);
+#pragma unroll
+        for (int k = 0; k < P; ++k) {
+            A po, mo, vo;
+            one(Num<T>::ld(pp.v[k]), Num<T>::ld(gg.v[k]), Num<T>::ld(mm.v[k]), Num<T>::ld(vv.v[k]),
+                &po, &mo, &vo);
+            pp.v[k] = Num<T>::st(po);
+            mm.v[k] = Num<T>::st(mo);
+            vv.v[k] = Num<T>::st(vo);
+        }
+        *(V*)(p + j) = pp;
+        *(V*)(m + j) = mm;
+        *(V*)(v + j) = vv;
+    };
+    bool packs = aligned16((u64)p) && aligned16((u64)m) && aligned16((u64)v) && aligned16((u64)g);
+    span_loop<P>(s, packs, f, fp);
 }
 
 #define ADAM(S, T)                                                                               \
@@ -50,25 +116,31 @@ __device__ void adam_impl(const AdamBatch& b, AdamConsts k) {
 FOR_FLOATS(ADAM)
 
 // The sum of squares of up to ADAM_MAX tensors in one launch (`ptrs[k]` the k-th tensor,
-// `ends` as above), added into the f64 `*out`: f32 partial sums per thread, f64 per block.
+// `ends` as above), added into the f64 `*out`: per-thread sums in the accumulation type, f64
+// per block.
 template <typename T>
 __device__ void sumsq_impl(const AdamBatch& b, double* out) {
-    const i64* ends = b.ends;
-    int n_tensors = b.n;
-    i64 total = ends[n_tensors - 1];
-    double acc = 0.0;
-    GRID_STRIDE(i, total) {
-        int lo = 0, hi = n_tensors - 1;
-        while (lo < hi) {
-            int mid = (lo + hi) / 2;
-            if (ends[mid] > i) hi = mid; else lo = mid + 1;
-        }
-        i64 j = i - (lo == 0 ? 0 : ends[lo - 1]);
-        double v = Num<T>::to_f64(((const T*)b.ptrs[lo])[j]);
+    typedef typename Num<T>::acc A;
+    const int P = PackWidth<T, T>::P;
+    Span s;
+    if (!block_span(b, &s)) return;  // uniform per block: block_sum below is safe
+    const T* x = (const T*)b.ptrs[s.t];
+    A acc = 0;
+    auto f = [&](i64 j) {
+        A v = Num<T>::ld(x[j]);
         acc += v * v;
-    }
-    acc = block_sum<double>(acc);
-    if (threadIdx.x == 0) atomicAdd(out, acc);
+    };
+    auto fp = [&](i64 j) {
+        Pack<T, P> pk = *(const Pack<T, P>*)(x + j);
+#pragma unroll
+        for (int k = 0; k < P; ++k) {
+            A v = Num<T>::ld(pk.v[k]);
+            acc += v * v;
+        }
+    };
+    span_loop<P>(s, aligned16((u64)x), f, fp);
+    double total = block_sum<double>((double)acc);
+    if (threadIdx.x == 0) atomicAdd(out, total);
 }
 
 #define SUMSQ(S, T)                                                                              \
@@ -79,20 +151,20 @@ FOR_FLOATS(SUMSQ)
 // clipping's scale, read from the device so that nothing comes back to the host.
 template <typename T>
 __device__ void scale_many_impl(const AdamBatch& b, const double* coef) {
-    const i64* ends = b.ends;
-    int n_tensors = b.n;
-    i64 total = ends[n_tensors - 1];
-    typename Num<T>::acc k = (typename Num<T>::acc)(*coef);
-    GRID_STRIDE(i, total) {
-        int lo = 0, hi = n_tensors - 1;
-        while (lo < hi) {
-            int mid = (lo + hi) / 2;
-            if (ends[mid] > i) hi = mid; else lo = mid + 1;
-        }
-        i64 j = i - (lo == 0 ? 0 : ends[lo - 1]);
-        T* x = (T*)b.ptrs[lo];
-        x[j] = Num<T>::st(Num<T>::ld(x[j]) * k);
-    }
+    typedef typename Num<T>::acc A;
+    const int P = PackWidth<T, T>::P;
+    Span s;
+    if (!block_span(b, &s)) return;
+    T* x = (T*)b.ptrs[s.t];
+    const A k = (A)(*coef);
+    auto f = [&](i64 j) { x[j] = Num<T>::st(Num<T>::ld(x[j]) * k); };
+    auto fp = [&](i64 j) {
+        Pack<T, P> pk = *(const Pack<T, P>*)(x + j);
+#pragma unroll
+        for (int q = 0; q < P; ++q) pk.v[q] = Num<T>::st(Num<T>::ld(pk.v[q]) * k);
+        *(Pack<T, P>*)(x + j) = pk;
+    };
+    span_loop<P>(s, aligned16((u64)x), f, fp);
 }
 
 #define SCALE_MANY(S, T)                                                                         \
