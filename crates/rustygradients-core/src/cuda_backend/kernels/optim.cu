@@ -116,30 +116,29 @@ __device__ void adam_impl(const AdamBatch& b, AdamConsts kc) {
 FOR_FLOATS(ADAM)
 
 // The sum of squares of up to ADAM_MAX tensors in one launch (`ptrs[k]` the k-th tensor,
-// `ends` as above), added into the f64 `*out`: per-thread sums in the accumulation type, f64
-// per block.
+// `ends` as above), added into the f64 `*out`: squares summed in f64 (a gradient norm as exact
+// as the CPU's), per block then across blocks.
 template <typename T>
 __device__ void sumsq_impl(const AdamBatch& b, double* out) {
-    typedef typename Num<T>::acc A;
     const int P = PackWidth<T, T>::P;
     Span s;
     if (!block_span(b, &s)) return;  // uniform per block: block_sum below is safe
     const T* x = (const T*)b.ptrs[s.t];
-    A acc = 0;
+    double acc = 0;
     auto f = [&](i64 j) {
-        A v = Num<T>::ld(x[j]);
+        double v = Num<T>::to_f64(x[j]);
         acc += v * v;
     };
     auto fp = [&](i64 j) {
         Pack<T, P> pk = *(const Pack<T, P>*)(x + j);
 #pragma unroll
         for (int k = 0; k < P; ++k) {
-            A v = Num<T>::ld(pk.v[k]);
+            double v = Num<T>::to_f64(pk.v[k]);
             acc += v * v;
         }
     };
     span_loop<P>(s, aligned16((u64)x), f, fp);
-    double total = block_sum<double>((double)acc);
+    double total = block_sum<double>(acc);
     if (threadIdx.x == 0) atomicAdd(out, total);
 }
 
