@@ -10,8 +10,8 @@
 //!
 //! The kernels pick AVX2 + FMA or scalar code once per process (`RG_CPU_ISA`), so
 //! [`every_cpu_isa_passes_in_a_child_process`] runs the other tests of this binary again in
-//! child processes, with `RG_CPU_ISA=scalar` and (on a CPU that has them) `RG_CPU_ISA=avx2`:
-//! a plain `cargo test` checks both paths.
+//! child processes, with `RG_CPU_ISA=scalar` and (on a CPU that has them) `RG_CPU_ISA=avx2`
+//! and `RG_CPU_ISA=avx512`: a plain `cargo test` checks every path the host can run.
 
 use rustygradients_core::{AdamHyper, DType, Device, Reduction, Tensor};
 
@@ -618,6 +618,29 @@ fn matmul_f32_within_rounding_bound() {
             check_matmul(&what, &y, &a, &b, (m, k, n));
         }
     }
+    // Past every block of the AVX-512 kernel (480 rows, 256 deep, 4096 columns), with partial
+    // tiles at each edge: plain and with both operands transposed.
+    let (m, k, n) = (491, 517, 4133);
+    let a = rng.normals(m * k, 0.0, 1.0);
+    let b = rng.normals(k * n, 0.0, 1.0);
+    for t in [false, true] {
+        let (at, bt) = if t {
+            (
+                tensor(&transposed(&a, m, k), &[k, m]).t().unwrap(),
+                tensor(&transposed(&b, k, n), &[n, k]).t().unwrap(),
+            )
+        } else {
+            (tensor(&a, &[m, k]), tensor(&b, &[k, n]))
+        };
+        let y = values(&at.matmul(&bt).unwrap());
+        check_matmul(
+            &format!("matmul {m}x{k}·{k}x{n} (transposed: {t})"),
+            &y,
+            &a,
+            &b,
+            (m, k, n),
+        );
+    }
     // A batch of small products.
     let (bs, m, k, n) = (3, 37, 130, 41);
     let a = rng.normals(bs * m * k, 0.0, 1.0);
@@ -833,6 +856,22 @@ fn host_has_avx2_fma() -> bool {
     }
 }
 
+/// Whether this CPU runs the AVX-512 kernels (F, BW, VL, DQ as the library asks).
+fn host_has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        host_has_avx2_fma()
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// This process chose its kernels once, so the scalar fallbacks (and, when this process runs
 /// scalar code, the AVX2 kernels) are checked by running every other test of this binary again
 /// in a child process per `RG_CPU_ISA` value.
@@ -861,7 +900,10 @@ fn every_cpu_isa_passes_in_a_child_process() {
     if host_has_avx2_fma() {
         isas.push("avx2");
     }
-    // Both children at once: each is mostly single-threaded f64 reference loops.
+    if host_has_avx512() {
+        isas.push("avx512");
+    }
+    // The children at once: each is mostly single-threaded f64 reference loops.
     let children: Vec<_> = isas
         .iter()
         .map(|isa| {

@@ -36,13 +36,100 @@ fn mats(l: &Layout) -> Mats {
     }
 }
 
-fn gemm_batched<T: 'static + Copy + Default + Send + Sync>(
-    a: &[T],
-    la: &Layout,
-    b: &[T],
-    lb: &Layout,
-    one: T,
-) -> Vec<T> {
+/// One band of output rows as a single-threaded GEMM: `dst (rows × n, row-major) = a · b` with
+/// `a`, `b` read through (column, row) strides. f32 runs our AVX-512 kernel where the CPU has
+/// it ([`sgemm`](super::sgemm)); everything else runs the `gemm` crate.
+trait BandGemm: 'static + Copy + Default + Send + Sync {
+    /// # Safety
+    /// `a` and `b` address `rows × k` and `k × n` valid elements through their strides, and
+    /// `dst` `rows × n` writable ones.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn band(
+        rows: usize,
+        n: usize,
+        k: usize,
+        dst: *mut Self,
+        a: (*const Self, isize, isize),
+        b: (*const Self, isize, isize),
+        one: Self,
+    ) {
+        // gemm does not read `dst` (`read_dst` is false) and writes all of it.
+        gemm::gemm(
+            rows,
+            n,
+            k,
+            dst,
+            1,
+            n as isize,
+            false,
+            a.0,
+            a.1,
+            a.2,
+            b.0,
+            b.1,
+            b.2,
+            one,
+            one,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+impl BandGemm for f64 {}
+impl BandGemm for f16 {}
+impl BandGemm for f32 {
+    unsafe fn band(
+        rows: usize,
+        n: usize,
+        k: usize,
+        dst: *mut f32,
+        a: (*const f32, isize, isize),
+        b: (*const f32, isize, isize),
+        one: f32,
+    ) {
+        if super::sgemm::applies() {
+            let (ma, mb) = (
+                super::sgemm::Mat {
+                    ptr: a.0,
+                    rs: a.2,
+                    cs: a.1,
+                },
+                super::sgemm::Mat {
+                    ptr: b.0,
+                    rs: b.2,
+                    cs: b.1,
+                },
+            );
+            return super::sgemm::sgemm(rows, n, k, ma, mb, dst, n);
+        }
+        gemm::gemm(
+            rows,
+            n,
+            k,
+            dst,
+            1,
+            n as isize,
+            false,
+            a.0,
+            a.1,
+            a.2,
+            b.0,
+            b.1,
+            b.2,
+            one,
+            one,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+fn gemm_batched<T: BandGemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout, one: T) -> Vec<T> {
     let (ma, mb) = (mats(la), mats(lb));
     let (m, k, n) = (ma.rows, ma.cols, mb.cols);
     let total = ma.offsets.len() * m * n;
@@ -69,29 +156,17 @@ fn gemm_batched<T: 'static + Copy + Default + Send + Sync>(
         let (oa, ob) = (ma.offsets[bi] + r0 * ma.rs, mb.offsets[bi]);
         // SAFETY: every layout was built by this crate's view ops, which keep each strided
         // position inside its storage (checked above in debug builds), and rows `r0..r0+rows`
-        // of `a` lie inside its `m` rows; `dst` is an exclusive `rows × n` row-major block;
-        // gemm does not read `dst` because `read_dst` is false, and writes all of it.
+        // of `a` lie inside its `m` rows; `dst` is an exclusive `rows × n` row-major block,
+        // which the band writes in full.
         unsafe {
-            gemm::gemm(
+            T::band(
                 rows,
                 n,
                 k,
                 dst.as_mut_ptr().cast::<T>(),
-                1,
-                n as isize,
-                false,
-                a.as_ptr().add(oa),
-                ma.cs as isize,
-                ma.rs as isize,
-                b.as_ptr().add(ob),
-                mb.cs as isize,
-                mb.rs as isize,
+                (a.as_ptr().add(oa), ma.cs as isize, ma.rs as isize),
+                (b.as_ptr().add(ob), mb.cs as isize, mb.rs as isize),
                 one,
-                one,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
             );
         }
     };
@@ -182,6 +257,22 @@ pub(crate) fn matmul(
     };
     if let Some(out) = few {
         return Ok(out);
+    }
+    #[cfg(feature = "cpu-blas")]
+    {
+        use super::blas::gemm_batched as blas;
+        let out = match (a, b) {
+            (HostBuffer::F32(x), HostBuffer::F32(y)) => {
+                blas(x, la, y, lb).map(HostBuf::from).map(HostBuffer::F32)
+            }
+            (HostBuffer::F64(x), HostBuffer::F64(y)) => {
+                blas(x, la, y, lb).map(HostBuf::from).map(HostBuffer::F64)
+            }
+            _ => None,
+        };
+        if let Some(out) = out {
+            return Ok(out);
+        }
     }
     Ok(match (a, b) {
         (HostBuffer::F32(x), HostBuffer::F32(y)) => {

@@ -2,6 +2,8 @@
 //! strided layouts. Large elementwise work is split over rayon's threads.
 
 mod attention;
+#[cfg(feature = "cpu-blas")]
+mod blas;
 mod cross_entropy;
 mod device;
 mod elementwise;
@@ -12,6 +14,7 @@ mod matmul;
 mod optim;
 mod reduce;
 mod rows;
+mod sgemm;
 mod strided;
 mod vec_math;
 

@@ -23,7 +23,9 @@ pub(crate) enum Isa {
     Scalar,
     /// AVX2 + FMA (x86-64).
     Avx2,
-    // An `Avx512` level goes here, above `Avx2` (issue 14); `has_avx2` then means `>= Avx2`.
+    /// AVX-512 F, BW, VL and DQ (x86-64-v4) on top of AVX2 + FMA: the f32 GEMM runs 512-bit
+    /// micro-kernels (`sgemm.rs`); the other kernels run their AVX2 code.
+    Avx512,
 }
 
 impl Isa {
@@ -34,6 +36,13 @@ impl Isa {
             if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
             {
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                {
+                    return Isa::Avx512;
+                }
                 return Isa::Avx2;
             }
         }
@@ -51,11 +60,13 @@ impl Isa {
             "" | "auto" => return (best, None),
             "scalar" => Isa::Scalar,
             "avx2" => Isa::Avx2,
+            "avx512" => Isa::Avx512,
             _ => {
                 return (
                     best,
                     Some(format!(
-                        "RG_CPU_ISA={raw:?} is not one of auto, scalar, avx2; detecting ({best:?})"
+                        "RG_CPU_ISA={raw:?} is not one of auto, scalar, avx2, avx512; detecting \
+                         ({best:?})"
                     )),
                 )
             }
@@ -93,12 +104,13 @@ pub(crate) fn isa() -> Isa {
 ///
 /// - unset, empty or `auto`: detect; AVX2 + FMA when the CPU has both;
 /// - `scalar`: the scalar paths, even on a CPU with AVX2 (to test or compare them);
-/// - `avx2`: the AVX2 + FMA paths; on a CPU without them, a warning and the scalar paths
-///   (unsupported instructions are never executed).
+/// - `avx2`: the AVX2 + FMA paths (also on an AVX-512 CPU); on a CPU without them, a warning
+///   and the scalar paths (unsupported instructions are never executed);
+/// - `avx512`: the AVX-512 kernels where they exist (the f32 GEMM) and AVX2 + FMA elsewhere;
+///   on a CPU without AVX-512, a warning and the scalar paths.
 ///
 /// Any other value warns on stderr and detects. The variable is read on the first call only,
-/// so it must be set before the process runs its first kernel. (`avx512` is reserved for
-/// AVX-512 kernels, issue 14; today it is an unknown value.)
+/// so it must be set before the process runs its first kernel.
 #[inline]
 pub(crate) fn has_avx2() -> bool {
     isa() >= Isa::Avx2
@@ -331,25 +343,29 @@ mod tests {
 
     #[test]
     fn rg_cpu_isa_picks_a_level_the_cpu_runs() {
-        use Isa::{Avx2, Scalar};
-        for best in [Scalar, Avx2] {
+        use Isa::{Avx2, Avx512, Scalar};
+        for best in [Scalar, Avx2, Avx512] {
             for unset in [None, Some(""), Some("auto"), Some(" AUTO ")] {
                 assert_eq!(Isa::choose(unset, best), (best, None));
             }
             assert_eq!(Isa::choose(Some("scalar"), best), (Scalar, None));
             assert_eq!(Isa::choose(Some("Scalar"), best), (Scalar, None));
-            // Unknown (and not yet implemented) levels warn and detect.
-            for other in ["avx512", "sse", "scaler"] {
+            // Unknown levels warn and detect.
+            for other in ["avx512f", "sse", "scaler"] {
                 let (isa, warning) = Isa::choose(Some(other), best);
                 assert_eq!(isa, best);
                 assert!(warning.unwrap().contains(other));
             }
         }
         assert_eq!(Isa::choose(Some("avx2"), Avx2), (Avx2, None));
+        assert_eq!(Isa::choose(Some("avx2"), Avx512), (Avx2, None));
+        assert_eq!(Isa::choose(Some("avx512"), Avx512), (Avx512, None));
         // Requested on a CPU without it: scalar code, with a warning.
-        let (isa, warning) = Isa::choose(Some("avx2"), Scalar);
-        assert_eq!(isa, Scalar);
-        assert!(warning.is_some());
+        for (want, best) in [("avx2", Scalar), ("avx512", Avx2), ("avx512", Scalar)] {
+            let (isa, warning) = Isa::choose(Some(want), best);
+            assert_eq!(isa, Scalar);
+            assert!(warning.is_some());
+        }
     }
 
     #[test]

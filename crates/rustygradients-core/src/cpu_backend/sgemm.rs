@@ -1,0 +1,220 @@
+//! Our own f32 GEMM for AVX-512 CPUs (the `gemm` crate runs AVX2 code on stable Rust): the
+//! operands are packed into panels and a 12×32 register-blocked micro-kernel of 512-bit FMAs
+//! runs over them, in the loop order of BLIS (Goto's algorithm):
+//!
+//! ```text
+//! for each NC-column block of B:          (B block in L3)
+//!   for each KC-deep slice:  pack B[kc × nc] into 32-wide panels
+//!     for each MC-row block of A: pack A[mc × kc] into 12-tall panels   (A block in L2)
+//!       for each 32-wide B panel, 12-tall A panel:  C tile (12×32) += A panel · B panel
+//! ```
+//!
+//! The micro-kernel keeps the 12×32 tile of C in 24 of the 32 zmm registers; each step of `k`
+//! loads two vectors of the B panel and broadcasts 12 elements of the A panel into 24 FMAs.
+//! Packing reads both operands through any row and column strides (transposed views cost
+//! nothing extra) and zero-pads partial panels; partial C tiles go through a scratch tile.
+
+use std::cell::RefCell;
+
+/// Rows of the micro-tile (broadcast A elements).
+const MR: usize = 12;
+/// Columns of the micro-tile (two 16-float vectors).
+const NR: usize = 32;
+/// Depth of one packed slice: a 32-wide B panel of KC rows is 32 KiB, in L1.
+const KC: usize = 256;
+/// Rows of A packed at once (MC × KC floats = 480 KiB, in L2).
+const MC: usize = 480;
+/// Columns of B packed at once (KC × NC floats = 4 MiB, in L3).
+const NC: usize = 4096;
+
+/// A 64-byte aligned block of 16 floats: the packed buffers are made of these.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+thread_local! {
+    /// Each thread's packing buffers (A block, B block), grown on demand and reused.
+    static PACKS: RefCell<(Vec<Line>, Vec<Line>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// A matrix operand: element `(i, j)` at `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat {
+    pub ptr: *const f32,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+/// Whether this CPU runs the kernel (AVX-512 F; decided with the other kernels, see
+/// `strided::isa`).
+pub(crate) fn applies() -> bool {
+    super::strided::isa() >= super::strided::Isa::Avx512
+}
+
+/// `C (m × n, row-major, row stride ldc) = A (m × k) · B (k × n)`; C is written, never read.
+///
+/// # Safety
+/// The CPU must have AVX-512 F ([`applies`]); `a` and `b` must address `m × k` and `k × n`
+/// valid elements through their strides, and `c` `m` rows of `n` writable elements `ldc`
+/// apart.
+pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut f32, ldc: usize) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for i in 0..m {
+            std::ptr::write_bytes(c.add(i * ldc), 0, n);
+        }
+        return;
+    }
+    PACKS.with(|packs| {
+        let mut packs = packs.borrow_mut();
+        let (pa, pb) = &mut *packs;
+        let a_lines = MC.next_multiple_of(MR) * KC / 16;
+        let b_lines = NC.min(n.next_multiple_of(NR)) * KC / 16;
+        if pa.len() < a_lines {
+            pa.resize(a_lines, Line([0.0; 16]));
+        }
+        if pb.len() < b_lines {
+            pb.resize(b_lines, Line([0.0; 16]));
+        }
+        let (pa, pb) = (pa.as_mut_ptr().cast::<f32>(), pb.as_mut_ptr().cast::<f32>());
+        for jc in (0..n).step_by(NC) {
+            let nc = NC.min(n - jc);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                pack_b(kc, nc, b, pc, jc, pb);
+                for ic in (0..m).step_by(MC) {
+                    let mc = MC.min(m - ic);
+                    pack_a(mc, kc, a, ic, pc, pa);
+                    macro_tile(mc, nc, kc, pa, pb, c.add(ic * ldc + jc), ldc, pc > 0);
+                }
+            }
+        }
+    });
+}
+
+/// B[pc.., jc..] (kc × nc) into NR-wide panels: panel `j` holds, for each of the kc rows, NR
+/// consecutive columns (zero past `nc`).
+unsafe fn pack_b(kc: usize, nc: usize, b: Mat, pc: usize, jc: usize, out: *mut f32) {
+    for (panel, j0) in (0..nc).step_by(NR).enumerate() {
+        let w = NR.min(nc - j0);
+        let dst = out.add(panel * NR * kc);
+        let src = b.ptr.offset(pc as isize * b.rs + (jc + j0) as isize * b.cs);
+        for p in 0..kc {
+            let row = src.offset(p as isize * b.rs);
+            let d = dst.add(p * NR);
+            if b.cs == 1 {
+                std::ptr::copy_nonoverlapping(row, d, w);
+            } else {
+                for j in 0..w {
+                    *d.add(j) = *row.offset(j as isize * b.cs);
+                }
+            }
+            for j in w..NR {
+                *d.add(j) = 0.0;
+            }
+        }
+    }
+}
+
+/// A[ic.., pc..] (mc × kc) into MR-tall panels: panel `i` holds, for each of the kc columns,
+/// MR consecutive rows (zero past `mc`).
+unsafe fn pack_a(mc: usize, kc: usize, a: Mat, ic: usize, pc: usize, out: *mut f32) {
+    for (panel, i0) in (0..mc).step_by(MR).enumerate() {
+        let h = MR.min(mc - i0);
+        let dst = out.add(panel * MR * kc);
+        for r in 0..h {
+            let src = a
+                .ptr
+                .offset((ic + i0 + r) as isize * a.rs + pc as isize * a.cs);
+            if a.cs == 1 {
+                let row = std::slice::from_raw_parts(src, kc);
+                for (p, &v) in row.iter().enumerate() {
+                    *dst.add(p * MR + r) = v;
+                }
+            } else {
+                for p in 0..kc {
+                    *dst.add(p * MR + r) = *src.offset(p as isize * a.cs);
+                }
+            }
+        }
+        for r in h..MR {
+            for p in 0..kc {
+                *dst.add(p * MR + r) = 0.0;
+            }
+        }
+    }
+}
+
+/// Every micro-tile of an mc × nc block of C from the packed A and B.
+#[allow(clippy::too_many_arguments)]
+unsafe fn macro_tile(
+    mc: usize,
+    nc: usize,
+    kc: usize,
+    pa: *const f32,
+    pb: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let mut scratch = [Line([0.0; 16]); MR * NR / 16];
+    let tmp = scratch.as_mut_ptr().cast::<f32>();
+    for (jp, j0) in (0..nc).step_by(NR).enumerate() {
+        let w = NR.min(nc - j0);
+        let bp = pb.add(jp * NR * kc);
+        for (ip, i0) in (0..mc).step_by(MR).enumerate() {
+            let h = MR.min(mc - i0);
+            let ap = pa.add(ip * MR * kc);
+            let ct = c.add(i0 * ldc + j0);
+            if h == MR && w == NR {
+                kernel(kc, ap, bp, ct, ldc, accumulate);
+            } else {
+                // A partial tile: the kernel writes a full scratch tile, and the valid part
+                // is added (or copied) into C.
+                kernel(kc, ap, bp, tmp, NR, false);
+                for r in 0..h {
+                    for j in 0..w {
+                        let (d, s) = (ct.add(r * ldc + j), *tmp.add(r * NR + j));
+                        *d = if accumulate { *d + s } else { s };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// C tile (MR × NR, row stride ldc) = (C tile if `accumulate`) + A panel · B panel.
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    if accumulate {
+        for (r, row) in acc.iter_mut().enumerate() {
+            row[0] = _mm512_loadu_ps(c.add(r * ldc));
+            row[1] = _mm512_loadu_ps(c.add(r * ldc + 16));
+        }
+    }
+    for p in 0..kc {
+        let b0 = _mm512_load_ps(b.add(p * NR));
+        let b1 = _mm512_load_ps(b.add(p * NR + 16));
+        let ap = a.add(p * MR);
+        for (r, row) in acc.iter_mut().enumerate() {
+            let av = _mm512_set1_ps(*ap.add(r));
+            row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+            row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        _mm512_storeu_ps(c.add(r * ldc), row[0]);
+        _mm512_storeu_ps(c.add(r * ldc + 16), row[1]);
+    }
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# CPU benchmark: the FMA peak and copy bandwidth of this host, our f32 GEMM with each kernel
+# the CPU runs (RG_CPU_ISA=avx2, and avx512 where present), PyTorch and numpy/OpenBLAS, in one
+# run, then a table of GFLOP/s and ratios. From the repository root:
+#
+#   scripts/bench_cpu.sh [--quick]      # RAYON_NUM_THREADS sets the threads of all three
+#
+# Builds the release example first. Python: .venv/bin/python if present (torch and numpy).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-target/bench-cpu}
+mkdir -p "$OUT"
+PY=${PY:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
+cargo build --release -q -p rustygradients-core --example cpu_bench
+BIN=target/release/examples/cpu_bench
+grep -m1 "model name" /proc/cpuinfo | tee "$OUT/cpu.txt"
+grep -m1 -o "avx512[a-z_0-9]*\|avx2\|fma" /proc/cpuinfo | sort -u | tr '\n' ' ' | tee -a "$OUT/cpu.txt"; echo
+: >"$OUT/results.jsonl"
+isas="avx2"
+grep -q avx512f /proc/cpuinfo && isas="avx2 avx512"
+for isa in $isas; do
+    RG_CPU_ISA=$isa "$BIN" "$@" | tee -a "$OUT/results.jsonl"
+done
+"$PY" scripts/bench_cpu_baselines.py torch "$@" | tee -a "$OUT/results.jsonl"
+# OpenBLAS's best kernel for this host: no forced core type.
+env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PY" scripts/bench_cpu_baselines.py numpy "$@" \
+    | tee -a "$OUT/results.jsonl"
+"$PY" - "$OUT/results.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+peak = {r["isa"]: r["gflops"] for r in rows if r["bench"] == "fma_peak"}
+copy = [r["gbs"] for r in rows if r["bench"] == "copy"]
+print(f"FMA peak (GFLOP/s): {peak}; copy bandwidth: {max(copy) if copy else '?'} GB/s")
+ours = {}
+for r in rows:
+    if r["bench"] == "sgemm" and "isa" in r:
+        ours.setdefault(r["shape"], {})[r["isa"]] = r["gflops"]
+base = {}
+for r in rows:
+    if r["bench"] == "sgemm" and "impl" in r:
+        base.setdefault(r["shape"], {})[r["impl"]] = r["gflops"]
+isas = sorted({i for v in ours.values() for i in v})
+head = "".join(f"{'ours ' + i:>12}" for i in isas)
+print(f"{'sgemm (GFLOP/s)':<26}{head}{'torch':>10}{'numpy':>10}{'best/torch':>12}{'best/numpy':>12}{'% peak':>8}")
+for shape, v in ours.items():
+    b = base.get(shape, {})
+    best = max(v.values())
+    cells = "".join(f"{v.get(i, float('nan')):>12.1f}" for i in isas)
+    t, n = b.get("torch"), b.get("numpy")
+    ratio = lambda x: f"{best / x:>12.2f}" if x else f"{'':>12}"
+    top = max(peak.values()) if peak else None
+    pct = f"{100 * best / top:>7.0f}%" if top else ""
+    print(f"{shape:<26}{cells}{(t or 0):>10.1f}{(n or 0):>10.1f}{ratio(t)}{ratio(n)}{pct}")
+PY

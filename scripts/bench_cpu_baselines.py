@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""The f32 GEMMs of `cpu_bench` (RustyGradients' example) in PyTorch and numpy/OpenBLAS, as
+JSON lines, for `scripts/bench_cpu.sh`.
+
+    scripts/bench_cpu_baselines.py torch|numpy [--quick]
+
+Threads: `RAYON_NUM_THREADS` if set (the count ours uses), else every core. numpy's OpenBLAS
+picks its kernel from `OPENBLAS_CORETYPE`: bench_cpu.sh runs it with that variable unset so
+that the best kernel for the host (SkylakeX's AVX-512 on an AVX-512 CPU) runs.
+"""
+import json
+import os
+import sys
+import time
+
+
+def median_secs(reps, f):
+    f()
+    t = []
+    for _ in range(reps):
+        s = time.perf_counter()
+        f()
+        t.append(time.perf_counter() - s)
+    t.sort()
+    return t[len(t) // 2]
+
+
+def shapes(quick):
+    out = [(f"square {s}", s, s, s, False, False) for s in ([1024] if quick else [1024, 2048, 4096])]
+    for rows, fi, fo in [(768, 128, 384), (768, 128, 512), (1024, 768, 3072)]:
+        out.append((f"x·Wt {rows}x{fi}->{fo}", rows, fi, fo, False, True))
+        out.append((f"g·W {rows}x{fo}->{fi}", rows, fo, fi, False, False))
+        out.append((f"gt·x {fo}x{rows}x{fi}", fo, rows, fi, True, False))
+    return out
+
+
+def main():
+    which = sys.argv[1]
+    quick = "--quick" in sys.argv
+    threads = int(os.environ.get("RAYON_NUM_THREADS", os.cpu_count()))
+    if which == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        randn = lambda *s: torch.randn(*s, dtype=torch.float32)
+        mm = torch.matmul
+        version = torch.__version__
+    else:
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        randn = lambda *s: rng.standard_normal(s, dtype=np.float32)
+        mm = np.matmul
+        version = np.__version__
+    for name, m, k, n, ta, tb in shapes(quick):
+        a = randn(k, m).T if ta else randn(m, k)
+        b = randn(n, k).T if tb else randn(k, n)
+        flop = 2.0 * m * k * n
+        reps = max(5, min(200, int(2e10 / flop)))
+        secs = median_secs(reps, lambda: mm(a, b))
+        print(json.dumps({"bench": "sgemm", "impl": which, "version": version, "shape": name,
+                          "threads": threads, "gflops": round(flop / secs / 1e9, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
