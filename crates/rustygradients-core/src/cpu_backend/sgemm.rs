@@ -88,8 +88,24 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut
                 pack_b(kc, nc, b, pc, jc, pb);
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
-                    pack_a(mc, kc, a, ic, pc, pa);
-                    macro_tile(mc, nc, kc, pa, pb, c.add(ic * ldc + jc), ldc, pc > 0);
+                    // A with contiguous rows or columns is read where it lies (the kernel
+                    // broadcasts its elements one by one, so any such layout serves); other
+                    // strides are packed first.
+                    let block = if a.cs == 1 || a.rs == 1 {
+                        Mat {
+                            ptr: a.ptr.offset(ic as isize * a.rs + pc as isize * a.cs),
+                            ..a
+                        }
+                    } else {
+                        pack_a(mc, kc, a, ic, pc, pa);
+                        Mat {
+                            ptr: pa,
+                            rs: -1,
+                            cs: 0,
+                        }
+                    };
+                    let ct = c.add(ic * ldc + jc);
+                    macro_tile(mc, nc, kc, block, pa, pb, ct, ldc, pc > 0);
                 }
             }
         }
@@ -98,6 +114,7 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut
 
 /// B[pc.., jc..] (kc × nc) into NR-wide panels: panel `j` holds, for each of the kc rows, NR
 /// consecutive columns (zero past `nc`).
+#[target_feature(enable = "avx512f")]
 unsafe fn pack_b(kc: usize, nc: usize, b: Mat, pc: usize, jc: usize, out: *mut f32) {
     for (panel, j0) in (0..nc).step_by(NR).enumerate() {
         let w = NR.min(nc - j0);
@@ -121,7 +138,11 @@ unsafe fn pack_b(kc: usize, nc: usize, b: Mat, pc: usize, jc: usize, out: *mut f
         for p in 0..kc {
             let row = src.offset(p as isize * b.rs);
             let d = dst.add(p * NR);
-            if b.cs == 1 {
+            if b.cs == 1 && w == NR {
+                // A whole row of the panel: two 64-byte moves, not a call to memmove.
+                d.cast::<[f32; NR]>()
+                    .write(row.cast::<[f32; NR]>().read_unaligned());
+            } else if b.cs == 1 {
                 std::ptr::copy_nonoverlapping(row, d, w);
             } else {
                 for j in 0..w {
@@ -137,6 +158,7 @@ unsafe fn pack_b(kc: usize, nc: usize, b: Mat, pc: usize, jc: usize, out: *mut f
 
 /// A[ic.., pc..] (mc × kc) into MR-tall panels: panel `i` holds, for each of the kc columns,
 /// MR consecutive rows (zero past `mc`).
+#[target_feature(enable = "avx512f")]
 unsafe fn pack_a(mc: usize, kc: usize, a: Mat, ic: usize, pc: usize, out: *mut f32) {
     for (panel, i0) in (0..mc).step_by(MR).enumerate() {
         let h = MR.min(mc - i0);
@@ -146,9 +168,28 @@ unsafe fn pack_a(mc: usize, kc: usize, a: Mat, ic: usize, pc: usize, out: *mut f
             let src = a.ptr.offset((ic + i0) as isize + pc as isize * a.cs);
             for p in 0..kc {
                 let d = dst.add(p * MR);
-                std::ptr::copy_nonoverlapping(src.offset(p as isize * a.cs), d, h);
-                for r in h..MR {
-                    *d.add(r) = 0.0;
+                let col = src.offset(p as isize * a.cs);
+                if h == MR {
+                    d.cast::<[f32; MR]>()
+                        .write_unaligned(col.cast::<[f32; MR]>().read_unaligned());
+                } else {
+                    std::ptr::copy_nonoverlapping(col, d, h);
+                    for r in h..MR {
+                        *d.add(r) = 0.0;
+                    }
+                }
+            }
+            continue;
+        }
+        if a.cs == 1 && h == MR {
+            // A row-major A: the panel's MR rows read side by side, each step of k written as
+            // MR consecutive floats.
+            let rows: [*const f32; MR] =
+                std::array::from_fn(|r| a.ptr.offset((ic + i0 + r) as isize * a.rs + pc as isize));
+            for p in 0..kc {
+                let d = dst.add(p * MR);
+                for (r, row) in rows.iter().enumerate() {
+                    *d.add(r) = *row.add(p);
                 }
             }
             continue;
@@ -176,13 +217,17 @@ unsafe fn pack_a(mc: usize, kc: usize, a: Mat, ic: usize, pc: usize, out: *mut f
     }
 }
 
-/// Every micro-tile of an mc × nc block of C from the packed A and B.
+/// Every micro-tile of an mc × nc block of C from the packed B and the A block: in place
+/// (`a` its first element and strides) or packed into `pa` (marked by `a.rs == -1`). `pa` is
+/// also the scratch for the last, partial panel of an A read in place.
 #[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
 unsafe fn macro_tile(
     mc: usize,
     nc: usize,
     kc: usize,
-    pa: *const f32,
+    a: Mat,
+    pa: *mut f32,
     pb: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -190,19 +235,33 @@ unsafe fn macro_tile(
 ) {
     let mut scratch = [Line([0.0; 16]); MR * NR / 16];
     let tmp = scratch.as_mut_ptr().cast::<f32>();
-    for (jp, j0) in (0..nc).step_by(NR).enumerate() {
-        let w = NR.min(nc - j0);
-        let bp = pb.add(jp * NR * kc);
-        for (ip, i0) in (0..mc).step_by(MR).enumerate() {
-            let h = MR.min(mc - i0);
-            let ap = pa.add(ip * MR * kc);
+    let packed = a.rs == -1;
+    for (ip, i0) in (0..mc).step_by(MR).enumerate() {
+        let h = MR.min(mc - i0);
+        // The panel's first element and its (row, k) strides.
+        let (ap, ars, acs) = if packed {
+            (pa.add(ip * MR * kc).cast_const(), 1, MR as isize)
+        } else if h < MR {
+            // Rows past the matrix must not be read: pack this panel, zero-padded.
+            let rest = Mat {
+                ptr: a.ptr.offset(i0 as isize * a.rs),
+                ..a
+            };
+            pack_a(h, kc, rest, 0, 0, pa);
+            (pa.cast_const(), 1, MR as isize)
+        } else {
+            (a.ptr.offset(i0 as isize * a.rs), a.rs, a.cs)
+        };
+        for (jp, j0) in (0..nc).step_by(NR).enumerate() {
+            let w = NR.min(nc - j0);
+            let bp = pb.add(jp * NR * kc);
             let ct = c.add(i0 * ldc + j0);
             if h == MR && w == NR {
-                kernel(kc, ap, bp, ct, ldc, accumulate);
+                kernel(kc, (ap, ars, acs), bp, ct, ldc, accumulate);
             } else {
                 // A partial tile: the kernel writes a full scratch tile, and the valid part
                 // is added (or copied) into C.
-                kernel(kc, ap, bp, tmp, NR, false);
+                kernel(kc, (ap, ars, acs), bp, tmp, NR, false);
                 for r in 0..h {
                     for j in 0..w {
                         let (d, s) = (ct.add(r * ldc + j), *tmp.add(r * NR + j));
@@ -214,11 +273,12 @@ unsafe fn macro_tile(
     }
 }
 
-/// C tile (MR × NR, row stride ldc) = (C tile if `accumulate`) + A panel · B panel.
+/// C tile (MR × NR, row stride ldc) = (C tile if `accumulate`) + A panel · B panel, with
+/// element (r, p) of the A panel at `a.0 + r·a.1 + p·a.2`.
 #[target_feature(enable = "avx512f")]
 unsafe fn kernel(
     kc: usize,
-    a: *const f32,
+    a: (*const f32, isize, isize),
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -235,9 +295,9 @@ unsafe fn kernel(
     for p in 0..kc {
         let b0 = _mm512_load_ps(b.add(p * NR));
         let b1 = _mm512_load_ps(b.add(p * NR + 16));
-        let ap = a.add(p * MR);
+        let ap = a.0.offset(p as isize * a.2);
         for (r, row) in acc.iter_mut().enumerate() {
-            let av = _mm512_set1_ps(*ap.add(r));
+            let av = _mm512_set1_ps(*ap.offset(r as isize * a.1));
             row[0] = _mm512_fmadd_ps(av, b0, row[0]);
             row[1] = _mm512_fmadd_ps(av, b1, row[1]);
         }
