@@ -120,6 +120,24 @@ unsafe fn pack_b(kc: usize, nc: usize, b: Mat, pc: usize, jc: usize, out: *mut f
         let w = NR.min(nc - j0);
         let dst = out.add(panel * NR * kc);
         let src = b.ptr.offset(pc as isize * b.rs + (jc + j0) as isize * b.cs);
+        if b.rs == 1 && b.cs != 1 && w == NR {
+            // A transposed B (Wᵀ): each column is contiguous. Blocks of 16 rows are moved as
+            // two 16×16 transposes in registers; the last rows one by one.
+            let full = kc / 16 * 16;
+            for p0 in (0..full).step_by(16) {
+                for half in 0..2 {
+                    let cols = src.offset(p0 as isize + (16 * half) as isize * b.cs);
+                    transpose16(cols, b.cs, dst.add(p0 * NR + 16 * half), NR);
+                }
+            }
+            for j in 0..NR {
+                let col = src.offset(j as isize * b.cs);
+                for p in full..kc {
+                    *dst.add(p * NR + j) = *col.add(p);
+                }
+            }
+            continue;
+        }
         if b.rs == 1 && b.cs != 1 {
             // A transposed B (Wᵀ): each column is contiguous; read it down, write across.
             for j in 0..w {
@@ -153,6 +171,53 @@ unsafe fn pack_b(kc: usize, nc: usize, b: Mat, pc: usize, jc: usize, out: *mut f
                 *d.add(j) = 0.0;
             }
         }
+    }
+}
+
+/// Writes the transpose of a 16×16 block: row `q` of the output (at `dst + q·ld_dst`, 16
+/// floats) is element `q` of each of the 16 source vectors (vector `c` at `src + c·ld_src`).
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16(src: *const f32, ld_src: isize, dst: *mut f32, ld_dst: usize) {
+    use std::arch::x86_64::*;
+    let r: [__m512; 16] = std::array::from_fn(|c| _mm512_loadu_ps(src.offset(c as isize * ld_src)));
+    // Pairs of rows interleaved, then pairs of pairs, then 128-bit lanes regrouped twice.
+    let t: [__m512; 16] = std::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
+    });
+    let u: [__m512; 16] = std::array::from_fn(|i| {
+        // Within each group of 4: (t0, t2) and (t1, t3).
+        let g = i & !3;
+        let h = (i >> 1) & 1;
+        let (a, b) = (t[g + h], t[g + 2 + h]);
+        if i % 2 == 0 {
+            _mm512_shuffle_ps::<0x44>(a, b)
+        } else {
+            _mm512_shuffle_ps::<0xEE>(a, b)
+        }
+    });
+    let v: [__m512; 16] = std::array::from_fn(|i| {
+        // Within each group of 8: lanes (0, 2) of u[j] and u[j + 4], then lanes (1, 3).
+        let g = i & !7;
+        let j = g + (i & 3);
+        if i & 4 == 0 {
+            _mm512_shuffle_f32x4::<0x88>(u[j], u[j + 4])
+        } else {
+            _mm512_shuffle_f32x4::<0xDD>(u[j], u[j + 4])
+        }
+    });
+    for i in 0..16 {
+        let j = i & 7;
+        let w = if i < 8 {
+            _mm512_shuffle_f32x4::<0x88>(v[j], v[j + 8])
+        } else {
+            _mm512_shuffle_f32x4::<0xDD>(v[j], v[j + 8])
+        };
+        _mm512_storeu_ps(dst.add(i * ld_dst), w);
     }
 }
 
@@ -305,5 +370,26 @@ unsafe fn kernel(
     for (r, row) in acc.iter().enumerate() {
         _mm512_storeu_ps(c.add(r * ldc), row[0]);
         _mm512_storeu_ps(c.add(r * ldc + 16), row[1]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transpose16_transposes() {
+        if !super::applies() {
+            return;
+        }
+        // 16 source vectors 19 floats apart; the output rows 21 apart.
+        let src: Vec<f32> = (0..16 * 19).map(|i| i as f32).collect();
+        let mut dst = vec![-1f32; 16 * 21];
+        // SAFETY: AVX-512 F checked above; both buffers hold the strided blocks.
+        unsafe { super::transpose16(src.as_ptr(), 19, dst.as_mut_ptr(), 21) };
+        for q in 0..16 {
+            for c in 0..16 {
+                assert_eq!(dst[q * 21 + c], src[c * 19 + q], "row {q}, column {c}");
+            }
+            assert_eq!(dst[q * 21 + 16], -1.0);
+        }
     }
 }
