@@ -51,4 +51,28 @@ for shape, v in ours.items():
     top = max(peak.values()) if peak else None
     pct = f"{100 * best / top:>7.0f}%" if top else ""
     print(f"{shape:<26}{cells}{(t or 0):>10.1f}{(n or 0):>10.1f}{ratio(t)}{ratio(n)}{pct}")
+
+# GEMV (GB/s of weights), elementwise (Gelem/s) and row kernels (GB/s of input): ours with the
+# widest ISA run (the last in the file) against PyTorch (and numpy for GEMV).
+def table(bench, key, unit, label):
+    ours, base = {}, {}
+    for r in rows:
+        if r["bench"] != bench:
+            continue
+        name = r.get("shape") or r.get("op")
+        if "isa" in r:
+            ours[name] = r[key]
+        else:
+            base.setdefault(name, {})[r["impl"]] = r[key]
+    if not ours:
+        return
+    print(f"{label + ' (' + unit + ')':<30}{'ours':>10}{'torch':>10}{'numpy':>10}{'vs torch':>10}")
+    for name, v in ours.items():
+        b = base.get(name, {})
+        t, n = b.get("torch"), b.get("numpy")
+        vs = f"{v / t:>9.2f}x" if t else ""
+        print(f"{name:<30}{v:>10}{(t or ''):>10}{(n or ''):>10}{vs}")
+table("gemv", "gbs", "GB/s", "gemv")
+table("elementwise", "gelems", "Gelem/s", "elementwise 1M f32")
+table("rows", "gbs", "GB/s", "row kernels")
 PY

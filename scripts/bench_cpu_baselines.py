@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The f32 GEMMs of `cpu_bench` (RustyGradients' example) in PyTorch and numpy/OpenBLAS, as
-JSON lines, for `scripts/bench_cpu.sh`.
+"""The measurements of `cpu_bench` (RustyGradients' example) in PyTorch and numpy/OpenBLAS, as
+JSON lines, for `scripts/bench_cpu.sh`: f32 GEMMs and GEMVs (both), elementwise ops and row
+kernels (PyTorch only).
 
     scripts/bench_cpu_baselines.py torch|numpy [--quick]
 
@@ -60,6 +61,35 @@ def main():
         secs = median_secs(reps, lambda: mm(a, b))
         print(json.dumps({"bench": "sgemm", "impl": which, "version": version, "shape": name,
                           "threads": threads, "gflops": round(flop / secs / 1e9, 1)}), flush=True)
+    for k, n, transposed in [(768, 3072, False), (768, 50304, True)]:
+        x = randn(1, k)
+        w = randn(n, k).T if transposed else randn(k, n)
+        secs = median_secs(50, lambda: mm(x, w))
+        name = f"{'x·Wt' if transposed else 'x·W'} 1x{k}x{n}"
+        print(json.dumps({"bench": "gemv", "impl": which, "shape": name, "threads": threads,
+                          "gbs": round(k * n * 4 / secs / 1e9, 1)}), flush=True)
+    if which != "torch":
+        return
+    import torch.nn.functional as F
+
+    x = torch.randn(1 << 20)
+    for name, f in [("gelu", F.gelu), ("sigmoid", torch.sigmoid), ("exp", torch.exp),
+                    ("tanh", torch.tanh)]:
+        secs = median_secs(100, lambda: f(x))
+        print(json.dumps({"bench": "elementwise", "impl": which, "op": name, "threads": threads,
+                          "gelems": round((1 << 20) / secs / 1e9, 2)}), flush=True)
+    narrow = torch.randn(4096, 768)
+    w, b = torch.ones(768), torch.zeros(768)
+    logits = torch.randn(4096, 50304)
+    targets = torch.randint(0, 50304, (4096,))
+    for name, inp, f in [
+        ("layer_norm 4096x768", narrow, lambda: F.layer_norm(narrow, (768,), w, b, 1e-5)),
+        ("softmax 4096x768", narrow, lambda: torch.softmax(narrow, -1)),
+        ("cross_entropy 4096x50304", logits, lambda: F.cross_entropy(logits, targets)),
+    ]:
+        secs = median_secs(20, f)
+        print(json.dumps({"bench": "rows", "impl": which, "op": name, "threads": threads,
+                          "gbs": round(inp.numel() * 4 / secs / 1e9, 1)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@
 //!   CPU has it, 512-bit (AVX-512): the ceiling a GEMM can reach;
 //! - `copy`: GB/s of a parallel copy of 256 MiB (bytes read plus bytes written);
 //! - `sgemm`: GFLOP/s of `matmul` (median of repeats) at square sizes and at the products of a
-//!   training step, with the kernel `RG_CPU_ISA` selects.
+//!   training step, with the kernel `RG_CPU_ISA` selects;
+//! - `gemv`: GB/s of weights streamed by one row times a matrix (`x·W` and `x·Wᵀ`);
+//! - `elementwise` (Gelem/s over 1M f32) and `rows` (GB/s of input read: LayerNorm, softmax,
+//!   cross-entropy over 4096 rows).
 //!
 //! `cargo run --release -p rustygradients-core --example cpu_bench [-- --quick]`
 use std::time::Instant;
@@ -170,6 +173,67 @@ fn main() -> Result<()> {
         println!(
             "{{\"bench\":\"sgemm\",\"shape\":\"{name}\",\"m\":{m},\"k\":{k},\"n\":{n},\"isa\":\"{isa}\",\"threads\":{threads},\"gflops\":{:.1}}}",
             flop / secs / 1e9
+        );
+    }
+    // One row times a weight matrix (a token being generated): the weights' bytes per second.
+    for (k, n, transposed) in [(768, 3072, false), (768, 50304, true)] {
+        let x = Tensor::randn([1, k], DType::F32, Device::Cpu)?;
+        let w = if transposed {
+            Tensor::randn([n, k], DType::F32, Device::Cpu)?.t()?
+        } else {
+            Tensor::randn([k, n], DType::F32, Device::Cpu)?
+        };
+        let secs = median_secs(50, || x.matmul(&w).map(|_| ()))?;
+        let name = if transposed { "x·Wt" } else { "x·W" };
+        println!(
+            "{{\"bench\":\"gemv\",\"shape\":\"{name} 1x{k}x{n}\",\"isa\":\"{isa}\",\"threads\":{threads},\"gbs\":{:.1}}}",
+            (k * n * 4) as f64 / secs / 1e9
+        );
+    }
+    // Elementwise over 1M f32: elements per second.
+    let x = Tensor::randn(1 << 20, DType::F32, Device::Cpu)?;
+    type Op = fn(&Tensor) -> Result<Tensor>;
+    let ops: [(&str, Op); 4] = [
+        ("gelu", |t| t.gelu()),
+        ("sigmoid", |t| t.sigmoid()),
+        ("exp", |t| t.exp()),
+        ("tanh", |t| t.tanh()),
+    ];
+    for (name, f) in ops {
+        let secs = median_secs(100, || f(&x).map(|_| ()))?;
+        println!(
+            "{{\"bench\":\"elementwise\",\"op\":\"{name}\",\"isa\":\"{isa}\",\"threads\":{threads},\"gelems\":{:.2}}}",
+            (1 << 20) as f64 / secs / 1e9
+        );
+    }
+    // Row kernels over 4096 rows: bytes of input read per second.
+    let rows = 4096;
+    let narrow = Tensor::randn([rows, 768], DType::F32, Device::Cpu)?;
+    let (w, b) = (
+        Tensor::ones(768, DType::F32, Device::Cpu)?,
+        Tensor::zeros(768, DType::F32, Device::Cpu)?,
+    );
+    let logits = Tensor::randn([rows, 50304], DType::F32, Device::Cpu)?;
+    let targets = Tensor::randint(0, 50304, rows, Device::Cpu)?;
+    type RowOp<'a> = (&'a str, &'a Tensor, Box<dyn Fn() -> Result<Tensor> + 'a>);
+    let row_ops: [RowOp; 3] = [
+        (
+            "layer_norm 4096x768",
+            &narrow,
+            Box::new(|| narrow.layer_norm(Some(&w), Some(&b), 1e-5)),
+        ),
+        ("softmax 4096x768", &narrow, Box::new(|| narrow.softmax(-1))),
+        (
+            "cross_entropy 4096x50304",
+            &logits,
+            Box::new(|| logits.cross_entropy(&targets, None, rustygradients_core::Reduction::Mean)),
+        ),
+    ];
+    for (name, input, f) in row_ops {
+        let secs = median_secs(20, || f().map(|_| ()))?;
+        println!(
+            "{{\"bench\":\"rows\",\"op\":\"{name}\",\"isa\":\"{isa}\",\"threads\":{threads},\"gbs\":{:.1}}}",
+            (input.elem_count() * 4) as f64 / secs / 1e9
         );
     }
     Ok(())
