@@ -8,6 +8,24 @@ mod common;
 use common::{gpu, max_rel_err, serial};
 use rustygradients_core::{autocast, manual_seed, DType, Device, Result, Tensor};
 
+/// `y = f()` (under autocast to `half` when given), after backpropagating
+/// `loss = sum(y * r)` in f32 through it.
+fn forward_backward(f: impl Fn() -> Result<Tensor>, r: &Tensor, half: Option<DType>) -> Tensor {
+    let y = match half {
+        Some(h) => autocast(h, f).unwrap().unwrap(),
+        None => f().unwrap(),
+    };
+    y.to_dtype(DType::F32)
+        .unwrap()
+        .mul(&r.to_dtype(DType::F32).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    y
+}
+
 /// Output and gradients of x, w, b for `loss = sum(norm(x) * r)` with a random `r`.
 fn run(
     x: &Tensor,
@@ -29,18 +47,7 @@ fn run(
             x.layer_norm(Some(&w), Some(&b), 1e-5)
         }
     };
-    let y = match half {
-        Some(h) => autocast(h, f).unwrap().unwrap(),
-        None => f().unwrap(),
-    };
-    y.to_dtype(DType::F32)
-        .unwrap()
-        .mul(&r.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    let y = forward_backward(f, r, half);
     let mut out = vec![y.detach(), x.grad().unwrap(), w.grad().unwrap()];
     if !rms {
         out.push(b.grad().unwrap());
@@ -176,18 +183,7 @@ fn linear_run(
     );
     let b = b.map(|b| b.detach().requires_grad_(true).unwrap());
     let f = || x.linear(&w, b.as_ref());
-    let y = match half {
-        Some(h) => autocast(h, f).unwrap().unwrap(),
-        None => f().unwrap(),
-    };
-    y.to_dtype(DType::F32)
-        .unwrap()
-        .mul(&r.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    let y = forward_backward(f, r, half);
     let mut out = vec![y.detach(), x.grad().unwrap(), w.grad().unwrap()];
     out.extend(b.map(|b| b.grad().unwrap()));
     out

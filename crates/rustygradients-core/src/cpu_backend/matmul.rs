@@ -53,29 +53,45 @@ trait BandGemm: 'static + Copy + Default + Send + Sync {
         b: (*const Self, isize, isize),
         one: Self,
     ) {
-        // gemm does not read `dst` (`read_dst` is false) and writes all of it.
-        gemm::gemm(
-            rows,
-            n,
-            k,
-            dst,
-            1,
-            n as isize,
-            false,
-            a.0,
-            a.1,
-            a.2,
-            b.0,
-            b.1,
-            b.2,
-            one,
-            one,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+        crate_gemm(rows, n, k, dst, a, b, one)
     }
+}
+
+/// [`BandGemm::band`] through the `gemm` crate, which does not read `dst` (`read_dst` is false)
+/// and writes all of it.
+///
+/// # Safety
+/// As [`BandGemm::band`].
+unsafe fn crate_gemm<T: 'static + Copy>(
+    rows: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    a: (*const T, isize, isize),
+    b: (*const T, isize, isize),
+    one: T,
+) {
+    gemm::gemm(
+        rows,
+        n,
+        k,
+        dst,
+        1,
+        n as isize,
+        false,
+        a.0,
+        a.1,
+        a.2,
+        b.0,
+        b.1,
+        b.2,
+        one,
+        one,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
 }
 
 impl BandGemm for f64 {}
@@ -105,27 +121,7 @@ impl BandGemm for f32 {
             );
             return super::sgemm::sgemm(rows, n, k, ma, mb, dst, n);
         }
-        gemm::gemm(
-            rows,
-            n,
-            k,
-            dst,
-            1,
-            n as isize,
-            false,
-            a.0,
-            a.1,
-            a.2,
-            b.0,
-            b.1,
-            b.2,
-            one,
-            one,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+        crate_gemm(rows, n, k, dst, a, b, one)
     }
 }
 
