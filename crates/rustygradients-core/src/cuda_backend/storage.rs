@@ -223,6 +223,20 @@ impl CudaStorage {
         let addr = self.ptr(0) + (l.offset() * self.dtype.size_in_bytes()) as u64;
         (l.is_contiguous() && addr.is_multiple_of(pack as u64)).then_some(addr)
     }
+    /// Launches the vectorised kernel `kernel` (one thread per 16-byte pack) over `n` elements
+    /// of this storage's dtype.
+    fn launch_packed(
+        &self,
+        op: &'static str,
+        kernel: &str,
+        n: usize,
+        args: &mut [*mut std::ffi::c_void],
+    ) -> Result<()> {
+        let dev = self.dev();
+        let f = dev.function(op, Module::Elementwise, kernel)?;
+        let lanes = 16 / self.dtype.size_in_bytes();
+        dev.launch(op, &f, grid(n / lanes), BLOCK, args)
+    }
     /// [`Self::write_into`] between matrices with contiguous, aligned rows (at least one side
     /// strided, the other strided alike or contiguous), 16 bytes per thread; `false` (nothing
     /// queued) for other layouts.
@@ -344,14 +358,9 @@ impl CudaStorage {
         let out = CudaStorage::alloc(dev, name, n, out_dtype)?;
         if kind == "binary" && self.dtype.is_float() && n > 0 {
             if let (Some(a), Some(b)) = (self.packed(l, 16), rhs.packed(r, 16)) {
-                let f = dev.function(
-                    name,
-                    Module::Elementwise,
-                    &format!("binary_vec_{}", sfx(self.dtype)),
-                )?;
-                let (nn, o, lanes) = (n as i64, out.ptr(0), 16 / self.dtype.size_in_bytes());
-                let cfg = grid(n / lanes);
-                dev.launch(name, &f, cfg, BLOCK, &mut args![nn, a, b, o, code])?;
+                let (nn, o) = (n as i64, out.ptr(0));
+                let kernel = format!("binary_vec_{}", sfx(self.dtype));
+                self.launch_packed(name, &kernel, n, &mut args![nn, a, b, o, code])?;
                 return Ok(out);
             }
         }
@@ -397,13 +406,8 @@ impl CudaStorage {
         let dev = self.dev();
         if kind == "add_into" && self.dtype.is_float() {
             if let (Some(src), Some(d)) = (self.packed(src_l, 16), dst.packed(dst_l, 16)) {
-                let f = dev.function(
-                    op,
-                    Module::Elementwise,
-                    &format!("add_into_vec_{}", sfx(self.dtype)),
-                )?;
-                let (nn, lanes) = (n as i64, 16 / self.dtype.size_in_bytes());
-                return dev.launch(op, &f, grid(n / lanes), BLOCK, &mut args![nn, src, d]);
+                let (nn, kernel) = (n as i64, format!("add_into_vec_{}", sfx(self.dtype)));
+                return self.launch_packed(op, &kernel, n, &mut args![nn, src, d]);
             }
         }
         if self.dtype.is_float() && self.rows_into(op, kind, src_l, dst, dst_l)? {
@@ -631,28 +635,19 @@ impl BackendStorage for CudaStorage {
         let out = CudaStorage::alloc(dev, op.name(), n, self.dtype)?;
         let (code, p0, p1) = unary_code(op);
         if let (true, Some(x)) = (self.dtype.is_float() && n > 0, self.packed(l, 16)) {
+            let (nn, o) = (n as i64, out.ptr(0));
             // GELU (a transformer's one big activation) has kernels of its own.
-            if let Some(form) = gelu_form(op) {
-                let name = format!("unary_vec_{form}_{}", sfx(self.dtype));
-                let f = dev.function(op.name(), Module::Elementwise, &name)?;
-                let (nn, o, lanes) = (n as i64, out.ptr(0), 16 / self.dtype.size_in_bytes());
-                dev.launch(op.name(), &f, grid(n / lanes), BLOCK, &mut args![nn, x, o])?;
-                return Ok(out);
+            match gelu_form(op) {
+                Some(form) => {
+                    let kernel = format!("unary_vec_{form}_{}", sfx(self.dtype));
+                    self.launch_packed(op.name(), &kernel, n, &mut args![nn, x, o])?
+                }
+                None => {
+                    let kernel = format!("unary_vec_{}", sfx(self.dtype));
+                    let args = &mut args![nn, x, o, code, p0, p1];
+                    self.launch_packed(op.name(), &kernel, n, args)?
+                }
             }
-            let f = dev.function(
-                op.name(),
-                Module::Elementwise,
-                &format!("unary_vec_{}", sfx(self.dtype)),
-            )?;
-            let (nn, o, lanes) = (n as i64, out.ptr(0), 16 / self.dtype.size_in_bytes());
-            let cfg = grid(n / lanes);
-            dev.launch(
-                op.name(),
-                &f,
-                cfg,
-                BLOCK,
-                &mut args![nn, x, o, code, p0, p1],
-            )?;
             return Ok(out);
         }
         let f = dev.function(
@@ -688,16 +683,11 @@ impl BackendStorage for CudaStorage {
         let dev = self.dev();
         let n = l.elem_count();
         let out = CudaStorage::alloc(dev, name, n, self.dtype)?;
-        if let (true, Some(x), Some(gp)) = (n > 0, self.packed(l, 16), g.packed(gl, 16)) {
-            let form = gelu_form(op).unwrap_or("gelu");
-            let f = dev.function(
-                name,
-                Module::Elementwise,
-                &format!("unary_grad_vec_{form}_{}", sfx(self.dtype)),
-            )?;
-            let (nn, o, lanes) = (n as i64, out.ptr(0), 16 / self.dtype.size_in_bytes());
-            let cfg = grid(n / lanes);
-            dev.launch(name, &f, cfg, BLOCK, &mut args![nn, x, gp, o])?;
+        let (x, gp, form) = (self.packed(l, 16), g.packed(gl, 16), gelu_form(op));
+        if let (true, Some(x), Some(gp), Some(form)) = (n > 0, x, gp, form) {
+            let (nn, o) = (n as i64, out.ptr(0));
+            let kernel = format!("unary_grad_vec_{form}_{}", sfx(self.dtype));
+            self.launch_packed(name, &kernel, n, &mut args![nn, x, gp, o])?;
             return Ok(out);
         }
         let f = dev.function(

@@ -303,9 +303,6 @@ template <typename S, typename D> __device__ __forceinline__ void cast_vec_impl(
                                              double p1) {                                        \
         unary_vec_impl<T>(n, in, out, op, p0, p1);                                               \
     }                                                                                            \
-    extern "C" __global__ void unary_grad_vec_##S(i64 n, const T* x, const T* g, T* out, int op) { \
-        unary_grad_vec_impl<T>(n, x, g, out, op);                                                \
-    }                                                                                            \
     /* GELU's two forms with the op fixed at compile time (no switch in the loop). */            \
     extern "C" __global__ void unary_vec_gelu_##S(i64 n, const T* in, T* out) {                  \
         unary_vec_impl<T>(n, in, out, 11, 0.0, 0.0);                                             \
