@@ -17,9 +17,61 @@ use super::storage::{grid, sfx, CudaStorage, BLOCK};
 use crate::backend::{AttnDims, BackendDevice, BackendStorage};
 use crate::{DType, Result};
 
-const THREADS: u32 = 128;
-const BR: usize = 64;
+/// Keys per forward tile (the kernels' `FA_BC`).
 const BC: usize = 64;
+
+/// A forward tiling: `w` warps, each owning `m` 16-row query tiles.
+#[derive(Clone, Copy)]
+struct FwdTiles {
+    w: usize,
+    m: usize,
+}
+
+/// A backward tiling: `w` warps, each owning `k` 16-key tiles, over query tiles of `q` rows.
+#[derive(Clone, Copy)]
+struct BwdTiles {
+    w: usize,
+    k: usize,
+    q: usize,
+}
+
+impl FwdTiles {
+    fn rows(self) -> usize {
+        16 * self.w * self.m
+    }
+    fn name(self, dtype: DType, d: usize) -> String {
+        format!("flash_fwd_{}_{d}_w{}m{}", sfx(dtype), self.w, self.m)
+    }
+    /// The query tile and two (key, value) tile pairs, rows padded by 8 elements.
+    fn smem(self, d: usize) -> u32 {
+        ((self.rows() + 4 * BC) * (d + 8) * 2) as u32
+    }
+}
+
+impl BwdTiles {
+    fn keys(self) -> usize {
+        16 * self.w * self.k
+    }
+    fn name(self, dtype: DType, d: usize) -> String {
+        format!(
+            "flash_bwd_{}_{d}_w{}k{}q{}",
+            sfx(dtype),
+            self.w,
+            self.k,
+            self.q
+        )
+    }
+    /// Keys and values, two (q, dO) tile pairs, dSᵀ, and two rows each of logsumexp and delta.
+    fn smem(self, d: usize) -> u32 {
+        let (bk, bq) = (self.keys(), self.q);
+        (2 * bk * (d + 8) * 2 + 4 * bq * (d + 8) * 2 + bk * (bq + 8) * 2 + 4 * bq * 4) as u32
+    }
+}
+
+/// The tilings the kernels are instantiated for (`FLASH_KERNELS` in `flash.cu`), both head
+/// dims.
+const FWD: FwdTiles = FwdTiles { w: 4, m: 1 };
+const BWD: BwdTiles = BwdTiles { w: 4, k: 1, q: 32 };
 
 /// Whether the fused kernels run these attention sizes (see the module docs).
 pub(crate) fn applies(dtype: DType, d: &AttnDims) -> bool {
@@ -32,13 +84,12 @@ pub(crate) fn applies(dtype: DType, d: &AttnDims) -> bool {
         && matches!(d.d, 64 | 128)
         && d.t > 0
         && d.s > 0
+        && d.t < i32::MAX as usize / 2
+        && d.s < i32::MAX as usize / 2
         && d.n <= 65535
-}
-
-/// Rows of the backward's query tiles (the kernels' `BQ`), for both head dims: small enough
-/// for 3 blocks per SM at head dim 64.
-fn bq(_d: usize) -> usize {
-    32
+        // The kernels fold the scale into the softmax's maximum (see `flash.cu`).
+        && d.scale > 0.0
+        && d.scale.is_finite()
 }
 
 fn int(v: usize) -> i64 {
@@ -101,11 +152,8 @@ pub(super) fn forward(
     let rows = d.n * d.t;
     let out = CudaStorage::alloc(dev, op, rows * d.d, q.dtype())?;
     let saved = CudaStorage::alloc(dev, op, rows * d.d + 2 * rows, q.dtype())?;
-    let f = dev.function(
-        op,
-        Module::Flash,
-        &format!("flash_fwd_{}_{}", sfx(q.dtype()), d.d),
-    )?;
+    let tiles = FWD;
+    let f = dev.function(op, Module::Flash, &tiles.name(q.dtype(), d.d))?;
     let h = heads(&d);
     let at = |f: fn(&crate::backend::AttnStrides) -> [usize; 4]| d.strided.as_ref().map(f);
     let sq = input(q, at(|s| s.q), d.t, d.d);
@@ -121,14 +169,12 @@ pub(super) fn forward(
         (d.scale * std::f64::consts::LOG2_E) as f32,
         d.causal as i32,
     );
-    // The query tile and two (key, value) tile pairs, rows padded by 8 elements.
-    let smem = ((BR + 4 * BC) * (d.d + 8) * 2) as u32;
     dev.launch_smem(
         op,
         &f,
-        (d.t.div_ceil(BR) as u32, d.n as u32),
-        THREADS,
-        smem,
+        (d.t.div_ceil(tiles.rows()) as u32, d.n as u32),
+        32 * tiles.w as u32,
+        tiles.smem(d.d),
         &mut args![sq, sk, sv, so, ss, lp, hh, t, s, sl2, causal],
     )?;
     Ok((out, saved))
@@ -146,7 +192,6 @@ pub(super) fn backward(
     let dev = q.dev();
     let dtype = q.dtype();
     let rows = d.n * d.t;
-    let name = |kernel: &str| format!("flash_{kernel}_{}_{}", sfx(dtype), d.d);
     let h = heads(&d);
     let at = |f: fn(&crate::backend::AttnStrides) -> [usize; 4]| d.strided.as_ref().map(f);
     // The output's gradient has the output's layout.
@@ -154,14 +199,15 @@ pub(super) fn backward(
     // delta = rowsum(dO ∘ O), one warp per row.
     let delta = CudaStorage::alloc(dev, op, rows, DType::F32)?;
     {
-        let f = dev.function(op, Module::Flash, &name("delta"))?;
+        let name = format!("flash_delta_{}_{}", sfx(dtype), d.d);
+        let f = dev.function(op, Module::Flash, &name)?;
         let so = output(saved.ptr(0), h, d.t, d.d);
         let (dl, hh, t, r) = (delta.ptr(0), int(h), int(d.t), int(rows));
         dev.launch(
             op,
             &f,
             rows.div_ceil(4) as u32,
-            THREADS,
+            128,
             &mut args![so, sg, dl, hh, t, r],
         )?;
     }
@@ -169,13 +215,8 @@ pub(super) fn backward(
     let dk = CudaStorage::alloc(dev, op, d.n * d.s * d.d, dtype)?;
     let dv = CudaStorage::alloc(dev, op, d.n * d.s * d.d, dtype)?;
     {
-        let f = dev.function(op, Module::Flash, &name("bwd"))?;
-        let bq = bq(d.d);
-        // Keys and values, two (q, dO) tile pairs, dSᵀ, and two rows each of logsumexp and
-        // delta.
-        let smem =
-            (2 * BC * (d.d + 8) * 2 + 4 * bq * (d.d + 8) * 2 + BC * (bq + 8) * 2 + 4 * bq * 4)
-                as u32;
+        let tiles = BWD;
+        let f = dev.function(op, Module::Flash, &tiles.name(dtype, d.d))?;
         let sq = input(q, at(|s| s.q), d.t, d.d);
         let sk = input(k, at(|s| s.k), d.s, d.d);
         let sv = input(v, at(|s| s.v), d.s, d.d);
@@ -188,9 +229,9 @@ pub(super) fn backward(
         dev.launch_smem(
             op,
             &f,
-            (d.s.div_ceil(BC) as u32, d.n as u32),
-            THREADS,
-            smem,
+            (d.s.div_ceil(tiles.keys()) as u32, d.n as u32),
+            32 * tiles.w as u32,
+            tiles.smem(d.d),
             &mut args![sq, sk, sv, sg, sdq, sdk, sdv, lp, dl, hh, t, s, scale, causal],
         )?;
     }
