@@ -33,6 +33,7 @@ pub mod random;
 mod shape;
 mod storage;
 mod tensor;
+mod threads;
 
 pub use autocast::{autocast, autocast_dtype, AutocastGuard};
 pub use backend::AdamHyper;
@@ -47,3 +48,4 @@ pub use precision::{matmul_allow_tf32, set_matmul_allow_tf32, Precision, Precisi
 pub use random::manual_seed;
 pub use shape::{All, Dim, Dims, Shape};
 pub use tensor::{Tensor, TensorId};
+pub use threads::{num_threads, set_num_threads};

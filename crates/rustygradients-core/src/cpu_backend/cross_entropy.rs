@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::lanes::{row_max, sum_map};
-use super::strided::{simd, PAR_MIN};
+use super::strided::{rows_per_task, simd, PAR_MIN};
 use super::{HostBuf, HostBuffer};
 use crate::backend::BackendStorage;
 use crate::{DType, Error, FloatDType, Layout, Result};
@@ -39,6 +39,7 @@ fn rows<T: Copy + Send + Sync, O: Send>(
     if x.len() >= PAR_MIN && c > 0 {
         out.par_iter_mut()
             .zip(x.par_chunks(c).zip(t.par_iter()))
+            .with_min_len(rows_per_task(c))
             .for_each(|(o, (r, &t))| simd(|| f(r, t, o)));
     } else if c > 0 {
         simd(|| {
@@ -91,6 +92,7 @@ fn bwd<T: FloatDType>(
         out.par_chunks_mut(c)
             .zip(x.par_chunks(c))
             .zip(t.par_iter().zip(lse.par_iter()).zip(g.par_iter()))
+            .with_min_len(rows_per_task(c))
             .for_each(|a| simd(|| row(a)));
     } else {
         simd(|| {

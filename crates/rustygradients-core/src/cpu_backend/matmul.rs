@@ -140,9 +140,13 @@ fn gemm_batched<T: BandGemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout, one: T)
     // Large products split their rows into one band per thread, each band a single-threaded
     // GEMM: no synchronisation inside the product, and each band packs its own operands.
     // Batches of small products split across the batch.
+    // Each band gets at least BAND_WORK multiply-adds (and 32 rows), so that small products
+    // on many cores use fewer threads than the pool has instead of paying a wake-up, and a
+    // packing of B, per thread for a few microseconds of arithmetic each.
+    const BAND_WORK: usize = 1 << 21;
     let threads = rayon::current_num_threads();
-    let bands = if big && threads > 1 && m >= 32 * threads {
-        threads
+    let bands = if big && threads > 1 {
+        threads.min(m / 32).min(m * n * k / BAND_WORK).max(1)
     } else {
         1
     };

@@ -14,6 +14,13 @@ pub(crate) const PAR_MIN: usize = 1 << 15;
 /// Elements per parallel task.
 pub(crate) const CHUNK: usize = 1 << 13;
 
+/// Rows of width `w` per parallel task: at least [`CHUNK`] elements each, so that a small
+/// tensor on a many-core machine is split into a few tasks, not one per thread (each task
+/// costs a wake-up and a steal).
+pub(crate) fn rows_per_task(w: usize) -> usize {
+    CHUNK.div_ceil(w.max(1))
+}
+
 /// The instruction-set level the vectorised kernels run at: one per process, from the CPU and
 /// the `RG_CPU_ISA` environment variable (see [`has_avx2`]). Ordered: a level implies the ones
 /// below it.
