@@ -430,8 +430,9 @@ impl Storage {
     }
 
     /// LayerNorm/RMSNorm with weight and bias in one kernel over `(rows, c)` contiguous rows
-    /// from element 0: `(y in out dtype, mean, 1/σ)`. `None` on backends that compose it
-    /// from primitives (the CPU).
+    /// from element 0: `(y in out dtype, mean, 1/σ)`. `None` where the backend composes it
+    /// from primitives instead (on the CPU: dtypes other than f32/f64, mixed parameter
+    /// dtypes, or an output dtype other than the input's).
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     pub fn norm_affine(
         &self,
@@ -449,7 +450,23 @@ impl Storage {
                 Some(other) => Err(mismatch("layer_norm", &[x.device(), other.device()])),
             }
         }
+        fn cpu<'a>(x: &Storage, s: Option<&'a Storage>) -> Result<Option<&'a HostBuffer>> {
+            match s {
+                Some(Storage::Cpu(s)) => Ok(Some(s)),
+                None => Ok(None),
+                Some(other) => Err(mismatch("layer_norm", &[x.device(), other.device()])),
+            }
+        }
         match self {
+            Storage::Cpu(x) if out == x.dtype() => Ok(crate::cpu_backend::rows::norm_affine(
+                x,
+                cpu(self, w)?,
+                cpu(self, b)?,
+                dims,
+                eps,
+                rms,
+            )
+            .map(|(y, m, r)| (Storage::Cpu(y), Storage::Cpu(m), Storage::Cpu(r)))),
             Storage::Cpu(_) => Ok(None),
             Storage::Cuda(x) => x
                 .norm_affine(dims, cuda(self, w)?, cuda(self, b)?, eps, rms, out)
@@ -472,6 +489,21 @@ impl Storage {
     ) -> Result<(Storage, Option<Storage>, Option<Storage>)> {
         let op = "layer_norm_backward";
         match (self, w, mean, rstd, g) {
+            (
+                Storage::Cpu(x),
+                None | Some(Storage::Cpu(_)),
+                Storage::Cpu(m),
+                Storage::Cpu(r),
+                Storage::Cpu(g),
+            ) => {
+                let w = match w {
+                    Some(Storage::Cpu(w)) => Some(w),
+                    _ => None,
+                };
+                let (dx, dw, db) =
+                    crate::cpu_backend::rows::norm_affine_bwd(x, w, m, r, g, dims, rms, want)?;
+                Ok((Storage::Cpu(dx), dw.map(Storage::Cpu), db.map(Storage::Cpu)))
+            }
             (
                 Storage::Cuda(x),
                 None | Some(Storage::Cuda(_)),

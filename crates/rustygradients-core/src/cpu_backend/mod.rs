@@ -13,7 +13,7 @@ mod lanes;
 mod matmul;
 mod optim;
 mod reduce;
-mod rows;
+pub(crate) mod rows;
 mod sgemm;
 mod strided;
 mod vec_math;

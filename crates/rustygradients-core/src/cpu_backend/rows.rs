@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::lanes::{row_max, sum_map, sum_map2};
-use super::strided::{simd, PAR_MIN};
+use super::strided::{rows_per_task, simd, PAR_MIN};
 use super::HostBuf;
 use super::{float_map, float_map2, float_only, HostBuffer};
 use crate::{Error, FloatDType, Layout, Result};
@@ -23,6 +23,7 @@ fn per_row<T: Copy + Send + Sync>(
     if x.len() >= PAR_MIN {
         out.par_chunks_mut(w)
             .zip(x.par_chunks(w))
+            .with_min_len(rows_per_task(w))
             .for_each(|(o, r)| {
                 simd(
                     #[inline(always)]
@@ -55,6 +56,7 @@ fn per_row2<T: Copy + Send + Sync>(
     if a.len() >= PAR_MIN {
         out.par_chunks_mut(w)
             .zip(a.par_chunks(w).zip(b.par_chunks(w)))
+            .with_min_len(rows_per_task(w))
             .for_each(|(o, (x, y))| {
                 simd(
                     #[inline(always)]
@@ -141,6 +143,7 @@ fn norm_rows<T: FloatDType>(x: &[T], w: usize, eps: f64, rms: bool) -> (Vec<T>, 
             out.par_chunks_mut(w)
                 .zip(x.par_chunks(w))
                 .zip(rstd.par_iter_mut())
+                .with_min_len(rows_per_task(w))
                 .for_each(|((o, r), s)| {
                     *s = simd(
                         #[inline(always)]
@@ -202,6 +205,7 @@ fn norm_bwd_rows<T: FloatDType>(xhat: &[T], rstd: &[T], g: &[T], w: usize, rms: 
             out.par_chunks_mut(w)
                 .zip(xhat.par_chunks(w).zip(g.par_chunks(w)))
                 .zip(rstd.par_iter())
+                .with_min_len(rows_per_task(w))
                 .for_each(|((o, (x, g)), &s)| {
                     simd(
                         #[inline(always)]
@@ -325,4 +329,257 @@ pub(crate) fn norm_last_bwd(
             })
         }
     })
+}
+
+/// LayerNorm/RMSNorm with its weight and bias in one pass per row, over contiguous `(rows, c)`
+/// f32 or f64 from element 0 (what `Tensor::layer_norm` and `rms_norm` use on the CPU):
+/// `(y, mean, 1/σ)`, all in the input's dtype. `None` for other dtypes, or parameters of
+/// another dtype, which take the composed path.
+pub(crate) fn norm_affine(
+    x: &HostBuffer,
+    w: Option<&HostBuffer>,
+    b: Option<&HostBuffer>,
+    (rows, c): (usize, usize),
+    eps: f64,
+    rms: bool,
+) -> Option<(HostBuffer, HostBuffer, HostBuffer)> {
+    macro_rules! run {
+        ($v:ident, $x:expr) => {{
+            let w = match w {
+                None => None,
+                Some(HostBuffer::$v(p)) if p.len() >= c => Some(&p[..c]),
+                Some(_) => return None,
+            };
+            let b = match b {
+                None => None,
+                Some(HostBuffer::$v(p)) if p.len() >= c => Some(&p[..c]),
+                Some(_) => return None,
+            };
+            let (y, m, r) = affine_rows(&$x[..rows * c], w, b, c, eps, rms);
+            Some((
+                HostBuffer::$v(HostBuf::from(y)),
+                HostBuffer::$v(HostBuf::from(m)),
+                HostBuffer::$v(HostBuf::from(r)),
+            ))
+        }};
+    }
+    match x {
+        HostBuffer::F32(v) if v.len() >= rows * c => run!(F32, v),
+        HostBuffer::F64(v) if v.len() >= rows * c => run!(F64, v),
+        _ => None,
+    }
+}
+
+/// The gradients of [`norm_affine`]: `(dx, dw, db)` in the input's dtype, the last two when
+/// `want` asks for them.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub(crate) fn norm_affine_bwd(
+    x: &HostBuffer,
+    w: Option<&HostBuffer>,
+    mean: &HostBuffer,
+    rstd: &HostBuffer,
+    g: &HostBuffer,
+    (rows, c): (usize, usize),
+    rms: bool,
+    want: (bool, bool),
+) -> Result<(HostBuffer, Option<HostBuffer>, Option<HostBuffer>)> {
+    let op = "layer_norm_backward";
+    let bad = |what: &str| Error::InvalidArgument {
+        op,
+        msg: format!(
+            "{what} does not match a ({rows}, {c}) {:?} input",
+            x.dtype()
+        ),
+    };
+    macro_rules! run {
+        ($v:ident, $x:expr, $m:expr, $r:expr, $g:expr) => {{
+            let w = match w {
+                None => None,
+                Some(HostBuffer::$v(w)) if w.len() >= c => Some(&w[..c]),
+                Some(_) => return Err(bad("the weight")),
+            };
+            if $x.len() < rows * c || $g.len() < rows * c || $m.len() < rows || $r.len() < rows {
+                return Err(bad("a saved buffer or the gradient"));
+            }
+            let (dx, dw, db) = affine_bwd_rows(
+                &$x[..rows * c],
+                w,
+                &$m[..rows],
+                &$r[..rows],
+                &$g[..rows * c],
+                c,
+                rms,
+                want,
+            );
+            let wrap = |v: Vec<_>| HostBuffer::$v(HostBuf::from(v));
+            Ok((wrap(dx), dw.map(wrap), db.map(wrap)))
+        }};
+    }
+    match (x, mean, rstd, g) {
+        (HostBuffer::F32(x), HostBuffer::F32(m), HostBuffer::F32(r), HostBuffer::F32(g)) => {
+            run!(F32, x, m, r, g)
+        }
+        (HostBuffer::F64(x), HostBuffer::F64(m), HostBuffer::F64(r), HostBuffer::F64(g)) => {
+            run!(F64, x, m, r, g)
+        }
+        (x, _, _, g) => Err(Error::DTypeMismatch {
+            op,
+            lhs: x.dtype(),
+            rhs: g.dtype(),
+        }),
+    }
+}
+
+/// Rows per task of the fused norm's backward, whose tasks also sum weight and bias
+/// gradients (one partial sum of width `c` each).
+fn bwd_rows_per_task(rows: usize, c: usize) -> usize {
+    rows_per_task(c).max(rows.div_ceil(4 * rayon::current_num_threads().max(1)))
+}
+
+fn affine_rows<T: FloatDType>(
+    x: &[T],
+    w: Option<&[T]>,
+    b: Option<&[T]>,
+    c: usize,
+    eps: f64,
+    rms: bool,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let rows = x.len().checked_div(c).unwrap_or(0);
+    let mut y = vec![T::zero(); x.len()];
+    let (mut mean, mut rstd) = (vec![T::zero(); rows], vec![T::zero(); rows]);
+    if c == 0 {
+        return (y, mean, rstd);
+    }
+    let (n, eps) = (T::from_f64(c as f64), T::from_f64(eps));
+    let row = |r: &[T], o: &mut [T], m: &mut T, s: &mut T| {
+        let mu = if rms {
+            T::zero()
+        } else {
+            sum_map(r, |v| v) / n
+        };
+        let var = sum_map(r, |v| (v - mu) * (v - mu)) / n;
+        let rs = (var + eps).sqrt().recip();
+        (*m, *s) = (mu, rs);
+        // One loop per case, so that each vectorises without per-element branches.
+        match (w, b) {
+            (Some(w), Some(b)) => {
+                for (((o, &v), &w), &b) in o.iter_mut().zip(r).zip(w).zip(b) {
+                    *o = (v - mu) * rs * w + b;
+                }
+            }
+            (Some(w), None) => {
+                for ((o, &v), &w) in o.iter_mut().zip(r).zip(w) {
+                    *o = (v - mu) * rs * w;
+                }
+            }
+            (None, Some(b)) => {
+                for ((o, &v), &b) in o.iter_mut().zip(r).zip(b) {
+                    *o = (v - mu) * rs + b;
+                }
+            }
+            (None, None) => {
+                for (o, &v) in o.iter_mut().zip(r) {
+                    *o = (v - mu) * rs;
+                }
+            }
+        }
+    };
+    let tasks = y
+        .par_chunks_mut(c)
+        .zip(x.par_chunks(c))
+        .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()));
+    if x.len() >= PAR_MIN {
+        tasks
+            .with_min_len(rows_per_task(c))
+            .for_each(|((o, r), (m, s))| simd(|| row(r, o, m, s)));
+    } else {
+        simd(|| {
+            y.chunks_mut(c)
+                .zip(x.chunks(c))
+                .zip(mean.iter_mut().zip(rstd.iter_mut()))
+                .for_each(|((o, r), (m, s))| row(r, o, m, s))
+        });
+    }
+    (y, mean, rstd)
+}
+
+/// `dx = 1/σ · (g·w - mean(g·w) - x̂ · mean(g·w·x̂))` (RMS: without `mean(g·w)`), and
+/// `dw = Σ g·x̂`, `db = Σ g` over rows, summed per task and then across tasks.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn affine_bwd_rows<T: FloatDType>(
+    x: &[T],
+    w: Option<&[T]>,
+    mean: &[T],
+    rstd: &[T],
+    g: &[T],
+    c: usize,
+    rms: bool,
+    (want_w, want_b): (bool, bool),
+) -> (Vec<T>, Option<Vec<T>>, Option<Vec<T>>) {
+    let rows = mean.len();
+    let mut dx = vec![T::zero(); x.len()];
+    let zeros = || (vec![T::zero(); c], vec![T::zero(); c]);
+    if c == 0 || rows == 0 {
+        let (dw, db) = zeros();
+        return (dx, want_w.then_some(dw), want_b.then_some(db));
+    }
+    let n = T::from_f64(c as f64);
+    // Rows [r0, r0 + dx.len() / c): their dx, and their sums of g·x̂ and g.
+    let task = |r0: usize, dx: &mut [T]| {
+        let (mut dw, mut db) = zeros();
+        let mut gw = vec![T::zero(); c];
+        let mut xh = vec![T::zero(); c];
+        for (i, o) in dx.chunks_mut(c).enumerate() {
+            let r = r0 + i;
+            let (xr, gr) = (&x[r * c..(r + 1) * c], &g[r * c..(r + 1) * c]);
+            let (mu, rs) = (mean[r], rstd[r]);
+            for (h, &v) in xh.iter_mut().zip(xr) {
+                *h = (v - mu) * rs;
+            }
+            match w {
+                Some(w) => {
+                    for ((d, &g), &w) in gw.iter_mut().zip(gr).zip(w) {
+                        *d = g * w;
+                    }
+                }
+                None => gw.copy_from_slice(gr),
+            }
+            let a = if rms {
+                T::zero()
+            } else {
+                sum_map(&gw, |v| v) / n
+            };
+            let bb = sum_map2(&gw, &xh, |g, h| g * h) / n;
+            for ((o, &d), &h) in o.iter_mut().zip(&gw).zip(&xh) {
+                *o = rs * (d - a - h * bb);
+            }
+            if want_w {
+                for ((s, &g), &h) in dw.iter_mut().zip(gr).zip(&xh) {
+                    *s = *s + g * h;
+                }
+            }
+            if want_b {
+                for (s, &g) in db.iter_mut().zip(gr) {
+                    *s = *s + g;
+                }
+            }
+        }
+        (dw, db)
+    };
+    let add = |(mut aw, mut ab): (Vec<T>, Vec<T>), (bw, bb): (Vec<T>, Vec<T>)| {
+        for (a, b) in aw.iter_mut().zip(&bw).chain(ab.iter_mut().zip(&bb)) {
+            *a = *a + *b;
+        }
+        (aw, ab)
+    };
+    let per = bwd_rows_per_task(rows, c);
+    let (dw, db) = if x.len() >= PAR_MIN {
+        dx.par_chunks_mut(per * c)
+            .enumerate()
+            .map(|(i, d)| simd(|| task(i * per, d)))
+            .reduce(zeros, add)
+    } else {
+        simd(|| task(0, &mut dx))
+    };
+    (dx, want_w.then_some(dw), want_b.then_some(db))
 }

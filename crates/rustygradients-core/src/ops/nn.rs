@@ -223,7 +223,7 @@ impl Tensor {
     }
 
     /// The normalisation and its affine weight and bias in one kernel, where the backend has
-    /// one (the GPU) and the operands suit it; `None` sends the caller to the composed path
+    /// one (the GPU; the CPU for f32/f64) and the operands suit it; `None` sends the caller to the composed path
     /// (which also reports any shape or dtype problem). Under autocast an f32 input gives a
     /// half output (its statistics stay f32): every consumer in a transformer is a matmul,
     /// which would cast it anyway.
@@ -245,8 +245,8 @@ impl Tensor {
                     && p.dims() == [c]
             })
         };
-        if self.device().is_cpu()
-            || !matches!(dt, DType::F32 | DType::BF16 | DType::F16)
+        if !matches!(dt, DType::F32 | DType::F64 | DType::BF16 | DType::F16)
+            || (dt == DType::F64 && !self.device().is_cpu())
             || c == 0
             || c > 8192
             || !fits(weight)
