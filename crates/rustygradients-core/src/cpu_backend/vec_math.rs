@@ -1,14 +1,15 @@
-//! GELU forward and backward for contiguous f32, written with AVX2 + FMA intrinsics. The
-//! polynomial chains of `exp` and `erf` are long; each loop iteration carries four independent
-//! 8-lane vectors through them side by side, so the core overlaps their latencies instead of
-//! waiting on one chain. Inputs that are not f32, not contiguous, or on a CPU without AVX2 take
+//! GELU forward and backward for contiguous f32, written once over a thin vector layer (`V`)
+//! and compiled for AVX2 + FMA (8 lanes) and AVX-512 (16 lanes); the process's ISA level
+//! (`RG_CPU_ISA`) picks one. The polynomial chains of `exp` and `erf` are long; each loop
+//! iteration carries four independent vectors through them side by side, so the core
+//! overlaps their latencies instead of waiting on one chain. Inputs that are not f32, not contiguous, or on a CPU without AVX2 take
 //! the generic loops in `elementwise.rs`.
 //!
 //! Accuracy: erf by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7, as the scalar
 //! path), `exp` by a degree-6 polynomial after range reduction, reciprocals by `rcp` plus one
 //! Newton step: results stay within a few f32 ulps of the scalar path. NaN in, NaN out.
 
-use super::strided::{build, has_avx2};
+use super::strided::{build, has_avx2, isa, Isa};
 use crate::backend::UnaryOp;
 
 /// Which function a kernel computes.
@@ -32,10 +33,11 @@ pub(crate) fn unary(x: &[f32], op: UnaryOp) -> Option<Vec<f32>> {
     if !has_avx2() {
         return None;
     }
+    let f = simd_x86::forward(isa());
     Some(build(x.len(), |off, out| {
         let x = &x[off..off + out.len()];
-        // SAFETY: AVX2 and FMA were detected above.
-        unsafe { avx2::forward(k, x, out) }
+        // SAFETY: `f` is the kernel for the ISA level detected (AVX2 at least, checked above).
+        unsafe { f(k, x, out) }
     }))
 }
 
@@ -46,119 +48,220 @@ pub(crate) fn unary_grad(x: &[f32], g: &[f32], op: UnaryOp) -> Option<Vec<f32>> 
     if !has_avx2() || x.len() != g.len() {
         return None;
     }
+    let f = simd_x86::backward(isa());
     Some(build(x.len(), |off, out| {
         let n = out.len();
-        // SAFETY: AVX2 and FMA were detected above.
-        unsafe { avx2::backward(k, &x[off..off + n], &g[off..off + n], out) }
+        // SAFETY: `f` is the kernel for the ISA level detected (AVX2 at least, checked above).
+        unsafe { f(k, &x[off..off + n], &g[off..off + n], out) }
     }))
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod simd_x86 {
     use super::Kind;
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
     /// Vectors in flight per iteration.
     const U: usize = 4;
-    /// Elements per iteration.
-    const W: usize = 8 * U;
 
-    /// `U` independent 8-lane vectors, operated on together so their instructions interleave.
-    #[derive(Clone, Copy)]
-    struct G([__m256; U]);
-
-    // Every method is `inline(always)`: it is only ever expanded inside the
-    // `#[target_feature(enable = "avx2,fma")]` kernels below, where the intrinsics are legal.
-    impl G {
-        #[inline(always)]
-        fn splat(v: f32) -> G {
-            unsafe { G([_mm256_set1_ps(v); U]) }
-        }
-        #[inline(always)]
-        fn map(self, f: impl Fn(__m256) -> __m256) -> G {
-            G(std::array::from_fn(|i| f(self.0[i])))
-        }
-        #[inline(always)]
-        fn zip(self, o: G, f: impl Fn(__m256, __m256) -> __m256) -> G {
-            G(std::array::from_fn(|i| f(self.0[i], o.0[i])))
-        }
-        #[inline(always)]
-        fn add(self, o: G) -> G {
-            self.zip(o, |a, b| unsafe { _mm256_add_ps(a, b) })
-        }
-        #[inline(always)]
-        fn mul(self, o: G) -> G {
-            self.zip(o, |a, b| unsafe { _mm256_mul_ps(a, b) })
-        }
+    /// The thin vector layer the kernels below are written over, once: `U` independent
+    /// registers of one width, operated on together so their instructions interleave. Each
+    /// width implements only these primitives; `exp`, reciprocals and the GELU pieces are
+    /// generic over them.
+    ///
+    /// Every method is `inline(always)` and only ever expanded inside the `target_feature`
+    /// entry points at the bottom, where that width's intrinsics are legal.
+    pub(super) trait V: Copy {
+        /// f32 lanes in one `V` (all `U` registers).
+        const W: usize;
+        fn splat(v: f32) -> Self;
+        fn add(self, o: Self) -> Self;
+        fn mul(self, o: Self) -> Self;
         /// `self · b + c`
-        #[inline(always)]
-        fn fma(self, b: G, c: G) -> G {
-            G(std::array::from_fn(|i| unsafe {
-                _mm256_fmadd_ps(self.0[i], b.0[i], c.0[i])
-            }))
-        }
+        fn fma(self, b: Self, c: Self) -> Self;
         /// `c - self · b`
-        #[inline(always)]
-        fn fnma(self, b: G, c: G) -> G {
-            G(std::array::from_fn(|i| unsafe {
-                _mm256_fnmadd_ps(self.0[i], b.0[i], c.0[i])
-            }))
-        }
+        fn fnma(self, b: Self, c: Self) -> Self;
         /// Lane-wise max with a constant; a NaN lane of `self` stays NaN.
-        #[inline(always)]
-        fn max_c(self, c: f32) -> G {
-            self.map(|a| unsafe { _mm256_max_ps(_mm256_set1_ps(c), a) })
-        }
+        fn max_c(self, c: f32) -> Self;
         /// Lane-wise min with a constant; a NaN lane of `self` becomes `c`.
-        #[inline(always)]
-        fn min_c(self, c: f32) -> G {
-            self.map(|a| unsafe { _mm256_min_ps(a, _mm256_set1_ps(c)) })
-        }
-        #[inline(always)]
-        fn abs(self) -> G {
-            self.map(|a| unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), a) })
-        }
+        fn min_c(self, c: f32) -> Self;
+        fn abs(self) -> Self;
         /// `|self|` with the sign of `s`.
-        #[inline(always)]
-        fn with_sign_of(self, s: G) -> G {
-            self.zip(s, |m, s| unsafe {
-                _mm256_or_ps(m, _mm256_and_ps(s, _mm256_set1_ps(-0.0)))
-            })
-        }
-        /// `1 / self`: the hardware estimate refined by one Newton step.
-        #[inline(always)]
-        fn recip(self) -> G {
-            self.map(|d| unsafe {
-                let r = _mm256_rcp_ps(d);
-                _mm256_mul_ps(r, _mm256_fnmadd_ps(d, r, _mm256_set1_ps(2.0)))
-            })
-        }
-        /// `e^self` with lanes clamped to [-87.3, 88] first (so `2^n` stays a normal f32):
-        /// `x = n·ln2 + r`, a degree-6 polynomial for `e^r`, and `2^n` built in the exponent.
-        #[inline(always)]
-        fn exp(self) -> G {
-            let x = self.max_c(-87.336_55).min_c(88.0);
-            let n = x.map(|v| unsafe {
-                _mm256_round_ps(
-                    _mm256_mul_ps(v, _mm256_set1_ps(std::f32::consts::LOG2_E)),
-                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
-                )
-            });
-            let r = n.fnma(G::splat(0.693_145_75), x);
-            let r = n.fnma(G::splat(1.428_606_8e-6), r);
-            let mut p = G::splat(1.0 / 720.0);
-            for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-                p = p.fma(r, G::splat(c));
+        fn with_sign_of(self, s: Self) -> Self;
+        /// The hardware reciprocal estimate.
+        fn rcp(self) -> Self;
+        /// Rounded to the nearest integer (ties to even).
+        fn round(self) -> Self;
+        /// `2^self` for integral lanes in [-126, 127], built in the exponent field.
+        fn pow2i(self) -> Self;
+        /// # Safety
+        /// `p` must be valid for `W` reads.
+        unsafe fn load(p: *const f32) -> Self;
+        /// # Safety
+        /// `p` must be valid for `W` writes.
+        unsafe fn store(self, p: *mut f32);
+    }
+
+    /// AVX2 + FMA: 8-lane registers.
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx2([__m256; U]);
+    /// AVX-512 F/DQ: 16-lane registers.
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx512([__m512; U]);
+
+    // The two widths' primitives, from one template: `$p` is the intrinsic prefix.
+    macro_rules! width {
+        ($t:ident, $r:ty, $l:expr, $set1:ident, $add:ident, $mul:ident, $fmadd:ident,
+         $fnmadd:ident, $max:ident, $min:ident, $andnot:ident, $and:ident, $or:ident,
+         $rcp:ident, $cvt:ident, $addi:ident, $set1i:ident, $slli:ident, $cast:ident,
+         $loadu:ident, $storeu:ident, |$rv:ident| $round:expr) => {
+            impl $t {
+                #[inline(always)]
+                fn map(self, f: impl Fn($r) -> $r) -> Self {
+                    $t(std::array::from_fn(|i| f(self.0[i])))
+                }
+                #[inline(always)]
+                fn zip(self, o: Self, f: impl Fn($r, $r) -> $r) -> Self {
+                    $t(std::array::from_fn(|i| f(self.0[i], o.0[i])))
+                }
             }
-            let scale = n.map(|v| unsafe {
-                _mm256_castsi256_ps(_mm256_slli_epi32(
-                    _mm256_add_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(127)),
-                    23,
-                ))
-            });
-            p.mul(scale)
+            impl V for $t {
+                const W: usize = $l * U;
+                #[inline(always)]
+                fn splat(v: f32) -> Self {
+                    unsafe { $t([$set1(v); U]) }
+                }
+                #[inline(always)]
+                fn add(self, o: Self) -> Self {
+                    self.zip(o, |a, b| unsafe { $add(a, b) })
+                }
+                #[inline(always)]
+                fn mul(self, o: Self) -> Self {
+                    self.zip(o, |a, b| unsafe { $mul(a, b) })
+                }
+                #[inline(always)]
+                fn fma(self, b: Self, c: Self) -> Self {
+                    $t(std::array::from_fn(|i| unsafe {
+                        $fmadd(self.0[i], b.0[i], c.0[i])
+                    }))
+                }
+                #[inline(always)]
+                fn fnma(self, b: Self, c: Self) -> Self {
+                    $t(std::array::from_fn(|i| unsafe {
+                        $fnmadd(self.0[i], b.0[i], c.0[i])
+                    }))
+                }
+                #[inline(always)]
+                fn max_c(self, c: f32) -> Self {
+                    self.map(|a| unsafe { $max($set1(c), a) })
+                }
+                #[inline(always)]
+                fn min_c(self, c: f32) -> Self {
+                    self.map(|a| unsafe { $min(a, $set1(c)) })
+                }
+                #[inline(always)]
+                fn abs(self) -> Self {
+                    self.map(|a| unsafe { $andnot($set1(-0.0), a) })
+                }
+                #[inline(always)]
+                fn with_sign_of(self, s: Self) -> Self {
+                    self.zip(s, |m, s| unsafe { $or(m, $and(s, $set1(-0.0))) })
+                }
+                #[inline(always)]
+                fn rcp(self) -> Self {
+                    self.map(|d| unsafe { $rcp(d) })
+                }
+                #[inline(always)]
+                fn round(self) -> Self {
+                    self.map(|$rv| unsafe { $round })
+                }
+                #[inline(always)]
+                fn pow2i(self) -> Self {
+                    self.map(|n| unsafe { $cast($slli::<23>($addi($cvt(n), $set1i(127)))) })
+                }
+                #[inline(always)]
+                unsafe fn load(p: *const f32) -> Self {
+                    $t(std::array::from_fn(|i| unsafe { $loadu(p.add($l * i)) }))
+                }
+                #[inline(always)]
+                unsafe fn store(self, p: *mut f32) {
+                    for (i, v) in self.0.iter().enumerate() {
+                        unsafe { $storeu(p.add($l * i), *v) };
+                    }
+                }
+            }
+        };
+    }
+    width!(
+        Avx2,
+        __m256,
+        8,
+        _mm256_set1_ps,
+        _mm256_add_ps,
+        _mm256_mul_ps,
+        _mm256_fmadd_ps,
+        _mm256_fnmadd_ps,
+        _mm256_max_ps,
+        _mm256_min_ps,
+        _mm256_andnot_ps,
+        _mm256_and_ps,
+        _mm256_or_ps,
+        _mm256_rcp_ps,
+        _mm256_cvtps_epi32,
+        _mm256_add_epi32,
+        _mm256_set1_epi32,
+        _mm256_slli_epi32,
+        _mm256_castsi256_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        |v| _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v)
+    );
+    width!(
+        Avx512,
+        __m512,
+        16,
+        _mm512_set1_ps,
+        _mm512_add_ps,
+        _mm512_mul_ps,
+        _mm512_fmadd_ps,
+        _mm512_fnmadd_ps,
+        _mm512_max_ps,
+        _mm512_min_ps,
+        _mm512_andnot_ps,
+        _mm512_and_ps,
+        _mm512_or_ps,
+        _mm512_rcp14_ps,
+        _mm512_cvtps_epi32,
+        _mm512_add_epi32,
+        _mm512_set1_epi32,
+        _mm512_slli_epi32,
+        _mm512_castsi512_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        |v| _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v)
+    );
+
+    /// `1 / x`: the hardware estimate refined by one Newton step.
+    #[inline(always)]
+    fn recip<G: V>(d: G) -> G {
+        let r = d.rcp();
+        r.mul(d.fnma(r, G::splat(2.0)))
+    }
+
+    /// `e^x` with lanes clamped to [-87.3, 88] first (so `2^n` stays a normal f32):
+    /// `x = n·ln2 + r`, a degree-6 polynomial for `e^r`, and `2^n` built in the exponent.
+    #[inline(always)]
+    fn exp<G: V>(x: G) -> G {
+        let x = x.max_c(-87.336_55).min_c(88.0);
+        let n = x.mul(G::splat(std::f32::consts::LOG2_E)).round();
+        let r = n.fnma(G::splat(0.693_145_75), x);
+        let r = n.fnma(G::splat(1.428_606_8e-6), r);
+        let mut p = G::splat(1.0 / 720.0);
+        for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = p.fma(r, G::splat(c));
         }
+        p.mul(n.pow2i())
     }
 
     const SQRT1_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -171,14 +274,14 @@ mod avx2 {
     /// `(erf(x/√2), e^{-x²/2})`, the two pieces both GELU and its derivative need. `|x/√2|` is
     /// clamped to 10 first (erf is 1 there in f32), which also keeps `e^{-x²/2}` in range.
     #[inline(always)]
-    fn erf_parts(x: G) -> (G, G) {
+    fn erf_parts<G: V>(x: G) -> (G, G) {
         let a = x.mul(G::splat(SQRT1_2)).abs().min_c(10.0);
-        let t = a.fma(G::splat(0.327_591_1), G::splat(1.0)).recip();
+        let t = recip(a.fma(G::splat(0.327_591_1), G::splat(1.0)));
         let mut p = G::splat(1.061_405_4);
         for c in [-1.453_152_1, 1.421_413_8, -0.284_496_74, 0.254_829_6] {
             p = p.fma(t, G::splat(c));
         }
-        let e = a.mul(a).mul(G::splat(-1.0)).exp();
+        let e = exp(a.mul(a).mul(G::splat(-1.0)));
         let erf_abs = p.mul(t).fnma(e, G::splat(1.0));
         (erf_abs.with_sign_of(x), e)
     }
@@ -188,17 +291,17 @@ mod avx2 {
     /// refined reciprocal is within 1e-7 of 1 for large `u`, and the derivative multiplies
     /// `1 - σ` by about `0.1 x³`.
     #[inline(always)]
-    fn tanh_parts(x: G) -> (G, G, G) {
+    fn tanh_parts<G: V>(x: G) -> (G, G, G) {
         let x2 = x.mul(x);
         let u = x2.fma(G::splat(A), G::splat(1.0)).mul(x).mul(G::splat(K));
-        let e = u.mul(G::splat(-2.0)).exp();
-        let s = e.add(G::splat(1.0)).recip();
+        let e = exp(u.mul(G::splat(-2.0)));
+        let s = recip(e.add(G::splat(1.0)));
         let du = x2.fma(G::splat(3.0 * A * K), G::splat(K));
         (s, du, e.mul(s))
     }
 
     #[inline(always)]
-    fn gelu(k: Kind, x: G) -> G {
+    fn gelu<G: V>(k: Kind, x: G) -> G {
         match k {
             // 0.5 x (1 + erf(x/√2)); (1 + erf) first so that -inf gives NaN as the scalar path.
             Kind::Gelu => {
@@ -211,7 +314,7 @@ mod avx2 {
     }
 
     #[inline(always)]
-    fn gelu_grad(k: Kind, x: G, g: G) -> G {
+    fn gelu_grad<G: V>(k: Kind, x: G, g: G) -> G {
         let d = match k {
             // Φ(x) + x φ(x)
             Kind::Gelu => {
@@ -228,23 +331,10 @@ mod avx2 {
         g.mul(d)
     }
 
+    /// Runs `f` over `G::W`-element blocks of the inputs into `out`; the ragged tail goes
+    /// through a zero-padded block, so every element takes the same arithmetic.
     #[inline(always)]
-    unsafe fn load(p: *const f32) -> G {
-        G(std::array::from_fn(|i| unsafe {
-            _mm256_loadu_ps(p.add(8 * i))
-        }))
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: G) {
-        for (i, v) in v.0.iter().enumerate() {
-            unsafe { _mm256_storeu_ps(p.add(8 * i), *v) };
-        }
-    }
-
-    /// Runs `f` over `W`-element blocks of the inputs into `out`; the ragged tail goes through
-    /// a zero-padded block, so every element takes the same arithmetic.
-    #[inline(always)]
-    unsafe fn blocks<const N: usize>(
+    unsafe fn blocks<G: V, const N: usize>(
         ins: [&[f32]; N],
         out: &mut [MaybeUninit<f32>],
         f: impl Fn([G; N]) -> G,
@@ -252,19 +342,20 @@ mod avx2 {
         let n = out.len();
         let o = out.as_mut_ptr() as *mut f32;
         let mut i = 0;
-        while i + W <= n {
-            let v = std::array::from_fn(|j| unsafe { load(ins[j].as_ptr().add(i)) });
-            unsafe { store(o.add(i), f(v)) };
-            i += W;
+        while i + G::W <= n {
+            let v = std::array::from_fn(|j| unsafe { G::load(ins[j].as_ptr().add(i)) });
+            unsafe { f(v).store(o.add(i)) };
+            i += G::W;
         }
         if i < n {
-            let mut pad = [[0f32; W]; N];
+            // Sized for the widest `V` (64 lanes).
+            let mut pad = [[0f32; 64]; N];
             for (p, s) in pad.iter_mut().zip(&ins) {
                 p[..n - i].copy_from_slice(&s[i..n]);
             }
-            let v = std::array::from_fn(|j| unsafe { load(pad[j].as_ptr()) });
-            let mut res = [0f32; W];
-            unsafe { store(res.as_mut_ptr(), f(v)) };
+            let v = std::array::from_fn(|j| unsafe { G::load(pad[j].as_ptr()) });
+            let mut res = [0f32; 64];
+            unsafe { f(v).store(res.as_mut_ptr()) };
             for (o, &r) in out[i..].iter_mut().zip(&res) {
                 o.write(r);
             }
@@ -274,29 +365,78 @@ mod avx2 {
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn forward(k: Kind, x: &[f32], out: &mut [MaybeUninit<f32>]) {
+    pub(super) unsafe fn forward_avx2(k: Kind, x: &[f32], out: &mut [MaybeUninit<f32>]) {
         debug_assert_eq!(x.len(), out.len());
-        unsafe { blocks([x], out, |[x]| gelu(k, x)) }
+        unsafe { blocks::<Avx2, 1>([x], out, |[x]| gelu(k, x)) }
     }
 
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn backward(k: Kind, x: &[f32], g: &[f32], out: &mut [MaybeUninit<f32>]) {
+    pub(super) unsafe fn backward_avx2(
+        k: Kind,
+        x: &[f32],
+        g: &[f32],
+        out: &mut [MaybeUninit<f32>],
+    ) {
         debug_assert!(x.len() == out.len() && g.len() == out.len());
-        unsafe { blocks([x, g], out, |[x, g]| gelu_grad(k, x, g)) }
+        unsafe { blocks::<Avx2, 2>([x, g], out, |[x, g]| gelu_grad(k, x, g)) }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/DQ.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+    pub(super) unsafe fn forward_avx512(k: Kind, x: &[f32], out: &mut [MaybeUninit<f32>]) {
+        debug_assert_eq!(x.len(), out.len());
+        unsafe { blocks::<Avx512, 1>([x], out, |[x]| gelu(k, x)) }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/DQ.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+    pub(super) unsafe fn backward_avx512(
+        k: Kind,
+        x: &[f32],
+        g: &[f32],
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        debug_assert!(x.len() == out.len() && g.len() == out.len());
+        unsafe { blocks::<Avx512, 2>([x, g], out, |[x, g]| gelu_grad(k, x, g)) }
+    }
+
+    /// The entry points for the process's ISA level (AVX2 at least).
+    pub(super) fn forward(isa: super::Isa) -> unsafe fn(Kind, &[f32], &mut [MaybeUninit<f32>]) {
+        if isa >= super::Isa::Avx512 {
+            forward_avx512
+        } else {
+            forward_avx2
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    pub(super) fn backward(
+        isa: super::Isa,
+    ) -> unsafe fn(Kind, &[f32], &[f32], &mut [MaybeUninit<f32>]) {
+        if isa >= super::Isa::Avx512 {
+            backward_avx512
+        } else {
+            backward_avx2
+        }
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-mod avx2 {
+mod simd_x86 {
     use super::Kind;
     use std::mem::MaybeUninit;
     // Never called: `has_avx2()` is false off x86-64.
-    pub(super) unsafe fn forward(_: Kind, _: &[f32], _: &mut [MaybeUninit<f32>]) {
+    pub(super) fn forward(_: super::Isa) -> unsafe fn(Kind, &[f32], &mut [MaybeUninit<f32>]) {
         unreachable!("no AVX2 off x86-64")
     }
-    pub(super) unsafe fn backward(_: Kind, _: &[f32], _: &[f32], _: &mut [MaybeUninit<f32>]) {
+    #[allow(clippy::type_complexity)]
+    pub(super) fn backward(
+        _: super::Isa,
+    ) -> unsafe fn(Kind, &[f32], &[f32], &mut [MaybeUninit<f32>]) {
         unreachable!("no AVX2 off x86-64")
     }
 }
