@@ -52,16 +52,25 @@ fn rows<T: Copy + Send + Sync, O: Send>(
 
 fn fwd<T: FloatDType>(x: &[T], c: usize, t: &[i64], ignore: Option<i64>) -> (Vec<T>, Vec<T>) {
     let mut out = vec![(T::zero(), T::zero()); t.len()];
-    rows(x, c, t, &mut out, |r, t, o| {
-        let max = row_max(r);
-        let lse = max + sum_map(r, |v| (v - max).fast_exp()).ln();
-        let nll = if Some(t) == ignore {
-            T::zero()
-        } else {
-            lse - r[t as usize]
-        };
-        *o = (nll, lse);
-    });
+    // The closure run inside `simd` is `inline(always)`: otherwise it becomes its own
+    // function, compiled without AVX2 (it ran SSE code here before).
+    rows(
+        x,
+        c,
+        t,
+        &mut out,
+        #[inline(always)]
+        |r, t, o| {
+            let max = row_max(r);
+            let lse = max + sum_map(r, |v| (v - max).fast_exp()).ln();
+            let nll = if Some(t) == ignore {
+                T::zero()
+            } else {
+                lse - r[t as usize]
+            };
+            *o = (nll, lse);
+        },
+    );
     out.into_iter().unzip()
 }
 
@@ -77,23 +86,19 @@ fn bwd<T: FloatDType>(
     if c == 0 {
         return out;
     }
-    type Row<'a, T> = ((&'a mut [T], &'a [T]), ((&'a i64, &'a T), &'a T));
-    let row = |((o, r), ((&t, &lse), &g)): Row<'_, T>| {
-        if Some(t) == ignore {
-            return;
-        }
-        for (o, &v) in o.iter_mut().zip(r) {
-            *o = (v - lse).fast_exp() * g;
-        }
-        o[t as usize] = o[t as usize] - g;
-    };
+    let row = |a: Row<'_, T>| bwd_row(a, ignore);
     let per_row = t.iter().zip(lse).zip(g);
     if x.len() >= PAR_MIN {
         out.par_chunks_mut(c)
             .zip(x.par_chunks(c))
             .zip(t.par_iter().zip(lse.par_iter()).zip(g.par_iter()))
             .with_min_len(rows_per_task(c))
-            .for_each(|a| simd(|| row(a)));
+            .for_each(|a| {
+                simd(
+                    #[inline(always)]
+                    || row(a),
+                )
+            });
     } else {
         simd(|| {
             out.chunks_mut(c)
@@ -105,11 +110,60 @@ fn bwd<T: FloatDType>(
     out
 }
 
+type Row<'a, T> = ((&'a mut [T], &'a [T]), ((&'a i64, &'a T), &'a T));
+
+/// One row of [`bwd`]: `(softmax - onehot) · g`. A function with `inline(always)` (not a
+/// closure) so that it is compiled into `simd`'s AVX2 frame rather than called out of it.
+#[inline(always)]
+fn bwd_row<T: FloatDType>(((o, r), ((&t, &lse), &g)): Row<'_, T>, ignore: Option<i64>) {
+    if Some(t) == ignore {
+        return;
+    }
+    for (o, &v) in o.iter_mut().zip(r) {
+        *o = (v - lse).fast_exp() * g;
+    }
+    o[t as usize] = o[t as usize] - g;
+}
+
 /// f16/bf16 logits are widened to f32 (the result is narrowed back by the caller).
 fn widened(x: &HostBuffer, l: &Layout) -> Result<HostBuffer> {
     match x.dtype() {
         DType::F16 | DType::BF16 => x.to_dtype(l, DType::F32),
         _ => x.copy_strided(l),
+    }
+}
+
+/// The logits' rows as f32 or f64: borrowed in place when they already are contiguous f32 or
+/// f64 (the logits of a vocabulary-wide classifier are hundreds of megabytes, and a copy of
+/// them cost more than the kernel), else widened or gathered into a new buffer.
+enum Rows<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+    Owned(HostBuffer),
+}
+
+fn rows_of<'a>(x: &'a HostBuffer, l: &Layout) -> Result<Rows<'a>> {
+    Ok(match (x, l.contiguous_range()) {
+        (HostBuffer::F32(v), Some(r)) => Rows::F32(&v[r]),
+        (HostBuffer::F64(v), Some(r)) => Rows::F64(&v[r]),
+        _ => Rows::Owned(widened(x, l)?),
+    })
+}
+
+impl Rows<'_> {
+    fn f32(&self) -> Option<&[f32]> {
+        match self {
+            Rows::F32(v) => Some(v),
+            Rows::Owned(HostBuffer::F32(v)) => Some(v),
+            _ => None,
+        }
+    }
+    fn f64(&self) -> Option<&[f64]> {
+        match self {
+            Rows::F64(v) => Some(v),
+            Rows::Owned(HostBuffer::F64(v)) => Some(v),
+            _ => None,
+        }
     }
 }
 
@@ -122,22 +176,21 @@ pub(super) fn cross_entropy_fwd(
 ) -> Result<(HostBuffer, HostBuffer)> {
     let c = l.dims()[1];
     let t = checked_targets(t, tl, c, ignore)?;
-    let (nll, lse) = match widened(x, l)? {
-        HostBuffer::F32(v) => {
-            let (a, b) = fwd(&v, c, &t, ignore);
-            (
-                HostBuffer::F32(HostBuf::from(a)),
-                HostBuffer::F32(HostBuf::from(b)),
-            )
-        }
-        HostBuffer::F64(v) => {
-            let (a, b) = fwd(&v, c, &t, ignore);
-            (
-                HostBuffer::F64(HostBuf::from(a)),
-                HostBuffer::F64(HostBuf::from(b)),
-            )
-        }
-        other => return Err(super::float_only(OP, &other)),
+    let rows = rows_of(x, l)?;
+    let (nll, lse) = if let Some(v) = rows.f32() {
+        let (a, b) = fwd(v, c, &t, ignore);
+        (
+            HostBuffer::F32(HostBuf::from(a)),
+            HostBuffer::F32(HostBuf::from(b)),
+        )
+    } else if let Some(v) = rows.f64() {
+        let (a, b) = fwd(v, c, &t, ignore);
+        (
+            HostBuffer::F64(HostBuf::from(a)),
+            HostBuffer::F64(HostBuf::from(b)),
+        )
+    } else {
+        return Err(super::float_only(OP, x));
     };
     // The losses stay in the accumulation dtype (f32 for f16/bf16 logits), as the backend
     // contract says; the op narrows them when the caller is not autocasting.
@@ -157,14 +210,22 @@ pub(super) fn cross_entropy_bwd(
     let t = checked_targets(t, tl, c, ignore)?;
     let xl = Layout::contiguous([n, c]);
     let gl = Layout::contiguous(n);
-    let grad = match (widened(x, &xl)?, widened(g, &gl)?, lse) {
-        (HostBuffer::F32(x), HostBuffer::F32(g), HostBuffer::F32(lse)) => {
-            HostBuffer::F32(HostBuf::from(bwd(&x, c, &t, lse, &g, ignore)))
+    let (rows, g) = (rows_of(x, &xl)?, rows_of(g, &gl)?);
+    let grad = match (rows.f32(), g.f32(), lse) {
+        (Some(x), Some(g), HostBuffer::F32(lse)) => {
+            HostBuffer::F32(HostBuf::from(bwd(x, c, &t, lse, g, ignore)))
         }
-        (HostBuffer::F64(x), HostBuffer::F64(g), HostBuffer::F64(lse)) => {
-            HostBuffer::F64(HostBuf::from(bwd(&x, c, &t, lse, &g, ignore)))
-        }
-        (x, _, _) => return Err(super::float_only(OP, &x)),
+        _ => match (rows.f64(), g.f64(), lse) {
+            (Some(x), Some(g), HostBuffer::F64(lse)) => {
+                HostBuffer::F64(HostBuf::from(bwd(x, c, &t, lse, g, ignore)))
+            }
+            _ => return Err(super::float_only(OP, x)),
+        },
     };
-    grad.to_dtype(&xl, x.dtype())
+    // f16/bf16 logits were widened: their gradient goes back to their dtype.
+    if grad.dtype() == x.dtype() {
+        Ok(grad)
+    } else {
+        grad.to_dtype(&xl, x.dtype())
+    }
 }

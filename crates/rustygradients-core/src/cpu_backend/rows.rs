@@ -451,39 +451,6 @@ fn affine_rows<T: FloatDType>(
         return (y, mean, rstd);
     }
     let (n, eps) = (T::from_f64(c as f64), T::from_f64(eps));
-    let row = |r: &[T], o: &mut [T], m: &mut T, s: &mut T| {
-        let mu = if rms {
-            T::zero()
-        } else {
-            sum_map(r, |v| v) / n
-        };
-        let var = sum_map(r, |v| (v - mu) * (v - mu)) / n;
-        let rs = (var + eps).sqrt().recip();
-        (*m, *s) = (mu, rs);
-        // One loop per case, so that each vectorises without per-element branches.
-        match (w, b) {
-            (Some(w), Some(b)) => {
-                for (((o, &v), &w), &b) in o.iter_mut().zip(r).zip(w).zip(b) {
-                    *o = (v - mu) * rs * w + b;
-                }
-            }
-            (Some(w), None) => {
-                for ((o, &v), &w) in o.iter_mut().zip(r).zip(w) {
-                    *o = (v - mu) * rs * w;
-                }
-            }
-            (None, Some(b)) => {
-                for ((o, &v), &b) in o.iter_mut().zip(r).zip(b) {
-                    *o = (v - mu) * rs + b;
-                }
-            }
-            (None, None) => {
-                for (o, &v) in o.iter_mut().zip(r) {
-                    *o = (v - mu) * rs;
-                }
-            }
-        }
-    };
     let tasks = y
         .par_chunks_mut(c)
         .zip(x.par_chunks(c))
@@ -491,16 +458,128 @@ fn affine_rows<T: FloatDType>(
     if x.len() >= PAR_MIN {
         tasks
             .with_min_len(rows_per_task(c))
-            .for_each(|((o, r), (m, s))| simd(|| row(r, o, m, s)));
+            .for_each(|((o, r), (m, s))| {
+                simd(
+                    #[inline(always)]
+                    || (*m, *s) = affine_row(r, o, w, b, n, eps, rms),
+                )
+            });
     } else {
         simd(|| {
             y.chunks_mut(c)
                 .zip(x.chunks(c))
                 .zip(mean.iter_mut().zip(rstd.iter_mut()))
-                .for_each(|((o, r), (m, s))| row(r, o, m, s))
+                .for_each(|((o, r), (m, s))| (*m, *s) = affine_row(r, o, w, b, n, eps, rms))
         });
     }
     (y, mean, rstd)
+}
+
+/// One row of [`affine_rows`]: writes `y`, returns `(mean, 1/σ)`. A function with
+/// `inline(always)` (not a closure) so that it is compiled into `simd`'s AVX2 frame rather
+/// than called out of it without AVX2.
+#[inline(always)]
+fn affine_row<T: FloatDType>(
+    r: &[T],
+    o: &mut [T],
+    w: Option<&[T]>,
+    b: Option<&[T]>,
+    n: T,
+    eps: T,
+    rms: bool,
+) -> (T, T) {
+    let mu = if rms {
+        T::zero()
+    } else {
+        sum_map(r, |v| v) / n
+    };
+    let var = sum_map(r, |v| (v - mu) * (v - mu)) / n;
+    let rs = (var + eps).sqrt().recip();
+    // One loop per case, so that each vectorises without per-element branches.
+    match (w, b) {
+        (Some(w), Some(b)) => {
+            for (((o, &v), &w), &b) in o.iter_mut().zip(r).zip(w).zip(b) {
+                *o = (v - mu) * rs * w + b;
+            }
+        }
+        (Some(w), None) => {
+            for ((o, &v), &w) in o.iter_mut().zip(r).zip(w) {
+                *o = (v - mu) * rs * w;
+            }
+        }
+        (None, Some(b)) => {
+            for ((o, &v), &b) in o.iter_mut().zip(r).zip(b) {
+                *o = (v - mu) * rs + b;
+            }
+        }
+        (None, None) => {
+            for (o, &v) in o.iter_mut().zip(r) {
+                *o = (v - mu) * rs;
+            }
+        }
+    }
+    (mu, rs)
+}
+
+/// The inputs of [`affine_bwd_rows`], shared by its tasks.
+struct BwdJob<'a, T> {
+    x: &'a [T],
+    w: Option<&'a [T]>,
+    mean: &'a [T],
+    rstd: &'a [T],
+    g: &'a [T],
+    c: usize,
+    rms: bool,
+    want: (bool, bool),
+}
+
+impl<T: FloatDType> BwdJob<'_, T> {
+    /// Rows `[r0, r0 + dx.len() / c)`: their dx, and their sums of `g·x̂` and `g`. A method
+    /// with `inline(always)` (not a closure) so that it is compiled into `simd`'s AVX2 frame.
+    #[inline(always)]
+    fn task(&self, r0: usize, dx: &mut [T]) -> (Vec<T>, Vec<T>) {
+        let c = self.c;
+        let n = T::from_f64(c as f64);
+        let (mut dw, mut db) = (vec![T::zero(); c], vec![T::zero(); c]);
+        let mut gw = vec![T::zero(); c];
+        let mut xh = vec![T::zero(); c];
+        for (i, o) in dx.chunks_mut(c).enumerate() {
+            let r = r0 + i;
+            let (xr, gr) = (&self.x[r * c..(r + 1) * c], &self.g[r * c..(r + 1) * c]);
+            let (mu, rs) = (self.mean[r], self.rstd[r]);
+            for (h, &v) in xh.iter_mut().zip(xr) {
+                *h = (v - mu) * rs;
+            }
+            match self.w {
+                Some(w) => {
+                    for ((d, &g), &w) in gw.iter_mut().zip(gr).zip(w) {
+                        *d = g * w;
+                    }
+                }
+                None => gw.copy_from_slice(gr),
+            }
+            let a = if self.rms {
+                T::zero()
+            } else {
+                sum_map(&gw, |v| v) / n
+            };
+            let bb = sum_map2(&gw, &xh, |g, h| g * h) / n;
+            for ((o, &d), &h) in o.iter_mut().zip(&gw).zip(&xh) {
+                *o = rs * (d - a - h * bb);
+            }
+            if self.want.0 {
+                for ((s, &g), &h) in dw.iter_mut().zip(gr).zip(&xh) {
+                    *s = *s + g * h;
+                }
+            }
+            if self.want.1 {
+                for (s, &g) in db.iter_mut().zip(gr) {
+                    *s = *s + g;
+                }
+            }
+        }
+        (dw, db)
+    }
 }
 
 /// `dx = 1/σ · (g·w - mean(g·w) - x̂ · mean(g·w·x̂))` (RMS: without `mean(g·w)`), and
@@ -523,48 +602,15 @@ fn affine_bwd_rows<T: FloatDType>(
         let (dw, db) = zeros();
         return (dx, want_w.then_some(dw), want_b.then_some(db));
     }
-    let n = T::from_f64(c as f64);
-    // Rows [r0, r0 + dx.len() / c): their dx, and their sums of g·x̂ and g.
-    let task = |r0: usize, dx: &mut [T]| {
-        let (mut dw, mut db) = zeros();
-        let mut gw = vec![T::zero(); c];
-        let mut xh = vec![T::zero(); c];
-        for (i, o) in dx.chunks_mut(c).enumerate() {
-            let r = r0 + i;
-            let (xr, gr) = (&x[r * c..(r + 1) * c], &g[r * c..(r + 1) * c]);
-            let (mu, rs) = (mean[r], rstd[r]);
-            for (h, &v) in xh.iter_mut().zip(xr) {
-                *h = (v - mu) * rs;
-            }
-            match w {
-                Some(w) => {
-                    for ((d, &g), &w) in gw.iter_mut().zip(gr).zip(w) {
-                        *d = g * w;
-                    }
-                }
-                None => gw.copy_from_slice(gr),
-            }
-            let a = if rms {
-                T::zero()
-            } else {
-                sum_map(&gw, |v| v) / n
-            };
-            let bb = sum_map2(&gw, &xh, |g, h| g * h) / n;
-            for ((o, &d), &h) in o.iter_mut().zip(&gw).zip(&xh) {
-                *o = rs * (d - a - h * bb);
-            }
-            if want_w {
-                for ((s, &g), &h) in dw.iter_mut().zip(gr).zip(&xh) {
-                    *s = *s + g * h;
-                }
-            }
-            if want_b {
-                for (s, &g) in db.iter_mut().zip(gr) {
-                    *s = *s + g;
-                }
-            }
-        }
-        (dw, db)
+    let job = BwdJob {
+        x,
+        w,
+        mean,
+        rstd,
+        g,
+        c,
+        rms,
+        want: (want_w, want_b),
     };
     let add = |(mut aw, mut ab): (Vec<T>, Vec<T>), (bw, bb): (Vec<T>, Vec<T>)| {
         for (a, b) in aw.iter_mut().zip(&bw).chain(ab.iter_mut().zip(&bb)) {
@@ -576,10 +622,18 @@ fn affine_bwd_rows<T: FloatDType>(
     let (dw, db) = if x.len() >= PAR_MIN {
         dx.par_chunks_mut(per * c)
             .enumerate()
-            .map(|(i, d)| simd(|| task(i * per, d)))
+            .map(|(i, d)| {
+                simd(
+                    #[inline(always)]
+                    || job.task(i * per, d),
+                )
+            })
             .reduce(zeros, add)
     } else {
-        simd(|| task(0, &mut dx))
+        simd(
+            #[inline(always)]
+            || job.task(0, &mut dx),
+        )
     };
     (dx, want_w.then_some(dw), want_b.then_some(db))
 }
