@@ -52,7 +52,8 @@ for shape, v in ours.items():
     pct = f"{100 * best / top:>7.0f}%" if top else ""
     print(f"{shape:<26}{cells}{(t or 0):>10.1f}{(n or 0):>10.1f}{ratio(t)}{ratio(n)}{pct}")
 
-# GEMV (GB/s of weights), elementwise (Gelem/s) and row kernels (GB/s of input): ours with the
+# GEMV (GB/s of weights), elementwise (Gelem/s), row kernels (GB/s of input) and attention
+# forward + backward (GFLOP/s): ours with the
 # widest ISA run (the last in the file) against PyTorch (and numpy for GEMV).
 def table(bench, key, unit, label):
     ours, base = {}, {}
@@ -75,4 +76,5 @@ def table(bench, key, unit, label):
 table("gemv", "gbs", "GB/s", "gemv")
 table("elementwise", "gelems", "Gelem/s", "elementwise 1M f32")
 table("rows", "gbs", "GB/s", "row kernels")
+table("attention", "gflops", "GFLOP/s", "attention")
 PY

@@ -90,6 +90,19 @@ def main():
         secs = median_secs(20, f)
         print(json.dumps({"bench": "rows", "impl": which, "op": name, "threads": threads,
                           "gbs": round(inp.numel() * 4 / secs / 1e9, 1)}), flush=True)
+    # Attention forward + backward, causal (B 8, H 12, T 256, D 64): GFLOP/s over the causal
+    # half of the 7 products (2 forward, 5 backward), the formula cpu_bench uses.
+    b_, h_, t_, d_ = 8, 12, 256, 64
+    q, k, v = (torch.randn(b_, h_, t_, d_, requires_grad=True) for _ in range(3))
+    go = torch.randn(b_, h_, t_, d_)
+
+    def attn():
+        F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(go)
+
+    secs = median_secs(20, attn)
+    flop = 7 * 2 * b_ * h_ * t_ * t_ * d_ / 2
+    print(json.dumps({"bench": "attention", "impl": which, "op": "sdpa fwd+bwd B8 H12 T256 D64",
+                      "threads": threads, "gflops": round(flop / secs / 1e9, 1)}), flush=True)
 
 
 if __name__ == "__main__":

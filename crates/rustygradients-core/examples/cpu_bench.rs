@@ -236,5 +236,20 @@ fn main() -> Result<()> {
             (input.elem_count() * 4) as f64 / secs / 1e9
         );
     }
+    // Attention forward + backward, causal (B 8, H 12, T 256, D 64): GFLOP/s over the causal
+    // half of the 7 products (2 forward, 5 backward).
+    let (b, h, t, d) = (8, 12, 256, 64);
+    let mk = || Tensor::randn([b, h, t, d], DType::F32, Device::Cpu)?.requires_grad_(true);
+    let (q, k, v) = (mk()?, mk()?, mk()?);
+    let go = Tensor::randn([b, h, t, d], DType::F32, Device::Cpu)?;
+    let secs = median_secs(20, || {
+        q.scaled_dot_product_attention(&k, &v, true, 0.0)?
+            .backward_with(&go)
+    })?;
+    let flop = 7.0 * 2.0 * (b * h) as f64 * (t * t * d) as f64 / 2.0;
+    println!(
+        "{{\"bench\":\"attention\",\"op\":\"sdpa fwd+bwd B8 H12 T256 D64\",\"isa\":\"{isa}\",\"threads\":{threads},\"gflops\":{:.1}}}",
+        flop / secs / 1e9
+    );
     Ok(())
 }
