@@ -1,13 +1,14 @@
-//! GELU forward and backward for contiguous f32, written once over a thin vector layer (`V`)
-//! and compiled for AVX2 + FMA (8 lanes) and AVX-512 (16 lanes); the process's ISA level
-//! (`RG_CPU_ISA`) picks one. The polynomial chains of `exp` and `erf` are long; each loop
-//! iteration carries four independent vectors through them side by side, so the core
-//! overlaps their latencies instead of waiting on one chain. Inputs that are not f32, not contiguous, or on a CPU without AVX2 take
+//! GELU forward and backward, sigmoid and SiLU forward, for contiguous f32, written once over a
+//! thin vector layer (`V`) and compiled for AVX2 + FMA (8 lanes) and AVX-512 (16 lanes); the
+//! process's ISA level (`RG_CPU_ISA`) picks one. The polynomial chains of `exp` and `erf` are
+//! long; each loop iteration carries four independent vectors through them side by side, so
+//! the core overlaps their latencies instead of waiting on one chain. Inputs that are not f32, not contiguous, or on a CPU without AVX2 take
 //! the generic loops in `elementwise.rs`.
 //!
 //! Accuracy: erf by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7, as the scalar
 //! path), `exp` by a degree-6 polynomial after range reduction, reciprocals by `rcp` plus one
-//! Newton step: results stay within a few f32 ulps of the scalar path. NaN in, NaN out.
+//! Newton step: results stay within a few f32 ulps of the scalar path (sigmoid within 4e-7
+//! relative, and 0 below x = -87 where it is under 2e-38). NaN in, NaN out.
 
 use super::strided::{build, has_avx2, isa, Isa};
 use crate::backend::UnaryOp;
@@ -17,14 +18,23 @@ use crate::backend::UnaryOp;
 enum Kind {
     Gelu,
     GeluTanh,
+    Sigmoid,
+    Silu,
 }
 
 fn kind(op: UnaryOp) -> Option<Kind> {
     match op {
         UnaryOp::Gelu => Some(Kind::Gelu),
         UnaryOp::GeluTanh => Some(Kind::GeluTanh),
+        UnaryOp::Sigmoid => Some(Kind::Sigmoid),
+        UnaryOp::Silu => Some(Kind::Silu),
         _ => None,
     }
+}
+
+/// The ops whose gradient has a kernel here (sigmoid's and SiLU's come from their outputs).
+fn grad_kind(op: UnaryOp) -> Option<Kind> {
+    kind(op).filter(|k| matches!(k, Kind::Gelu | Kind::GeluTanh))
 }
 
 /// `op(x)` elementwise, when `op` has a vector kernel here and the CPU runs it.
@@ -44,7 +54,7 @@ pub(crate) fn unary(x: &[f32], op: UnaryOp) -> Option<Vec<f32>> {
 /// `g · op'(x)` elementwise (the gradient of `op` at `x` times the incoming gradient), when
 /// `op` has a vector kernel here and the CPU runs it.
 pub(crate) fn unary_grad(x: &[f32], g: &[f32], op: UnaryOp) -> Option<Vec<f32>> {
-    let k = kind(op)?;
+    let k = grad_kind(op)?;
     if !has_avx2() || x.len() != g.len() {
         return None;
     }
@@ -95,6 +105,10 @@ mod simd_x86 {
         fn round(self) -> Self;
         /// `2^self` for integral lanes in [-126, 127], built in the exponent field.
         fn pow2i(self) -> Self;
+        /// `self` where `x` is not NaN, `x` (NaN) where it is.
+        fn keep_nan(self, x: Self) -> Self;
+        /// `self` where `x ≥ c` (or `x` is NaN), `0` where `x < c`.
+        fn zero_below(self, x: Self, c: f32) -> Self;
         /// # Safety
         /// `p` must be valid for `W` reads.
         unsafe fn load(p: *const f32) -> Self;
@@ -115,7 +129,8 @@ mod simd_x86 {
         ($t:ident, $r:ty, $l:expr, $set1:ident, $add:ident, $mul:ident, $fmadd:ident,
          $fnmadd:ident, $max:ident, $min:ident, $andnot:ident, $and:ident, $or:ident,
          $rcp:ident, $cvt:ident, $addi:ident, $set1i:ident, $slli:ident, $cast:ident,
-         $loadu:ident, $storeu:ident, |$rv:ident| $round:expr) => {
+         $loadu:ident, $storeu:ident, |$rv:ident| $round:expr,
+         |$nr:ident, $nx:ident| $keep_nan:expr, |$zr:ident, $zx:ident, $zc:ident| $zero_below:expr) => {
             impl $t {
                 #[inline(always)]
                 fn map(self, f: impl Fn($r) -> $r) -> Self {
@@ -181,6 +196,17 @@ mod simd_x86 {
                     self.map(|n| unsafe { $cast($slli::<23>($addi($cvt(n), $set1i(127)))) })
                 }
                 #[inline(always)]
+                fn keep_nan(self, x: Self) -> Self {
+                    self.zip(x, |$nr, $nx| unsafe { $keep_nan })
+                }
+                #[inline(always)]
+                fn zero_below(self, x: Self, c: f32) -> Self {
+                    self.zip(x, |$zr, $zx| unsafe {
+                        let $zc = $set1(c);
+                        $zero_below
+                    })
+                }
+                #[inline(always)]
                 unsafe fn load(p: *const f32) -> Self {
                     $t(std::array::from_fn(|i| unsafe { $loadu(p.add($l * i)) }))
                 }
@@ -215,7 +241,9 @@ mod simd_x86 {
         _mm256_castsi256_ps,
         _mm256_loadu_ps,
         _mm256_storeu_ps,
-        |v| _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v)
+        |v| _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v),
+        |r, x| _mm256_blendv_ps(r, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x)),
+        |r, x, c| _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(x, c), r)
     );
     width!(
         Avx512,
@@ -239,7 +267,9 @@ mod simd_x86 {
         _mm512_castsi512_ps,
         _mm512_loadu_ps,
         _mm512_storeu_ps,
-        |v| _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v)
+        |v| _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v),
+        |r, x| _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), r, x),
+        |r, x, c| _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_NLT_UQ>(x, c), r)
     );
 
     /// `1 / x`: the hardware estimate refined by one Newton step.
@@ -300,6 +330,24 @@ mod simd_x86 {
         (s, du, e.mul(s))
     }
 
+    /// `σ(x) = 1 / (1 + e^{-x})`: `e^{-x}` is clamped (see [`exp`]), so lanes below -87
+    /// (where σ is under 2e-38) are set to 0 and NaN lanes restored.
+    #[inline(always)]
+    fn sigmoid<G: V>(x: G) -> G {
+        let e = exp(x.mul(G::splat(-1.0)));
+        recip(e.add(G::splat(1.0))).zero_below(x, -87.0).keep_nan(x)
+    }
+
+    /// The forward kernels: GELU (both forms), sigmoid and SiLU (`x σ(x)`).
+    #[inline(always)]
+    fn forward_of<G: V>(k: Kind, x: G) -> G {
+        match k {
+            Kind::Sigmoid => sigmoid(x),
+            Kind::Silu => x.mul(sigmoid(x)),
+            Kind::Gelu | Kind::GeluTanh => gelu(k, x),
+        }
+    }
+
     #[inline(always)]
     fn gelu<G: V>(k: Kind, x: G) -> G {
         match k {
@@ -310,6 +358,7 @@ mod simd_x86 {
             }
             // 0.5 x (1 + tanh u) = x σ(2u)
             Kind::GeluTanh => x.mul(tanh_parts(x).0),
+            Kind::Sigmoid | Kind::Silu => unreachable!("not a GELU"),
         }
     }
 
@@ -327,6 +376,7 @@ mod simd_x86 {
                 let (s, du, one_minus) = tanh_parts(x);
                 x.mul(s).mul(one_minus).mul(du.mul(G::splat(2.0))).add(s)
             }
+            Kind::Sigmoid | Kind::Silu => unreachable!("no gradient kernel (see grad_kind)"),
         };
         g.mul(d)
     }
@@ -367,7 +417,7 @@ mod simd_x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn forward_avx2(k: Kind, x: &[f32], out: &mut [MaybeUninit<f32>]) {
         debug_assert_eq!(x.len(), out.len());
-        unsafe { blocks::<Avx2, 1>([x], out, |[x]| gelu(k, x)) }
+        unsafe { blocks::<Avx2, 1>([x], out, |[x]| forward_of(k, x)) }
     }
 
     /// # Safety
@@ -388,7 +438,7 @@ mod simd_x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
     pub(super) unsafe fn forward_avx512(k: Kind, x: &[f32], out: &mut [MaybeUninit<f32>]) {
         debug_assert_eq!(x.len(), out.len());
-        unsafe { blocks::<Avx512, 1>([x], out, |[x]| gelu(k, x)) }
+        unsafe { blocks::<Avx512, 1>([x], out, |[x]| forward_of(k, x)) }
     }
 
     /// # Safety
@@ -525,6 +575,60 @@ mod tests {
                         dx[i]
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn sigmoid_and_silu_kernels_match_f64_reference() {
+        let specials = [
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            86.9,
+            -86.9,
+            87.5,
+            -87.5,
+            88.5,
+            -88.5,
+        ];
+        for op in [UnaryOp::Sigmoid, UnaryOp::Silu] {
+            // Lengths around both widths' 32- and 64-lane blocks and past the parallel threshold.
+            for n in [0, 1, 31, 32, 33, 63, 64, 65, 1000, PAR_MIN + 77] {
+                let mut x = inputs(n);
+                for (v, &s) in x.iter_mut().skip(16).zip(&specials) {
+                    *v = s;
+                }
+                let y = unary(&x, op).unwrap_or_else(|| {
+                    let l = Layout::contiguous(n);
+                    elementwise::unary(&HostBuffer::from_vec(x.clone()), &l, op)
+                        .unwrap()
+                        .to_vec::<f32>(&l)
+                });
+                assert_eq!(unary(&x, op).is_some(), has_avx2());
+                for (&x, &y) in x.iter().zip(&y) {
+                    let s = 1.0 / (1.0 + (-(x as f64)).exp());
+                    let want = if op == UnaryOp::Silu { x as f64 * s } else { s };
+                    if want.is_nan() {
+                        // SiLU(-inf) = -inf · 0, NaN as in the scalar path and PyTorch.
+                        assert!(y.is_nan(), "{op:?}({x}) = {y} want NaN");
+                        continue;
+                    }
+                    if want.is_infinite() {
+                        assert_eq!(y as f64, want, "{op:?}({x})");
+                        continue;
+                    }
+                    // σ within 4e-7 relative (or 1.2e-38 absolute: lanes below -87 are 0);
+                    // SiLU the same relative to x·σ.
+                    let tol = 4e-7 * want.abs() + 1.2e-38 * (x as f64).abs().max(1.0);
+                    assert!(
+                        (y as f64 - want).abs() <= tol,
+                        "{op:?}({x}) = {y} want {want}"
+                    );
+                }
+            }
+            let y = unary(&[f32::NAN, 0.5], op);
+            if let Some(y) = y {
+                assert!(y[0].is_nan() && !y[1].is_nan(), "{op:?} NaN");
             }
         }
     }
