@@ -165,20 +165,11 @@ fn norm_rows<T: FloatDType>(x: &[T], w: usize, eps: f64, rms: bool) -> (Vec<T>, 
     (out, rstd)
 }
 
-/// One row of [`norm_rows`]: writes `x̂` and returns `1/σ`.
+/// One row of [`norm_rows`]: writes `x̂` and returns `1/σ` (the affine row without weight
+/// or bias).
 #[inline(always)]
 fn norm_row<T: FloatDType>(r: &[T], o: &mut [T], n: T, eps: T, rms: bool) -> T {
-    let mean = if rms {
-        T::zero()
-    } else {
-        sum_map(r, |v| v) / n
-    };
-    let var = sum_map(r, |v| (v - mean) * (v - mean)) / n;
-    let rs = (var + eps).sqrt().recip();
-    for (o, &v) in o.iter_mut().zip(r) {
-        *o = (v - mean) * rs;
-    }
-    rs
+    affine_row(r, o, None, None, n, eps, rms).1
 }
 
 /// One row of [`norm_bwd_rows`].
