@@ -66,6 +66,28 @@ pub(crate) fn unary_grad(x: &[f32], g: &[f32], op: UnaryOp) -> Option<Vec<f32>> 
     }))
 }
 
+/// Softmax (or log-softmax) over contiguous rows of width `w`, when the CPU runs the vector
+/// kernels; rows run in parallel when large.
+pub(crate) fn softmax_rows(x: &[f32], w: usize, log: bool) -> Option<Vec<f32>> {
+    use rayon::prelude::*;
+    if !has_avx2() || w == 0 {
+        return None;
+    }
+    let f = simd_x86::softmax(isa());
+    let mut out = vec![0f32; x.len()];
+    // SAFETY (both calls): `f` is the kernel for the ISA level detected (AVX2 at least); the
+    // chunks hold whole rows.
+    if x.len() >= super::strided::PAR_MIN {
+        let rows = super::strided::rows_per_task(w);
+        out.par_chunks_mut(rows * w)
+            .zip(x.par_chunks(rows * w))
+            .for_each(|(o, x)| unsafe { f(x, o, w, log) });
+    } else {
+        unsafe { f(x, &mut out, w, log) };
+    }
+    Some(out)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod simd_x86 {
     use super::Kind;
@@ -107,6 +129,24 @@ mod simd_x86 {
         fn pow2i(self) -> Self;
         /// `self` where `x` is not NaN, `x` (NaN) where it is.
         fn keep_nan(self, x: Self) -> Self;
+        /// Lane-wise maximum (which lane wins when one is NaN is unspecified).
+        fn max(self, o: Self) -> Self;
+        /// The sum of all lanes.
+        fn reduce_sum(self) -> f32 {
+            let mut a = [0f32; 64];
+            // SAFETY: `a` holds the widest `V` (64 lanes).
+            unsafe { self.store(a.as_mut_ptr()) };
+            a[..Self::W].iter().sum()
+        }
+        /// The largest lane (NaN lanes ignored).
+        fn reduce_max(self) -> f32 {
+            let mut a = [0f32; 64];
+            // SAFETY: as in `reduce_sum`.
+            unsafe { self.store(a.as_mut_ptr()) };
+            a[..Self::W]
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+        }
         /// `self` where `x ≥ c` (or `x` is NaN), `0` where `x < c`.
         fn zero_below(self, x: Self, c: f32) -> Self;
         /// # Safety
@@ -194,6 +234,10 @@ mod simd_x86 {
                 #[inline(always)]
                 fn pow2i(self) -> Self {
                     self.map(|n| unsafe { $cast($slli::<23>($addi($cvt(n), $set1i(127)))) })
+                }
+                #[inline(always)]
+                fn max(self, o: Self) -> Self {
+                    self.zip(o, |a, b| unsafe { $max(a, b) })
                 }
                 #[inline(always)]
                 fn keep_nan(self, x: Self) -> Self {
@@ -381,6 +425,94 @@ mod simd_x86 {
         g.mul(d)
     }
 
+    /// `e^{v + nmax}`, exactly 0 where the exponent is below -87 and NaN where it is NaN.
+    /// (A function, not a closure: a closure that is not inlined is compiled without the
+    /// caller's target features, and every intrinsic in it becomes a call.)
+    #[inline(always)]
+    fn exp_shifted<G: V>(v: G, nmax: G) -> G {
+        let d = v.add(nmax);
+        exp(d).zero_below(d, -87.0).keep_nan(d)
+    }
+
+    /// Softmax (or log-softmax) of each `w`-wide row of `x` into `out`. A row's maximum is
+    /// taken first (NaN lanes then make their outputs, and through the sum every output of
+    /// the row, NaN, as a row of -inf does: as in PyTorch); `e^{x - max}` is written and
+    /// summed in one pass (exactly 0 below -87, where it is under 2e-38), then scaled by
+    /// `1 / sum` (or `x - max - ln sum` written). Rows narrower than `G::W` and the ragged
+    /// tail of each row go through a zero-padded block.
+    #[inline(always)]
+    unsafe fn softmax_rows<G: V>(x: &[f32], out: &mut [f32], w: usize, log: bool) {
+        let mut pad = [0f32; 64];
+        for (r, o) in x.chunks_exact(w).zip(out.chunks_exact_mut(w)) {
+            let full = w - w % G::W;
+            let tail = &r[full..];
+            let mut m = G::splat(f32::NEG_INFINITY);
+            for i in (0..full).step_by(G::W) {
+                m = m.max(unsafe { G::load(r.as_ptr().add(i)) });
+            }
+            let max = tail.iter().fold(m.reduce_max(), |m, &v| m.max(v));
+            let nmax = G::splat(-max);
+            let mut sum = G::splat(0.0);
+            for i in (0..full).step_by(G::W) {
+                let e = exp_shifted(unsafe { G::load(r.as_ptr().add(i)) }, nmax);
+                sum = sum.add(e);
+                if !log {
+                    unsafe { e.store(o.as_mut_ptr().add(i)) };
+                }
+            }
+            let mut tail_sum = 0.0;
+            if !tail.is_empty() {
+                // Padding lanes hold -inf: e = 0, so they add nothing.
+                pad.fill(f32::NEG_INFINITY);
+                pad[..tail.len()].copy_from_slice(tail);
+                let e = exp_shifted(unsafe { G::load(pad.as_ptr()) }, nmax);
+                unsafe { e.store(pad.as_mut_ptr()) };
+                tail_sum = pad[..tail.len()].iter().sum();
+                if !log {
+                    o[full..].copy_from_slice(&pad[..tail.len()]);
+                }
+            }
+            let total = sum.reduce_sum() + tail_sum;
+            if log {
+                let lse = max + total.ln();
+                for (o, &v) in o.iter_mut().zip(r) {
+                    *o = v - lse;
+                }
+            } else {
+                let inv = G::splat(1.0 / total);
+                for i in (0..full).step_by(G::W) {
+                    let p = unsafe { o.as_mut_ptr().add(i) };
+                    unsafe { G::load(p).mul(inv).store(p) };
+                }
+                let inv = 1.0 / total;
+                o[full..].iter_mut().for_each(|v| *v *= inv);
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn softmax_avx2(x: &[f32], out: &mut [f32], w: usize, log: bool) {
+        unsafe { softmax_rows::<Avx2>(x, out, w, log) }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/DQ.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+    pub(super) unsafe fn softmax_avx512(x: &[f32], out: &mut [f32], w: usize, log: bool) {
+        unsafe { softmax_rows::<Avx512>(x, out, w, log) }
+    }
+
+    /// The softmax rows kernel for the process's ISA level (AVX2 at least).
+    pub(super) fn softmax(isa: super::Isa) -> unsafe fn(&[f32], &mut [f32], usize, bool) {
+        if isa >= super::Isa::Avx512 {
+            softmax_avx512
+        } else {
+            softmax_avx2
+        }
+    }
+
     /// Runs `f` over `G::W`-element blocks of the inputs into `out`; the ragged tail goes
     /// through a zero-padded block, so every element takes the same arithmetic.
     #[inline(always)]
@@ -417,7 +549,14 @@ mod simd_x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn forward_avx2(k: Kind, x: &[f32], out: &mut [MaybeUninit<f32>]) {
         debug_assert_eq!(x.len(), out.len());
-        unsafe { blocks::<Avx2, 1>([x], out, |[x]| forward_of(k, x)) }
+        unsafe {
+            blocks::<Avx2, 1>(
+                [x],
+                out,
+                #[inline(always)]
+                |[x]| forward_of(k, x),
+            )
+        }
     }
 
     /// # Safety
@@ -430,7 +569,14 @@ mod simd_x86 {
         out: &mut [MaybeUninit<f32>],
     ) {
         debug_assert!(x.len() == out.len() && g.len() == out.len());
-        unsafe { blocks::<Avx2, 2>([x, g], out, |[x, g]| gelu_grad(k, x, g)) }
+        unsafe {
+            blocks::<Avx2, 2>(
+                [x, g],
+                out,
+                #[inline(always)]
+                |[x, g]| gelu_grad(k, x, g),
+            )
+        }
     }
 
     /// # Safety
@@ -438,7 +584,14 @@ mod simd_x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
     pub(super) unsafe fn forward_avx512(k: Kind, x: &[f32], out: &mut [MaybeUninit<f32>]) {
         debug_assert_eq!(x.len(), out.len());
-        unsafe { blocks::<Avx512, 1>([x], out, |[x]| forward_of(k, x)) }
+        unsafe {
+            blocks::<Avx512, 1>(
+                [x],
+                out,
+                #[inline(always)]
+                |[x]| forward_of(k, x),
+            )
+        }
     }
 
     /// # Safety
@@ -451,7 +604,14 @@ mod simd_x86 {
         out: &mut [MaybeUninit<f32>],
     ) {
         debug_assert!(x.len() == out.len() && g.len() == out.len());
-        unsafe { blocks::<Avx512, 2>([x, g], out, |[x, g]| gelu_grad(k, x, g)) }
+        unsafe {
+            blocks::<Avx512, 2>(
+                [x, g],
+                out,
+                #[inline(always)]
+                |[x, g]| gelu_grad(k, x, g),
+            )
+        }
     }
 
     /// The entry points for the process's ISA level (AVX2 at least).
@@ -479,6 +639,9 @@ mod simd_x86 {
 mod simd_x86 {
     use super::Kind;
     use std::mem::MaybeUninit;
+    pub(super) fn softmax(_: super::Isa) -> unsafe fn(&[f32], &mut [f32], usize, bool) {
+        unreachable!("no AVX2 off x86-64")
+    }
     // Never called: `has_avx2()` is false off x86-64.
     pub(super) fn forward(_: super::Isa) -> unsafe fn(Kind, &[f32], &mut [MaybeUninit<f32>]) {
         unreachable!("no AVX2 off x86-64")
@@ -629,6 +792,67 @@ mod tests {
             let y = unary(&[f32::NAN, 0.5], op);
             if let Some(y) = y {
                 assert!(y[0].is_nan() && !y[1].is_nan(), "{op:?} NaN");
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_rows_match_f64_reference_with_masks_and_nan() {
+        for w in [1, 7, 16, 63, 64, 65, 130, 768] {
+            let rows = 6;
+            let mut x: Vec<f32> = inputs(rows * w);
+            // Row 1: a causal-style mask (-inf past the first few); row 2 all -inf; row 3 one
+            // NaN; row 4 one +inf; row 5 large values.
+            for (j, v) in x[w..2 * w].iter_mut().enumerate() {
+                if j > 2 {
+                    *v = f32::NEG_INFINITY;
+                }
+            }
+            x[2 * w..3 * w].fill(f32::NEG_INFINITY);
+            x[3 * w + w / 2] = f32::NAN;
+            x[4 * w + w / 3] = f32::INFINITY;
+            x[5 * w..].iter_mut().for_each(|v| *v *= 40.0);
+            for log in [false, true] {
+                let Some(y) = softmax_rows(&x, w, log) else {
+                    assert!(!has_avx2());
+                    return;
+                };
+                for (r, (xr, yr)) in x.chunks(w).zip(y.chunks(w)).enumerate() {
+                    let max = xr.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+                    let sum: f64 = xr.iter().map(|&v| (v as f64 - max).exp()).sum();
+                    let bad = xr.iter().any(|v| v.is_nan() || *v == f32::INFINITY)
+                        || max == f64::NEG_INFINITY;
+                    for (&v, &y) in xr.iter().zip(yr) {
+                        if bad {
+                            assert!(y.is_nan(), "w {w} row {r}: {y} want NaN");
+                            continue;
+                        }
+                        let p = (v as f64 - max).exp() / sum;
+                        if v == f32::NEG_INFINITY && !log {
+                            // Masked positions are exactly 0.
+                            assert_eq!(y, 0.0, "w {w} row {r}");
+                            continue;
+                        }
+                        if log {
+                            let want = v as f64 - max - sum.ln();
+                            if want.is_infinite() {
+                                assert_eq!(y as f64, want, "w {w} row {r}");
+                            } else {
+                                // `v - lse` in f32: the rounding of `v`'s magnitude.
+                                let tol = 2e-6 * want.abs().max((v as f64).abs()).max(1.0);
+                                assert!(
+                                    (y as f64 - want).abs() <= tol,
+                                    "w {w} row {r}: log {y} want {want}"
+                                );
+                            }
+                        } else {
+                            assert!(
+                                (y as f64 - p).abs() <= 2e-6 * p + 1e-37,
+                                "w {w} row {r}: {y} want {p}"
+                            );
+                        }
+                    }
+                }
             }
         }
     }
