@@ -1,7 +1,8 @@
 //! FlashAttention on the tensor cores (`kernels/flash.cu`): f16/bf16 operands with head dims
-//! 64 or 128 (keys and values alike), causal or not, any lengths. The forward writes the
-//! output and each row's logsumexp; nothing of size `t × s` is ever allocated. Other cases,
-//! and every case when `RUSTYGRADIENTS_FLASH=0`, take the GEMM + softmax path in `matmul.rs`.
+//! 64 or 128 (keys and values alike), causal or not, any lengths, a positive scale. The
+//! forward writes the output and each row's logsumexp; nothing of size `t × s` is ever
+//! allocated. Other cases, and every case when `RUSTYGRADIENTS_FLASH=0`, take the GEMM +
+//! softmax path in `matmul.rs`.
 //!
 //! What the forward saves for the backward is one buffer of the operands' dtype: a copy of
 //! the output (for `rowsum(dO ∘ O)`), then each row's logsumexp as f32 (two elements each).
