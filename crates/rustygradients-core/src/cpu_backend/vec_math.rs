@@ -544,75 +544,48 @@ mod simd_x86 {
         }
     }
 
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn forward_avx2(k: Kind, x: &[f32], out: &mut [MaybeUninit<f32>]) {
-        debug_assert_eq!(x.len(), out.len());
-        unsafe {
-            blocks::<Avx2, 1>(
-                [x],
-                out,
-                #[inline(always)]
-                |[x]| forward_of(k, x),
-            )
-        }
-    }
+    // The entry points of one width: the `target_feature` frames the generic kernels above
+    // are expanded in.
+    macro_rules! entries {
+        ($g:ident, $feat:literal, $fwd:ident, $bwd:ident) => {
+            /// # Safety
+            /// The CPU must support the features this frame enables.
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn $fwd(k: Kind, x: &[f32], out: &mut [MaybeUninit<f32>]) {
+                debug_assert_eq!(x.len(), out.len());
+                unsafe {
+                    blocks::<$g, 1>(
+                        [x],
+                        out,
+                        #[inline(always)]
+                        |[x]| forward_of(k, x),
+                    )
+                }
+            }
 
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn backward_avx2(
-        k: Kind,
-        x: &[f32],
-        g: &[f32],
-        out: &mut [MaybeUninit<f32>],
-    ) {
-        debug_assert!(x.len() == out.len() && g.len() == out.len());
-        unsafe {
-            blocks::<Avx2, 2>(
-                [x, g],
-                out,
-                #[inline(always)]
-                |[x, g]| gelu_grad(k, x, g),
-            )
-        }
+            /// # Safety
+            /// The CPU must support the features this frame enables.
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn $bwd(k: Kind, x: &[f32], g: &[f32], out: &mut [MaybeUninit<f32>]) {
+                debug_assert!(x.len() == out.len() && g.len() == out.len());
+                unsafe {
+                    blocks::<$g, 2>(
+                        [x, g],
+                        out,
+                        #[inline(always)]
+                        |[x, g]| gelu_grad(k, x, g),
+                    )
+                }
+            }
+        };
     }
-
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL/DQ.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    pub(super) unsafe fn forward_avx512(k: Kind, x: &[f32], out: &mut [MaybeUninit<f32>]) {
-        debug_assert_eq!(x.len(), out.len());
-        unsafe {
-            blocks::<Avx512, 1>(
-                [x],
-                out,
-                #[inline(always)]
-                |[x]| forward_of(k, x),
-            )
-        }
-    }
-
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL/DQ.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    pub(super) unsafe fn backward_avx512(
-        k: Kind,
-        x: &[f32],
-        g: &[f32],
-        out: &mut [MaybeUninit<f32>],
-    ) {
-        debug_assert!(x.len() == out.len() && g.len() == out.len());
-        unsafe {
-            blocks::<Avx512, 2>(
-                [x, g],
-                out,
-                #[inline(always)]
-                |[x, g]| gelu_grad(k, x, g),
-            )
-        }
-    }
+    entries!(Avx2, "avx2,fma", forward_avx2, backward_avx2);
+    entries!(
+        Avx512,
+        "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma",
+        forward_avx512,
+        backward_avx512
+    );
 
     /// The entry points for the process's ISA level (AVX2 at least).
     pub(super) fn forward(isa: super::Isa) -> unsafe fn(Kind, &[f32], &mut [MaybeUninit<f32>]) {
