@@ -447,12 +447,10 @@ fn affine_rows<T: FloatDType>(
         return (y, mean, rstd);
     }
     let (n, eps) = (T::from_f64(c as f64), T::from_f64(eps));
-    let tasks = y
-        .par_chunks_mut(c)
-        .zip(x.par_chunks(c))
-        .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()));
     if x.len() >= PAR_MIN {
-        tasks
+        y.par_chunks_mut(c)
+            .zip(x.par_chunks(c))
+            .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
             .with_min_len(rows_per_task(c))
             .for_each(|((o, r), (m, s))| {
                 simd(

@@ -388,13 +388,6 @@ mod simd_x86 {
         match k {
             Kind::Sigmoid => sigmoid(x),
             Kind::Silu => x.mul(sigmoid(x)),
-            Kind::Gelu | Kind::GeluTanh => gelu(k, x),
-        }
-    }
-
-    #[inline(always)]
-    fn gelu<G: V>(k: Kind, x: G) -> G {
-        match k {
             // 0.5 x (1 + erf(x/√2)); (1 + erf) first so that -inf gives NaN as the scalar path.
             Kind::Gelu => {
                 let (erf, _) = erf_parts(x);
@@ -402,7 +395,6 @@ mod simd_x86 {
             }
             // 0.5 x (1 + tanh u) = x σ(2u)
             Kind::GeluTanh => x.mul(tanh_parts(x).0),
-            Kind::Sigmoid | Kind::Silu => unreachable!("not a GELU"),
         }
     }
 
