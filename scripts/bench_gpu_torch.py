@@ -53,27 +53,34 @@ def matmuls():
 def attention():
     from torch.nn.attention import SDPBackend, sdpa_kernel
     b, h = 8, 12
+    backends = [("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)]
     for t in (1024, 4096):
         for d in (64, 128):
             mk = lambda: torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
             q, k, v = mk(), mk(), mk()
             go = torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16)
+            for name, backend in backends:
+                def run():
+                    with sdpa_kernel(backend):
+                        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                    out.backward(go)
 
-            def run():
-                with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-                out.backward(go)
+                def fwd():
+                    with sdpa_kernel(backend):
+                        F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
-            def fwd():
-                with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                    F.scaled_dot_product_attention(q, k, v, is_causal=True)
-
-            secs = timed(run, 3, 20)
-            fwd_secs = timed(fwd, 3, 20)
-            flops = 7 * 2 * b * h * t * t * d / 2
-            print(json.dumps({"bench": "attention", "mode": "bf16", "shape": f"T{t} D{d}",
-                              "ms": round(secs * 1e3, 4), "fwd_ms": round(fwd_secs * 1e3, 4),
-                              "tflops": round(flops / secs / 1e12, 2)}), flush=True)
+                try:
+                    secs = timed(run, 3, 20)
+                    fwd_secs = timed(fwd, 3, 20)
+                except RuntimeError as e:
+                    print(json.dumps({"bench": "attention", "backend": name, "shape": f"T{t} D{d}",
+                                      "error": str(e)[:200]}), flush=True)
+                    continue
+                flops = 7 * 2 * b * h * t * t * d / 2
+                print(json.dumps({"bench": "attention", "mode": "bf16", "backend": name,
+                                  "shape": f"T{t} D{d}",
+                                  "ms": round(secs * 1e3, 4), "fwd_ms": round(fwd_secs * 1e3, 4),
+                                  "tflops": round(flops / secs / 1e12, 2)}), flush=True)
 
 
 class Block(nn.Module):

@@ -18,6 +18,7 @@ mod backprop;
 mod checkpoint;
 mod cpu_backend;
 mod cuda_backend;
+mod cudnn;
 mod device;
 mod display;
 mod dtype;
@@ -37,6 +38,7 @@ mod threads;
 
 pub use autocast::{autocast, autocast_dtype, AutocastGuard};
 pub use backend::AdamHyper;
+pub use cudnn::{cudnn_attention_calls, cudnn_enabled, set_cudnn_enabled};
 pub use device::{Device, MemoryStats};
 pub use dtype::{DType, FloatDType, WithDType};
 pub use error::{Error, Result};

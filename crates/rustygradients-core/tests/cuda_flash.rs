@@ -2,7 +2,9 @@
 //! outputs and the gradients of q, k and v, causal and not, lengths from 1 to 4096 including
 //! non-multiples of the 64-row tiles and queries ≠ keys. The reference is the same rounded
 //! inputs in f32 on the same GPU, through the GEMM + softmax path (itself tested against the
-//! CPU in `cuda_ops.rs`). Skips without a CUDA device.
+//! CPU in `cuda_ops.rs`). Every case runs twice: through cuDNN's fused attention (where cuDNN
+//! is installed; with `RUSTYGRADIENTS_EXPECT_CUDNN=1` the tests fail unless it ran for every
+//! self-attention case) and through our own kernels (`flash.cu`). Skips without a CUDA device.
 //!
 //! Tolerances (max error over the largest reference magnitude, at least 1): bf16 2e-2, f16 4e-3 — the
 //! probabilities are rounded to the operands' dtype before the second product, as in every
@@ -11,7 +13,9 @@
 mod common;
 
 use common::{gpu, max_rel_err, serial};
-use rustygradients_core::{manual_seed, DType, Device, Result, Tensor};
+use rustygradients_core::{
+    cudnn_attention_calls, manual_seed, set_cudnn_enabled, DType, Device, Result, Tensor,
+};
 
 fn tol(dtype: DType) -> f64 {
     if dtype == DType::BF16 {
@@ -19,6 +23,34 @@ fn tol(dtype: DType) -> f64 {
     } else {
         4e-3
     }
+}
+
+fn expect_cudnn() -> bool {
+    std::env::var("RUSTYGRADIENTS_EXPECT_CUDNN").is_ok_and(|v| v == "1")
+}
+
+/// `run` with cuDNN allowed or not; checks which implementation ran (cuDNN takes
+/// self-attention, `t == s`, when allowed and installed).
+fn run_on(
+    cudnn: bool,
+    self_attn: bool,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    go: &Tensor,
+    causal: bool,
+) -> Vec<Tensor> {
+    set_cudnn_enabled(cudnn);
+    let before = cudnn_attention_calls();
+    let got = run(q, k, v, go, causal);
+    set_cudnn_enabled(true);
+    let ran = cudnn_attention_calls() - before;
+    if !cudnn || !self_attn {
+        assert_eq!(ran, 0, "cuDNN ran where it must not");
+    } else if expect_cudnn() {
+        assert_eq!(ran, 2, "cuDNN did not run forward and backward");
+    }
+    got.unwrap()
 }
 
 /// Output and q/k/v gradients of attention on `(b, h, t, d)` / `(b, h, s, d)` operands.
@@ -49,19 +81,21 @@ fn case(dev: Device, dtype: DType, b: usize, h: usize, t: usize, s: usize, d: us
             .unwrap()
     };
     let (q, k, v, go) = (mk(t), mk(s), mk(s), mk(t));
-    let got = run(&q, &k, &v, &go, causal).unwrap();
     let f32s = |x: &Tensor| x.to_dtype(DType::F32).unwrap();
     let want = run(&f32s(&q), &f32s(&k), &f32s(&v), &f32s(&go), causal).unwrap();
-    for (name, (g, w)) in ["out", "dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
-        assert_eq!(g.dtype(), dtype, "{name} dtype");
-        assert_eq!(g.dims(), w.dims(), "{name} shape");
-        let e = max_rel_err(g, w);
-        assert!(
-            e <= tol(dtype),
-            "{dtype:?} b {b} h {h} t {t} s {s} d {d} causal {causal}: {name} off by {e:.2e} \
-             (tolerance {:.0e})",
-            tol(dtype)
-        );
+    for cudnn in [true, false] {
+        let got = run_on(cudnn, t == s, &q, &k, &v, &go, causal);
+        for (name, (g, w)) in ["out", "dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
+            assert_eq!(g.dtype(), dtype, "{name} dtype");
+            assert_eq!(g.dims(), w.dims(), "{name} shape");
+            let e = max_rel_err(g, w);
+            assert!(
+                e <= tol(dtype),
+                "{dtype:?} b {b} h {h} t {t} s {s} d {d} causal {causal} cudnn {cudnn}: {name} \
+                 off by {e:.2e} (tolerance {:.0e})",
+                tol(dtype)
+            );
+        }
     }
 }
 
@@ -136,14 +170,9 @@ fn cuda_flash_attention_on_strided_heads() {
             .unwrap()
     };
     let half = qkv.to_dtype(DType::BF16).unwrap();
-    let got = run(
-        &heads(&half, 0),
-        &heads(&half, 1),
-        &heads(&half, 2),
-        &go,
-        true,
-    )
-    .unwrap();
+    let (hq, hk, hv) = (heads(&half, 0), heads(&half, 1), heads(&half, 2));
+    let via_cudnn = run_on(true, true, &hq, &hk, &hv, &go, true);
+    let got = run_on(false, true, &hq, &hk, &hv, &go, true);
     let back = half.to_dtype(DType::F32).unwrap();
     let want = run(
         &heads(&back, 0),
@@ -153,20 +182,21 @@ fn cuda_flash_attention_on_strided_heads() {
         true,
     )
     .unwrap();
-    for (g, w) in got.iter().zip(&want) {
+    for (g, w) in got.iter().chain(&via_cudnn).zip(want.iter().cycle()) {
         assert!(max_rel_err(g, w) <= tol(DType::BF16));
     }
-    // The same heads copied to contiguous (n, t, d) slices take the unstrided kernels: the
-    // same numbers, bit for bit, except dq, whose f32 atomic sums may add in another order.
+    // The same heads copied to contiguous (n, t, d) slices take flash.cu's unstrided kernels:
+    // the same numbers, bit for bit, except dq, whose f32 atomic sums may add in another order.
     let flat = |x: &Tensor| x.contiguous().unwrap().reshape([b * h, t, hd]).unwrap();
-    let got3 = run(
-        &flat(&heads(&half, 0)),
-        &flat(&heads(&half, 1)),
-        &flat(&heads(&half, 2)),
+    let got3 = run_on(
+        false,
+        true,
+        &flat(&hq),
+        &flat(&hk),
+        &flat(&hv),
         &flat(&go),
         true,
-    )
-    .unwrap();
+    );
     for (i, (g4, g3)) in got.iter().zip(&got3).enumerate() {
         if i == 1 {
             assert!(max_rel_err(&flat(g4), g3) <= 1e-2);

@@ -3,15 +3,16 @@
 //!
 //! - matmul TFLOP/s in f32, TF32 and bf16 at 4096³ and at GPT-2's shapes (8 × 1024 tokens);
 //! - attention forward + backward (bf16, causal, B 8, H 12, T 1024/4096, D 64/128): TFLOP/s,
-//!   counting the causal half only (forward 2 products, backward 5, of 2·T²·D/2 each);
+//!   counting the causal half only (forward 2 products, backward 5, of 2·T²·D/2 each), through
+//!   cuDNN (where installed) and through our own kernels (`"backend"` says which ran);
 //! - a GPT-2 training step (default 124M: 12 layers, 12 heads, 768 wide, T 1024, vocab 50304,
 //!   AdamW, gradient clipping, no dropout) in each of `--modes` (fp32, tf32, bf16, fp16):
 //!   tokens/s (median of the timed steps) and peak GPU memory; `--recompute` turns on per-block
-//!   activation checkpointing.
+//!   activation checkpointing, `--no-cudnn` keeps attention on our own kernels.
 //!
 //! Build with `cargo build --release --features cuda --example gpu_bench`; run as
 //! `gpu_bench [--steps N] [--batch B] [--layers L --heads H --embd C] [--modes fp32,tf32,bf16]
-//! [--recompute] [--only matmul|attention|gpt]`.
+//! [--recompute] [--no-cudnn] [--only matmul|attention|gpt]`.
 
 use std::time::Instant;
 
@@ -19,7 +20,8 @@ use rustygradients::models::{Gpt, GptConfig};
 use rustygradients::nn::Module;
 use rustygradients::optim::{clip_grad_norm_tensor, AdamW, AdamWConfig, Optimizer};
 use rustygradients::{
-    manual_seed, set_matmul_allow_tf32, DType, Device, Precision, Result, Tensor,
+    cudnn_attention_calls, manual_seed, set_cudnn_enabled, set_matmul_allow_tf32, DType, Device,
+    Precision, Result, Tensor,
 };
 
 fn arg(name: &str, default: usize) -> usize {
@@ -54,23 +56,39 @@ fn attention(dev: Device) -> Result<()> {
             // The output's gradient in the output's own memory layout ((B, T, H, D)-major, as
             // a model's next reshape hands it back), so no layout copy is timed.
             let go = Tensor::randn([b, t, h, d], DType::BF16, dev)?.transpose(1, 2)?;
-            let secs = time(dev, 3, 20, || {
-                let out = q.scaled_dot_product_attention(&k, &v, true, 0.0)?;
-                out.backward_with(&go)
-            })?;
-            // The forward alone (inputs that need gradients, so it saves what the backward reads).
-            let fwd_secs = time(dev, 3, 20, || {
-                q.scaled_dot_product_attention(&k, &v, true, 0.0)?;
-                Ok(())
-            })?;
-            // Causal: half of the 2·T²·D multiply-adds of each of the 7 products.
-            let flops = 7.0 * 2.0 * (b * h) as f64 * (t * t * d) as f64 / 2.0;
-            println!(
-                "{{\"bench\":\"attention\",\"mode\":\"bf16\",\"shape\":\"T{t} D{d}\",\"ms\":{:.4},\"fwd_ms\":{:.4},\"tflops\":{:.2}}}",
-                secs * 1e3,
-                fwd_secs * 1e3,
-                flops / secs / 1e12
-            );
+            // cuDNN's fused attention (where installed), then our own kernels.
+            for cudnn in [true, false] {
+                set_cudnn_enabled(cudnn);
+                let calls = cudnn_attention_calls();
+                let secs = time(dev, 3, 20, || {
+                    let out = q.scaled_dot_product_attention(&k, &v, true, 0.0)?;
+                    out.backward_with(&go)
+                })?;
+                // The forward alone (inputs that need gradients, so it saves what the backward
+                // reads).
+                let fwd_secs = time(dev, 3, 20, || {
+                    q.scaled_dot_product_attention(&k, &v, true, 0.0)?;
+                    Ok(())
+                })?;
+                let backend = if cudnn_attention_calls() > calls {
+                    "cudnn"
+                } else {
+                    "flash"
+                };
+                // Causal: half of the 2·T²·D multiply-adds of each of the 7 products.
+                let flops = 7.0 * 2.0 * (b * h) as f64 * (t * t * d) as f64 / 2.0;
+                println!(
+                    "{{\"bench\":\"attention\",\"mode\":\"bf16\",\"backend\":\"{backend}\",\"shape\":\"T{t} D{d}\",\"ms\":{:.4},\"fwd_ms\":{:.4},\"tflops\":{:.2}}}",
+                    secs * 1e3,
+                    fwd_secs * 1e3,
+                    flops / secs / 1e12
+                );
+                if backend == "flash" && cudnn {
+                    // No cuDNN here: the second pass would time the same kernels again.
+                    break;
+                }
+            }
+            set_cudnn_enabled(true);
         }
     }
     Ok(())
@@ -138,6 +156,8 @@ fn gpt2(dev: Device, batch: usize, steps: usize) -> Result<()> {
         dropout: 0.0,
     };
     let recompute = flag("--recompute");
+    // `--no-cudnn`: attention on our own kernels even where cuDNN is installed.
+    set_cudnn_enabled(!flag("--no-cudnn"));
     let modes = arg_str("--modes").unwrap_or_else(|| "fp32,tf32,bf16".into());
     for mode in modes.split(',') {
         let precision: Precision = mode.parse()?;
@@ -168,6 +188,7 @@ fn gpt2(dev: Device, batch: usize, steps: usize) -> Result<()> {
             step()?;
         }
         dev.reset_peak_memory()?;
+        let calls = cudnn_attention_calls();
         let (mut times, mut host) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
         let mut last = 0.0;
         for _ in 0..steps {
@@ -178,6 +199,11 @@ fn gpt2(dev: Device, batch: usize, steps: usize) -> Result<()> {
             host.push(queued);
         }
         let secs = median(times);
+        let attention = if cudnn_attention_calls() > calls {
+            "cudnn"
+        } else {
+            "flash"
+        };
         // Launches are off the critical path when the host queues a step in less time than
         // the GPU runs it.
         let host_ms = median(host) * 1e3;
@@ -192,7 +218,7 @@ fn gpt2(dev: Device, batch: usize, steps: usize) -> Result<()> {
         let flops_per_token =
             6.0 * cfg.num_parameters() + 12.0 * (cfg.n_layer * cfg.n_embd * 1024) as f64;
         println!(
-            "{{\"bench\":\"gpt2_step\",\"mode\":\"{mode}\",\"shape\":\"L{} C{} B{batch}{}\",\"batch\":{batch},\"ms\":{:.2},\"host_ms\":{host_ms:.2},\"tokens_per_s\":{tokens:.0},\"mfu\":{:.4},\"peak_bytes\":{},\"loss\":{last:.4}}}",
+            "{{\"bench\":\"gpt2_step\",\"mode\":\"{mode}\",\"attention\":\"{attention}\",\"shape\":\"L{} C{} B{batch}{}\",\"batch\":{batch},\"ms\":{:.2},\"host_ms\":{host_ms:.2},\"tokens_per_s\":{tokens:.0},\"mfu\":{:.4},\"peak_bytes\":{},\"loss\":{last:.4}}}",
             cfg.n_layer,
             cfg.n_embd,
             if recompute { " recompute" } else { "" },

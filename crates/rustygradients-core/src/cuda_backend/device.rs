@@ -23,6 +23,8 @@ pub(super) struct Inner {
     pub(super) blas: Mutex<CudaBlas>,
     /// cuBLASLt (fused GEMM epilogues), opened on first use.
     pub(super) lt: super::lt::LtSlot,
+    /// cuDNN (fused attention), opened on first use.
+    pub(super) cudnn: super::cudnn_attn::Slot,
     arch: String,
     modules: Mutex<HashMap<Module, Arc<CudaModule>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
@@ -140,6 +142,7 @@ impl CudaDevice {
             stream,
             blas: Mutex::new(blas),
             lt: Mutex::new(None),
+            cudnn: Mutex::new(None),
             arch: format!("sm_{major}{minor}"),
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),

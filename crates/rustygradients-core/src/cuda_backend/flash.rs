@@ -2,7 +2,8 @@
 //! 64 or 128 (keys and values alike), causal or not, any lengths, a positive scale. The
 //! forward writes the output and each row's logsumexp; nothing of size `t × s` is ever
 //! allocated. Other cases, and every case when `RUSTYGRADIENTS_FLASH=0`, take the GEMM +
-//! softmax path in `matmul.rs`.
+//! softmax path in `matmul.rs`. Where cuDNN is installed, self-attention runs on its fused
+//! kernels instead (`cudnn_attn.rs`), with the same inputs, results and saved state.
 //!
 //! What the forward saves for the backward is one buffer of the operands' dtype: a copy of
 //! the output (for `rowsum(dO ∘ O)`), then each row's logsumexp as f32 (two elements each).
@@ -148,6 +149,9 @@ pub(super) fn forward(
     v: &CudaStorage,
     d: AttnDims,
 ) -> Result<(CudaStorage, CudaStorage)> {
+    if let Some(r) = super::cudnn_attn::forward(q, k, v, &d)? {
+        return Ok(r);
+    }
     let op = "scaled_dot_product_attention";
     let dev = q.dev();
     let rows = d.n * d.t;
@@ -189,6 +193,9 @@ pub(super) fn backward(
     g: &CudaStorage,
     d: AttnDims,
 ) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
+    if let Some(r) = super::cudnn_attn::backward(q, k, v, saved, g, &d)? {
+        return Ok(r);
+    }
     let op = "scaled_dot_product_attention_backward";
     let dev = q.dev();
     let dtype = q.dtype();

@@ -13,6 +13,8 @@ macro_rules! args {
 #[cfg(feature = "cuda")]
 mod compile;
 #[cfg(feature = "cuda")]
+mod cudnn_attn;
+#[cfg(feature = "cuda")]
 mod device;
 #[cfg(feature = "cuda")]
 mod flash;
