@@ -30,7 +30,9 @@ ptk = {key(r): r for r in pt}
 print(f"{'bench':<10} {'mode':<5} {'shape':<13} {'RustyGradients':>16} {'PyTorch':>16} {'ratio':>7}")
 for r in rg:
     others = [ptk.get(key(r))]
-    if r["bench"] == "gpt2_step" and r["mode"] == "bf16":
+    if r["bench"] == "attention":
+        # Each of ours (cuDNN's kernels, our own) against each of SDPA's flash and cuDNN backends.
+        others = [p for p in pt if key(p) == key(r)]
         others.append(ptk.get((r["bench"], "bf16_compile", r.get("shape", ""))))
     for p in others:
         if not p:
@@ -40,6 +42,8 @@ for r in rg:
         else:
             a, b, unit = r["tokens_per_s"], p["tokens_per_s"], "tok/s"
         mode = r["mode"] if p["mode"] == r["mode"] else f"{r['mode']} vs {p['mode']}"
+        if "backend" in r:
+            mode = f"{r['backend']} vs {p.get('backend', '?')}"
         print(f"{r['bench']:<10} {mode:<5} {r.get('shape',''):<13} {a:>10} {unit:<5} {b:>10} {unit:<5} {a / b:>6.2f}x")
         if r["bench"] == "gpt2_step":
             print(f"{'':<30} MFU {r['mfu']:.3f} vs {p['mfu']:.3f}; peak memory {r['peak_bytes'] / 2**30:>6.2f} GiB"

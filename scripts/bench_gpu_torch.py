@@ -1,6 +1,6 @@
 """GPU benchmark, PyTorch side: the same measurements as RustyGradients' `gpu_bench` example
 (matmul TFLOP/s in f32/TF32/bf16; attention forward + backward through
-`scaled_dot_product_attention` with the flash backend; a GPT-2 AdamW training step in each mode:
+`scaled_dot_product_attention` with the flash and the cuDNN backends; a GPT-2 AdamW training step in each mode:
 fp32, tf32, bf16 autocast eager, and `bf16_compile` = bf16 autocast with `torch.compile`),
 printed as the same JSON lines. Run both with scripts/bench_gpu.sh.
 

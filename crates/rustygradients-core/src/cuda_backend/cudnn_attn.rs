@@ -762,34 +762,41 @@ fn execute(
 ) -> Result<()> {
     let fail = |e: String| dev.error(op, format!("cuDNN attention: {e}"));
     let ws = dev.alloc(op, plan.workspace)?;
-    let result = (|| {
-        let uids: Vec<i64> = tensors.iter().map(|t| t.0).collect();
-        let ptrs: Vec<*mut c_void> = tensors.iter().map(|t| t.1 as *mut c_void).collect();
-        let pack = Desc::new(D::CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR)?;
-        pack.set(
-            A::CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS,
-            T::CUDNN_TYPE_INT64,
-            &uids,
-        )?;
-        pack.set(
-            A::CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS,
-            T::CUDNN_TYPE_VOID_PTR,
-            &ptrs,
-        )?;
-        pack.set(
-            A::CUDNN_ATTR_VARIANT_PACK_WORKSPACE,
-            T::CUDNN_TYPE_VOID_PTR,
-            &[ws as *mut c_void],
-        )?;
-        let pack = pack.finalize()?;
-        // SAFETY: every pointer in the pack is a live device buffer of the size its tensor
-        // describes (or a host scalar that outlives this call); queued on the device's stream.
-        check("cudnnBackendExecute", unsafe {
-            sys::cudnnBackendExecute(handle, plan.plan.0, pack.0)
-        })
-    })();
+    let result = dev.profiled(
+        || format!("cudnn {op}"),
+        || {
+            (|| {
+                let uids: Vec<i64> = tensors.iter().map(|t| t.0).collect();
+                let ptrs: Vec<*mut c_void> = tensors.iter().map(|t| t.1 as *mut c_void).collect();
+                let pack = Desc::new(D::CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR)?;
+                pack.set(
+                    A::CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS,
+                    T::CUDNN_TYPE_INT64,
+                    &uids,
+                )?;
+                pack.set(
+                    A::CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS,
+                    T::CUDNN_TYPE_VOID_PTR,
+                    &ptrs,
+                )?;
+                pack.set(
+                    A::CUDNN_ATTR_VARIANT_PACK_WORKSPACE,
+                    T::CUDNN_TYPE_VOID_PTR,
+                    &[ws as *mut c_void],
+                )?;
+                let pack = pack.finalize()?;
+                // SAFETY: every pointer in the pack is a live device buffer of the size its
+                // tensor describes (or a host scalar that outlives this call); queued on the
+                // device's stream.
+                check("cudnnBackendExecute", unsafe {
+                    sys::cudnnBackendExecute(handle, plan.plan.0, pack.0)
+                })
+            })()
+            .map_err(fail)
+        },
+    );
     dev.free(ws);
-    result.map_err(fail)?;
+    result?;
     crate::cudnn::count_attention_call();
     Ok(())
 }

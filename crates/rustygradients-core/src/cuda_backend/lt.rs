@@ -5,11 +5,13 @@
 //! All operands are row-major and dense from element 0: `x (m, k)`, `W (n, k)`, `b (n)`,
 //! `g (m, n)`. f32 (TF32 when allowed), f16 and bf16, all of one dtype, accumulate in f32. When
 //! cuBLASLt is missing or has no kernel for a case, the callers compose the op from cuBLAS GEMMs
-//! and kernels instead.
+//! and kernels instead. The first GEMM of each shape times the heuristic's best few algorithms
+//! on its real operands and keeps the fastest (`RUSTYGRADIENTS_LT_TUNE=0`: the heuristic's
+//! first choice).
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use cudarc::cublaslt::{result as lt, sys};
 
@@ -179,52 +181,10 @@ fn gemm(
         descs.layouts.push(l);
     }
     let (la, lb, ld) = (descs.layouts[0], descs.layouts[1], descs.layouts[2]);
-    let algo = match state.algos.get(&g) {
-        Some(a) => *a,
-        None => {
-            let pref = lt::create_matmul_pref().map_err(|e| fail("preference", e))?;
-            descs.pref = Some(pref);
-            let size = WORKSPACE;
-            // SAFETY: every descriptor is live; `size` is a usize as the attribute takes.
-            let found = unsafe {
-                lt::set_matmul_pref_attribute(
-                    pref,
-                    sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                    &size as *const usize as _,
-                    std::mem::size_of::<usize>(),
-                )
-                .map_err(|e| fail("preference", e))?;
-                lt::get_matmul_algo_heuristic(state.handle, desc, la, lb, ld, ld, pref)
-            };
-            let algo = match found {
-                Ok(h) => Some(h.algo),
-                Err(lt::CublasError(sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED)) => {
-                    eprintln!(
-                        "note: cuBLASLt has no kernel for a {:?} GEMM {}×{}×{} with {:?}; \
-                         composing it from cuBLAS",
-                        g.dtype, g.m, g.n, g.k, g.epilogue
-                    );
-                    None
-                }
-                Err(e) => return Err(fail("heuristic", e)),
-            };
-            state.algos.insert(g, algo);
-            algo
-        }
-    };
-    let Some(algo) = algo else {
-        return Ok(false);
-    };
     let (alpha, beta) = (1f32, 0f32);
     let stream = dev.0.stream.cu_stream() as sys::cudaStream_t;
-    let name = || {
-        format!(
-            "cublasLt {:?} {}x{}x{} {:?}",
-            g.dtype, g.m, g.n, g.k, g.epilogue
-        )
-    };
     let (handle, workspace) = (state.handle, state.workspace);
-    dev.profiled(name, || {
+    let run = |algo: &sys::cublasLtMatmulAlgo_t| {
         // SAFETY: the operands, output, bias and workspace are live device buffers of the
         // sizes the layouts describe; alpha/beta are f32 host scalars (the scale type).
         unsafe {
@@ -241,15 +201,123 @@ fn gemm(
                 ld,
                 d as *mut c_void,
                 ld,
-                &algo,
+                algo,
                 workspace as *mut c_void,
                 WORKSPACE,
                 stream,
             )
         }
-        .map_err(|e| fail("matmul", e))
-    })?;
+    };
+    let algo = match state.algos.get(&g) {
+        Some(a) => *a,
+        None => {
+            let pref = lt::create_matmul_pref().map_err(|e| fail("preference", e))?;
+            descs.pref = Some(pref);
+            let size = WORKSPACE;
+            let mut found =
+                [std::mem::MaybeUninit::<sys::cublasLtMatmulHeuristicResult_t>::uninit();
+                    CANDIDATES];
+            let mut count = 0i32;
+            // SAFETY: every descriptor is live; `size` is a usize as the attribute takes;
+            // `found` has room for CANDIDATES results.
+            let status = unsafe {
+                lt::set_matmul_pref_attribute(
+                    pref,
+                    sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                    &size as *const usize as _,
+                    std::mem::size_of::<usize>(),
+                )
+                .map_err(|e| fail("preference", e))?;
+                sys::cublasLtMatmulAlgoGetHeuristic(
+                    state.handle,
+                    desc,
+                    la,
+                    lb,
+                    ld,
+                    ld,
+                    pref,
+                    if tune() { CANDIDATES as i32 } else { 1 },
+                    found.as_mut_ptr() as *mut sys::cublasLtMatmulHeuristicResult_t,
+                    &mut count,
+                )
+            };
+            let candidates: Vec<sys::cublasLtMatmulAlgo_t> = match status {
+                sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS => found[..count.max(0) as usize]
+                    .iter()
+                    // SAFETY: cuBLASLt wrote the first `count` results.
+                    .map(|r| unsafe { r.assume_init() })
+                    .filter(|r| r.state == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS)
+                    .map(|r| r.algo)
+                    .collect(),
+                sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED => Vec::new(),
+                e => return Err(fail("heuristic", lt::CublasError(e))),
+            };
+            let algo = if candidates.len() > 1 {
+                Some(fastest(dev, &candidates, &run)?)
+            } else {
+                candidates.first().copied()
+            };
+            if algo.is_none() {
+                eprintln!(
+                    "note: cuBLASLt has no kernel for a {:?} GEMM {}×{}×{} with {:?}; \
+                     composing it from cuBLAS",
+                    g.dtype, g.m, g.n, g.k, g.epilogue
+                );
+            }
+            state.algos.insert(g, algo);
+            algo
+        }
+    };
+    let Some(algo) = algo else {
+        return Ok(false);
+    };
+    let name = || {
+        format!(
+            "cublasLt {:?} {}x{}x{} {:?}",
+            g.dtype, g.m, g.n, g.k, g.epilogue
+        )
+    };
+    dev.profiled(name, || run(&algo).map_err(|e| fail("matmul", e)))?;
     Ok(true)
+}
+
+/// Heuristic candidates timed per new GEMM shape (`RUSTYGRADIENTS_LT_TUNE=0`: the heuristic's
+/// first choice, untimed).
+const CANDIDATES: usize = 8;
+
+fn tune() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("RUSTYGRADIENTS_LT_TUNE").map_or(true, |v| v != "0"))
+}
+
+/// The candidate that runs fastest on the real operands (each run once to warm up, then timed
+/// over three runs between two synchronisations); candidates that fail are skipped.
+fn fastest(
+    dev: &CudaDevice,
+    candidates: &[sys::cublasLtMatmulAlgo_t],
+    run: &dyn Fn(&sys::cublasLtMatmulAlgo_t) -> std::result::Result<(), lt::CublasError>,
+) -> Result<sys::cublasLtMatmulAlgo_t> {
+    let sync = || {
+        dev.0
+            .stream
+            .synchronize()
+            .map_err(|e| dev.error("linear", e))
+    };
+    let mut best: Option<(f64, sys::cublasLtMatmulAlgo_t)> = None;
+    for algo in candidates {
+        if run(algo).is_err() {
+            continue;
+        }
+        sync()?;
+        let t = std::time::Instant::now();
+        let ok = (0..3).all(|_| run(algo).is_ok());
+        sync()?;
+        let secs = t.elapsed().as_secs_f64();
+        if ok && best.is_none_or(|(b, _)| secs < b) {
+            best = Some((secs, *algo));
+        }
+    }
+    Ok(best.map_or(candidates[0], |b| b.1))
 }
 
 fn tf32(d: DType) -> bool {
