@@ -1,6 +1,8 @@
 //! Row kernels over the last dim: softmax / log-softmax and normalisation (LayerNorm's and
 //! RMSNorm's core), forward and backward. Rows run in parallel when the tensor is large.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::lanes::{row_max, sum_map, sum_map2};
@@ -169,6 +171,8 @@ fn norm_rows<T: FloatDType>(x: &[T], w: usize, eps: f64, rms: bool) -> (Vec<T>, 
 /// or bias).
 #[inline(always)]
 fn norm_row<T: FloatDType>(r: &[T], o: &mut [T], n: T, eps: T, rms: bool) -> T {
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout, and every element written is initialised.
+    let o = unsafe { &mut *(o as *mut [T] as *mut [MaybeUninit<T>]) };
     affine_row(r, o, None, None, n, eps, rms).1
 }
 
@@ -441,14 +445,17 @@ fn affine_rows<T: FloatDType>(
     rms: bool,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let rows = x.len().checked_div(c).unwrap_or(0);
-    let mut y = vec![T::zero(); x.len()];
     let (mut mean, mut rstd) = (vec![T::zero(); rows], vec![T::zero(); rows]);
     if c == 0 {
-        return (y, mean, rstd);
+        return (vec![T::zero(); x.len()], mean, rstd);
     }
+    // Written once per element by `affine_row` (no zero-fill pass first).
+    let mut y: Vec<T> = Vec::with_capacity(x.len());
+    let spare = &mut y.spare_capacity_mut()[..x.len()];
     let (n, eps) = (T::from_f64(c as f64), T::from_f64(eps));
     if x.len() >= PAR_MIN {
-        y.par_chunks_mut(c)
+        spare
+            .par_chunks_mut(c)
             .zip(x.par_chunks(c))
             .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
             .with_min_len(rows_per_task(c))
@@ -460,12 +467,15 @@ fn affine_rows<T: FloatDType>(
             });
     } else {
         simd(|| {
-            y.chunks_mut(c)
+            spare
+                .chunks_mut(c)
                 .zip(x.chunks(c))
                 .zip(mean.iter_mut().zip(rstd.iter_mut()))
                 .for_each(|((o, r), (m, s))| (*m, *s) = affine_row(r, o, w, b, n, eps, rms))
         });
     }
+    // SAFETY: `affine_row` wrote every element of every row (`x.len()` is whole rows).
+    unsafe { y.set_len(x.len()) };
     (y, mean, rstd)
 }
 
@@ -475,7 +485,7 @@ fn affine_rows<T: FloatDType>(
 #[inline(always)]
 fn affine_row<T: FloatDType>(
     r: &[T],
-    o: &mut [T],
+    o: &mut [MaybeUninit<T>],
     w: Option<&[T]>,
     b: Option<&[T]>,
     n: T,
@@ -493,22 +503,22 @@ fn affine_row<T: FloatDType>(
     match (w, b) {
         (Some(w), Some(b)) => {
             for (((o, &v), &w), &b) in o.iter_mut().zip(r).zip(w).zip(b) {
-                *o = (v - mu) * rs * w + b;
+                o.write((v - mu) * rs * w + b);
             }
         }
         (Some(w), None) => {
             for ((o, &v), &w) in o.iter_mut().zip(r).zip(w) {
-                *o = (v - mu) * rs * w;
+                o.write((v - mu) * rs * w);
             }
         }
         (None, Some(b)) => {
             for ((o, &v), &b) in o.iter_mut().zip(r).zip(b) {
-                *o = (v - mu) * rs + b;
+                o.write((v - mu) * rs + b);
             }
         }
         (None, None) => {
             for (o, &v) in o.iter_mut().zip(r) {
-                *o = (v - mu) * rs;
+                o.write((v - mu) * rs);
             }
         }
     }

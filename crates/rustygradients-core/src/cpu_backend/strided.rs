@@ -113,8 +113,8 @@ pub(crate) fn isa() -> Isa {
 /// - `scalar`: the scalar paths, even on a CPU with AVX2 (to test or compare them);
 /// - `avx2`: the AVX2 + FMA paths (also on an AVX-512 CPU); on a CPU without them, a warning
 ///   and the scalar paths (unsupported instructions are never executed);
-/// - `avx512`: the AVX-512 kernels where they exist (the f32 GEMM) and AVX2 + FMA elsewhere;
-///   on a CPU without AVX-512, a warning and the scalar paths.
+/// - `avx512`: the AVX-512 kernels (the f32 GEMM, the vector layer's kernels, and every loop
+///   run through [`simd`]); on a CPU without AVX-512, a warning and the scalar paths.
 ///
 /// Any other value warns on stderr and detects. The variable is read on the first call only,
 /// so it must be set before the process runs its first kernel.
@@ -123,15 +123,23 @@ pub(crate) fn has_avx2() -> bool {
     isa() >= Isa::Avx2
 }
 
-/// Runs `f` compiled for AVX2 + FMA when the CPU has them (the loops in `f` are inlined into
-/// the feature-enabled frame and vectorised 8-wide); plain code otherwise.
+/// Runs `f` compiled for the process's ISA level: AVX-512 (the loops in `f` are inlined into
+/// the feature-enabled frame and vectorised 16-wide), AVX2 + FMA (8-wide), or plain code.
 #[inline(always)]
 pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
         #[target_feature(enable = "avx2,fma")]
         unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
             f()
+        }
+        if isa() >= Isa::Avx512 {
+            // SAFETY: the AVX-512 level is chosen only when the CPU was detected to have it.
+            return unsafe { with_avx512(f) };
         }
         if has_avx2() {
             // SAFETY: `has_avx2` is true only when the CPU was detected to have AVX2 and FMA.

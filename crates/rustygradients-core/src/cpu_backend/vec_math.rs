@@ -6,7 +6,8 @@
 //! the generic loops in `elementwise.rs`.
 //!
 //! Accuracy: erf by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7, as the scalar
-//! path), `exp` by a degree-6 polynomial after range reduction, reciprocals by `rcp` plus one
+//! path) where `e^{-x²/2}` is needed anyway (GELU's gradient), by A&S 7.1.28 (below 4.3e-7
+//! in f32, no exponential) in GELU's forward; `exp` by a degree-6 polynomial after range reduction, reciprocals by `rcp` plus one
 //! Newton step: results stay within a few f32 ulps of the scalar path (sigmoid within 4e-7
 //! relative, and 0 below x = -87 where it is under 2e-38). NaN in, NaN out.
 
@@ -74,17 +75,27 @@ pub(crate) fn softmax_rows(x: &[f32], w: usize, log: bool) -> Option<Vec<f32>> {
         return None;
     }
     let f = simd_x86::softmax(isa());
-    let mut out = vec![0f32; x.len()];
+    let n = x.len();
+    debug_assert_eq!(
+        n % w,
+        0,
+        "softmax rows: {n} elements are not whole rows of {w}"
+    );
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    let spare = &mut out.spare_capacity_mut()[..n];
     // SAFETY (both calls): `f` is the kernel for the ISA level detected (AVX2 at least); the
-    // chunks hold whole rows.
-    if x.len() >= super::strided::PAR_MIN {
+    // chunks hold whole rows, and the kernel writes every element of its chunk.
+    if n >= super::strided::PAR_MIN {
         let rows = super::strided::rows_per_task(w);
-        out.par_chunks_mut(rows * w)
+        spare
+            .par_chunks_mut(rows * w)
             .zip(x.par_chunks(rows * w))
             .for_each(|(o, x)| unsafe { f(x, o, w, log) });
     } else {
-        unsafe { f(x, &mut out, w, log) };
+        unsafe { f(x, spare, w, log) };
     }
+    // SAFETY: every one of the `n` elements was written above.
+    unsafe { out.set_len(n) };
     Some(out)
 }
 
@@ -132,6 +143,7 @@ mod simd_x86 {
         /// Lane-wise maximum (which lane wins when one is NaN is unspecified).
         fn max(self, o: Self) -> Self;
         /// The sum of all lanes.
+        #[inline(always)]
         fn reduce_sum(self) -> f32 {
             let mut a = [0f32; 64];
             // SAFETY: `a` holds the widest `V` (64 lanes).
@@ -139,6 +151,7 @@ mod simd_x86 {
             a[..Self::W].iter().sum()
         }
         /// The largest lane (NaN lanes ignored).
+        #[inline(always)]
         fn reduce_max(self) -> f32 {
             let mut a = [0f32; 64];
             // SAFETY: as in `reduce_sum`.
@@ -360,6 +373,25 @@ mod simd_x86 {
         (erf_abs.with_sign_of(x), e)
     }
 
+    /// `erf(x/√2)` without an exponential, for GELU's forward: Abramowitz & Stegun 7.1.28,
+    /// `erf z = 1 − (1 + q)^−16` with `q = a₁z + … + a₆z⁶` at `z = |x|/√2` (absolute error
+    /// below 3e-7), about half the work of the form with `e^{-z²}`. It is evaluated without
+    /// cancellation as `u/(1 + u)`, `u = (1 + q)^16 − 1` from four steps `u ← u(u + 2)`
+    /// (rounding `1 + q` first would lose 16× its last bit near z = 0): within 4.3e-7 in f32.
+    #[inline(always)]
+    fn erf_no_exp<G: V>(x: G) -> G {
+        let z = x.mul(G::splat(SQRT1_2)).abs().min_c(10.0);
+        let mut q = G::splat(4.306_38e-5);
+        for c in [2.765_672e-4, 1.520_143e-4, 9.270_527_2e-3, 4.228_201_2e-2, 7.052_307_8e-2] {
+            q = q.fma(z, G::splat(c));
+        }
+        let mut u = q.mul(z);
+        for _ in 0..4 {
+            u = u.mul(u.add(G::splat(2.0)));
+        }
+        u.mul(recip(u.add(G::splat(1.0)))).with_sign_of(x)
+    }
+
     /// `σ(2u) = 1 / (1 + e^{-2u})` with `u = K (x + A x³)`, `u' = K (1 + 3A x²)`, and
     /// `1 - σ(2u) = e^{-2u} σ(2u)`, computed from `e^{-2u}` rather than by subtracting: the
     /// refined reciprocal is within 1e-7 of 1 for large `u`, and the derivative multiplies
@@ -389,10 +421,7 @@ mod simd_x86 {
             Kind::Sigmoid => sigmoid(x),
             Kind::Silu => x.mul(sigmoid(x)),
             // 0.5 x (1 + erf(x/√2)); (1 + erf) first so that -inf gives NaN as the scalar path.
-            Kind::Gelu => {
-                let (erf, _) = erf_parts(x);
-                x.mul(G::splat(0.5)).mul(erf.add(G::splat(1.0)))
-            }
+            Kind::Gelu => x.mul(G::splat(0.5)).mul(erf_no_exp(x).add(G::splat(1.0))),
             // 0.5 x (1 + tanh u) = x σ(2u)
             Kind::GeluTanh => x.mul(tanh_parts(x).0),
         }
@@ -433,9 +462,11 @@ mod simd_x86 {
     /// `1 / sum` (or `x - max - ln sum` written). Rows narrower than `G::W` and the ragged
     /// tail of each row go through a zero-padded block.
     #[inline(always)]
-    unsafe fn softmax_rows<G: V>(x: &[f32], out: &mut [f32], w: usize, log: bool) {
+    unsafe fn softmax_rows<G: V>(x: &[f32], out: &mut [MaybeUninit<f32>], w: usize, log: bool) {
         let mut pad = [0f32; 64];
         for (r, o) in x.chunks_exact(w).zip(out.chunks_exact_mut(w)) {
+            // Written before it is read: every element gets `e` (or its log-softmax) first.
+            let o: *mut f32 = o.as_mut_ptr().cast();
             let full = w - w % G::W;
             let tail = &r[full..];
             let mut m = G::splat(f32::NEG_INFINITY);
@@ -449,7 +480,7 @@ mod simd_x86 {
                 let e = exp_shifted(unsafe { G::load(r.as_ptr().add(i)) }, nmax);
                 sum = sum.add(e);
                 if !log {
-                    unsafe { e.store(o.as_mut_ptr().add(i)) };
+                    unsafe { e.store(o.add(i)) };
                 }
             }
             let mut tail_sum = 0.0;
@@ -461,23 +492,26 @@ mod simd_x86 {
                 unsafe { e.store(pad.as_mut_ptr()) };
                 tail_sum = pad[..tail.len()].iter().sum();
                 if !log {
-                    o[full..].copy_from_slice(&pad[..tail.len()]);
+                    // SAFETY: the tail's `tail.len()` elements of this row.
+                    unsafe { std::ptr::copy_nonoverlapping(pad.as_ptr(), o.add(full), tail.len()) };
                 }
             }
             let total = sum.reduce_sum() + tail_sum;
             if log {
                 let lse = max + total.ln();
-                for (o, &v) in o.iter_mut().zip(r) {
-                    *o = v - lse;
+                for (i, &v) in r.iter().enumerate() {
+                    unsafe { o.add(i).write(v - lse) };
                 }
             } else {
                 let inv = G::splat(1.0 / total);
                 for i in (0..full).step_by(G::W) {
-                    let p = unsafe { o.as_mut_ptr().add(i) };
+                    let p = unsafe { o.add(i) };
                     unsafe { G::load(p).mul(inv).store(p) };
                 }
                 let inv = 1.0 / total;
-                o[full..].iter_mut().for_each(|v| *v *= inv);
+                for i in full..w {
+                    unsafe { *o.add(i) *= inv };
+                }
             }
         }
     }
@@ -485,19 +519,31 @@ mod simd_x86 {
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn softmax_avx2(x: &[f32], out: &mut [f32], w: usize, log: bool) {
+    pub(super) unsafe fn softmax_avx2(
+        x: &[f32],
+        out: &mut [MaybeUninit<f32>],
+        w: usize,
+        log: bool,
+    ) {
         unsafe { softmax_rows::<Avx2>(x, out, w, log) }
     }
 
     /// # Safety
     /// The CPU must support AVX-512 F/BW/VL/DQ.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    pub(super) unsafe fn softmax_avx512(x: &[f32], out: &mut [f32], w: usize, log: bool) {
+    pub(super) unsafe fn softmax_avx512(
+        x: &[f32],
+        out: &mut [MaybeUninit<f32>],
+        w: usize,
+        log: bool,
+    ) {
         unsafe { softmax_rows::<Avx512>(x, out, w, log) }
     }
 
     /// The softmax rows kernel for the process's ISA level (AVX2 at least).
-    pub(super) fn softmax(isa: super::Isa) -> unsafe fn(&[f32], &mut [f32], usize, bool) {
+    pub(super) fn softmax(
+        isa: super::Isa,
+    ) -> unsafe fn(&[f32], &mut [MaybeUninit<f32>], usize, bool) {
         if isa >= super::Isa::Avx512 {
             softmax_avx512
         } else {
@@ -604,7 +650,9 @@ mod simd_x86 {
 mod simd_x86 {
     use super::Kind;
     use std::mem::MaybeUninit;
-    pub(super) fn softmax(_: super::Isa) -> unsafe fn(&[f32], &mut [f32], usize, bool) {
+    pub(super) fn softmax(
+        _: super::Isa,
+    ) -> unsafe fn(&[f32], &mut [MaybeUninit<f32>], usize, bool) {
         unreachable!("no AVX2 off x86-64")
     }
     // Never called: `has_avx2()` is false off x86-64.
