@@ -940,3 +940,27 @@ fn every_cpu_isa_passes_in_a_child_process() {
         );
     }
 }
+
+/// The f32 GEMM splits large products into one row band per thread, and from four bands on
+/// they share one packing of B: this host may have two cores, so the matmul test runs again in
+/// a child process with an 8-thread pool (its 768×128·128×384 product then takes 8 bands).
+#[test]
+fn matmul_on_eight_threads_in_a_child_process() {
+    if std::env::var_os(CHILD_MARKER).is_some() {
+        return;
+    }
+    let test = "matmul_f32_within_rounding_bound";
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env("RAYON_NUM_THREADS", "8")
+        .env(CHILD_MARKER, "threads")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "{test} on 8 threads failed ({})\n--- stdout\n{stdout}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -55,6 +55,23 @@ trait BandGemm: 'static + Copy + Default + Send + Sync {
     ) {
         crate_gemm(rows, n, k, dst, a, b, one)
     }
+    /// The whole product on the pool in bands of `band_rows` rows sharing one packing of B;
+    /// false (nothing done) where this type has no such kernel.
+    ///
+    /// # Safety
+    /// As [`BandGemm::band`], for all `m` rows.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn bands_shared_b(
+        _m: usize,
+        _n: usize,
+        _k: usize,
+        _dst: *mut Self,
+        _a: (*const Self, isize, isize),
+        _b: (*const Self, isize, isize),
+        _band_rows: usize,
+    ) -> bool {
+        false
+    }
 }
 
 /// [`BandGemm::band`] through the `gemm` crate, which does not read `dst` (`read_dst` is false)
@@ -123,6 +140,26 @@ impl BandGemm for f32 {
         }
         crate_gemm(rows, n, k, dst, a, b, one)
     }
+    unsafe fn bands_shared_b(
+        m: usize,
+        n: usize,
+        k: usize,
+        dst: *mut f32,
+        a: (*const f32, isize, isize),
+        b: (*const f32, isize, isize),
+        band_rows: usize,
+    ) -> bool {
+        if !super::sgemm::applies() {
+            return false;
+        }
+        let mat = |x: (*const f32, isize, isize)| super::sgemm::Mat {
+            ptr: x.0,
+            rs: x.2,
+            cs: x.1,
+        };
+        super::sgemm::sgemm_bands(m, n, k, mat(a), mat(b), dst, n, band_rows);
+        true
+    }
 }
 
 fn gemm_batched<T: BandGemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout, one: T) -> Vec<T> {
@@ -144,6 +181,9 @@ fn gemm_batched<T: BandGemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout, one: T)
     // on many cores use fewer threads than the pool has instead of paying a wake-up, and a
     // packing of B, per thread for a few microseconds of arithmetic each.
     const BAND_WORK: usize = 1 << 21;
+    // From this many bands on, packing B once per band costs more memory traffic than two
+    // extra synchronisations per KC slice (packing it once, shared).
+    const SHARED_B_BANDS: usize = 4;
     let threads = rayon::current_num_threads();
     let bands = if big && threads > 1 {
         threads.min(m / 32).min(m * n * k / BAND_WORK).max(1)
@@ -173,6 +213,25 @@ fn gemm_batched<T: BandGemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout, one: T)
     let one_matrix = |bi: usize, dst: &mut [MaybeUninit<T>]| {
         if bands == 1 {
             return band(bi, 0, m, dst);
+        }
+        // With many bands, one packing of B shared by all of them (where the type has it).
+        if bands >= SHARED_B_BANDS {
+            let (oa, ob) = (ma.offsets[bi], mb.offsets[bi]);
+            // SAFETY: as in `band`, for all `m` rows of matrix `bi`.
+            let done = unsafe {
+                T::bands_shared_b(
+                    m,
+                    n,
+                    k,
+                    dst.as_mut_ptr().cast::<T>(),
+                    (a.as_ptr().add(oa), ma.cs as isize, ma.rs as isize),
+                    (b.as_ptr().add(ob), mb.cs as isize, mb.rs as isize),
+                    band_rows,
+                )
+            };
+            if done {
+                return;
+            }
         }
         use rayon::prelude::*;
         dst.par_chunks_mut(band_rows * n)

@@ -47,6 +47,10 @@ pub(crate) struct Mat {
     pub cs: isize,
 }
 
+// SAFETY: an operand is only read, by any number of threads at once.
+unsafe impl Send for Mat {}
+unsafe impl Sync for Mat {}
+
 /// Whether this CPU runs the kernel (AVX-512 F; decided with the other kernels, see
 /// `strided::isa`).
 pub(crate) fn applies() -> bool {
@@ -110,6 +114,98 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut
             }
         }
     });
+}
+
+/// A pointer shared by the tasks of [`sgemm_bands`] (each writes its own part).
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: the tasks write disjoint regions (B panels, C row bands) and read what every task
+// finished writing before the parallel region that reads it began.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The pointer (a method, so that closures capture the whole `Shared`).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// [`sgemm`] on the thread pool for many threads: the rows of C split into bands of
+/// `band_rows`, but each KC × NC block of B packed once, its panels shared out among the
+/// threads, instead of once per band (which at 16 threads streams B 16 times per slice).
+///
+/// # Safety
+/// As [`sgemm`].
+pub(crate) unsafe fn sgemm_bands(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    c: *mut f32,
+    ldc: usize,
+    band_rows: usize,
+) {
+    use rayon::prelude::*;
+    if m == 0 || n == 0 || k == 0 {
+        return sgemm(m, n, k, a, b, c, ldc);
+    }
+    let lines = NC.min(n.next_multiple_of(NR)) * KC / 16;
+    let mut packed: Vec<std::mem::MaybeUninit<Line>> = Vec::with_capacity(lines);
+    // SAFETY: MaybeUninit needs no initialisation; pack_b writes each panel before any task
+    // reads it (the next parallel region).
+    packed.set_len(lines);
+    let pb = Shared(packed.as_mut_ptr().cast::<f32>());
+    let (cc, band_rows) = (Shared(c), band_rows.max(1));
+    // Panels per packing task: a few hundred KiB of B each.
+    const PANELS: usize = 4;
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            let panels = nc.div_ceil(NR);
+            (0..panels.div_ceil(PANELS)).into_par_iter().for_each(|t| {
+                let p0 = t * PANELS;
+                let cols = (NR * PANELS).min(nc - p0 * NR);
+                // SAFETY: panels p0.. of this block, written by this task only.
+                unsafe { pack_b(kc, cols, b, pc, jc + p0 * NR, pb.get().add(p0 * NR * kc)) };
+            });
+            (0..m.div_ceil(band_rows)).into_par_iter().for_each(|bi| {
+                let (r0, r1) = (bi * band_rows, ((bi + 1) * band_rows).min(m));
+                PACKS.with(|packs| {
+                    let mut packs = packs.borrow_mut();
+                    let pa = &mut packs.0;
+                    let a_lines = MC.next_multiple_of(MR) * KC / 16;
+                    if pa.len() < a_lines {
+                        pa.resize(a_lines, Line([0.0; 16]));
+                    }
+                    let pa = pa.as_mut_ptr().cast::<f32>();
+                    for ic in (r0..r1).step_by(MC) {
+                        let mc = MC.min(r1 - ic);
+                        // SAFETY: as in `sgemm`; rows ic..ic+mc of C belong to this band.
+                        unsafe {
+                            let block = if a.cs == 1 || a.rs == 1 {
+                                Mat {
+                                    ptr: a.ptr.offset(ic as isize * a.rs + pc as isize * a.cs),
+                                    ..a
+                                }
+                            } else {
+                                pack_a(mc, kc, a, ic, pc, pa);
+                                Mat {
+                                    ptr: pa,
+                                    rs: -1,
+                                    cs: 0,
+                                }
+                            };
+                            let ct = cc.get().add(ic * ldc + jc);
+                            macro_tile(mc, nc, kc, block, pa, pb.get(), ct, ldc, pc > 0);
+                        }
+                    }
+                });
+            });
+        }
+    }
 }
 
 /// B[pc.., jc..] (kc × nc) into NR-wide panels: panel `j` holds, for each of the kc rows, NR

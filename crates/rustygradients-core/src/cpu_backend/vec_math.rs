@@ -382,7 +382,13 @@ mod simd_x86 {
     fn erf_no_exp<G: V>(x: G) -> G {
         let z = x.mul(G::splat(SQRT1_2)).abs().min_c(10.0);
         let mut q = G::splat(4.306_38e-5);
-        for c in [2.765_672e-4, 1.520_143e-4, 9.270_527e-3, 4.228_201e-2, 7.052_307_6e-2] {
+        for c in [
+            2.765_672e-4,
+            1.520_143e-4,
+            9.270_527e-3,
+            4.228_201e-2,
+            7.052_307_6e-2,
+        ] {
             q = q.fma(z, G::splat(c));
         }
         let mut u = q.mul(z);
