@@ -137,6 +137,7 @@ impl Shared {
 ///
 /// # Safety
 /// As [`sgemm`].
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn sgemm_bands(
     m: usize,
     n: usize,
