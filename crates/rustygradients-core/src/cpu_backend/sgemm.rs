@@ -92,28 +92,35 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut
                 pack_b(kc, nc, b, pc, jc, pb);
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
-                    // A with contiguous rows or columns is read where it lies (the kernel
-                    // broadcasts its elements one by one, so any such layout serves); other
-                    // strides are packed first.
-                    let block = if a.cs == 1 || a.rs == 1 {
-                        Mat {
-                            ptr: a.ptr.offset(ic as isize * a.rs + pc as isize * a.cs),
-                            ..a
-                        }
-                    } else {
-                        pack_a(mc, kc, a, ic, pc, pa);
-                        Mat {
-                            ptr: pa,
-                            rs: -1,
-                            cs: 0,
-                        }
-                    };
+                    let block = a_block(mc, kc, a, ic, pc, pa);
                     let ct = c.add(ic * ldc + jc);
                     macro_tile(mc, nc, kc, block, pa, pb, ct, ldc, pc > 0);
                 }
             }
         }
     });
+}
+
+/// The `mc × kc` block of A at `(ic, pc)` as the micro-kernel reads it: where it lies when A's
+/// rows or columns are contiguous (the kernel broadcasts its elements one by one, so any such
+/// layout serves), else packed into `pa` first (then `rs = -1` marks it packed).
+///
+/// # Safety
+/// As [`sgemm`]; `pa` holds an `MC × KC` block.
+unsafe fn a_block(mc: usize, kc: usize, a: Mat, ic: usize, pc: usize, pa: *mut f32) -> Mat {
+    if a.cs == 1 || a.rs == 1 {
+        Mat {
+            ptr: a.ptr.offset(ic as isize * a.rs + pc as isize * a.cs),
+            ..a
+        }
+    } else {
+        pack_a(mc, kc, a, ic, pc, pa);
+        Mat {
+            ptr: pa,
+            rs: -1,
+            cs: 0,
+        }
+    }
 }
 
 /// A pointer shared by the tasks of [`sgemm_bands`] (each writes its own part).
@@ -186,19 +193,7 @@ pub(crate) unsafe fn sgemm_bands(
                         let mc = MC.min(r1 - ic);
                         // SAFETY: as in `sgemm`; rows ic..ic+mc of C belong to this band.
                         unsafe {
-                            let block = if a.cs == 1 || a.rs == 1 {
-                                Mat {
-                                    ptr: a.ptr.offset(ic as isize * a.rs + pc as isize * a.cs),
-                                    ..a
-                                }
-                            } else {
-                                pack_a(mc, kc, a, ic, pc, pa);
-                                Mat {
-                                    ptr: pa,
-                                    rs: -1,
-                                    cs: 0,
-                                }
-                            };
+                            let block = a_block(mc, kc, a, ic, pc, pa);
                             let ct = cc.get().add(ic * ldc + jc);
                             macro_tile(mc, nc, kc, block, pa, pb.get(), ct, ldc, pc > 0);
                         }

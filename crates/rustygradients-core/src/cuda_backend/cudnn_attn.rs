@@ -126,6 +126,20 @@ impl Graph {
     }
 
     fn tensor(&mut self, uid: Option<i64>, dt: Dt, shape: Shape, virt: bool) -> Res<Tensor> {
+        let flag = virt.then_some(A::CUDNN_ATTR_TENSOR_IS_VIRTUAL);
+        self.describe(uid, dt, shape, flag)
+    }
+
+    /// An f32 scalar passed by value at execution (`uid`).
+    fn scalar(&mut self, uid: i64) -> Res<Tensor> {
+        let one = [[1i64; 4]; 2];
+        let flag = Some(A::CUDNN_ATTR_TENSOR_IS_BY_VALUE);
+        self.describe(Some(uid), Dt::CUDNN_DATA_FLOAT, one, flag)
+    }
+
+    /// A tensor descriptor (a fresh uid when `uid` is `None`), with the boolean attribute
+    /// `flag` (virtual, or passed by value) set.
+    fn describe(&mut self, uid: Option<i64>, dt: Dt, shape: Shape, flag: Option<A>) -> Res<Tensor> {
         let uid = uid.unwrap_or_else(|| {
             self.next_uid += 1;
             self.next_uid
@@ -148,47 +162,9 @@ impl Graph {
             T::CUDNN_TYPE_INT64,
             &[16i64],
         )?;
-        if virt {
-            d.set(
-                A::CUDNN_ATTR_TENSOR_IS_VIRTUAL,
-                T::CUDNN_TYPE_BOOLEAN,
-                &[true],
-            )?;
+        if let Some(flag) = flag {
+            d.set(flag, T::CUDNN_TYPE_BOOLEAN, &[true])?;
         }
-        let desc = Arc::new(d.finalize()?);
-        self.keep.push(desc.clone());
-        Ok(Tensor { desc })
-    }
-
-    /// An f32 scalar passed by value at execution (`uid`).
-    fn scalar(&mut self, uid: i64) -> Res<Tensor> {
-        let d = Desc::new(D::CUDNN_BACKEND_TENSOR_DESCRIPTOR)?;
-        d.set(
-            A::CUDNN_ATTR_TENSOR_DATA_TYPE,
-            T::CUDNN_TYPE_DATA_TYPE,
-            &[Dt::CUDNN_DATA_FLOAT],
-        )?;
-        d.set(
-            A::CUDNN_ATTR_TENSOR_DIMENSIONS,
-            T::CUDNN_TYPE_INT64,
-            &[1i64; 4],
-        )?;
-        d.set(
-            A::CUDNN_ATTR_TENSOR_STRIDES,
-            T::CUDNN_TYPE_INT64,
-            &[1i64; 4],
-        )?;
-        d.set(A::CUDNN_ATTR_TENSOR_UNIQUE_ID, T::CUDNN_TYPE_INT64, &[uid])?;
-        d.set(
-            A::CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT,
-            T::CUDNN_TYPE_INT64,
-            &[16i64],
-        )?;
-        d.set(
-            A::CUDNN_ATTR_TENSOR_IS_BY_VALUE,
-            T::CUDNN_TYPE_BOOLEAN,
-            &[true],
-        )?;
         let desc = Arc::new(d.finalize()?);
         self.keep.push(desc.clone());
         Ok(Tensor { desc })
@@ -801,6 +777,29 @@ fn execute(
     Ok(())
 }
 
+/// What both passes start from: the handle, the plans and q, k, v's addresses; `None` when
+/// this case is not cuDNN's (dtype, sizes, cuDNN missing or without an engine for it, or one of
+/// those addresses or `more` not 16-byte aligned).
+fn prepare(
+    q: &CudaStorage,
+    k: &CudaStorage,
+    v: &CudaStorage,
+    d: &AttnDims,
+    more: &[u64],
+) -> Option<(sys::cudnnHandle_t, Arc<Plans>, [u64; 3])> {
+    let key = Key::of(q.dtype(), d)?;
+    let ptrs = [
+        q.ptr(operand(d, |s| s.q)[0]),
+        k.ptr(operand(d, |s| s.k)[0]),
+        v.ptr(operand(d, |s| s.v)[0]),
+    ];
+    if ptrs.iter().chain(more).any(|p| !p.is_multiple_of(16)) {
+        return None;
+    }
+    let (handle, plans) = plans(q.dev(), key)?;
+    Some((handle, plans, ptrs))
+}
+
 /// The output and saved state of `flash::forward`, or `None` when this case is not cuDNN's.
 pub(super) fn forward(
     q: &CudaStorage,
@@ -809,23 +808,10 @@ pub(super) fn forward(
     d: &AttnDims,
 ) -> Result<Option<(CudaStorage, CudaStorage)>> {
     let op = "scaled_dot_product_attention";
-    let Some(key) = Key::of(q.dtype(), d) else {
+    let Some((handle, plans, [qp, kp, vp])) = prepare(q, k, v, d, &[]) else {
         return Ok(None);
     };
-    let [qo, ko, vo] = [
-        operand(d, |s| s.q),
-        operand(d, |s| s.k),
-        operand(d, |s| s.v),
-    ]
-    .map(|s| s[0]);
-    let (qp, kp, vp) = (q.ptr(qo), k.ptr(ko), v.ptr(vo));
-    if [qp, kp, vp].iter().any(|p| !p.is_multiple_of(16)) {
-        return Ok(None);
-    }
     let dev = q.dev();
-    let Some((handle, plans)) = plans(dev, key) else {
-        return Ok(None);
-    };
     let rows = d.n * d.t;
     let out = CudaStorage::alloc(dev, op, rows * d.d, q.dtype())?;
     let saved = CudaStorage::alloc(dev, op, rows * d.d + 2 * rows, q.dtype())?;
@@ -870,23 +856,10 @@ pub(super) fn backward(
     d: &AttnDims,
 ) -> Result<Option<(CudaStorage, CudaStorage, CudaStorage)>> {
     let op = "scaled_dot_product_attention_backward";
-    let Some(key) = Key::of(q.dtype(), d) else {
+    let Some((handle, plans, [qp, kp, vp])) = prepare(q, k, v, d, &[g.ptr(0)]) else {
         return Ok(None);
     };
-    let [qo, ko, vo] = [
-        operand(d, |s| s.q),
-        operand(d, |s| s.k),
-        operand(d, |s| s.v),
-    ]
-    .map(|s| s[0]);
-    let (qp, kp, vp) = (q.ptr(qo), k.ptr(ko), v.ptr(vo));
-    if [qp, kp, vp, g.ptr(0)].iter().any(|p| !p.is_multiple_of(16)) {
-        return Ok(None);
-    }
     let dev = q.dev();
-    let Some((handle, plans)) = plans(dev, key) else {
-        return Ok(None);
-    };
     let rows = d.n * d.t;
     let dtype = q.dtype();
     let dq = CudaStorage::alloc(dev, op, rows * d.d, dtype)?;
