@@ -28,6 +28,9 @@ if [ -f .gpu/rustygradients-debug ]; then
     mkdir -p target/debug && cp .gpu/rustygradients-debug target/debug/rustygradients
 fi
 
+# Where cuDNN 9 is installed, cuda_flash must see its fused attention run, not only ours.
+if ldconfig -p 2>/dev/null | grep -q 'libcudnn\.so\.9'; then export RUSTYGRADIENTS_EXPECT_CUDNN=1; fi
+
 STAGES=${STAGES:-tests sanitizer cli}
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 failed=0
