@@ -707,6 +707,8 @@ impl Key {
 
 /// The plans for `key`, built on first use; `None` when cuDNN is missing or has no engine.
 fn plans(dev: &CudaDevice, key: Key) -> Option<(sys::cudnnHandle_t, Arc<Plans>)> {
+    // cuDNN works in the calling thread's current context: this device's, on any thread.
+    dev.bind("scaled_dot_product_attention").ok()?;
     let mut slot = dev.0.cudnn.lock().unwrap_or_else(|e| e.into_inner());
     let state = match slot.get_or_insert_with(|| open(dev)) {
         Ok(s) => s,
