@@ -99,7 +99,9 @@ struct Tensor {
     desc: Arc<Desc>,
 }
 
-/// Builds one operation graph, keeping every descriptor alive as long as its plan.
+/// Builds one operation graph. The tensor, pointwise, reduction and matmul descriptors live as
+/// long as the plan built from them; the operations, the graph and the engine configurations
+/// only until the plan is built.
 struct Graph {
     keep: Vec<Arc<Desc>>,
     ops: Vec<Desc>,
@@ -512,7 +514,8 @@ fn i(v: usize) -> i64 {
     v as i64
 }
 
-/// `(batch, heads, rows, d)` of an operand: its `[batch, head, row]` strides and offset.
+/// An operand read as `(batch, heads, rows, d)`: `[offset, batch stride, head stride, row
+/// stride]` in elements.
 fn operand(d: &AttnDims, which: fn(&crate::backend::AttnStrides) -> [usize; 4]) -> [usize; 4] {
     match &d.strided {
         Some(s) => which(s),
@@ -689,14 +692,7 @@ impl Key {
         g.reshape(&ds, &dst)?;
         g.matmul(&dst, &q, &dk)?;
         // dQ = dS k, accumulated in f32 in the workspace, then cast.
-        let [kdims, ks] = self.input(1, true);
-        let k = g.virt(
-            f,
-            [
-                [kdims[0], kdims[1], kdims[3], kdims[2]],
-                [ks[0], ks[1], ks[3], ks[2]],
-            ],
-        )?;
+        let k = g.virt(f, self.input(1, false))?;
         g.reshape(&kt, &k)?;
         let acc = g.tensor(Some(DQ_ACC), f, dense([b, h, r, d]), false)?;
         g.matmul(&ds, &k, &acc)?;
@@ -730,15 +726,23 @@ fn plans(dev: &CudaDevice, key: Key) -> Option<(sys::cudnnHandle_t, Arc<Plans>)>
     entry.clone().map(|p| (handle, p))
 }
 
-/// Runs `plan` with the tensors `(uid, address)` and a fresh workspace.
+/// Runs `plan` with the tensors `(uid, address)` (device buffers, or host scalars passed by
+/// value), plus the scale (and, for a causal mask, −∞) by value, and a fresh workspace.
 fn execute(
     dev: &CudaDevice,
     op: &'static str,
-    handle: sys::cudnnHandle_t,
-    plan: &Plan,
-    tensors: &[(i64, u64)],
+    (handle, plan): (sys::cudnnHandle_t, &Plan),
+    d: &AttnDims,
+    given: &[(i64, u64)],
 ) -> Result<()> {
     let fail = |e: String| dev.error(op, format!("cuDNN attention: {e}"));
+    let (scale, neg_inf) = (d.scale as f32, f32::NEG_INFINITY);
+    let host = |x: &f32| x as *const f32 as u64;
+    let mut tensors = given.to_vec();
+    tensors.push((SCALE, host(&scale)));
+    if d.causal {
+        tensors.push((NEG_INF, host(&neg_inf)));
+    }
     let ws = dev.alloc(op, plan.workspace)?;
     let result = dev.profiled(
         || format!("cudnn {op}"),
@@ -817,21 +821,14 @@ pub(super) fn forward(
     let rows = d.n * d.t;
     let out = CudaStorage::alloc(dev, op, rows * d.d, q.dtype())?;
     let saved = CudaStorage::alloc(dev, op, rows * d.d + 2 * rows, q.dtype())?;
-    let scale = d.scale as f32;
-    let neg_inf = f32::NEG_INFINITY;
-    let host = |x: &f32| x as *const f32 as u64;
-    let mut tensors = vec![
+    let tensors = [
         (Q, qp),
         (K, kp),
         (V, vp),
         (O, out.ptr(0)),
         (STATS, saved.ptr(rows * d.d)),
-        (SCALE, host(&scale)),
     ];
-    if d.causal {
-        tensors.push((NEG_INF, host(&neg_inf)));
-    }
-    execute(dev, op, handle, &plans.fwd, &tensors)?;
+    execute(dev, op, (handle, &plans.fwd), d, &tensors)?;
     // The saved copy of the output (for the backward's rowsum(dO ∘ O)).
     let bytes = rows * d.d * q.dtype().size_in_bytes();
     // SAFETY: both buffers hold at least `bytes`; queued on the device's stream after the
@@ -869,9 +866,8 @@ pub(super) fn backward(
     let dv = CudaStorage::alloc(dev, op, rows * d.d, dtype)?;
     let delta = CudaStorage::alloc(dev, op, rows, DType::F32)?;
     let acc = CudaStorage::alloc(dev, op, rows * d.d, DType::F32)?;
-    let (scale, one, neg_inf) = (d.scale as f32, 1f32, f32::NEG_INFINITY);
-    let host = |x: &f32| x as *const f32 as u64;
-    let mut tensors = vec![
+    let one = 1f32;
+    let tensors = [
         (Q, qp),
         (K, kp),
         (V, vp),
@@ -881,14 +877,11 @@ pub(super) fn backward(
         (DQ, dq.ptr(0)),
         (DK, dk.ptr(0)),
         (DV, dv.ptr(0)),
-        (SCALE, host(&scale)),
-        (ONE, host(&one)),
+        // The dropout scale cuDNN's pattern carries (none here), by value.
+        (ONE, &one as *const f32 as u64),
         (DELTA, delta.ptr(0)),
         (DQ_ACC, acc.ptr(0)),
     ];
-    if d.causal {
-        tensors.push((NEG_INF, host(&neg_inf)));
-    }
-    execute(dev, op, handle, &plans.bwd, &tensors)?;
+    execute(dev, op, (handle, &plans.bwd), d, &tensors)?;
     Ok(Some((dq, dk, dv)))
 }
