@@ -37,6 +37,9 @@ struct Line([f32; 16]);
 thread_local! {
     /// Each thread's packing buffers (A block, B block), grown on demand and reused.
     static PACKS: RefCell<(Vec<Line>, Vec<Line>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// The B block [`sgemm_bands`] shares out, owned by the thread that calls it: taken out for
+    /// the call (a nested call on the same thread finds it empty and grows its own) and put back.
+    static SHARED_B: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A matrix operand: element `(i, j)` at `ptr + i·rs + j·cs`.
@@ -160,10 +163,11 @@ pub(crate) unsafe fn sgemm_bands(
         return sgemm(m, n, k, a, b, c, ldc);
     }
     let lines = NC.min(n.next_multiple_of(NR)) * KC / 16;
-    let mut packed: Vec<std::mem::MaybeUninit<Line>> = Vec::with_capacity(lines);
-    // SAFETY: MaybeUninit needs no initialisation; pack_b writes each panel before any task
-    // reads it (the next parallel region).
-    packed.set_len(lines);
+    let mut packed = SHARED_B.with(|b| b.take());
+    if packed.len() < lines {
+        packed.resize(lines, Line([0.0; 16]));
+    }
+    // pack_b writes each panel before any task reads it (the next parallel region).
     let pb = Shared(packed.as_mut_ptr().cast::<f32>());
     let (cc, band_rows) = (Shared(c), band_rows.max(1));
     // Panels per packing task: a few hundred KiB of B each.
@@ -202,6 +206,7 @@ pub(crate) unsafe fn sgemm_bands(
             });
         }
     }
+    SHARED_B.with(|b| b.replace(packed));
 }
 
 /// B[pc.., jc..] (kc × nc) into NR-wide panels: panel `j` holds, for each of the kc rows, NR
