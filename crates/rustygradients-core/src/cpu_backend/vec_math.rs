@@ -522,30 +522,6 @@ mod simd_x86 {
         }
     }
 
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn softmax_avx2(
-        x: &[f32],
-        out: &mut [MaybeUninit<f32>],
-        w: usize,
-        log: bool,
-    ) {
-        unsafe { softmax_rows::<Avx2>(x, out, w, log) }
-    }
-
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL/DQ.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    pub(super) unsafe fn softmax_avx512(
-        x: &[f32],
-        out: &mut [MaybeUninit<f32>],
-        w: usize,
-        log: bool,
-    ) {
-        unsafe { softmax_rows::<Avx512>(x, out, w, log) }
-    }
-
     /// The softmax rows kernel for the process's ISA level (AVX2 at least).
     pub(super) fn softmax(
         isa: super::Isa,
@@ -591,7 +567,7 @@ mod simd_x86 {
     // The entry points of one width: the `target_feature` frames the generic kernels above
     // are expanded in.
     macro_rules! entries {
-        ($g:ident, $feat:literal, $fwd:ident, $bwd:ident) => {
+        ($g:ident, $feat:literal, $fwd:ident, $bwd:ident, $soft:ident) => {
             /// # Safety
             /// The CPU must support the features this frame enables.
             #[target_feature(enable = $feat)]
@@ -621,14 +597,27 @@ mod simd_x86 {
                     )
                 }
             }
+
+            /// # Safety
+            /// The CPU must support the features this frame enables.
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn $soft(
+                x: &[f32],
+                out: &mut [MaybeUninit<f32>],
+                w: usize,
+                log: bool,
+            ) {
+                unsafe { softmax_rows::<$g>(x, out, w, log) }
+            }
         };
     }
-    entries!(Avx2, "avx2,fma", forward_avx2, backward_avx2);
+    entries!(Avx2, "avx2,fma", forward_avx2, backward_avx2, softmax_avx2);
     entries!(
         Avx512,
         "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma",
         forward_avx512,
-        backward_avx512
+        backward_avx512,
+        softmax_avx512
     );
 
     /// The entry points for the process's ISA level (AVX2 at least).
