@@ -44,6 +44,15 @@ fn flag(name: &str) -> bool {
     std::env::args().any(|a| a == name)
 }
 
+/// Which attention ran since `cudnn_attention_calls()` was `calls`: cuDNN's or ours.
+fn attention_backend(calls: usize) -> &'static str {
+    if cudnn_attention_calls() > calls {
+        "cudnn"
+    } else {
+        "flash"
+    }
+}
+
 fn attention(dev: Device) -> Result<()> {
     let (b, h) = (8, 12);
     for t in [1024, 4096] {
@@ -70,11 +79,7 @@ fn attention(dev: Device) -> Result<()> {
                     q.scaled_dot_product_attention(&k, &v, true, 0.0)?;
                     Ok(())
                 })?;
-                let backend = if cudnn_attention_calls() > calls {
-                    "cudnn"
-                } else {
-                    "flash"
-                };
+                let backend = attention_backend(calls);
                 // Causal: half of the 2·T²·D multiply-adds of each of the 7 products.
                 let flops = 7.0 * 2.0 * (b * h) as f64 * (t * t * d) as f64 / 2.0;
                 println!(
@@ -199,11 +204,7 @@ fn gpt2(dev: Device, batch: usize, steps: usize) -> Result<()> {
             host.push(queued);
         }
         let secs = median(times);
-        let attention = if cudnn_attention_calls() > calls {
-            "cudnn"
-        } else {
-            "flash"
-        };
+        let attention = attention_backend(calls);
         // Launches are off the critical path when the host queues a step in less time than
         // the GPU runs it.
         let host_ms = median(host) * 1e3;
