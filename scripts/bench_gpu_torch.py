@@ -19,6 +19,10 @@ import torch.utils.checkpoint
 import torch.nn.functional as F
 
 
+# F.gelu's `approximate`: "tanh" (GPT-2's) unless `--gelu erf`.
+GELU = "tanh"
+
+
 def timed(fn, warmup, reps):
     for _ in range(warmup):
         fn()
@@ -106,7 +110,8 @@ class Block(nn.Module):
         q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
-        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
+        # GPT-2's tanh GELU by default, as in gpu_bench (`--gelu erf`: the exact one).
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate=GELU))
 
 
 class GPT(nn.Module):
@@ -171,7 +176,8 @@ def gpt2(batch, steps, layers, heads, c, modes, recompute):
         tokens = batch * 1024 / secs
         mfu = tokens * (6 * n + 12 * layers * c * 1024) / 989e12
         shape = f"L{layers} C{c} B{batch}" + (" recompute" if recompute else "")
-        print(json.dumps({"bench": "gpt2_step", "mode": mode, "shape": shape, "batch": batch,
+        print(json.dumps({"bench": "gpt2_step", "mode": mode, "gelu": "erf" if GELU == "none" else GELU,
+                          "shape": shape, "batch": batch,
                           "ms": round(secs * 1e3, 2), "tokens_per_s": round(tokens),
                           "mfu": round(mfu, 4),
                           "peak_bytes": torch.cuda.max_memory_allocated(),
@@ -190,8 +196,11 @@ def main():
     p.add_argument("--embd", type=int, default=768)
     p.add_argument("--modes", default="fp32,tf32,bf16,bf16_compile")
     p.add_argument("--recompute", action="store_true")
+    p.add_argument("--gelu", choices=["tanh", "erf"], default="tanh")
     p.add_argument("--only", choices=["matmul", "attention", "gpt"])
     a = p.parse_args()
+    global GELU
+    GELU = "none" if a.gelu == "erf" else "tanh"
     if a.only in (None, "matmul"):
         matmuls()
     if a.only in (None, "attention"):

@@ -22,7 +22,7 @@ use rustygradients_models::{Gpt, GptConfig, Split, TextDataset};
 use rustygradients_nn::optim::{
     clip_grad_norm_tensor, grad_norm_tensor, AdamW, AdamWConfig, GradScaler, LrSchedule, Optimizer,
 };
-use rustygradients_nn::Module;
+use rustygradients_nn::{Activation, Module};
 use rustygradients_tokenizers::{CharTokenizer, Tokenizer};
 
 use crate::run_dir::{RunDir, CHECKPOINTS};
@@ -116,6 +116,10 @@ fn model_config(a: &TrainArgs, vocab_size: usize) -> GptConfig {
         n_head: a.n_head,
         n_embd: a.n_embd,
         dropout: a.dropout,
+        activation: match a.activation.as_str() {
+            "gelu_tanh" => Activation::GeluTanh,
+            _ => Activation::Gelu,
+        },
     }
 }
 

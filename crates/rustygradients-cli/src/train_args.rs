@@ -51,6 +51,11 @@ pub struct TrainArgs {
     pub grad_clip: f64,
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f64,
+    /// The MLP's nonlinearity: `gelu` (exact erf, nanoGPT's) or `gelu_tanh` (GPT-2's tanh
+    /// form, which the GPU runs inside the MLP's GEMMs).
+    #[arg(long, default_value = "gelu", value_parser = ["gelu", "gelu_tanh"])]
+    #[serde(default = "default_activation")]
+    pub activation: String,
     #[arg(long, default_value_t = 250)]
     pub eval_interval: usize,
     /// Batches per split at each evaluation.
@@ -214,4 +219,9 @@ impl TrainArgs {
         }
         Ok(())
     }
+}
+
+/// Runs saved before `--activation` existed used the exact GELU.
+fn default_activation() -> String {
+    "gelu".into()
 }

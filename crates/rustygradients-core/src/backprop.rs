@@ -91,7 +91,7 @@ impl Tensor {
         let mut stack = vec![(self.clone(), false)];
         while let Some((t, done)) = stack.pop() {
             if done {
-                order.push(t);
+                order.push(keep_for_backward(t));
                 continue;
             }
             if !visited.insert(t.id()) {
@@ -119,9 +119,22 @@ impl Tensor {
                     None => {}
                 }
             }
-            order.push(t);
+            order.push(keep_for_backward(t));
         }
         Ok(order)
+    }
+}
+
+/// What the walk keeps of a node until its rule runs: the tensor itself when the rule reads
+/// the node's own values (exp, softmax, …), else a stand-in without memory
+/// ([`Tensor::ghost`]). The walk then holds no activation alive, and a rule can tell from
+/// [`Tensor::exclusively_owned`] that nothing else can read an input (cross-entropy writes
+/// the logits' gradient over them then).
+fn keep_for_backward(t: Tensor) -> Tensor {
+    if t.rule_reads_own_output() {
+        t
+    } else {
+        t.ghost()
     }
 }
 
@@ -196,6 +209,46 @@ fn mask_of(m: Tensor, like: &Tensor) -> Result<Tensor> {
 fn extreme_share(x: &Tensor, y: &Tensor, max: bool) -> Result<Tensor> {
     let wins = if max { x.gt(y)? } else { x.lt(y)? };
     mask_of(wins, x)?.add(&mask_of(x.eq(y)?, x)?.mul_scalar(0.5)?)
+}
+
+/// The gradients of `y = x · wᵀ + b` (`x (m, k)`, `w (n, k)`, all dense) for `g = ∂L/∂y
+/// (m, n)`, to whichever of the three are tracked. On the GPU one GEMM gives both `dW = gᵀ x`
+/// and `db`, summed in its epilogue.
+fn linear_grads(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    g: &Tensor,
+) -> Result<Vec<(Tensor, InputGrad)>> {
+    use InputGrad::Full;
+    let (m, k, n) = (x.dims()[0], x.dims()[1], w.dims()[0]);
+    let mut out = Vec::with_capacity(3);
+    if x.is_tracked() {
+        out.push((x.clone(), Full(g.matmul(w)?)));
+    }
+    let want_b = b.is_some_and(Tensor::is_tracked);
+    let row_sum = |g: &Tensor| g.sum(0, false);
+    if w.is_tracked() {
+        let fused = if m * n * k > 0 {
+            g.storage().linear_wgrad(&x.storage(), (m, k, n), want_b)?
+        } else {
+            None
+        };
+        let (dw, db) = match fused {
+            Some((dw, db)) => (
+                Tensor::from_storage(dw, [n, k], None),
+                db.map(|d| Tensor::from_storage(d, n, None)),
+            ),
+            None => (g.t()?.matmul(x)?, want_b.then(|| row_sum(g)).transpose()?),
+        };
+        out.push((w.clone(), Full(dw)));
+        if let (Some(b), Some(db)) = (b, db) {
+            out.push((b.clone(), Full(db)));
+        }
+    } else if let (Some(b), true) = (b, want_b) {
+        out.push((b.clone(), Full(row_sum(g)?)));
+    }
+    Ok(out)
 }
 
 /// The gradient of each input of `op`, given the gradient `g` of its output `out`.
@@ -308,35 +361,30 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, InputGrad
             }
             Ok(out_grads)
         }
-        Op::Linear { x, w, b } => {
+        Op::Linear { x, w, b } => linear_grads(x, w, b.as_ref(), &g.dense()?),
+        Op::FeedForward {
+            x,
+            w1,
+            b1,
+            w2,
+            b2,
+            pre,
+            act,
+        } => {
             let g = g.dense()?;
-            let (m, k, n) = (x.dims()[0], x.dims()[1], w.dims()[0]);
-            let mut out = Vec::with_capacity(3);
-            if x.is_tracked() {
-                out.push((x.clone(), Full(g.matmul(w)?)));
-            }
-            let want_b = b.as_ref().is_some_and(Tensor::is_tracked);
-            let row_sum = |g: &Tensor| g.sum(0, false);
-            if w.is_tracked() {
-                // On the GPU one GEMM gives both: dW = gᵀ x, and db summed in its epilogue.
-                let fused = if m * n * k > 0 {
-                    g.storage().linear_wgrad(&x.storage(), (m, k, n), want_b)?
-                } else {
-                    None
+            // `act` has no graph: this gives the second layer's weight and bias gradients.
+            let mut out = linear_grads(act, w2, b2.as_ref(), &g)?;
+            if x.is_tracked() || w1.is_tracked() || b1.as_ref().is_some_and(Tensor::is_tracked) {
+                let (m, h, n) = (g.dims()[0], pre.dims()[1], g.dims()[1]);
+                // One GEMM on the GPU: (g · w2) ⊙ gelu_tanh'(pre).
+                let fused =
+                    g.storage()
+                        .linear_gelu_dgrad(&w2.storage(), &pre.storage(), (m, h, n))?;
+                let dpre = match fused {
+                    Some(s) => Tensor::from_storage(s, [m, h], None),
+                    None => pre.unary_grad(UnaryOp::GeluTanh, &g.matmul(w2)?)?,
                 };
-                let (dw, db) = match fused {
-                    Some((dw, db)) => (
-                        Tensor::from_storage(dw, [n, k], None),
-                        db.map(|d| Tensor::from_storage(d, n, None)),
-                    ),
-                    None => (g.t()?.matmul(x)?, want_b.then(|| row_sum(&g)).transpose()?),
-                };
-                out.push((w.clone(), Full(dw)));
-                if let (Some(b), Some(db)) = (b, db) {
-                    out.push((b.clone(), Full(db)));
-                }
-            } else if let (Some(b), true) = (b, want_b) {
-                out.push((b.clone(), Full(row_sum(&g)?)));
+                out.extend(linear_grads(x, w1, b1.as_ref(), &dpre)?);
             }
             Ok(out)
         }
@@ -455,6 +503,19 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, InputGrad
             ignore,
         } => {
             let g = g.dense()?;
+            // When nothing else can see the logits (a model's loss that never returned them),
+            // their gradient is written over them: no second logits-sized buffer at the peak.
+            if logits.exclusively_owned()
+                && logits.storage_mut().cross_entropy_bwd_in_place(
+                    &targets.storage(),
+                    targets.layout(),
+                    &lse.storage(),
+                    &g.storage(),
+                    *ignore,
+                )?
+            {
+                return one(logits, logits.view_with(logits.layout().clone(), None));
+            }
             let dx = logits.storage().cross_entropy_bwd(
                 &targets.storage(),
                 targets.layout(),

@@ -35,6 +35,15 @@ macro_rules! inputs_of {
                 v.extend(b);
                 v
             }
+            Op::FeedForward {
+                x, w1, b1, w2, b2, ..
+            } => {
+                let mut v = vec![x, w1];
+                v.extend(b1);
+                v.push(w2);
+                v.extend(b2);
+                v
+            }
             Op::NormAffine { x, w, b, .. } => {
                 let mut v = vec![x];
                 v.extend(w);
@@ -101,6 +110,18 @@ pub(crate) enum Op {
         x: Tensor,
         w: Tensor,
         b: Option<Tensor>,
+    },
+    /// `gelu_tanh(x (m, k) · w1ᵀ + b1) · w2ᵀ + b2` ([`Tensor::feed_forward_gelu_tanh`]) as
+    /// the GPU ran it, with the pre-activation `pre` and the activation `act` (both `(m, h)`)
+    /// it kept for the rule.
+    FeedForward {
+        x: Tensor,
+        w1: Tensor,
+        b1: Option<Tensor>,
+        w2: Tensor,
+        b2: Option<Tensor>,
+        pre: Tensor,
+        act: Tensor,
     },
     /// LayerNorm (RMSNorm when `rms`) with its weight and bias in one GPU kernel: the inputs
     /// `x`, `w`, `b`, and each row's mean and 1/σ in f32; the rule reads `x` and `w`.
@@ -170,6 +191,7 @@ impl Op {
             Op::Reduce(_, r, _) => r.name(),
             Op::Matmul(..) => "matmul",
             Op::Linear { .. } => "linear",
+            Op::FeedForward { .. } => "feed_forward",
             Op::ToDType(_) => "to_dtype",
             Op::ToDevice(_) => "to_device",
             Op::Copy(_) => "copy",
@@ -255,6 +277,20 @@ impl Op {
                 }
                 if tracked(x) {
                     add(Input(1), Some(w));
+                }
+            }
+            Op::FeedForward { x, w1, b1, w2, .. } => {
+                // Inputs: x, w1, b1?, w2, b2?. The second layer's weight carries every gradient
+                // below it.
+                let below = tracked(x) || tracked(w1) || b1.as_ref().is_some_and(tracked);
+                if tracked(w1) {
+                    add(Input(0), Some(x));
+                }
+                if tracked(x) {
+                    add(Input(1), Some(w1));
+                }
+                if below {
+                    add(Input(2 + b1.is_some() as u8), Some(w2));
                 }
             }
             Op::IndexSelect(_, ids, _) | Op::Gather(_, ids, _) | Op::ScatterAdd(_, ids, ..) => {

@@ -429,6 +429,60 @@ impl Storage {
         }
     }
 
+    /// `(gelu_tanh(pre), pre)` with `pre (m, n) = self (m, k) · wᵀ + b` from one GEMM (the
+    /// first half of a feed-forward block); `pre` only when `keep_pre`. `None` where the
+    /// backend composes it instead (the CPU, or shapes the fused GEMM does not cover).
+    #[allow(clippy::type_complexity)]
+    pub fn linear_gelu(
+        &self,
+        w: &Storage,
+        b: Option<&Storage>,
+        dims: (usize, usize, usize),
+        keep_pre: bool,
+    ) -> Result<Option<(Storage, Option<Storage>)>> {
+        let wrap = |r: Option<(CudaStorage, Option<CudaStorage>)>| {
+            r.map(|(a, p)| (Storage::Cuda(a), p.map(Storage::Cuda)))
+        };
+        match (self, w, b) {
+            (Storage::Cpu(_), ..) => Ok(None),
+            (Storage::Cuda(x), Storage::Cuda(w), None) => {
+                Ok(wrap(x.linear_gelu(w, None, dims, keep_pre)?))
+            }
+            (Storage::Cuda(x), Storage::Cuda(w), Some(Storage::Cuda(b))) => {
+                Ok(wrap(x.linear_gelu(w, Some(b), dims, keep_pre)?))
+            }
+            (_, _, b) => Err(mismatch(
+                "feed_forward",
+                &[
+                    self.device(),
+                    w.device(),
+                    b.map_or(w.device(), Storage::device),
+                ],
+            )),
+        }
+    }
+
+    /// `(self · w) ⊙ gelu_tanh'(pre)` for the output gradient `self (m, n)` of a feed-forward
+    /// block's second layer `w (n, h)` and the saved pre-activation `pre (m, h)`, from one
+    /// GEMM (`dims` = `(m, h, n)`). `None` where the backend composes it instead.
+    pub fn linear_gelu_dgrad(
+        &self,
+        w: &Storage,
+        pre: &Storage,
+        dims: (usize, usize, usize),
+    ) -> Result<Option<Storage>> {
+        match (self, w, pre) {
+            (Storage::Cpu(_), ..) => Ok(None),
+            (Storage::Cuda(g), Storage::Cuda(w), Storage::Cuda(p)) => {
+                Ok(g.linear_gelu_dgrad(w, p, dims)?.map(Storage::Cuda))
+            }
+            _ => Err(mismatch(
+                "feed_forward_backward",
+                &[self.device(), w.device(), pre.device()],
+            )),
+        }
+    }
+
     /// LayerNorm/RMSNorm with weight and bias in one kernel over `(rows, c)` contiguous rows
     /// from element 0: `(y in out dtype, mean, 1/σ)`. `None` where the backend composes it
     /// from primitives instead (on the CPU: dtypes other than f32/f64, mixed parameter
@@ -554,6 +608,29 @@ impl Storage {
         Ok(
             same_device!("cross_entropy_backward", (x, t, lse, g) => x.cross_entropy_bwd(t, tl, lse, g, ignore)),
         )
+    }
+    /// [`Storage::cross_entropy_bwd`] written over these logits; `Ok(false)` (nothing done)
+    /// where the backend has no in-place form (the CPU).
+    pub fn cross_entropy_bwd_in_place(
+        &mut self,
+        targets: &Storage,
+        tl: &Layout,
+        lse: &Storage,
+        g: &Storage,
+        ignore: Option<i64>,
+    ) -> Result<bool> {
+        let op = "cross_entropy_backward";
+        match (&mut *self, targets, lse, g) {
+            (Storage::Cpu(_), ..) => Ok(false),
+            (Storage::Cuda(x), Storage::Cuda(t), Storage::Cuda(l), Storage::Cuda(g)) => {
+                x.cross_entropy_bwd_in_place(t, tl, l, g, ignore)?;
+                Ok(true)
+            }
+            (x, t, l, g) => Err(mismatch(
+                op,
+                &[x.device(), t.device(), l.device(), g.device()],
+            )),
+        }
     }
     pub fn attention_fwd(
         &self,

@@ -154,6 +154,22 @@ impl Tensor {
         }))
     }
 
+    /// The name of the op that recorded this tensor for autograd (PyTorch's `grad_fn`), such
+    /// as `"linear"` or `"feed_forward"`; `None` for leaves, tensors made without gradient
+    /// tracking, and once `backward` has freed the graph.
+    ///
+    /// ```
+    /// use rustygradients_core::{Device, Tensor};
+    /// let x = Tensor::ones([2], rustygradients_core::DType::F32, Device::Cpu)?.requires_grad_(true)?;
+    /// assert_eq!(x.grad_fn(), None);
+    /// assert_eq!(x.exp()?.grad_fn(), Some("exp"));
+    /// # Ok::<(), rustygradients_core::Error>(())
+    /// ```
+    pub fn grad_fn(&self) -> Option<&'static str> {
+        let op = self.0.node.op.lock().unwrap_or_else(|e| e.into_inner());
+        op.as_ref().map(Op::name)
+    }
+
     /// True when the op that made this tensor reads its values in backward.
     pub(crate) fn rule_reads_own_output(&self) -> bool {
         let op = self.0.node.op.lock().unwrap_or_else(|e| e.into_inner());

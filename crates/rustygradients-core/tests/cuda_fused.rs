@@ -261,6 +261,143 @@ fn cuda_linear_matches_the_cpu() {
     }
 }
 
+/// `y = gelu_tanh(x W1ᵀ + b1) W2ᵀ + b2` and the gradients of the inputs that require them
+/// (`frozen`: the weights and biases do not) for `loss = sum(y * r)`.
+#[allow(clippy::too_many_arguments)]
+fn feed_forward_run(
+    x: &Tensor,
+    w1: &Tensor,
+    b1: Option<&Tensor>,
+    w2: &Tensor,
+    b2: Option<&Tensor>,
+    r: &Tensor,
+    half: Option<DType>,
+    frozen: bool,
+) -> Vec<Tensor> {
+    let x = x.detach().requires_grad_(true).unwrap();
+    let p = |t: &Tensor| t.detach().requires_grad_(!frozen).unwrap();
+    let (w1, w2, b1, b2) = (p(w1), p(w2), b1.map(p), b2.map(p));
+    let f = || {
+        let y = x.feed_forward_gelu_tanh(&w1, b1.as_ref(), &w2, b2.as_ref())?;
+        // Where the fused GEMMs apply (2-D input, hidden width a multiple of 8), they ran.
+        if x.device().is_cuda() && x.rank() == 2 && w1.dims()[0] % 8 == 0 {
+            assert_eq!(
+                y.grad_fn(),
+                Some("feed_forward"),
+                "the fused op was not recorded"
+            );
+        }
+        Ok(y)
+    };
+    let y = forward_backward(f, r, half);
+    let mut out = vec![y.detach(), x.grad().unwrap()];
+    if !frozen {
+        out.push(w1.grad().unwrap());
+        out.extend(b1.map(|b| b.grad().unwrap()));
+        out.push(w2.grad().unwrap());
+        out.extend(b2.map(|b| b.grad().unwrap()));
+    }
+    out
+}
+
+#[test]
+fn cuda_feed_forward_matches_the_cpu() {
+    // The GPU applies GPT-2's GELU in the first GEMM's epilogue and its derivative in the
+    // backward GEMM through the second weight (cuBLASLt); the CPU composes linear, gelu_tanh,
+    // linear. Checked on the same rounded inputs at GPT-2's shape and odd ones (a hidden width
+    // that is not a multiple of 8 takes the composed path on the GPU too), with and without
+    // biases, with frozen parameters, and under bf16 autocast.
+    let Some(dev) = gpu() else { return };
+    let _g = serial();
+    manual_seed(23);
+    let shapes: [(&[usize], usize, usize); 5] = [
+        (&[7, 5], 16, 3),
+        (&[37, 70], 136, 70),
+        (&[3, 37, 70], 136, 70),
+        (&[37, 70], 130, 9),
+        (&[2048, 768], 3072, 768),
+    ];
+    for (xs, h, n) in shapes {
+        let k = xs[xs.len() - 1];
+        let mut ys = xs[..xs.len() - 1].to_vec();
+        ys.push(n);
+        let cpu = |shape: &[usize]| Tensor::randn(shape, DType::F64, Device::Cpu).unwrap();
+        let (x, w1, b1, w2, b2, r) = (
+            cpu(xs),
+            cpu(&[h, k]).mul_scalar(1.0 / (k as f64).sqrt()).unwrap(),
+            cpu(&[h]),
+            cpu(&[n, h]).mul_scalar(1.0 / (h as f64).sqrt()).unwrap(),
+            cpu(&[n]),
+            cpu(&ys),
+        );
+        for (bias, frozen) in [(true, false), (false, false), (true, true)] {
+            let pick = |b: &Tensor| bias.then(|| b.clone());
+            for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 2e-2), (DType::F16, 4e-3)] {
+                let round = |t: &Tensor| t.to_dtype(dtype).unwrap().to_dtype(DType::F64).unwrap();
+                let (b1r, b2r) = (pick(&round(&b1)), pick(&round(&b2)));
+                let want = feed_forward_run(
+                    &round(&x),
+                    &round(&w1),
+                    b1r.as_ref(),
+                    &round(&w2),
+                    b2r.as_ref(),
+                    &round(&r),
+                    None,
+                    frozen,
+                );
+                let g = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(dev).unwrap();
+                let (b1g, b2g) = (pick(&g(&b1)), pick(&g(&b2)));
+                let got = feed_forward_run(
+                    &g(&x),
+                    &g(&w1),
+                    b1g.as_ref(),
+                    &g(&w2),
+                    b2g.as_ref(),
+                    &g(&r),
+                    None,
+                    frozen,
+                );
+                assert_eq!(got.len(), want.len());
+                for (i, (a, e)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(a.dtype(), dtype);
+                    assert_eq!(a.dims(), e.dims());
+                    let err = max_rel_err(a, e);
+                    assert!(
+                        err <= tol,
+                        "{dtype:?} x {xs:?} h {h} n {n} bias {bias} frozen {frozen}: \
+                         output/grad {i} off by {err:.2e}"
+                    );
+                }
+            }
+            // bf16 autocast: f32 input and parameters, bf16 output, f32 gradients.
+            let g = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_device(dev).unwrap();
+            let (b1g, b2g) = (pick(&g(&b1)), pick(&g(&b2)));
+            let got = feed_forward_run(
+                &g(&x),
+                &g(&w1),
+                b1g.as_ref(),
+                &g(&w2),
+                b2g.as_ref(),
+                &g(&r),
+                Some(DType::BF16),
+                frozen,
+            );
+            let (b1c, b2c) = (pick(&b1), pick(&b2));
+            let want = feed_forward_run(&x, &w1, b1c.as_ref(), &w2, b2c.as_ref(), &r, None, frozen);
+            assert_eq!(got[0].dtype(), DType::BF16);
+            for (i, (a, e)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(a.dtype(), if i == 0 { DType::BF16 } else { DType::F32 });
+                let err = max_rel_err(a, e);
+                assert!(
+                    err <= 3e-2,
+                    "autocast x {xs:?} h {h} bias {bias} frozen {frozen}: output/grad {i} off \
+                     by {err:.2e}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn cuda_vectorised_elementwise_matches_the_cpu() {
     // Contiguous operands take the 16-byte-per-thread kernels when their addresses are
@@ -380,6 +517,36 @@ fn cuda_cross_entropy_matches_the_cpu_at_vocabulary_width() {
             assert!(
                 el <= tol && eg <= tol,
                 "{dtype:?} c {c}: loss off by {el:.2e}, grad by {eg:.2e}"
+            );
+            // Logits that only the loss sees (computed from x and not kept) get their
+            // gradient written over them; logits the caller still holds must keep their
+            // values.
+            let (xg, tg) = (
+                rounded
+                    .to_device(dev)
+                    .unwrap()
+                    .requires_grad_(true)
+                    .unwrap(),
+                targets.to_device(dev).unwrap(),
+            );
+            let ce = |x: Tensor| x.cross_entropy(&tg, Some(-100), Reduction::Mean).unwrap();
+            // Doubling keeps the -inf logits -inf.
+            let held = xg.mul_scalar(2.0).unwrap();
+            ce(held.clone()).backward().unwrap();
+            let held_grad = xg.grad().unwrap();
+            let values = |t: &Tensor| t.to_dtype(DType::F64).unwrap().to_vec::<f64>().unwrap();
+            assert!(
+                values(&held) == values(&xg.mul_scalar(2.0).unwrap()),
+                "{dtype:?} c {c}: logits the caller holds were changed by backward"
+            );
+            xg.zero_grad();
+            // The doubled logits live only in the loss's graph when backward runs.
+            let l = ce(xg.mul_scalar(2.0).unwrap());
+            l.backward().unwrap();
+            let e = max_rel_err(&xg.grad().unwrap(), &held_grad);
+            assert!(
+                e <= tol,
+                "{dtype:?} c {c}: in-place gradient off by {e:.2e}"
             );
         }
     }

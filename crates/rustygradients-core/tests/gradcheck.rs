@@ -237,6 +237,31 @@ fn gradcheck_linear() {
 }
 
 #[test]
+fn gradcheck_feed_forward_gelu_tanh() {
+    // A 3-D input with both biases; a transposed (non-contiguous) input without them; a
+    // broadcast input, whose gradient sums over the expanded batch.
+    let (x, w1, b1, w2, b2) = (
+        randn_away(&[2, 3, 4], 102, 0.0),
+        randn_away(&[6, 4], 103, 0.0),
+        randn_away(&[6], 104, 0.0),
+        randn_away(&[5, 6], 105, 0.0),
+        randn_away(&[5], 106, 0.0),
+    );
+    gradcheck(&[x, w1.clone(), b1.clone(), w2.clone(), b2.clone()], |v| {
+        v[0].feed_forward_gelu_tanh(&v[1], Some(&v[2]), &v[3], Some(&v[4]))
+    });
+    let xt = randn_away(&[4, 3], 107, 0.0);
+    gradcheck(&[xt, w1.clone(), w2.clone()], |v| {
+        v[0].t()?.feed_forward_gelu_tanh(&v[1], None, &v[2], None)
+    });
+    let xb = randn_away(&[1, 3, 4], 108, 0.0);
+    gradcheck(&[xb, w1, b1, w2, b2], |v| {
+        v[0].broadcast_to([2, 3, 4])?
+            .feed_forward_gelu_tanh(&v[1], Some(&v[2]), &v[3], Some(&v[4]))
+    });
+}
+
+#[test]
 fn gradcheck_cross_entropy() {
     let logits = randn_away(&[5, 4], 92, 0.0);
     let targets = Tensor::from_vec(vec![1i64, 3, -100, 0, 2], 5, Device::Cpu).unwrap();

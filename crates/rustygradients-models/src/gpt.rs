@@ -3,7 +3,7 @@
 //! Parameter names match nanoGPT's `state_dict` (`transformer.h.0.attn.c_attn.weight`, ...).
 
 use rustygradients_core::{DType, Device, Error, Reduction, Result, Tensor};
-use rustygradients_nn::{Block, Dropout, Embedding, Forward, LayerNorm, Module};
+use rustygradients_nn::{Activation, Block, Dropout, Embedding, Forward, LayerNorm, Module};
 use serde::{Deserialize, Serialize};
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -23,6 +23,11 @@ pub struct GptConfig {
     pub n_embd: usize,
     /// Dropout probability in `[0, 1)`, after the embeddings and in every block (train mode only).
     pub dropout: f64,
+    /// The MLP's nonlinearity: GELU with the exact erf (nanoGPT's, the default when a saved
+    /// config has none) or its tanh form (OpenAI GPT-2's, which the GPU fuses into the MLP's
+    /// GEMMs).
+    #[serde(default)]
+    pub activation: Activation,
 }
 
 /// What a GPT needs in memory, in bytes (f32 values), estimated from its shape before anything
@@ -177,7 +182,11 @@ impl Gpt {
         let wte = Embedding::normal(config.vocab_size, c, 0.02)?;
         let wpe = Embedding::normal(config.block_size, c, 0.02)?;
         let h = (0..config.n_layer)
-            .map(|_| Block::new(c, config.n_head, config.dropout, proj_std))
+            .map(|_| {
+                let mut b = Block::new(c, config.n_head, config.dropout, proj_std)?;
+                b.mlp.activation = config.activation;
+                Ok(b)
+            })
             .collect::<Result<Vec<_>>>()?;
         // Built f32 on the CPU, then placed (a no-op for f32 CPU models).
         let mut gpt = Gpt {

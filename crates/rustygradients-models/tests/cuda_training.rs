@@ -46,6 +46,7 @@ fn baby(vocab_size: usize) -> GptConfig {
         n_head: 4,
         n_embd: 128,
         dropout: 0.0,
+        activation: Default::default(),
     }
 }
 

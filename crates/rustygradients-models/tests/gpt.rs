@@ -22,6 +22,7 @@ fn tiny(dropout: f64, dtype: DType) -> Gpt {
         n_head: 2,
         n_embd: 8,
         dropout,
+        activation: Default::default(),
     };
     Gpt::new(cfg, dtype, Device::Cpu).unwrap()
 }
@@ -219,6 +220,7 @@ fn gpt_is_causal_forward_and_backward() {
         n_head: 4,
         n_embd: 64,
         dropout: 0.0,
+        activation: Default::default(),
     };
     let g = Gpt::new(cfg, DType::F32, Device::Cpu).unwrap();
     let (b, t, v) = (2usize, 67usize, 65usize);
@@ -292,6 +294,7 @@ fn invalid_configs_name_the_field() {
         n_head: 2,
         n_embd: 8,
         dropout: 0.0,
+        activation: Default::default(),
     };
     let cases = [
         (

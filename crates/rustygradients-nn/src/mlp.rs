@@ -2,15 +2,20 @@
 //! dropout.
 
 use rustygradients_core::{Result, Tensor};
+use serde::{Deserialize, Serialize};
 
 use crate::{Dropout, Forward, Linear, Module};
 
-/// The nonlinearity between an [`Mlp`]'s two projections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The nonlinearity between an [`Mlp`]'s two projections (in configs: `"gelu"`,
+/// `"gelu_tanh"`, `"relu"`, `"silu"`, `"tanh"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Activation {
-    /// GELU with the exact erf (GPT-2 and BERT as trained in PyTorch).
+    /// GELU with the exact erf (nanoGPT's and BERT's, as PyTorch's `nn.GELU()`).
+    #[default]
     Gelu,
-    /// GELU's tanh approximation.
+    /// GELU's tanh approximation (OpenAI GPT-2's `gelu_new`). In an [`Mlp`] on the GPU it
+    /// runs inside the GEMMs ([`Tensor::feed_forward_gelu_tanh`]).
     GeluTanh,
     /// `max(x, 0)`.
     Relu,
@@ -79,7 +84,16 @@ impl Mlp {
 
 impl Forward for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.activation.apply(&self.c_fc.forward(x)?)?;
-        self.dropout.forward(&self.c_proj.forward(&h)?)
+        let y = match self.activation {
+            // GPT-2's MLP as one op: on the GPU the GELU runs inside the GEMMs.
+            Activation::GeluTanh => x.feed_forward_gelu_tanh(
+                &self.c_fc.weight,
+                self.c_fc.bias.as_ref(),
+                &self.c_proj.weight,
+                self.c_proj.bias.as_ref(),
+            )?,
+            act => self.c_proj.forward(&act.apply(&self.c_fc.forward(x)?)?)?,
+        };
+        self.dropout.forward(&y)
     }
 }

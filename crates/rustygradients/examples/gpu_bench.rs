@@ -8,16 +8,17 @@
 //! - a GPT-2 training step (default 124M: 12 layers, 12 heads, 768 wide, T 1024, vocab 50304,
 //!   AdamW, gradient clipping, no dropout) in each of `--modes` (fp32, tf32, bf16, fp16):
 //!   tokens/s (median of the timed steps) and peak GPU memory; `--recompute` turns on per-block
-//!   activation checkpointing, `--no-cudnn` keeps attention on our own kernels.
+//!   activation checkpointing, `--no-cudnn` keeps attention on our own kernels, `--gelu erf`
+//!   uses the exact GELU instead of GPT-2's tanh form (which runs inside the MLP's GEMMs).
 //!
 //! Build with `cargo build --release --features cuda --example gpu_bench`; run as
 //! `gpu_bench [--steps N] [--batch B] [--layers L --heads H --embd C] [--modes fp32,tf32,bf16]
-//! [--recompute] [--no-cudnn] [--only matmul|attention|gpt]`.
+//! [--recompute] [--no-cudnn] [--gelu tanh|erf] [--only matmul|attention|gpt]`.
 
 use std::time::Instant;
 
 use rustygradients::models::{Gpt, GptConfig};
-use rustygradients::nn::Module;
+use rustygradients::nn::{Activation, Module};
 use rustygradients::optim::{clip_grad_norm_tensor, AdamW, AdamWConfig, Optimizer};
 use rustygradients::{
     cudnn_attention_calls, manual_seed, set_cudnn_enabled, set_matmul_allow_tf32, DType, Device,
@@ -159,6 +160,10 @@ fn gpt2(dev: Device, batch: usize, steps: usize) -> Result<()> {
         n_head: arg("--heads", 12),
         n_embd: arg("--embd", 768),
         dropout: 0.0,
+        activation: match arg_str("--gelu").as_deref() {
+            Some("erf") => Activation::Gelu,
+            _ => Activation::GeluTanh,
+        },
     };
     let recompute = flag("--recompute");
     // `--no-cudnn`: attention on our own kernels even where cuDNN is installed.
@@ -219,7 +224,8 @@ fn gpt2(dev: Device, batch: usize, steps: usize) -> Result<()> {
         let flops_per_token =
             6.0 * cfg.num_parameters() + 12.0 * (cfg.n_layer * cfg.n_embd * 1024) as f64;
         println!(
-            "{{\"bench\":\"gpt2_step\",\"mode\":\"{mode}\",\"attention\":\"{attention}\",\"shape\":\"L{} C{} B{batch}{}\",\"batch\":{batch},\"ms\":{:.2},\"host_ms\":{host_ms:.2},\"tokens_per_s\":{tokens:.0},\"mfu\":{:.4},\"peak_bytes\":{},\"loss\":{last:.4}}}",
+            "{{\"bench\":\"gpt2_step\",\"mode\":\"{mode}\",\"attention\":\"{attention}\",\"gelu\":\"{}\",\"shape\":\"L{} C{} B{batch}{}\",\"batch\":{batch},\"ms\":{:.2},\"host_ms\":{host_ms:.2},\"tokens_per_s\":{tokens:.0},\"mfu\":{:.4},\"peak_bytes\":{},\"loss\":{last:.4}}}",
+            if cfg.activation == Activation::Gelu { "erf" } else { "tanh" },
             cfg.n_layer,
             cfg.n_embd,
             if recompute { " recompute" } else { "" },

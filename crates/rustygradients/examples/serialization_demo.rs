@@ -33,6 +33,7 @@ fn run(label: &str, vocab: usize, n_embd: usize, n_layer: usize, dir: &Path) -> 
         n_head: n_embd / 64,
         n_embd,
         dropout: 0.0,
+        activation: Default::default(),
     };
     let model = Gpt::new(cfg, DType::F32, Device::Cpu)?;
     let tensors = model.named_parameters();

@@ -29,6 +29,7 @@ fn run() -> Result<()> {
         n_head: 4,
         n_embd: 128,
         dropout: 0.0,
+        activation: Default::default(),
     };
     let model = Gpt::new(cfg, DType::F32, Device::Cpu)?;
     let mut opt = Adam::new(decay_groups(&model, 0.1), AdamConfig::adamw(1e-3));

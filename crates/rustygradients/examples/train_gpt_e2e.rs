@@ -40,6 +40,7 @@ fn main() -> Result<()> {
         n_head: 4,
         n_embd: 128,
         dropout: 0.0,
+        activation: Default::default(),
     };
     let model = Gpt::new(cfg, DType::F32, dev)?;
     println!(

@@ -1,6 +1,9 @@
 //! cuBLASLt GEMMs with fused epilogues, for a linear layer:
 //! - forward, `y = x Wᵀ + b`: the bias is added by the GEMM as it writes `y`;
-//! - weight gradient, `dW = gᵀ x` with `db = Σ_rows g` reduced by the same GEMM (`BGRADB`).
+//! - weight gradient, `dW = gᵀ x` with `db = Σ_rows g` reduced by the same GEMM (`BGRADB`);
+//! - a feed-forward block's first layer, `a = gelu_tanh(x Wᵀ + b)`, keeping the pre-activation
+//!   `x Wᵀ + b` (`GELU_AUX_BIAS`), and the gradient that reaches it through the second layer,
+//!   `(g W₂) ⊙ gelu_tanh'(pre)` (`DGELU`), so that no separate GELU pass runs either way.
 //!
 //! All operands are row-major and dense from element 0: `x (m, k)`, `W (n, k)`, `b (n)`,
 //! `g (m, n)`. f32 (TF32 when allowed), f16 and bf16, all of one dtype, accumulate in f32. When
@@ -32,6 +35,10 @@ enum Epilogue {
     Bias,
     /// `D = A·B`, and `bias = Σ_k op(B)` (the bias gradient).
     BiasGradB,
+    /// `aux = A·B (+ bias)`, `D = gelu_tanh(aux)`; without an aux pointer, `D` only.
+    Gelu { bias: bool, aux: bool },
+    /// `D = (A·B) ⊙ gelu_tanh'(aux)`.
+    GeluGrad,
 }
 
 /// One GEMM's shape as cuBLASLt sees it (column-major), the cache key of its algorithm.
@@ -115,6 +122,7 @@ fn gemm(
     b: (u64, u64),
     d: u64,
     bias: Option<u64>,
+    aux: Option<u64>,
 ) -> Result<bool> {
     let op = "linear";
     let Some(ty) = data_type(g.dtype) else {
@@ -159,6 +167,13 @@ fn gemm(
         Epilogue::None => sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DEFAULT,
         Epilogue::Bias => sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS,
         Epilogue::BiasGradB => sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BGRADB,
+        Epilogue::Gelu { bias, aux } => match (bias, aux) {
+            (false, false) => sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_GELU,
+            (true, false) => sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_GELU_BIAS,
+            (false, true) => sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_GELU_AUX,
+            (true, true) => sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_GELU_AUX_BIAS,
+        },
+        Epilogue::GeluGrad => sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DGELU,
     };
     set(
         A::CUBLASLT_MATMUL_DESC_EPILOGUE,
@@ -169,6 +184,20 @@ fn gemm(
         set(
             A::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
             &p as *const u64 as _,
+            8,
+        )?;
+    }
+    if let Some(p) = aux {
+        // The aux matrix has D's shape and leading dimension.
+        let ld = g.m as i64;
+        set(
+            A::CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+            &p as *const u64 as _,
+            8,
+        )?;
+        set(
+            A::CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+            &ld as *const i64 as _,
             8,
         )?;
     }
@@ -355,6 +384,7 @@ pub(super) fn linear_fwd(
         (x.ptr(0), k as u64),
         y.ptr(0),
         b.map(|b| b.ptr(0)),
+        None,
     )?;
     Ok(ran.then_some(y))
 }
@@ -397,6 +427,92 @@ pub(super) fn linear_wgrad(
         (g.ptr(0), n as u64),
         dw.ptr(0),
         db.as_ref().map(|b| b.ptr(0)),
+        None,
     )?;
     Ok(ran.then_some((dw, db)))
+}
+
+/// `(a, pre)` for `a = gelu_tanh(pre)`, `pre (m, n) = x (m, k) · wᵀ + b`, from one GEMM; `pre`
+/// only when `keep_pre` (for the backward pass). `None` when cuBLASLt cannot do it here.
+pub(super) fn linear_gelu_fwd(
+    x: &CudaStorage,
+    w: &CudaStorage,
+    b: Option<&CudaStorage>,
+    (m, k, n): (usize, usize, usize),
+    keep_pre: bool,
+) -> Result<Option<(CudaStorage, Option<CudaStorage>)>> {
+    let dev = x.dev();
+    // cuBLASLt wants the aux matrix's leading dimension (n) a multiple of 8.
+    if keep_pre && n % 8 != 0 {
+        return Ok(None);
+    }
+    let op = "feed_forward";
+    let a = CudaStorage::alloc(dev, op, m * n, x.dtype())?;
+    let pre = if keep_pre {
+        Some(CudaStorage::alloc(dev, op, m * n, x.dtype())?)
+    } else {
+        None
+    };
+    // As in `linear_fwd`: aᵀ (n×m) = W (stored k×n, transposed) · xᵀ (stored k×m).
+    let g = Gemm {
+        dtype: x.dtype(),
+        tf32: tf32(x.dtype()),
+        trans_a: true,
+        trans_b: false,
+        m: n as u64,
+        n: m as u64,
+        k: k as u64,
+        epilogue: Epilogue::Gelu {
+            bias: b.is_some(),
+            aux: keep_pre,
+        },
+    };
+    let ran = gemm(
+        dev,
+        g,
+        (w.ptr(0), k as u64),
+        (x.ptr(0), k as u64),
+        a.ptr(0),
+        b.map(|b| b.ptr(0)),
+        pre.as_ref().map(|p| p.ptr(0)),
+    )?;
+    Ok(ran.then_some((a, pre)))
+}
+
+/// `dpre (m, h) = (g (m, n) · w (n, h)) ⊙ gelu_tanh'(pre (m, h))`: the gradient of a
+/// feed-forward block's pre-activation from that of its output, through the second layer's
+/// weight `w`. `None` when cuBLASLt cannot do it here.
+pub(super) fn linear_gelu_dgrad(
+    g: &CudaStorage,
+    w: &CudaStorage,
+    pre: &CudaStorage,
+    (m, h, n): (usize, usize, usize),
+) -> Result<Option<CudaStorage>> {
+    let dev = g.dev();
+    if h % 8 != 0 {
+        return Ok(None);
+    }
+    let dpre = CudaStorage::alloc(dev, "feed_forward_backward", m * h, g.dtype())?;
+    // Column-major: dpreᵀ (h×m) = W (stored h×n) · gᵀ (stored n×m); the aux (pre) has dpre's
+    // layout.
+    let shape = Gemm {
+        dtype: g.dtype(),
+        tf32: tf32(g.dtype()),
+        trans_a: false,
+        trans_b: false,
+        m: h as u64,
+        n: m as u64,
+        k: n as u64,
+        epilogue: Epilogue::GeluGrad,
+    };
+    let ran = gemm(
+        dev,
+        shape,
+        (w.ptr(0), h as u64),
+        (g.ptr(0), n as u64),
+        dpre.ptr(0),
+        None,
+        Some(pre.ptr(0)),
+    )?;
+    Ok(ran.then_some(dpre))
 }

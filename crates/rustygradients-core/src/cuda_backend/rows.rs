@@ -336,24 +336,31 @@ pub(super) fn cross_entropy_bwd(
     g: &CudaStorage,
     ignore: Option<i64>,
 ) -> Result<CudaStorage> {
+    let out = CudaStorage::alloc(x.dev(), "cross_entropy_backward", x.elem_len(), x.dtype())?;
+    cross_entropy_bwd_into(x, t, lse, g, ignore, out.ptr(0))?;
+    Ok(out)
+}
+
+/// The gradient of the logits `x` written at `out`, which may be `x` itself: each element is
+/// read once, by the thread that then writes its gradient.
+pub(super) fn cross_entropy_bwd_into(
+    x: &CudaStorage,
+    t: &CudaStorage,
+    lse: &CudaStorage,
+    g: &CudaStorage,
+    ignore: Option<i64>,
+    out: u64,
+) -> Result<()> {
     let op = "cross_entropy_backward";
     float_only(op, x.dtype())?;
     let dev = x.dev();
     let n = t.elem_len();
     let c = x.elem_len().checked_div(n).unwrap_or(0);
-    let out = CudaStorage::alloc(dev, op, x.elem_len(), x.dtype())?;
     if n == 0 || c == 0 {
-        return Ok(out);
+        return Ok(());
     }
     let f = dev.function(op, Module::Rows, &format!("ce_bwd_{}", sfx(x.dtype())))?;
-    let (xp, tp, lp, gp, o, cc) = (
-        x.ptr(0),
-        t.ptr(0),
-        lse.ptr(0),
-        g.ptr(0),
-        out.ptr(0),
-        c as i64,
-    );
+    let (xp, tp, lp, gp, o, cc) = (x.ptr(0), t.ptr(0), lse.ptr(0), g.ptr(0), out, c as i64);
     let (ig, has, err) = (ignore.unwrap_or(0), ignore.is_some() as i32, dev.0.err);
     dev.launch(
         op,
@@ -362,7 +369,7 @@ pub(super) fn cross_entropy_bwd(
         row_block(c),
         &mut args![xp, tp, lp, gp, o, cc, ig, has, err],
     )?;
-    Ok(out)
+    Ok(())
 }
 
 /// Eight rows (warps) per block, and the most blocks the normalisation backward spreads over

@@ -188,6 +188,47 @@ impl CudaStorage {
     ) -> Result<Option<(CudaStorage, Option<CudaStorage>)>> {
         super::lt::linear_wgrad(self, x, dims, want_bias)
     }
+
+    /// `(gelu_tanh(pre), pre)` with `pre (m, n) = self (m, k) · wᵀ + b` from one GEMM; `pre`
+    /// only when `keep_pre`.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn linear_gelu(
+        &self,
+        w: &CudaStorage,
+        b: Option<&CudaStorage>,
+        dims: (usize, usize, usize),
+        keep_pre: bool,
+    ) -> Result<Option<(CudaStorage, Option<CudaStorage>)>> {
+        super::lt::linear_gelu_fwd(self, w, b, dims, keep_pre)
+    }
+
+    /// `(self · w) ⊙ gelu_tanh'(pre)` for the gradient `self (m, n)`, `w (n, h)`, `pre (m, h)`.
+    pub(crate) fn linear_gelu_dgrad(
+        &self,
+        w: &CudaStorage,
+        pre: &CudaStorage,
+        dims: (usize, usize, usize),
+    ) -> Result<Option<CudaStorage>> {
+        super::lt::linear_gelu_dgrad(self, w, pre, dims)
+    }
+}
+
+impl CudaStorage {
+    /// The cross-entropy gradient of these logits written over them (see
+    /// `BackendStorage::cross_entropy_bwd`): the backward pass then needs no second
+    /// logits-sized buffer.
+    pub(crate) fn cross_entropy_bwd_in_place(
+        &mut self,
+        targets: &CudaStorage,
+        tl: &Layout,
+        lse: &CudaStorage,
+        g: &CudaStorage,
+        ignore: Option<i64>,
+    ) -> Result<()> {
+        let t = targets.ids_i64("cross_entropy_backward", tl)?;
+        let out = self.ptr(0);
+        super::rows::cross_entropy_bwd_into(self, &t, lse, g, ignore, out)
+    }
 }
 
 impl CudaStorage {

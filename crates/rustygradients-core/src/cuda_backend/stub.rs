@@ -91,6 +91,37 @@ impl CudaStorage {
         match *self {}
     }
 
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn linear_gelu(
+        &self,
+        _: &CudaStorage,
+        _: Option<&CudaStorage>,
+        _: (usize, usize, usize),
+        _: bool,
+    ) -> Result<Option<(CudaStorage, Option<CudaStorage>)>> {
+        match *self {}
+    }
+
+    pub(crate) fn linear_gelu_dgrad(
+        &self,
+        _: &CudaStorage,
+        _: &CudaStorage,
+        _: (usize, usize, usize),
+    ) -> Result<Option<CudaStorage>> {
+        match *self {}
+    }
+
+    pub(crate) fn cross_entropy_bwd_in_place(
+        &mut self,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &CudaStorage,
+        _: Option<i64>,
+    ) -> Result<()> {
+        match *self {}
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn norm_affine(
         &self,

@@ -23,11 +23,49 @@ impl Tensor {
     /// # Ok::<(), rustygradients_core::Error>(())
     /// ```
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let op = "linear";
+        let ops = LinearOperands::new("linear", self, weight, bias)?;
+        let y = ops.product()?;
+        let y = y.view_with(
+            y.layout().clone(),
+            Some(Op::Linear {
+                x: ops.x,
+                w: ops.w,
+                b: ops.b,
+            }),
+        );
+        y.reshape(ops.out_dims)
+    }
+}
+
+/// A linear layer's operands, checked and made ready for the GEMM: cast to the autocast dtype,
+/// all of one float dtype and device, dense from element 0, with the input flattened to
+/// `(m, k)`.
+pub(crate) struct LinearOperands {
+    /// The input as `(m, k)`.
+    pub(crate) x: Tensor,
+    /// `(n, k)`.
+    pub(crate) w: Tensor,
+    /// `(n,)`.
+    pub(crate) b: Option<Tensor>,
+    /// `(m, k, n)`.
+    pub(crate) dims: (usize, usize, usize),
+    /// The output's shape: the input's with the last dim `n`.
+    pub(crate) out_dims: Vec<usize>,
+}
+
+impl LinearOperands {
+    /// Checks `x (…, k)`, `weight (n, k)` and `bias (n,)` for `op`, naming the shapes, dtypes
+    /// or devices that do not fit.
+    pub(crate) fn new(
+        op: &'static str,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+    ) -> Result<LinearOperands> {
         let bad = |msg: String| Error::InvalidShape {
             op,
             msg,
-            shape: self.shape().clone(),
+            shape: x.shape().clone(),
         };
         if weight.rank() != 2 {
             return Err(bad(format!(
@@ -36,7 +74,7 @@ impl Tensor {
             )));
         }
         let (n, k) = (weight.dims()[0], weight.dims()[1]);
-        if self.rank() == 0 || self.dims()[self.rank() - 1] != k {
+        if x.rank() == 0 || x.dims()[x.rank() - 1] != k {
             return Err(bad(format!(
                 "the input's last dim must be the weight's in_features {k} (weight {})",
                 weight.shape()
@@ -51,63 +89,65 @@ impl Tensor {
                 )));
             }
         }
-        let (x, w) = (self.autocast_half()?, weight.autocast_half()?);
+        let (xh, w) = (x.autocast_half()?, weight.autocast_half()?);
         let b = bias.map(Tensor::autocast_half).transpose()?;
         for t in std::iter::once(&w).chain(b.as_ref()) {
-            if t.dtype() != x.dtype() {
+            if t.dtype() != xh.dtype() {
                 return Err(Error::DTypeMismatch {
                     op,
-                    lhs: x.dtype(),
+                    lhs: xh.dtype(),
                     rhs: t.dtype(),
                 });
             }
-            if t.device() != x.device() {
+            if t.device() != xh.device() {
                 return Err(Error::DeviceMismatch {
                     op,
-                    lhs: x.device(),
+                    lhs: xh.device(),
                     rhs: t.device(),
                 });
             }
         }
-        if !x.dtype().is_float() {
+        if !xh.dtype().is_float() {
             return Err(Error::UnsupportedDType {
                 op,
-                got: x.dtype(),
+                got: xh.dtype(),
                 expected: "a floating-point dtype",
             });
         }
-        let m = x.elem_count() / k.max(1);
-        let mut out_dims = x.dims()[..x.rank() - 1].to_vec();
+        let m = xh.elem_count() / k.max(1);
+        let mut out_dims = xh.dims()[..xh.rank() - 1].to_vec();
         out_dims.push(n);
-        let x2 = x.reshape([m, k])?.dense()?;
-        let w = w.dense()?;
-        let b = b.map(|b| b.dense()).transpose()?;
+        Ok(LinearOperands {
+            x: xh.reshape([m, k])?.dense()?,
+            w: w.dense()?,
+            b: b.map(|b| b.dense()).transpose()?,
+            dims: (m, k, n),
+            out_dims,
+        })
+    }
+
+    /// `x · wᵀ + b` as a new `(m, n)` tensor with no graph history: one GEMM with the bias in
+    /// its epilogue where the backend has it, else `matmul` + `add`.
+    pub(crate) fn product(&self) -> Result<Tensor> {
+        let (m, k, n) = self.dims;
         let fused = if m * n * k > 0 {
-            let bs = b.as_ref().map(|b| b.storage());
-            x2.storage()
-                .linear(&w.storage(), bs.as_deref(), (m, k, n))?
+            let bs = self.b.as_ref().map(|b| b.storage());
+            self.x
+                .storage()
+                .linear(&self.w.storage(), bs.as_deref(), (m, k, n))?
         } else {
             None
         };
-        let y = match fused {
+        Ok(match fused {
             Some(s) => Tensor::from_storage(s, [m, n], None),
             None => {
                 let _g = NoGradGuard::new();
-                let y = x2.matmul(&w.t()?)?;
-                match &b {
+                let y = self.x.matmul(&self.w.t()?)?;
+                match &self.b {
                     Some(b) => y.add(b)?,
                     None => y,
                 }
             }
-        };
-        let y = y.view_with(
-            y.layout().clone(),
-            Some(Op::Linear {
-                x: x2.clone(),
-                w: w.clone(),
-                b,
-            }),
-        );
-        y.reshape(out_dims)
+        })
     }
 }

@@ -2,8 +2,9 @@
 
 mod creation;
 mod elementwise;
+mod feed_forward;
 mod indexing;
-mod linear;
+pub(crate) mod linear;
 mod matmul;
 mod nn;
 mod optim;
