@@ -60,7 +60,17 @@ fn cuda_fused_norms_match_the_cpu_at_training_sizes() {
     let Some(dev) = gpu() else { return };
     let _g = serial();
     manual_seed(21);
-    for (rows, c) in [(1, 1), (5, 33), (3000, 768), (700, 1000), (64, 4099)] {
+    // Widths below and above the 1024 (32 × 32) whose column sums the backward keeps in
+    // registers.
+    for (rows, c) in [
+        (1, 1),
+        (5, 33),
+        (3000, 768),
+        (300, 1024),
+        (40, 2048),
+        (700, 1000),
+        (64, 4099),
+    ] {
         let cpu = |shape: &[usize]| Tensor::randn(shape, DType::F64, Device::Cpu).unwrap();
         // Rows far from zero mean, as residual streams are.
         let x = cpu(&[rows, c]).add_scalar(3.0).unwrap();
@@ -91,6 +101,65 @@ fn cuda_fused_norms_match_the_cpu_at_training_sizes() {
                 assert!(
                     err <= 3e-2 * (1.0 + (rows as f64).sqrt() * (i > 1) as u8 as f64),
                     "autocast rms {rms} ({rows}, {c}): output/grad {i} off by {err:.2e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cuda_norm_gradient_joins_the_residual_streams() {
+    // A pre-LN residual block, `t = s + LN(s) * r1` on `s = 1.5 x`: the norm's input gradient
+    // joins the residual's in `s`. Against the CPU at widths 768 and 1000, in f32 and bf16.
+    let Some(dev) = gpu() else { return };
+    let _g = serial();
+    manual_seed(25);
+    for (rows, c) in [(300, 768), (100, 1000)] {
+        let cpu = |shape: &[usize]| Tensor::randn(shape, DType::F64, Device::Cpu).unwrap();
+        let (x, w, b, r1, r2) = (
+            cpu(&[rows, c]),
+            cpu(&[c]),
+            cpu(&[c]),
+            cpu(&[rows, c]),
+            cpu(&[rows, c]),
+        );
+        let grads = |x: &Tensor, w: &Tensor, b: &Tensor, r1: &Tensor, r2: &Tensor| {
+            let (x, w, b) = (
+                x.detach().requires_grad_(true).unwrap(),
+                w.detach().requires_grad_(true).unwrap(),
+                b.detach().requires_grad_(true).unwrap(),
+            );
+            let s = x.mul_scalar(1.5).unwrap();
+            let t = s
+                .add(
+                    &s.layer_norm(Some(&w), Some(&b), 1e-5)
+                        .unwrap()
+                        .mul(r1)
+                        .unwrap(),
+                )
+                .unwrap();
+            drop(s);
+            t.mul(r2)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            vec![x.grad().unwrap(), w.grad().unwrap(), b.grad().unwrap()]
+        };
+        for (dtype, tol) in [(DType::F32, 2e-5), (DType::BF16, 3e-2)] {
+            let round = |t: &Tensor| t.to_dtype(dtype).unwrap().to_dtype(DType::F64).unwrap();
+            let want = grads(&round(&x), &round(&w), &round(&b), &round(&r1), &round(&r2));
+            let g = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(dev).unwrap();
+            let got = grads(&g(&x), &g(&w), &g(&b), &g(&r1), &g(&r2));
+            for (i, (a, e)) in got.iter().zip(&want).enumerate() {
+                let err = max_rel_err(a, e);
+                let tol = tol * (1.0 + (rows as f64).sqrt() * (i > 0) as u8 as f64);
+                assert!(
+                    err <= tol,
+                    "{dtype:?} ({rows}, {c}): grad {i} off by {err:.2e}"
                 );
             }
         }
