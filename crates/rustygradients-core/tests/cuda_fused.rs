@@ -26,6 +26,33 @@ fn forward_backward(f: impl Fn() -> Result<Tensor>, r: &Tensor, half: Option<DTy
     y
 }
 
+/// Asserts that `got[i]` has dtype `dtype(i)` and `want[i]`'s shape and is within `tol`
+/// (relative) of it, naming `what` and `i` (0 is the output, then the gradients) otherwise.
+fn assert_close(
+    got: &[Tensor],
+    want: &[Tensor],
+    dtype: impl Fn(usize) -> DType,
+    tol: f64,
+    what: &str,
+) {
+    assert_eq!(got.len(), want.len(), "{what}: outputs");
+    for (i, (a, e)) in got.iter().zip(want).enumerate() {
+        assert_eq!(a.dtype(), dtype(i), "{what}: output/grad {i}");
+        assert_eq!(a.dims(), e.dims(), "{what}: output/grad {i}");
+        let err = max_rel_err(a, e);
+        assert!(err <= tol, "{what}: output/grad {i} off by {err:.2e}");
+    }
+}
+
+/// Under bf16 autocast: a bf16 output (index 0), f32 gradients.
+fn autocast_dtype(i: usize) -> DType {
+    if i == 0 {
+        DType::BF16
+    } else {
+        DType::F32
+    }
+}
+
 /// Output and gradients of x, w, b for `loss = sum(norm(x) * r)` with a random `r`.
 fn run(
     x: &Tensor,
@@ -296,16 +323,8 @@ fn cuda_linear_matches_the_cpu() {
                 let want = linear_run(&xr, &wr, bias.then_some(&br), &rr, None);
                 let g = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(dev).unwrap();
                 let got = linear_run(&g(&x), &g(&w), bias.then_some(&g(&b)), &g(&r), None);
-                assert_eq!(got.len(), want.len());
-                for (i, (a, e)) in got.iter().zip(&want).enumerate() {
-                    assert_eq!(a.dtype(), dtype);
-                    assert_eq!(a.dims(), e.dims());
-                    let err = max_rel_err(a, e);
-                    assert!(
-                        err <= tol,
-                        "{dtype:?} x {xs:?} n {n} bias {bias}: output/grad {i} off by {err:.2e}"
-                    );
-                }
+                let what = format!("{dtype:?} x {xs:?} n {n} bias {bias}");
+                assert_close(&got, &want, |_| dtype, tol, &what);
             }
             // bf16 autocast: f32 input and parameters, bf16 output, f32 gradients.
             let g = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_device(dev).unwrap();
@@ -317,15 +336,8 @@ fn cuda_linear_matches_the_cpu() {
                 Some(DType::BF16),
             );
             let want = linear_run(&x, &w, bias.then_some(&b), &r, None);
-            assert_eq!(got[0].dtype(), DType::BF16);
-            for (i, (a, e)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(a.dtype(), if i == 0 { DType::BF16 } else { DType::F32 });
-                let err = max_rel_err(a, e);
-                assert!(
-                    err <= 2.5e-2,
-                    "autocast x {xs:?} n {n} bias {bias}: output/grad {i} off by {err:.2e}"
-                );
-            }
+            let what = format!("autocast x {xs:?} n {n} bias {bias}");
+            assert_close(&got, &want, autocast_dtype, 2.5e-2, &what);
         }
     }
 }
@@ -426,17 +438,8 @@ fn cuda_feed_forward_matches_the_cpu() {
                     None,
                     frozen,
                 );
-                assert_eq!(got.len(), want.len());
-                for (i, (a, e)) in got.iter().zip(&want).enumerate() {
-                    assert_eq!(a.dtype(), dtype);
-                    assert_eq!(a.dims(), e.dims());
-                    let err = max_rel_err(a, e);
-                    assert!(
-                        err <= tol,
-                        "{dtype:?} x {xs:?} h {h} n {n} bias {bias} frozen {frozen}: \
-                         output/grad {i} off by {err:.2e}"
-                    );
-                }
+                let what = format!("{dtype:?} x {xs:?} h {h} n {n} bias {bias} frozen {frozen}");
+                assert_close(&got, &want, |_| dtype, tol, &what);
             }
             // bf16 autocast: f32 input and parameters, bf16 output, f32 gradients.
             let g = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_device(dev).unwrap();
@@ -453,16 +456,8 @@ fn cuda_feed_forward_matches_the_cpu() {
             );
             let (b1c, b2c) = (pick(&b1), pick(&b2));
             let want = feed_forward_run(&x, &w1, b1c.as_ref(), &w2, b2c.as_ref(), &r, None, frozen);
-            assert_eq!(got[0].dtype(), DType::BF16);
-            for (i, (a, e)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(a.dtype(), if i == 0 { DType::BF16 } else { DType::F32 });
-                let err = max_rel_err(a, e);
-                assert!(
-                    err <= 3e-2,
-                    "autocast x {xs:?} h {h} bias {bias} frozen {frozen}: output/grad {i} off \
-                     by {err:.2e}"
-                );
-            }
+            let what = format!("autocast x {xs:?} h {h} bias {bias} frozen {frozen}");
+            assert_close(&got, &want, autocast_dtype, 3e-2, &what);
         }
     }
 }

@@ -358,7 +358,25 @@ pub(super) fn linear_fwd(
     x: &CudaStorage,
     w: &CudaStorage,
     b: Option<&CudaStorage>,
+    dims: (usize, usize, usize),
+) -> Result<Option<CudaStorage>> {
+    let epilogue = if b.is_some() {
+        Epilogue::Bias
+    } else {
+        Epilogue::None
+    };
+    forward(x, w, b, dims, epilogue, None)
+}
+
+/// `x (m, k) · wᵀ` through `epilogue` (reading `b`, writing `aux`) into a new `(m, n)` output;
+/// `None` when cuBLASLt has no kernel for it.
+fn forward(
+    x: &CudaStorage,
+    w: &CudaStorage,
+    b: Option<&CudaStorage>,
     (m, k, n): (usize, usize, usize),
+    epilogue: Epilogue,
+    aux: Option<&CudaStorage>,
 ) -> Result<Option<CudaStorage>> {
     let dev = x.dev();
     let y = CudaStorage::alloc(dev, "linear", m * n, x.dtype())?;
@@ -371,11 +389,7 @@ pub(super) fn linear_fwd(
         m: n as u64,
         n: m as u64,
         k: k as u64,
-        epilogue: if b.is_some() {
-            Epilogue::Bias
-        } else {
-            Epilogue::None
-        },
+        epilogue,
     };
     let ran = gemm(
         dev,
@@ -384,7 +398,7 @@ pub(super) fn linear_fwd(
         (x.ptr(0), k as u64),
         y.ptr(0),
         b.map(|b| b.ptr(0)),
-        None,
+        aux.map(|a| a.ptr(0)),
     )?;
     Ok(ran.then_some(y))
 }
@@ -438,45 +452,29 @@ pub(super) fn linear_gelu_fwd(
     x: &CudaStorage,
     w: &CudaStorage,
     b: Option<&CudaStorage>,
-    (m, k, n): (usize, usize, usize),
+    dims: (usize, usize, usize),
     keep_pre: bool,
 ) -> Result<Option<(CudaStorage, Option<CudaStorage>)>> {
-    let dev = x.dev();
+    let (m, _, n) = dims;
     // cuBLASLt wants the aux matrix's leading dimension (n) a multiple of 8.
     if keep_pre && n % 8 != 0 {
         return Ok(None);
     }
-    let op = "feed_forward";
-    let a = CudaStorage::alloc(dev, op, m * n, x.dtype())?;
     let pre = if keep_pre {
-        Some(CudaStorage::alloc(dev, op, m * n, x.dtype())?)
+        Some(CudaStorage::alloc(
+            x.dev(),
+            "feed_forward",
+            m * n,
+            x.dtype(),
+        )?)
     } else {
         None
     };
-    // As in `linear_fwd`: aᵀ (n×m) = W (stored k×n, transposed) · xᵀ (stored k×m).
-    let g = Gemm {
-        dtype: x.dtype(),
-        tf32: tf32(x.dtype()),
-        trans_a: true,
-        trans_b: false,
-        m: n as u64,
-        n: m as u64,
-        k: k as u64,
-        epilogue: Epilogue::Gelu {
-            bias: b.is_some(),
-            aux: keep_pre,
-        },
+    let epilogue = Epilogue::Gelu {
+        bias: b.is_some(),
+        aux: keep_pre,
     };
-    let ran = gemm(
-        dev,
-        g,
-        (w.ptr(0), k as u64),
-        (x.ptr(0), k as u64),
-        a.ptr(0),
-        b.map(|b| b.ptr(0)),
-        pre.as_ref().map(|p| p.ptr(0)),
-    )?;
-    Ok(ran.then_some((a, pre)))
+    Ok(forward(x, w, b, dims, epilogue, pre.as_ref())?.map(|a| (a, pre)))
 }
 
 /// `dpre (m, h) = (g (m, n) · w (n, h)) ⊙ gelu_tanh'(pre (m, h))`: the gradient of a
