@@ -51,9 +51,21 @@ impl Tensor {
                 shape: self.shape().clone(),
             });
         }
-        let composed = || self.linear(w1, b1)?.gelu_tanh()?.linear(w2, b2);
-        if m * k * h == 0 || w2.dims()[0] == 0 {
-            return composed();
+        let n = w2.dims()[0];
+        let mut out_dims = first.out_dims.clone();
+        *out_dims.last_mut().expect("a linear output has a last dim") = n;
+        // The CPU's path (and the GPU's where the fused GEMM does not apply): the three ops,
+        // from the operands already cast and made dense.
+        let composed = |first: &LinearOperands| {
+            first
+                .x
+                .linear(&first.w, first.b.as_ref())?
+                .gelu_tanh()?
+                .linear(w2, b2)?
+                .reshape(out_dims.clone())
+        };
+        if m * k * h * n == 0 || !self.device().is_cuda() {
+            return composed(&first);
         }
         let tracked = grad_mode::is_grad_enabled()
             && [Some(self), Some(w1), b1, Some(w2), b2]
@@ -68,13 +80,11 @@ impl Tensor {
                 .linear_gelu(&first.w.storage(), bs.as_deref(), first.dims, tracked)?
         };
         let Some((act, pre)) = fused else {
-            return composed();
+            return composed(&first);
         };
         let act = Tensor::from_storage(act, [m, h], None);
         let second = LinearOperands::new(op, &act, w2, b2)?;
         let y = second.product()?;
-        let mut out_dims = first.out_dims;
-        *out_dims.last_mut().expect("a linear output has a last dim") = second.dims.2;
         let recorded = pre.map(|pre| Op::FeedForward {
             x: first.x,
             w1: first.w,
