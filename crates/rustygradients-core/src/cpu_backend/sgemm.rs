@@ -79,15 +79,7 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut
     PACKS.with(|packs| {
         let mut packs = packs.borrow_mut();
         let (pa, pb) = &mut *packs;
-        let a_lines = MC.next_multiple_of(MR) * KC / 16;
-        let b_lines = NC.min(n.next_multiple_of(NR)) * KC / 16;
-        if pa.len() < a_lines {
-            pa.resize(a_lines, Line([0.0; 16]));
-        }
-        if pb.len() < b_lines {
-            pb.resize(b_lines, Line([0.0; 16]));
-        }
-        let (pa, pb) = (pa.as_mut_ptr().cast::<f32>(), pb.as_mut_ptr().cast::<f32>());
+        let (pa, pb) = (grown(pa, A_LINES), grown(pb, b_lines(n)));
         for jc in (0..n).step_by(NC) {
             let nc = NC.min(n - jc);
             for pc in (0..k).step_by(KC) {
@@ -102,6 +94,23 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut
             }
         }
     });
+}
+
+/// Lines of a packed A block (`MC × KC`, rows rounded up to `MR`).
+const A_LINES: usize = MC.next_multiple_of(MR) * KC / 16;
+
+/// Lines of a packed B block for `n` columns (`KC × NC` at most, columns rounded up to `NR`).
+fn b_lines(n: usize) -> usize {
+    NC.min(n.next_multiple_of(NR)) * KC / 16
+}
+
+/// The buffer grown to at least `lines` lines (never shrunk: reused across calls), as the
+/// packing routines write it.
+fn grown(v: &mut Vec<Line>, lines: usize) -> *mut f32 {
+    if v.len() < lines {
+        v.resize(lines, Line([0.0; 16]));
+    }
+    v.as_mut_ptr().cast::<f32>()
 }
 
 /// The `mc × kc` block of A at `(ic, pc)` as the micro-kernel reads it: where it lies when A's
@@ -162,13 +171,9 @@ pub(crate) unsafe fn sgemm_bands(
     if m == 0 || n == 0 || k == 0 {
         return sgemm(m, n, k, a, b, c, ldc);
     }
-    let lines = NC.min(n.next_multiple_of(NR)) * KC / 16;
     let mut packed = SHARED_B.with(|b| b.take());
-    if packed.len() < lines {
-        packed.resize(lines, Line([0.0; 16]));
-    }
     // pack_b writes each panel before any task reads it (the next parallel region).
-    let pb = Shared(packed.as_mut_ptr().cast::<f32>());
+    let pb = Shared(grown(&mut packed, b_lines(n)));
     let (cc, band_rows) = (Shared(c), band_rows.max(1));
     // Panels per packing task: a few hundred KiB of B each.
     const PANELS: usize = 4;
@@ -186,13 +191,7 @@ pub(crate) unsafe fn sgemm_bands(
             (0..m.div_ceil(band_rows)).into_par_iter().for_each(|bi| {
                 let (r0, r1) = (bi * band_rows, ((bi + 1) * band_rows).min(m));
                 PACKS.with(|packs| {
-                    let mut packs = packs.borrow_mut();
-                    let pa = &mut packs.0;
-                    let a_lines = MC.next_multiple_of(MR) * KC / 16;
-                    if pa.len() < a_lines {
-                        pa.resize(a_lines, Line([0.0; 16]));
-                    }
-                    let pa = pa.as_mut_ptr().cast::<f32>();
+                    let pa = grown(&mut packs.borrow_mut().0, A_LINES);
                     for ic in (r0..r1).step_by(MC) {
                         let mc = MC.min(r1 - ic);
                         // SAFETY: as in `sgemm`; rows ic..ic+mc of C belong to this band.
