@@ -2,14 +2,15 @@
 //! thin vector layer (`V`) and compiled for AVX2 + FMA (8 lanes) and AVX-512 (16 lanes); the
 //! process's ISA level (`RG_CPU_ISA`) picks one. The polynomial chains of `exp` and `erf` are
 //! long; each loop iteration carries four independent vectors through them side by side, so
-//! the core overlaps their latencies instead of waiting on one chain. Inputs that are not f32, not contiguous, or on a CPU without AVX2 take
-//! the generic loops in `elementwise.rs`.
+//! the core overlaps their latencies instead of waiting on one chain. Inputs that are not f32,
+//! not contiguous, or on a CPU without AVX2 take the generic loops in `elementwise.rs`.
 //!
 //! Accuracy: erf by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7, as the scalar
 //! path) where `e^{-x²/2}` is needed anyway (GELU's gradient), by A&S 7.1.28 (below 4.3e-7
-//! in f32, no exponential) in GELU's forward; `exp` by a degree-6 polynomial after range reduction, reciprocals by `rcp` plus one
-//! Newton step: results stay within a few f32 ulps of the scalar path (sigmoid within 4e-7
-//! relative, and 0 below x = -87 where it is under 2e-38). NaN in, NaN out.
+//! in f32, no exponential) in GELU's forward; `exp` by a degree-6 polynomial after range
+//! reduction, reciprocals by `rcp` plus one Newton step: results stay within a few f32 ulps of
+//! the scalar path (sigmoid within 4e-7 relative, and 0 below x = -87 where it is under
+//! 2e-38). NaN in, NaN out.
 
 use super::strided::{build, has_avx2, isa, Isa};
 use crate::backend::UnaryOp;
