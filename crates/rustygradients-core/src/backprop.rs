@@ -70,7 +70,8 @@ impl Tensor {
                 }
                 continue;
             };
-            for (input, ig) in grad_rule(node, &op, &g)? {
+            let rule = grad_rule(node, &op, &g, &mut |t| take_prior(&mut grads, t))?;
+            for (input, ig) in rule {
                 if !input.is_tracked() {
                     continue;
                 }
@@ -136,6 +137,15 @@ fn keep_for_backward(t: Tensor) -> Tensor {
     } else {
         t.ghost()
     }
+}
+
+/// The gradient gathered so far for `input`, taken out of `grads` for a rule that adds its own
+/// share into it in place: only when nothing else can see it and it is a dense tensor of the
+/// input's shape and dtype.
+fn take_prior(grads: &mut HashMap<TensorId, Tensor>, input: &Tensor) -> Option<Tensor> {
+    let p = grads.get(&input.id())?;
+    let fits = p.exclusively_owned() && p.dtype() == input.dtype() && p.shape() == input.shape();
+    fits.then(|| grads.remove(&input.id())).flatten()
 }
 
 /// The gradient an op passes to one of its inputs.
@@ -213,7 +223,9 @@ fn extreme_share(x: &Tensor, y: &Tensor, max: bool) -> Result<Tensor> {
 
 /// The gradients of `y = x · wᵀ + b` (`x (m, k)`, `w (n, k)`, all dense) for `g = ∂L/∂y
 /// (m, n)`, to whichever of the three are tracked. On the GPU one GEMM gives both `dW = gᵀ x`
-/// and `db`, summed in its epilogue.
+/// and `db`, summed in its epilogue; when `w` is autocast's half copy of an f32 master weight,
+/// that GEMM writes f32 and the gradients go to the masters (the weight's, and the bias's if
+/// it too is a cast) directly, with no cast pass between.
 fn linear_grads(
     x: &Tensor,
     w: &Tensor,
@@ -229,21 +241,37 @@ fn linear_grads(
     let want_b = b.is_some_and(Tensor::is_tracked);
     let row_sum = |g: &Tensor| g.sum(0, false);
     if w.is_tracked() {
+        let master = w.cast_source();
+        let wdt = master.as_ref().map_or(w.dtype(), Tensor::dtype);
         let fused = if m * n * k > 0 {
-            g.storage().linear_wgrad(&x.storage(), (m, k, n), want_b)?
+            g.storage()
+                .linear_wgrad(&x.storage(), (m, k, n), want_b, wdt)?
         } else {
             None
         };
-        let (dw, db) = match fused {
-            Some((dw, db)) => (
-                Tensor::from_storage(dw, [n, k], None),
-                db.map(|d| Tensor::from_storage(d, n, None)),
-            ),
-            None => (g.t()?.matmul(x)?, want_b.then(|| row_sum(g)).transpose()?),
-        };
-        out.push((w.clone(), Full(dw)));
-        if let (Some(b), Some(db)) = (b, db) {
-            out.push((b.clone(), Full(db)));
+        match fused {
+            Some((dw, db)) => {
+                out.push((
+                    master.unwrap_or_else(|| w.clone()),
+                    Full(Tensor::from_storage(dw, [n, k], None)),
+                ));
+                if let (Some(b), Some(db)) = (b, db) {
+                    let db = Tensor::from_storage(db, n, None);
+                    // The bias gradient comes in the weight's gradient dtype.
+                    let target = match b.cast_source() {
+                        Some(bm) if bm.dtype() == db.dtype() => bm,
+                        _ => b.clone(),
+                    };
+                    let db = db.to_dtype(target.dtype())?;
+                    out.push((target, Full(db)));
+                }
+            }
+            None => {
+                out.push((w.clone(), Full(g.t()?.matmul(x)?)));
+                if let (Some(b), true) = (b, want_b) {
+                    out.push((b.clone(), Full(row_sum(g)?)));
+                }
+            }
         }
     } else if let (Some(b), true) = (b, want_b) {
         out.push((b.clone(), Full(row_sum(g)?)));
@@ -251,8 +279,15 @@ fn linear_grads(
     Ok(out)
 }
 
-/// The gradient of each input of `op`, given the gradient `g` of its output `out`.
-fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, InputGrad)>> {
+/// The gradient of each input of `op`, given the gradient `g` of its output `out`. A rule that
+/// can add its share into an input's gradient gathered so far takes it from `prior` (see
+/// [`take_prior`]) and returns the sum.
+fn grad_rule(
+    out: &Tensor,
+    op: &Op,
+    g: &Tensor,
+    prior: &mut dyn FnMut(&Tensor) -> Option<Tensor>,
+) -> Result<Vec<(Tensor, InputGrad)>> {
     use InputGrad::Full;
     let one = |t: &Tensor, gt: Tensor| Ok(vec![(t.clone(), Full(gt))]);
     match op {
@@ -361,7 +396,14 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, InputGrad
             }
             Ok(out_grads)
         }
-        Op::Linear { x, w, b } => linear_grads(x, w, b.as_ref(), &g.dense()?),
+        Op::Linear { x, w, b, r } => {
+            let g = g.dense()?;
+            let mut out = linear_grads(x, w, b.as_ref(), &g)?;
+            if let Some(r) = r {
+                out.push((r.clone(), Full(g.reshape(r.shape().clone())?)));
+            }
+            Ok(out)
+        }
         Op::FeedForward {
             x,
             w1,
@@ -370,10 +412,14 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, InputGrad
             b2,
             pre,
             act,
+            r,
         } => {
             let g = g.dense()?;
             // `act` has no graph: this gives the second layer's weight and bias gradients.
             let mut out = linear_grads(act, w2, b2.as_ref(), &g)?;
+            if let Some(r) = r {
+                out.push((r.clone(), Full(g.reshape(r.shape().clone())?)));
+            }
             if x.is_tracked() || w1.is_tracked() || b1.as_ref().is_some_and(Tensor::is_tracked) {
                 let (m, h, n) = (g.dims()[0], pre.dims()[1], g.dims()[1]);
                 // One GEMM on the GPU: (g · w2) ⊙ gelu_tanh'(pre).
@@ -464,7 +510,11 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, InputGrad
                 w.as_ref().is_some_and(Tensor::is_tracked),
                 b.as_ref().is_some_and(Tensor::is_tracked),
             );
+            // The residual stream's gradient, when nothing else holds it, takes x's share in
+            // the same kernel.
+            let acc = if x.is_tracked() { prior(x) } else { None };
             let ws = w.as_ref().map(|w| w.storage());
+            let mut acc_s = acc.as_ref().map(|a| a.storage_mut());
             let (dx, dw, db) = x.storage().norm_affine_bwd(
                 ws.as_deref(),
                 &mean.storage(),
@@ -473,12 +523,19 @@ fn grad_rule(out: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, InputGrad
                 dims,
                 *rms,
                 want,
+                acc_s.as_deref_mut(),
             )?;
-            drop(ws);
-            let mut out = vec![(
-                x.clone(),
-                Full(Tensor::from_storage(dx, x.shape().clone(), None)),
-            )];
+            drop((ws, acc_s));
+            let gx =
+                match (dx, acc) {
+                    (Some(dx), None) => Tensor::from_storage(dx, x.shape().clone(), None),
+                    (None, Some(acc)) => acc,
+                    _ => return Err(Error::Backward(
+                        "layer_norm_backward: the input gradient was neither returned nor summed"
+                            .into(),
+                    )),
+                };
+            let mut out = vec![(x.clone(), Full(gx))];
             for (p, d) in [(w, dw), (b, db)] {
                 if let (Some(p), Some(d)) = (p, d) {
                     let d = Tensor::from_storage(d, dims.1, None).to_dtype(p.dtype())?;

@@ -30,18 +30,26 @@ macro_rules! inputs_of {
             Op::WhereCond(m, a, b) => vec![m, a, b],
             Op::ScatterAdd(a, i, s, _) => vec![a, i, s],
             Op::Attention { q, k, v, .. } => vec![q, k, v],
-            Op::Linear { x, w, b } => {
+            Op::Linear { x, w, b, r } => {
                 let mut v = vec![x, w];
                 v.extend(b);
+                v.extend(r);
                 v
             }
             Op::FeedForward {
-                x, w1, b1, w2, b2, ..
+                x,
+                w1,
+                b1,
+                w2,
+                b2,
+                r,
+                ..
             } => {
                 let mut v = vec![x, w1];
                 v.extend(b1);
                 v.push(w2);
                 v.extend(b2);
+                v.extend(r);
                 v
             }
             Op::NormAffine { x, w, b, .. } => {
@@ -104,12 +112,14 @@ pub(crate) enum Op {
         saved: Tensor,
         dims: crate::backend::AttnDims,
     },
-    /// `x (m, k) · wᵀ + b` with `w (n, k)` and `b (n)`, all dense ([`Tensor::linear`]): one
-    /// GEMM each way on the GPU, the bias added, and its gradient summed, by the GEMM.
+    /// `x (m, k) · wᵀ + b (+ r)` with `w (n, k)`, `b (n)` and `r` (`m·n` elements), all dense
+    /// ([`Tensor::linear`], [`Tensor::linear_add`]): one GEMM each way on the GPU, the bias
+    /// and the residual `r` added, and the bias gradient summed, by the GEMM.
     Linear {
         x: Tensor,
         w: Tensor,
         b: Option<Tensor>,
+        r: Option<Tensor>,
     },
     /// `gelu_tanh(x (m, k) · w1ᵀ + b1) · w2ᵀ + b2` ([`Tensor::feed_forward_gelu_tanh`]) as
     /// the GPU ran it, with the pre-activation `pre` and the activation `act` (both `(m, h)`)
@@ -122,6 +132,8 @@ pub(crate) enum Op {
         b2: Option<Tensor>,
         pre: Tensor,
         act: Tensor,
+        /// The residual the second GEMM added ([`Tensor::feed_forward_gelu_tanh_add`]).
+        r: Option<Tensor>,
     },
     /// LayerNorm (RMSNorm when `rms`) with its weight and bias in one GPU kernel: the inputs
     /// `x`, `w`, `b`, and each row's mean and 1/σ in f32; the rule reads `x` and `w`.

@@ -381,49 +381,44 @@ impl Storage {
         Ok(true)
     }
 
-    /// `y (m, n) = self (m, k) · wᵀ + b` with the bias added by the GEMM, all operands dense
-    /// from element 0 (`dims` = `(m, k, n)`). `None` on backends (the CPU) or in cases the
-    /// fused GEMM does not cover: the caller composes the op then.
+    /// `y (m, n) = self (m, k) · wᵀ + b (+ r)` with the bias, and `r (m, n)` where given, added
+    /// by the GEMM, all operands dense from element 0 (`dims` = `(m, k, n)`). `None` on
+    /// backends (the CPU) or in cases the fused GEMM does not cover: the caller composes the
+    /// op then.
     pub fn linear(
         &self,
         w: &Storage,
         b: Option<&Storage>,
         dims: (usize, usize, usize),
+        r: Option<&Storage>,
     ) -> Result<Option<Storage>> {
         let op = "linear";
-        match (self, w, b) {
-            (Storage::Cpu(_), ..) => Ok(None),
-            (Storage::Cuda(x), Storage::Cuda(w), None) => {
-                Ok(x.linear(w, None, dims)?.map(Storage::Cuda))
-            }
-            (Storage::Cuda(x), Storage::Cuda(w), Some(Storage::Cuda(b))) => {
-                Ok(x.linear(w, Some(b), dims)?.map(Storage::Cuda))
-            }
-            (_, _, b) => Err(mismatch(
-                op,
-                &[
-                    self.device(),
-                    w.device(),
-                    b.map_or(w.device(), Storage::device),
-                ],
-            )),
+        match (self, w) {
+            (Storage::Cpu(_), _) => Ok(None),
+            (Storage::Cuda(x), Storage::Cuda(w)) => Ok(x
+                .linear(w, on_cuda(op, self, b)?, dims, on_cuda(op, self, r)?)?
+                .map(Storage::Cuda)),
+            (_, w) => Err(mismatch(op, &[self.device(), w.device()])),
         }
     }
 
     /// The weight gradient of [`Storage::linear`] with the bias gradient reduced in the same
     /// GEMM: `(dW (n, k) = selfᵀ · x, db (n) = Σ_rows self)` for the output gradient `self
-    /// (m, n)`; `db` only when `want_bias`. `None` where the backend composes it instead.
+    /// (m, n)`; `db` only when `want_bias`. Both are written in `out` (the operands' dtype,
+    /// or f32 for the f32 master weights of half operands). `None` where the backend
+    /// composes it instead.
     #[allow(clippy::type_complexity)]
     pub fn linear_wgrad(
         &self,
         x: &Storage,
         dims: (usize, usize, usize),
         want_bias: bool,
+        out: DType,
     ) -> Result<Option<(Storage, Option<Storage>)>> {
         match (self, x) {
             (Storage::Cpu(_), _) => Ok(None),
             (Storage::Cuda(g), Storage::Cuda(x)) => Ok(g
-                .linear_wgrad(x, dims, want_bias)?
+                .linear_wgrad(x, dims, want_bias, out)?
                 .map(|(dw, db)| (Storage::Cuda(dw), db.map(Storage::Cuda)))),
             _ => Err(mismatch("linear_backward", &[self.device(), x.device()])),
         }
@@ -497,13 +492,6 @@ impl Storage {
         rms: bool,
         out: DType,
     ) -> Result<Option<(Storage, Storage, Storage)>> {
-        fn cuda<'a>(x: &Storage, s: Option<&'a Storage>) -> Result<Option<&'a CudaStorage>> {
-            match s {
-                Some(Storage::Cuda(s)) => Ok(Some(s)),
-                None => Ok(None),
-                Some(other) => Err(mismatch("layer_norm", &[x.device(), other.device()])),
-            }
-        }
         fn cpu<'a>(x: &Storage, s: Option<&'a Storage>) -> Result<Option<&'a HostBuffer>> {
             match s {
                 Some(Storage::Cpu(s)) => Ok(Some(s)),
@@ -523,13 +511,22 @@ impl Storage {
             .map(|(y, m, r)| (Storage::Cpu(y), Storage::Cpu(m), Storage::Cpu(r)))),
             Storage::Cpu(_) => Ok(None),
             Storage::Cuda(x) => x
-                .norm_affine(dims, cuda(self, w)?, cuda(self, b)?, eps, rms, out)
+                .norm_affine(
+                    dims,
+                    on_cuda("layer_norm", self, w)?,
+                    on_cuda("layer_norm", self, b)?,
+                    eps,
+                    rms,
+                    out,
+                )
                 .map(|(y, m, r)| Some((Storage::Cuda(y), Storage::Cuda(m), Storage::Cuda(r)))),
         }
     }
 
     /// The gradients of [`Storage::norm_affine`]: `(dx, f32 dw, f32 db)`, the last two when
-    /// `want` asks for them.
+    /// `want` asks for them. With `acc` (a dense gradient of `x`'s size and dtype), `dx` is
+    /// added into it and `None` returned in its place: on the GPU inside the kernel, so a
+    /// residual stream's gradient costs no separate sum.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     pub fn norm_affine_bwd(
         &self,
@@ -540,7 +537,8 @@ impl Storage {
         dims: (usize, usize),
         rms: bool,
         want: (bool, bool),
-    ) -> Result<(Storage, Option<Storage>, Option<Storage>)> {
+        acc: Option<&mut Storage>,
+    ) -> Result<(Option<Storage>, Option<Storage>, Option<Storage>)> {
         let op = "layer_norm_backward";
         match (self, w, mean, rstd, g) {
             (
@@ -556,7 +554,16 @@ impl Storage {
                 };
                 let (dx, dw, db) =
                     crate::cpu_backend::rows::norm_affine_bwd(x, w, m, r, g, dims, rms, want)?;
-                Ok((Storage::Cpu(dx), dw.map(Storage::Cpu), db.map(Storage::Cpu)))
+                let dx = Storage::Cpu(dx);
+                let dx = match acc {
+                    Some(a) => {
+                        let dense = Layout::contiguous(dims.0 * dims.1);
+                        dx.add_into(&dense, a, &dense)?;
+                        None
+                    }
+                    None => Some(dx),
+                };
+                Ok((dx, dw.map(Storage::Cpu), db.map(Storage::Cpu)))
             }
             (
                 Storage::Cuda(x),
@@ -569,9 +576,14 @@ impl Storage {
                     Some(Storage::Cuda(w)) => Some(w),
                     _ => None,
                 };
-                let (dx, dw, db) = x.norm_affine_bwd(w, m, r, g, dims, rms, want)?;
+                let acc = match acc {
+                    None => None,
+                    Some(Storage::Cuda(a)) => Some(a),
+                    Some(a) => return Err(mismatch(op, &[self.device(), a.device()])),
+                };
+                let (dx, dw, db) = x.norm_affine_bwd(w, m, r, g, dims, rms, want, acc)?;
                 Ok((
-                    Storage::Cuda(dx),
+                    dx.map(Storage::Cuda),
                     dw.map(Storage::Cuda),
                     db.map(Storage::Cuda),
                 ))
@@ -684,5 +696,18 @@ impl Storage {
                 &[q.device(), k.device(), v.device(), p.device(), g.device()],
             )),
         }
+    }
+}
+
+/// `s` as the CUDA storage it must be to go with `x` (a CUDA storage) in `op`.
+fn on_cuda<'a>(
+    op: &'static str,
+    x: &Storage,
+    s: Option<&'a Storage>,
+) -> Result<Option<&'a CudaStorage>> {
+    match s {
+        Some(Storage::Cuda(s)) => Ok(Some(s)),
+        None => Ok(None),
+        Some(other) => Err(mismatch(op, &[x.device(), other.device()])),
     }
 }

@@ -170,6 +170,23 @@ impl Tensor {
         op.as_ref().map(Op::name)
     }
 
+    /// The f32 tensor this half tensor was cast from (autocast's copy of a master weight),
+    /// when that is the op that made it and the source takes gradients: a rule may then hand
+    /// the source its gradient in f32 directly, skipping the cast's backward.
+    pub(crate) fn cast_source(&self) -> Option<Tensor> {
+        let op = self.0.node.op.lock().unwrap_or_else(|e| e.into_inner());
+        match op.as_ref() {
+            Some(Op::ToDType(src))
+                if src.dtype() == DType::F32
+                    && matches!(self.dtype(), DType::BF16 | DType::F16)
+                    && src.is_tracked() =>
+            {
+                Some(src.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// True when the op that made this tensor reads its values in backward.
     pub(crate) fn rule_reads_own_output(&self) -> bool {
         let op = self.0.node.op.lock().unwrap_or_else(|e| e.into_inner());

@@ -87,11 +87,15 @@ fn cuda_fused_norms_match_the_cpu_at_training_sizes() {
     let Some(dev) = gpu() else { return };
     let _g = serial();
     manual_seed(21);
-    // Widths below and above the 1024 (32 × 32) whose column sums the backward keeps in
-    // registers.
+    // Rows of whole 8-element packs take the packed kernels, one to four packs per lane (8,
+    // 264, 512, 768, 1000 and 1024, partly filled at 8, 264 and 1000); the rest (1, 33, 2048,
+    // 4099) the element-wise ones, whose backward keeps column sums in registers up to 1024.
     for (rows, c) in [
         (1, 1),
         (5, 33),
+        (50, 8),
+        (100, 264),
+        (33, 512),
         (3000, 768),
         (300, 1024),
         (40, 2048),
@@ -459,6 +463,112 @@ fn cuda_feed_forward_matches_the_cpu() {
             let what = format!("autocast x {xs:?} h {h} bias {bias} frozen {frozen}");
             assert_close(&got, &want, autocast_dtype, 3e-2, &what);
         }
+    }
+}
+
+/// Two residual branches as a pre-LayerNorm block adds them: `t = s + x Wᵀ + b`, then
+/// `u = t + feed_forward(t)`, so `t`'s gradient gathers the residual's share and the MLP's.
+/// Returns `u` and the gradients of s, x, W, b, W1, b1, W2, b2 for `loss = sum(u * r)`.
+fn residual_run(inputs: &[Tensor], r: &Tensor, half: Option<DType>) -> Vec<Tensor> {
+    let v: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| t.detach().requires_grad_(true).unwrap())
+        .collect();
+    let f = || {
+        let t = v[1].linear_add(&v[2], Some(&v[3]), &v[0])?;
+        let u = t.feed_forward_gelu_tanh_add(&v[4], Some(&v[5]), &v[6], Some(&v[7]), &t)?;
+        // On the GPU, the GEMMs made both sums where the shapes let them.
+        // (A 3-D input's output is a reshape of the fused op's.)
+        let (c, h) = (v[2].dims()[0], v[4].dims()[0]);
+        if v[0].device().is_cuda() && v[0].rank() == 2 && c % 8 == 0 && h % 8 == 0 {
+            assert_eq!(t.grad_fn(), Some("linear"), "linear_add was not fused");
+            assert_eq!(
+                u.grad_fn(),
+                Some("feed_forward"),
+                "feed_forward_add was not fused"
+            );
+        }
+        Ok(u)
+    };
+    let u = forward_backward(f, r, half);
+    let mut out = vec![u.detach()];
+    out.extend(v.iter().map(|t| t.grad().unwrap()));
+    out
+}
+
+#[test]
+fn cuda_residual_adds_match_the_cpu() {
+    // `linear_add` and `feed_forward_gelu_tanh_add`: on the GPU the last GEMM adds the
+    // residual (cuBLASLt's D = A·B + C). Against the CPU's composed ops on the same rounded
+    // inputs, at GPT-2's width and at odd ones (which cuBLASLt may decline), in f32, bf16 and
+    // f16, and under bf16 autocast with a bf16 residual stream (as the GPT keeps it).
+    let Some(dev) = gpu() else { return };
+    let _g = serial();
+    manual_seed(26);
+    let shapes: [(&[usize], usize); 3] = [(&[64, 32], 128), (&[2, 256, 768], 3072), (&[5, 9], 20)];
+    for (xs, h) in shapes {
+        let c = xs[xs.len() - 1];
+        let cpu = |shape: &[usize]| Tensor::randn(shape, DType::F64, Device::Cpu).unwrap();
+        let scaled = |shape: &[usize], fan_in: usize| {
+            cpu(shape).mul_scalar(1.0 / (fan_in as f64).sqrt()).unwrap()
+        };
+        let inputs = [
+            cpu(xs),
+            cpu(xs),
+            scaled(&[c, c], c),
+            cpu(&[c]),
+            scaled(&[h, c], c),
+            cpu(&[h]),
+            scaled(&[c, h], h),
+            cpu(&[c]),
+        ];
+        let r = cpu(xs);
+        for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 3e-2), (DType::F16, 5e-3)] {
+            let round = |t: &Tensor| t.to_dtype(dtype).unwrap().to_dtype(DType::F64).unwrap();
+            let want = residual_run(&inputs.each_ref().map(round), &round(&r), None);
+            let g = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(dev).unwrap();
+            let got = residual_run(&inputs.each_ref().map(g), &g(&r), None);
+            assert_close(
+                &got,
+                &want,
+                |_| dtype,
+                tol,
+                &format!("{dtype:?} x {xs:?} h {h}"),
+            );
+        }
+        // bf16 autocast: f32 parameters and input, a bf16 residual stream (output and its
+        // gradients bf16), f32 gradients for the rest.
+        let stream = |i: usize| i <= 1;
+        let g = |(i, t): (usize, &Tensor)| {
+            let d = if i == 0 { DType::BF16 } else { DType::F32 };
+            t.to_dtype(d).unwrap().to_device(dev).unwrap()
+        };
+        let got = residual_run(
+            &inputs.iter().enumerate().map(g).collect::<Vec<_>>(),
+            &g((1, &r)),
+            Some(DType::BF16),
+        );
+        let mut want_in = inputs.clone();
+        want_in[0] = want_in[0]
+            .to_dtype(DType::BF16)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
+        let want = residual_run(&want_in, &r, None);
+        let dtype = |i: usize| {
+            if stream(i) {
+                DType::BF16
+            } else {
+                DType::F32
+            }
+        };
+        assert_close(
+            &got,
+            &want,
+            dtype,
+            4e-2,
+            &format!("autocast x {xs:?} h {h}"),
+        );
     }
 }
 

@@ -262,6 +262,48 @@ fn gradcheck_feed_forward_gelu_tanh() {
 }
 
 #[test]
+fn gradcheck_linear_add() {
+    // The residual fitting the output (added by the product), a transposed (non-contiguous)
+    // residual, and a broadcast one (which takes the separate add).
+    let (x, w, b, r) = (
+        randn_away(&[2, 3, 4], 109, 0.0),
+        randn_away(&[5, 4], 110, 0.0),
+        randn_away(&[5], 111, 0.0),
+        randn_away(&[2, 3, 5], 112, 0.0),
+    );
+    gradcheck(&[x.clone(), w.clone(), b.clone(), r], |v| {
+        v[0].linear_add(&v[1], Some(&v[2]), &v[3])
+    });
+    let rt = randn_away(&[5, 3], 113, 0.0);
+    gradcheck(&[x.narrow(0, 0, 1).unwrap(), w.clone(), rt], |v| {
+        v[0].linear_add(&v[1], None, &v[2].t()?.unsqueeze(0)?)
+    });
+    let rb = randn_away(&[5], 114, 0.0);
+    gradcheck(&[x, w, b, rb], |v| {
+        v[0].linear_add(&v[1], Some(&v[2]), &v[3])
+    });
+}
+
+#[test]
+fn gradcheck_feed_forward_gelu_tanh_add() {
+    let (x, w1, b1, w2, b2, r) = (
+        randn_away(&[2, 3, 4], 115, 0.0),
+        randn_away(&[6, 4], 116, 0.0),
+        randn_away(&[6], 117, 0.0),
+        randn_away(&[5, 6], 118, 0.0),
+        randn_away(&[5], 119, 0.0),
+        randn_away(&[2, 3, 5], 120, 0.0),
+    );
+    gradcheck(&[x.clone(), w1.clone(), b1, w2.clone(), b2, r], |v| {
+        v[0].feed_forward_gelu_tanh_add(&v[1], Some(&v[2]), &v[3], Some(&v[4]), &v[5])
+    });
+    let rb = randn_away(&[3, 1], 121, 0.0);
+    gradcheck(&[x, w1, w2, rb], |v| {
+        v[0].feed_forward_gelu_tanh_add(&v[1], None, &v[2], None, &v[3])
+    });
+}
+
+#[test]
 fn gradcheck_cross_entropy() {
     let logits = randn_away(&[5, 4], 92, 0.0);
     let targets = Tensor::from_vec(vec![1i64, 3, -100, 0, 2], 5, Device::Cpu).unwrap();

@@ -73,6 +73,24 @@ impl SelfAttention {
     /// padding, as PyTorch's `key_padding_mask`) hides padded keys from every query. A query
     /// whose keys are all hidden gets NaN, as in PyTorch.
     pub fn forward_masked(&self, x: &Tensor, key_padding_mask: Option<&Tensor>) -> Result<Tensor> {
+        let y = self.heads(x, key_padding_mask)?;
+        self.resid_dropout.forward(&self.c_proj.forward(&y)?)
+    }
+
+    /// `residual + self.forward(x)`, a pre-LayerNorm block's attention added to its residual
+    /// stream: without residual dropout, `c_proj`'s GEMM makes the sum
+    /// ([`Linear::forward_add`]).
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let y = self.heads(x, None)?;
+        if self.resid_dropout.is_identity() {
+            self.c_proj.forward_add(&y, residual)
+        } else {
+            residual.add(&self.resid_dropout.forward(&self.c_proj.forward(&y)?)?)
+        }
+    }
+
+    /// The heads' outputs side by side, `(batch, time, n_embd)`: what `c_proj` reads.
+    fn heads(&self, x: &Tensor, key_padding_mask: Option<&Tensor>) -> Result<Tensor> {
         let op = "SelfAttention";
         if x.rank() != 3 {
             return Err(Error::InvalidShape {
@@ -133,8 +151,7 @@ impl SelfAttention {
                 att.matmul(&v)?
             }
         };
-        let y = y.transpose(1, 2)?.reshape([b, t, c])?;
-        self.resid_dropout.forward(&self.c_proj.forward(&y)?)
+        y.transpose(1, 2)?.reshape([b, t, c])
     }
 }
 

@@ -35,7 +35,8 @@ impl Block {
 
 impl Forward for Block {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = x.add(&self.attn.forward(&self.ln_1.forward(x)?)?)?;
-        x.add(&self.mlp.forward(&self.ln_2.forward(&x)?)?)
+        // Each branch is added to the stream by its last GEMM (see `forward_add`).
+        let x = self.attn.forward_add(&self.ln_1.forward(x)?, x)?;
+        self.mlp.forward_add(&self.ln_2.forward(&x)?, &x)
     }
 }

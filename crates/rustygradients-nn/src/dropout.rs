@@ -29,6 +29,11 @@ impl Dropout {
     pub fn is_training(&self) -> bool {
         self.training.load(Ordering::Relaxed)
     }
+    /// True when this dropout passes its input through unchanged: `p` is 0 or the module is
+    /// in eval mode.
+    pub fn is_identity(&self) -> bool {
+        self.p == 0.0 || !self.is_training()
+    }
 }
 
 /// No parameters; a train/eval switch of its own.

@@ -63,8 +63,15 @@ impl Linear {
     }
 }
 
-impl Forward for Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl Linear {
+    /// `residual + self.forward(x)` as one op ([`Tensor::linear_add`]): on the GPU the GEMM
+    /// adds the residual stream as it writes.
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
+        x.linear_add(&self.weight, self.bias.as_ref(), residual)
+    }
+
+    fn check_input(&self, x: &Tensor) -> Result<()> {
         let (out_f, in_f) = (self.weight.dims()[0], self.weight.dims()[1]);
         if x.rank() == 0 || x.dims()[x.rank() - 1] != in_f {
             return Err(Error::InvalidShape {
@@ -75,6 +82,13 @@ impl Forward for Linear {
                 shape: x.shape().clone(),
             });
         }
+        Ok(())
+    }
+}
+
+impl Forward for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
         // One op: on the GPU the bias is added, and its gradient summed, inside the GEMMs.
         // Under autocast weight and bias join the half-precision product (as PyTorch's linear).
         x.linear(&self.weight, self.bias.as_ref())

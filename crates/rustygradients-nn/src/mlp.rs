@@ -82,6 +82,29 @@ impl Mlp {
     }
 }
 
+impl Mlp {
+    /// `residual + self.forward(x)`, a pre-LayerNorm block's MLP added to its residual stream:
+    /// without dropout, the second GEMM makes the sum ([`Tensor::linear_add`],
+    /// [`Tensor::feed_forward_gelu_tanh_add`]).
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if !self.dropout.is_identity() {
+            return residual.add(&self.forward(x)?);
+        }
+        match self.activation {
+            Activation::GeluTanh => x.feed_forward_gelu_tanh_add(
+                &self.c_fc.weight,
+                self.c_fc.bias.as_ref(),
+                &self.c_proj.weight,
+                self.c_proj.bias.as_ref(),
+                residual,
+            ),
+            act => self
+                .c_proj
+                .forward_add(&act.apply(&self.c_fc.forward(x)?)?, residual),
+        }
+    }
+}
+
 impl Forward for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match self.activation {

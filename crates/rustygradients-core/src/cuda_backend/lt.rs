@@ -44,7 +44,10 @@ enum Epilogue {
 /// One GEMM's shape as cuBLASLt sees it (column-major), the cache key of its algorithm.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 struct Gemm {
+    /// The operands' dtype.
     dtype: DType,
+    /// C's and D's (and the bias's): `dtype`, or f32 from half operands.
+    out: DType,
     tf32: bool,
     trans_a: bool,
     trans_b: bool,
@@ -52,6 +55,19 @@ struct Gemm {
     n: u64,
     k: u64,
     epilogue: Epilogue,
+    /// `D = A·B + C` (C another matrix of D's shape) instead of `D = A·B`.
+    add_c: bool,
+}
+
+/// The device memory one GEMM reads and writes: A and B with their leading dimensions, D, and
+/// where the case has them C (when [`Gemm::add_c`]), the bias and the epilogue's aux matrix.
+struct Operands {
+    a: (u64, u64),
+    b: (u64, u64),
+    c: Option<u64>,
+    d: u64,
+    bias: Option<u64>,
+    aux: Option<u64>,
 }
 
 /// The device's cuBLASLt handle, workspace and chosen algorithms (`None`: no kernel exists).
@@ -111,21 +127,20 @@ impl Drop for Descs {
     }
 }
 
-/// `D (m×n, column-major, ld m) = op(A)·op(B)` with `epilogue` reading or writing `bias`.
-/// `Ok(false)` when cuBLASLt is unavailable or has no kernel for this case (nothing was
-/// queued then).
-#[allow(clippy::too_many_arguments)]
-fn gemm(
-    dev: &CudaDevice,
-    g: Gemm,
-    a: (u64, u64),
-    b: (u64, u64),
-    d: u64,
-    bias: Option<u64>,
-    aux: Option<u64>,
-) -> Result<bool> {
+/// `D (m×n, column-major, ld m) = op(A)·op(B) (+ C)` with `epilogue` reading or writing
+/// `bias`. `Ok(false)` when cuBLASLt is unavailable or has no kernel for this case (nothing
+/// was queued then).
+fn gemm(dev: &CudaDevice, g: Gemm, ops: Operands) -> Result<bool> {
+    let Operands {
+        a,
+        b,
+        c,
+        d,
+        bias,
+        aux,
+    } = ops;
     let op = "linear";
-    let Some(ty) = data_type(g.dtype) else {
+    let (Some(ty), Some(out_ty)) = (data_type(g.dtype), data_type(g.out)) else {
         return Ok(false);
     };
     let mut slot = dev.0.lt.lock().unwrap_or_else(|e| e.into_inner());
@@ -204,17 +219,22 @@ fn gemm(
     // Stored shapes: op(A) is m×k, op(B) k×n.
     let (ar, ac) = if g.trans_a { (g.k, g.m) } else { (g.m, g.k) };
     let (br, bc) = if g.trans_b { (g.n, g.k) } else { (g.k, g.n) };
-    for (rows, cols, ld) in [(ar, ac, a.1), (br, bc, b.1), (g.m, g.n, g.m)] {
-        let l = lt::create_matrix_layout(ty, rows, cols, ld as i64)
+    for (t, rows, cols, ld) in [
+        (ty, ar, ac, a.1),
+        (ty, br, bc, b.1),
+        (out_ty, g.m, g.n, g.m),
+    ] {
+        let l = lt::create_matrix_layout(t, rows, cols, ld as i64)
             .map_err(|e| fail("matrix layout", e))?;
         descs.layouts.push(l);
     }
     let (la, lb, ld) = (descs.layouts[0], descs.layouts[1], descs.layouts[2]);
-    let (alpha, beta) = (1f32, 0f32);
+    let (alpha, beta) = (1f32, if g.add_c { 1f32 } else { 0f32 });
+    let c = if g.add_c { c.unwrap_or(d) } else { d };
     let stream = dev.0.stream.cu_stream() as sys::cudaStream_t;
     let (handle, workspace) = (state.handle, state.workspace);
     let run = |algo: &sys::cublasLtMatmulAlgo_t| {
-        // SAFETY: the operands, output, bias and workspace are live device buffers of the
+        // SAFETY: the operands, C, output, bias and workspace are live device buffers of the
         // sizes the layouts describe; alpha/beta are f32 host scalars (the scale type).
         unsafe {
             lt::matmul(
@@ -226,7 +246,7 @@ fn gemm(
                 la,
                 b.0 as *const c_void,
                 lb,
-                d as *const c_void,
+                c as *const c_void,
                 ld,
                 d as *mut c_void,
                 ld,
@@ -353,36 +373,39 @@ fn tf32(d: DType) -> bool {
     d == DType::F32 && crate::matmul_allow_tf32()
 }
 
-/// `y (m, n) = x (m, k) · wᵀ + b`, or `None` when cuBLASLt cannot do it here.
+/// `y (m, n) = x (m, k) · wᵀ + b (+ r)`, with `r (m, n)` added by the GEMM itself, or `None`
+/// when cuBLASLt cannot do it here.
 pub(super) fn linear_fwd(
     x: &CudaStorage,
     w: &CudaStorage,
     b: Option<&CudaStorage>,
     dims: (usize, usize, usize),
+    r: Option<&CudaStorage>,
 ) -> Result<Option<CudaStorage>> {
     let epilogue = if b.is_some() {
         Epilogue::Bias
     } else {
         Epilogue::None
     };
-    forward(x, w, b, dims, epilogue, None)
+    forward(x, w, b, dims, epilogue, (None, r))
 }
 
-/// `x (m, k) · wᵀ` through `epilogue` (reading `b`, writing `aux`) into a new `(m, n)` output;
-/// `None` when cuBLASLt has no kernel for it.
+/// `x (m, k) · wᵀ (+ r)` through `epilogue` (reading `b`, writing `aux`) into a new `(m, n)`
+/// output; `None` when cuBLASLt has no kernel for it.
 fn forward(
     x: &CudaStorage,
     w: &CudaStorage,
     b: Option<&CudaStorage>,
     (m, k, n): (usize, usize, usize),
     epilogue: Epilogue,
-    aux: Option<&CudaStorage>,
+    (aux, r): (Option<&CudaStorage>, Option<&CudaStorage>),
 ) -> Result<Option<CudaStorage>> {
     let dev = x.dev();
     let y = CudaStorage::alloc(dev, "linear", m * n, x.dtype())?;
     // Column-major: yᵀ (n×m) = W (stored k×n, transposed) · xᵀ (stored k×m).
     let g = Gemm {
         dtype: x.dtype(),
+        out: x.dtype(),
         tf32: tf32(x.dtype()),
         trans_a: true,
         trans_b: false,
@@ -390,31 +413,36 @@ fn forward(
         n: m as u64,
         k: k as u64,
         epilogue,
+        add_c: r.is_some(),
     };
-    let ran = gemm(
-        dev,
-        g,
-        (w.ptr(0), k as u64),
-        (x.ptr(0), k as u64),
-        y.ptr(0),
-        b.map(|b| b.ptr(0)),
-        aux.map(|a| a.ptr(0)),
-    )?;
+    let ops = Operands {
+        a: (w.ptr(0), k as u64),
+        b: (x.ptr(0), k as u64),
+        c: r.map(|r| r.ptr(0)),
+        d: y.ptr(0),
+        bias: b.map(|b| b.ptr(0)),
+        aux: aux.map(|a| a.ptr(0)),
+    };
+    let ran = gemm(dev, g, ops)?;
     Ok(ran.then_some(y))
 }
 
-/// `(dW (n, k) = gᵀ · x, db (n) = Σ_rows g)` (db only when `want_bias`), or `None` when
-/// cuBLASLt cannot do it here.
+/// `(dW (n, k) = gᵀ · x, db (n) = Σ_rows g)` (db only when `want_bias`) in `out` (the
+/// operands' dtype, or f32 from half operands), or `None` when cuBLASLt cannot do it here.
 pub(super) fn linear_wgrad(
     g: &CudaStorage,
     x: &CudaStorage,
     (m, k, n): (usize, usize, usize),
     want_bias: bool,
+    out: DType,
 ) -> Result<Option<(CudaStorage, Option<CudaStorage>)>> {
     let dev = x.dev();
-    let dw = CudaStorage::alloc(dev, "linear_backward", n * k, x.dtype())?;
+    if out != x.dtype() && (out != DType::F32 || !matches!(x.dtype(), DType::BF16 | DType::F16)) {
+        return Ok(None);
+    }
+    let dw = CudaStorage::alloc(dev, "linear_backward", n * k, out)?;
     let db = if want_bias {
-        Some(CudaStorage::alloc(dev, "linear_backward", n, x.dtype())?)
+        Some(CudaStorage::alloc(dev, "linear_backward", n, out)?)
     } else {
         None
     };
@@ -422,6 +450,7 @@ pub(super) fn linear_wgrad(
     // gradient sums op(B) = gᵀ over the GEMM's k (the rows of g).
     let shape = Gemm {
         dtype: x.dtype(),
+        out,
         tf32: tf32(x.dtype()),
         trans_a: false,
         trans_b: true,
@@ -433,16 +462,17 @@ pub(super) fn linear_wgrad(
         } else {
             Epilogue::None
         },
+        add_c: false,
     };
-    let ran = gemm(
-        dev,
-        shape,
-        (x.ptr(0), k as u64),
-        (g.ptr(0), n as u64),
-        dw.ptr(0),
-        db.as_ref().map(|b| b.ptr(0)),
-        None,
-    )?;
+    let ops = Operands {
+        a: (x.ptr(0), k as u64),
+        b: (g.ptr(0), n as u64),
+        c: None,
+        d: dw.ptr(0),
+        bias: db.as_ref().map(|b| b.ptr(0)),
+        aux: None,
+    };
+    let ran = gemm(dev, shape, ops)?;
     Ok(ran.then_some((dw, db)))
 }
 
@@ -474,7 +504,7 @@ pub(super) fn linear_gelu_fwd(
         bias: b.is_some(),
         aux: keep_pre,
     };
-    Ok(forward(x, w, b, dims, epilogue, pre.as_ref())?.map(|a| (a, pre)))
+    Ok(forward(x, w, b, dims, epilogue, (pre.as_ref(), None))?.map(|a| (a, pre)))
 }
 
 /// `dpre (m, h) = (g (m, n) · w (n, h)) ⊙ gelu_tanh'(pre (m, h))`: the gradient of a
@@ -495,6 +525,7 @@ pub(super) fn linear_gelu_dgrad(
     // layout.
     let shape = Gemm {
         dtype: g.dtype(),
+        out: g.dtype(),
         tf32: tf32(g.dtype()),
         trans_a: false,
         trans_b: false,
@@ -502,15 +533,16 @@ pub(super) fn linear_gelu_dgrad(
         n: m as u64,
         k: n as u64,
         epilogue: Epilogue::GeluGrad,
+        add_c: false,
     };
-    let ran = gemm(
-        dev,
-        shape,
-        (w.ptr(0), h as u64),
-        (g.ptr(0), n as u64),
-        dpre.ptr(0),
-        None,
-        Some(pre.ptr(0)),
-    )?;
+    let ops = Operands {
+        a: (w.ptr(0), h as u64),
+        b: (g.ptr(0), n as u64),
+        c: None,
+        d: dpre.ptr(0),
+        bias: None,
+        aux: Some(pre.ptr(0)),
+    };
+    let ran = gemm(dev, shape, ops)?;
     Ok(ran.then_some(dpre))
 }

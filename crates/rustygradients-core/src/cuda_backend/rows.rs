@@ -376,6 +376,24 @@ pub(super) fn cross_entropy_bwd_into(
 /// (each adds its column sums to the weight and bias gradients once).
 const LN_WARPS: usize = 8;
 const LN_BWD_BLOCKS: usize = 264;
+/// The packed backward's warps per block and most blocks: four blocks on each of 132 SMs.
+const LN8_BWD_WARPS: usize = 4;
+const LN8_BWD_BLOCKS: usize = 528;
+
+/// Which normalisation kernel serves rows of `c`: `"8x{v}"` for the packed kernels (rows a whole
+/// number of 8-element packs, at most `32·v` of them per row, `v <= 4`, and every pointer given
+/// aligned to a pack; null pointers don't count), `""` for the element-wise ones.
+fn ln_packs(c: usize, ptrs: &[(u64, DType)]) -> String {
+    let packs = c / 8;
+    let aligned = ptrs
+        .iter()
+        .all(|&(p, d)| p % (8 * d.size_in_bytes()) as u64 == 0);
+    if c.is_multiple_of(8) && packs > 0 && packs <= 128 && aligned {
+        format!("8x{}", packs.div_ceil(32))
+    } else {
+        String::new()
+    }
+}
 
 /// LayerNorm (RMSNorm when `rms`) with its affine weight and bias fused, over the last dim of
 /// contiguous `(rows, c)` `x`: `y` in `out` dtype, and each row's mean and 1/σ in f32. `w` and
@@ -401,16 +419,11 @@ pub(super) fn layer_norm_fwd(
         return Ok((y, mean, rstd));
     }
     let pd = w.or(b).map_or(x.dtype(), |p| p.dtype());
-    let name = format!("ln_fwd_{}_{}_{}", sfx(x.dtype()), sfx(pd), sfx(out));
+    let (wp, bp) = (w.map_or(0, |w| w.ptr(0)), b.map_or(0, |b| b.ptr(0)));
+    let packs = ln_packs(c, &[(x.ptr(off), x.dtype()), (wp, pd), (bp, pd)]);
+    let name = format!("ln_fwd{packs}_{}_{}_{}", sfx(x.dtype()), sfx(pd), sfx(out));
     let f = dev.function(op, Module::Rows, &name)?;
-    let (xp, wp, bp, yp, mp, rp) = (
-        x.ptr(off),
-        w.map_or(0, |w| w.ptr(0)),
-        b.map_or(0, |b| b.ptr(0)),
-        y.ptr(0),
-        mean.ptr(0),
-        rstd.ptr(0),
-    );
+    let (xp, yp, mp, rp) = (x.ptr(off), y.ptr(0), mean.ptr(0), rstd.ptr(0));
     let (r, cc, e, rm) = (rows as i64, c as i64, eps as f32, rms as i32);
     dev.launch(
         op,
@@ -423,7 +436,8 @@ pub(super) fn layer_norm_fwd(
 }
 
 /// The gradients of [`layer_norm_fwd`]: `dx` in `x`'s dtype, and the f32 sums over rows for the
-/// weight (`want_dw`) and the bias (`want_db`).
+/// weight (`want_dw`) and the bias (`want_db`). With `acc` (dense, `x`'s dtype and size), `dx`
+/// is added into it instead of returned: a residual stream's gradient summed in place.
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 pub(super) fn layer_norm_bwd(
     x: &CudaStorage,
@@ -433,16 +447,41 @@ pub(super) fn layer_norm_bwd(
     g: &CudaStorage,
     (rows, c): (usize, usize),
     rms: bool,
-    want_dw: bool,
-    want_db: bool,
-) -> Result<(CudaStorage, Option<CudaStorage>, Option<CudaStorage>)> {
+    (want_dw, want_db): (bool, bool),
+    acc: Option<&mut CudaStorage>,
+) -> Result<(
+    Option<CudaStorage>,
+    Option<CudaStorage>,
+    Option<CudaStorage>,
+)> {
     let op = if rms {
         "rms_norm_backward"
     } else {
         "layer_norm_backward"
     };
     let dev = x.dev();
-    let dx = CudaStorage::alloc(dev, op, rows * c, x.dtype())?;
+    if let Some(a) = &acc {
+        if a.dtype() != x.dtype() || a.elem_len() != rows * c {
+            return Err(dev.error(
+                op,
+                format!(
+                    "the gradient to add into ({:?}, {} elements) does not match the ({rows}, \
+                     {c}) {:?} input",
+                    a.dtype(),
+                    a.elem_len(),
+                    x.dtype()
+                ),
+            ));
+        }
+    }
+    let (dx, dxp, accumulate) = match acc {
+        Some(a) => (None, a.ptr(0), 1i32),
+        None => {
+            let dx = CudaStorage::alloc(dev, op, rows * c, x.dtype())?;
+            let p = dx.ptr(0);
+            (Some(dx), p, 0)
+        }
+    };
     let zeros = |want: bool| -> Result<Option<CudaStorage>> {
         want.then(|| crate::backend::BackendDevice::zeros(dev, c, DType::F32))
             .transpose()
@@ -452,27 +491,63 @@ pub(super) fn layer_norm_bwd(
         return Ok((dx, dw, db));
     }
     let pd = w.map_or(DType::F32, |p| p.dtype());
-    let name = format!("ln_bwd_{}_{}_{}", sfx(x.dtype()), sfx(pd), sfx(g.dtype()));
+    let wp = w.map_or(0, |w| w.ptr(0));
+    let packs = ln_packs(
+        c,
+        &[
+            (x.ptr(0), x.dtype()),
+            (wp, pd),
+            (g.ptr(0), g.dtype()),
+            (dxp, x.dtype()),
+        ],
+    );
+    let name = format!(
+        "ln_bwd{packs}_{}_{}_{}",
+        sfx(x.dtype()),
+        sfx(pd),
+        sfx(g.dtype())
+    );
     let f = dev.function(op, Module::Rows, &name)?;
-    let (xp, wp, mp, rp, gp, dxp, dwp, dbp) = (
+    let (xp, mp, rp, gp, dwp, dbp) = (
         x.ptr(0),
-        w.map_or(0, |w| w.ptr(0)),
         mean.ptr(0),
         rstd.ptr(0),
         g.ptr(0),
-        dx.ptr(0),
         dw.as_ref().map_or(0, |t| t.ptr(0)),
         db.as_ref().map_or(0, |t| t.ptr(0)),
     );
     let (r, cc, rm) = (rows as i64, c as i64, rms as i32);
-    let grid = rows.div_ceil(LN_WARPS).min(LN_BWD_BLOCKS) as u32;
-    dev.launch_smem(
-        op,
-        &f,
-        (grid, 1),
-        (32 * LN_WARPS) as u32,
-        (2 * c * 4) as u32,
-        &mut args![xp, wp, mp, rp, gp, dxp, dwp, dbp, r, cc, rm],
-    )?;
+    if packs.is_empty() {
+        // Column sums in the block's shared memory, added into `dw`/`db` with atomics.
+        let grid = rows.div_ceil(LN_WARPS).min(LN_BWD_BLOCKS) as u32;
+        dev.launch_smem(
+            op,
+            &f,
+            (grid, 1),
+            (32 * LN_WARPS) as u32,
+            (2 * c * 4) as u32,
+            &mut args![xp, wp, mp, rp, gp, dxp, dwp, dbp, r, cc, rm, accumulate],
+        )?;
+    } else {
+        // Each warp's column sums in shared memory, each block's in its row of `part`, then
+        // `ln_cols` adds the rows into `dw`/`db` (32 columns by 64 rows a block).
+        let grid = rows.div_ceil(LN8_BWD_WARPS).min(LN8_BWD_BLOCKS);
+        let part = CudaStorage::alloc(dev, op, grid * 2 * c, DType::F32)?;
+        let pp = part.ptr(0);
+        dev.launch_smem(
+            op,
+            &f,
+            (grid as u32, 1),
+            (32 * LN8_BWD_WARPS) as u32,
+            (2 * c * 4 * LN8_BWD_WARPS) as u32,
+            &mut args![xp, wp, mp, rp, gp, dxp, pp, r, cc, rm, accumulate],
+        )?;
+        if want_dw || want_db {
+            let cols = dev.function(op, Module::Rows, "ln_cols")?;
+            let nb = grid as i64;
+            let blocks = ((2 * c).div_ceil(32) as u32, grid.div_ceil(64) as u32);
+            dev.launch_2d(op, &cols, blocks, 256, &mut args![pp, nb, cc, dwp, dbp])?;
+        }
+    }
     Ok((dx, dw, db))
 }

@@ -149,7 +149,8 @@ impl CudaStorage {
         super::rows::layer_norm_fwd(self, 0, rows, c, w, b, eps, rms, out)
     }
 
-    /// `(dx, f32 dw, f32 db)` from the forward's input (`self`), statistics and `g`.
+    /// `(dx, f32 dw, f32 db)` from the forward's input (`self`), statistics and `g`; `dx` is
+    /// added into `acc` instead when given (and `None` returned for it).
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     pub(crate) fn norm_affine_bwd(
         &self,
@@ -160,22 +161,28 @@ impl CudaStorage {
         dims: (usize, usize),
         rms: bool,
         want: (bool, bool),
-    ) -> Result<(CudaStorage, Option<CudaStorage>, Option<CudaStorage>)> {
-        super::rows::layer_norm_bwd(self, w, mean, rstd, g, dims, rms, want.0, want.1)
+        acc: Option<&mut CudaStorage>,
+    ) -> Result<(
+        Option<CudaStorage>,
+        Option<CudaStorage>,
+        Option<CudaStorage>,
+    )> {
+        super::rows::layer_norm_bwd(self, w, mean, rstd, g, dims, rms, want, acc)
     }
 }
 
 /// A linear layer's GEMMs with the bias fused in (cuBLASLt epilogues, see `lt.rs`); `None`
 /// where cuBLASLt cannot run them, and the tensor layer composes the op instead.
 impl CudaStorage {
-    /// `y (m, n) = self (m, k) · wᵀ + b`, all dense from element 0.
+    /// `y (m, n) = self (m, k) · wᵀ + b (+ r)`, all dense from element 0.
     pub(crate) fn linear(
         &self,
         w: &CudaStorage,
         b: Option<&CudaStorage>,
         dims: (usize, usize, usize),
+        r: Option<&CudaStorage>,
     ) -> Result<Option<CudaStorage>> {
-        super::lt::linear_fwd(self, w, b, dims)
+        super::lt::linear_fwd(self, w, b, dims, r)
     }
 
     /// `(dW = selfᵀ · x, db = Σ_rows self)` for the gradient `self (m, n)` and input `x (m, k)`.
@@ -185,8 +192,9 @@ impl CudaStorage {
         x: &CudaStorage,
         dims: (usize, usize, usize),
         want_bias: bool,
+        out: DType,
     ) -> Result<Option<(CudaStorage, Option<CudaStorage>)>> {
-        super::lt::linear_wgrad(self, x, dims, want_bias)
+        super::lt::linear_wgrad(self, x, dims, want_bias, out)
     }
 
     /// `(gelu_tanh(pre), pre)` with `pre (m, n) = self (m, k) · wᵀ + b` from one GEMM; `pre`

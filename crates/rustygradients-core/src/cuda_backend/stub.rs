@@ -77,6 +77,7 @@ impl CudaStorage {
         _: &CudaStorage,
         _: Option<&CudaStorage>,
         _: (usize, usize, usize),
+        _: Option<&CudaStorage>,
     ) -> Result<Option<CudaStorage>> {
         match *self {}
     }
@@ -87,6 +88,7 @@ impl CudaStorage {
         _: &CudaStorage,
         _: (usize, usize, usize),
         _: bool,
+        _: DType,
     ) -> Result<Option<(CudaStorage, Option<CudaStorage>)>> {
         match *self {}
     }
@@ -145,7 +147,12 @@ impl CudaStorage {
         _: (usize, usize),
         _: bool,
         _: (bool, bool),
-    ) -> Result<(CudaStorage, Option<CudaStorage>, Option<CudaStorage>)> {
+        _: Option<&mut CudaStorage>,
+    ) -> Result<(
+        Option<CudaStorage>,
+        Option<CudaStorage>,
+        Option<CudaStorage>,
+    )> {
         match *self {}
     }
 }

@@ -37,7 +37,44 @@ impl Tensor {
         w2: &Tensor,
         b2: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let op = "feed_forward";
+        self.feed_forward("feed_forward", (w1, b1), (w2, b2), None)
+    }
+
+    /// `residual + gelu_tanh(self · w1ᵀ + b1) · w2ᵀ + b2`: a pre-LayerNorm block's MLP added
+    /// to its residual stream, with the sum made by the second GEMM on the GPU as in
+    /// [`Tensor::linear_add`] (which says when `residual` fits for that; otherwise it is added
+    /// as a separate op).
+    ///
+    /// ```
+    /// use rustygradients_core::{Device, Tensor};
+    /// let x = Tensor::from_vec(vec![1f32, -1.], &[1, 2], Device::Cpu)?;
+    /// let w1 = Tensor::from_vec(vec![1f32, 0., 0., 1., 1., 1.], &[3, 2], Device::Cpu)?;
+    /// let w2 = Tensor::from_vec(vec![1f32, 1., 1.], &[1, 3], Device::Cpu)?;
+    /// let r = Tensor::from_vec(vec![5f32], &[1, 1], Device::Cpu)?;
+    /// let y = x.feed_forward_gelu_tanh_add(&w1, None, &w2, None, &r)?;
+    /// let z = x.feed_forward_gelu_tanh(&w1, None, &w2, None)?.add(&r)?;
+    /// assert_eq!(y.to_vec::<f32>()?, z.to_vec::<f32>()?);
+    /// # Ok::<(), rustygradients_core::Error>(())
+    /// ```
+    pub fn feed_forward_gelu_tanh_add(
+        &self,
+        w1: &Tensor,
+        b1: Option<&Tensor>,
+        w2: &Tensor,
+        b2: Option<&Tensor>,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        self.feed_forward("feed_forward_add", (w1, b1), (w2, b2), Some(residual))
+    }
+
+    /// The two feed-forward ops; `residual`, when given, is added to the output.
+    fn feed_forward(
+        &self,
+        op: &'static str,
+        (w1, b1): (&Tensor, Option<&Tensor>),
+        (w2, b2): (&Tensor, Option<&Tensor>),
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let first = LinearOperands::new(op, self, w1, b1)?;
         let (m, k, h) = first.dims;
         if w2.rank() != 2 || w2.dims()[1] != h {
@@ -57,18 +94,22 @@ impl Tensor {
         // The CPU's path (and the GPU's where the fused GEMM does not apply): the three ops,
         // from the operands already cast and made dense.
         let composed = |first: &LinearOperands| {
-            first
+            let y = first
                 .x
                 .linear(&first.w, first.b.as_ref())?
                 .gelu_tanh()?
                 .linear(w2, b2)?
-                .reshape(out_dims.clone())
+                .reshape(out_dims.clone())?;
+            match residual {
+                Some(r) => r.add(&y),
+                None => Ok(y),
+            }
         };
         if m * k * h * n == 0 || !self.device().is_cuda() {
             return composed(&first);
         }
         let tracked = grad_mode::is_grad_enabled()
-            && [Some(self), Some(w1), b1, Some(w2), b2]
+            && [Some(self), Some(w1), b1, Some(w2), b2, residual]
                 .into_iter()
                 .flatten()
                 .any(Tensor::is_tracked);
@@ -84,7 +125,15 @@ impl Tensor {
         };
         let act = Tensor::from_storage(act, [m, h], None);
         let second = LinearOperands::new(op, &act, w2, b2)?;
-        let y = second.product()?;
+        // A residual that doesn't fit the GEMM (shape, dtype) is added afterwards.
+        let (r, late) = match residual {
+            None => (None, None),
+            Some(res) => match second.residual(res, &out_dims)? {
+                Some(r) => (Some(r), None),
+                None => (None, Some(res)),
+            },
+        };
+        let y = second.product(r.as_ref())?;
         let recorded = pre.map(|pre| Op::FeedForward {
             x: first.x,
             w1: first.w,
@@ -93,7 +142,14 @@ impl Tensor {
             b2: second.b,
             pre: Tensor::from_storage(pre, [m, h], None),
             act: second.x,
+            r,
         });
-        y.view_with(y.layout().clone(), recorded).reshape(out_dims)
+        let y = y
+            .view_with(y.layout().clone(), recorded)
+            .reshape(out_dims)?;
+        match late {
+            Some(res) => res.add(&y),
+            None => Ok(y),
+        }
     }
 }

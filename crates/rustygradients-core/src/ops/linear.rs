@@ -24,16 +24,39 @@ impl Tensor {
     /// ```
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let ops = LinearOperands::new("linear", self, weight, bias)?;
-        let y = ops.product()?;
-        let y = y.view_with(
-            y.layout().clone(),
-            Some(Op::Linear {
-                x: ops.x,
-                w: ops.w,
-                b: ops.b,
-            }),
-        );
-        y.reshape(ops.out_dims)
+        let y = ops.product(None)?;
+        ops.record(y, None)
+    }
+
+    /// `residual + self · weightᵀ + bias`: a linear layer added to a residual stream as one op.
+    /// On the GPU the GEMM adds `residual` itself (cuBLASLt's `D = A·B + C`), so the sum costs
+    /// no pass of its own, and the backward hands `residual` the output's gradient unchanged.
+    ///
+    /// `residual` must have the output's shape and (under autocast, the half) dtype for that;
+    /// otherwise this is `residual.add(&self.linear(weight, bias)?)`, broadcasting and
+    /// promoting as [`Tensor::add`] does.
+    ///
+    /// ```
+    /// use rustygradients_core::{Device, Tensor};
+    /// let x = Tensor::from_vec(vec![1f32, 2.], &[1, 2], Device::Cpu)?;
+    /// let w = Tensor::from_vec(vec![1f32, 1., 0., 3.], &[2, 2], Device::Cpu)?;
+    /// let r = Tensor::from_vec(vec![10f32, 20.], &[1, 2], Device::Cpu)?;
+    /// let y = x.linear_add(&w, None, &r)?;
+    /// assert_eq!(y.to_vec::<f32>()?, vec![13., 26.]);
+    /// # Ok::<(), rustygradients_core::Error>(())
+    /// ```
+    pub fn linear_add(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        let ops = LinearOperands::new("linear_add", self, weight, bias)?;
+        let Some(r) = ops.residual(residual, &ops.out_dims)? else {
+            return residual.add(&self.linear(weight, bias)?);
+        };
+        let y = ops.product(Some(&r))?;
+        ops.record(y, Some(r))
     }
 }
 
@@ -126,15 +149,46 @@ impl LinearOperands {
         })
     }
 
-    /// `x · wᵀ + b` as a new `(m, n)` tensor with no graph history: one GEMM with the bias in
-    /// its epilogue where the backend has it, else `matmul` + `add`.
-    pub(crate) fn product(&self) -> Result<Tensor> {
+    /// `residual` as the dense tensor [`LinearOperands::product`] can add (its shape kept, so
+    /// that its gradient reaches it with no reshape between), or `None` when it does not
+    /// match the shape the caller's result will have (`shape`), or the output's dtype and
+    /// device (the caller adds it as a separate op then).
+    pub(crate) fn residual(&self, residual: &Tensor, shape: &[usize]) -> Result<Option<Tensor>> {
+        let fits = residual.dims() == shape
+            && residual.dtype() == self.x.dtype()
+            && residual.device() == self.x.device();
+        if !fits {
+            return Ok(None);
+        }
+        Ok(Some(residual.dense()?))
+    }
+
+    /// The output with its op recorded (the inputs already cast and flattened; `r` the
+    /// residual [`LinearOperands::product`] added), in the input's shape.
+    pub(crate) fn record(self, y: Tensor, r: Option<Tensor>) -> Result<Tensor> {
+        let y = y.view_with(
+            y.layout().clone(),
+            Some(Op::Linear {
+                x: self.x,
+                w: self.w,
+                b: self.b,
+                r,
+            }),
+        );
+        y.reshape(self.out_dims)
+    }
+
+    /// `x · wᵀ + b (+ r)` as a new `(m, n)` tensor with no graph history: one GEMM with the bias
+    /// (and `r`, a dense tensor of `m·n` elements and the output's dtype) added in it where
+    /// the backend has it, else `matmul` + `add`.
+    pub(crate) fn product(&self, r: Option<&Tensor>) -> Result<Tensor> {
         let (m, k, n) = self.dims;
         let fused = if m * n * k > 0 {
             let bs = self.b.as_ref().map(|b| b.storage());
+            let rs = r.map(|r| r.storage());
             self.x
                 .storage()
-                .linear(&self.w.storage(), bs.as_deref(), (m, k, n))?
+                .linear(&self.w.storage(), bs.as_deref(), (m, k, n), rs.as_deref())?
         } else {
             None
         };
@@ -143,8 +197,12 @@ impl LinearOperands {
             None => {
                 let _g = NoGradGuard::new();
                 let y = self.x.matmul(&self.w.t()?)?;
-                match &self.b {
+                let y = match &self.b {
                     Some(b) => y.add(b)?,
+                    None => y,
+                };
+                match r {
+                    Some(r) => y.add(&r.reshape([m, n])?)?,
                     None => y,
                 }
             }

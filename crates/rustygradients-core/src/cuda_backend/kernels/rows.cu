@@ -370,7 +370,8 @@ __device__ void ln_fwd_impl(const T* x, const P* w, const P* b, O* y, float* mea
 #define LN_KMAX 32
 template <typename T, typename P, typename O>
 __device__ void ln_bwd_impl(const T* x, const P* w, const float* mean_in, const float* rstd_in,
-                            const O* g, T* dx, float* dw, float* db, i64 rows, i64 c, int rms) {
+                            const O* g, T* dx, float* dw, float* db, i64 rows, i64 c, int rms,
+                            int acc) {
     extern __shared__ float ln_smem[];
     float* sdw = ln_smem;
     float* sdb = ln_smem + c;
@@ -418,7 +419,8 @@ __device__ void ln_bwd_impl(const T* x, const P* w, const float* mean_in, const 
             float gv = Num<O>::ld(gr[j]);
             float xh = (Num<T>::ld(xr[j]) - mean) * rs;
             float gx = w ? gv * Num<P>::ld(w[j]) : gv;
-            dx[row * c + j] = Num<T>::st(rs * (gx - mg - xh * mgx));
+            float d = rs * (gx - mg - xh * mgx);
+            dx[row * c + j] = Num<T>::st(acc ? Num<T>::ld(dx[row * c + j]) + d : d);
         }
     }
     if (regs) {
@@ -438,6 +440,222 @@ __device__ void ln_bwd_impl(const T* x, const P* w, const float* mean_in, const 
     }
 }
 
+// The same two kernels for rows of c = 8·n elements, n ≤ 32·V, with every pointer aligned to
+// eight elements: each lane moves whole packs of eight (16 bytes for 16-bit types), packs
+// lane, lane + 32, … of its row, so a warp's loads are wide and all of a row's are in flight
+// at once. The forward keeps its row in registers.
+template <typename T> __device__ __forceinline__ void ld8(const T* p, float* v) {
+    Pack<T, 8> pk = *(const Pack<T, 8>*)p;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[i] = Num<T>::ld(pk.v[i]);
+}
+template <typename T> __device__ __forceinline__ void st8(T* p, const float* v) {
+    Pack<T, 8> pk;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) pk.v[i] = Num<T>::st(v[i]);
+    *(Pack<T, 8>*)p = pk;
+}
+template <typename T, typename P, typename O, int V>
+__device__ void ln_fwd8_impl(const T* x, const P* w, const P* b, O* y, float* mean_out,
+                             float* rstd_out, i64 rows, i64 c, float eps, int rms) {
+    i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31, np = (int)(c >> 3);
+    if (row >= rows) return;
+    const T* xr = x + row * c;
+    float v[V][8];
+    float sum = 0.f;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+        int p = lane + 32 * k;
+        if (p < np) {
+            ld8(xr + 8 * p, v[k]);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) sum += v[k][i];
+        }
+    }
+    float mean = rms ? 0.f : warp_sum<float>(sum) / (float)c;
+    float var = 0.f;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+        if (lane + 32 * k < np) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                float d = v[k][i] - mean;
+                var += d * d;
+            }
+        }
+    }
+    float rs = rsqrtf(warp_sum<float>(var) / (float)c + eps);
+    O* yr = y + row * c;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+        int p = lane + 32 * k;
+        if (p < np) {
+            float wv[8], bv[8];
+            if (w) ld8(w + 8 * p, wv);
+            if (b) ld8(b + 8 * p, bv);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                float o = (v[k][i] - mean) * rs;
+                if (w) o *= wv[i];
+                if (b) o += bv[i];
+                v[k][i] = o;
+            }
+            st8(yr + 8 * p, v[k]);
+        }
+    }
+    if (lane == 0) {
+        mean_out[row] = mean;
+        rstd_out[row] = rs;
+    }
+}
+// The backward walks its warp's rows keeping each row's packs of x and g in registers as
+// loaded (raw: 8·V registers for both at 16-bit dtypes), and loads the next row's while it
+// works on this one, so that a warp always has loads in flight. Two passes over the registers:
+// one for the two row means the input gradient needs, adding the row's share of the weight and
+// bias gradients to the warp's own sums in shared memory (2·c floats per warp) on the way, one
+// to write the gradient. The block then writes its warps' sums as its row of `part` (gridDim
+// rows of 2·c f32), which `ln_cols` adds up into `dw`/`db`: no atomics on 2·c hot addresses.
+// With
+// `acc` set (both kernels), the input gradient is added to what `dx` holds: a residual
+// stream's gradient, summed in place.
+template <typename T, typename O, int V>
+__device__ __forceinline__ void ln_row_load(const T* x, const O* g, i64 row, i64 rows, i64 c,
+                                            int lane, int np, Pack<T, 8>* xp, Pack<O, 8>* gp) {
+    if (row >= rows) return;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+        int p = lane + 32 * k;
+        if (p < np) {
+            xp[k] = *(const Pack<T, 8>*)(x + row * c + 8 * p);
+            gp[k] = *(const Pack<O, 8>*)(g + row * c + 8 * p);
+        }
+    }
+}
+// `s[0..8] += v[0..8]` on 16-byte aligned shared memory.
+__device__ __forceinline__ void smem_add8(float* s, const float* v) {
+    float4* q = (float4*)s;
+    float4 a = q[0], b = q[1];
+    a.x += v[0]; a.y += v[1]; a.z += v[2]; a.w += v[3];
+    b.x += v[4]; b.y += v[5]; b.z += v[6]; b.w += v[7];
+    q[0] = a;
+    q[1] = b;
+}
+template <typename T, typename P, typename O, int V>
+__device__ void ln_bwd8_impl(const T* x, const P* w, const float* mean_in, const float* rstd_in,
+                             const O* g, T* dx, float* part, i64 rows, i64 c, int rms, int acc) {
+    extern __shared__ float ln_smem[];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    int np = (int)(c >> 3);
+    for (i64 j = threadIdx.x; j < 2 * c * warps; j += blockDim.x) ln_smem[j] = 0.f;
+    __syncthreads();
+    float* sdw = ln_smem + 2 * c * warp;
+    float* sdb = sdw + c;
+    i64 stride = (i64)gridDim.x * warps;
+    i64 row = (i64)blockIdx.x * warps + warp;
+    Pack<T, 8> xc[V], xn[V];
+    Pack<O, 8> gc[V], gn[V];
+    ln_row_load<T, O, V>(x, g, row, rows, c, lane, np, xc, gc);
+    for (; row < rows; row += stride) {
+        ln_row_load<T, O, V>(x, g, row + stride, rows, c, lane, np, xn, gn);
+        float mean = mean_in[row], rs = rstd_in[row];
+        float mg = 0.f, mgx = 0.f;
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+            int p = lane + 32 * k;
+            if (p < np) {
+                float wv[8], pw[8], pb[8];
+                if (w) ld8(w + 8 * p, wv);
+#pragma unroll
+                for (int i = 0; i < 8; ++i) {
+                    float gv = Num<O>::ld(gc[k].v[i]);
+                    float xh = (Num<T>::ld(xc[k].v[i]) - mean) * rs;
+                    float gx = w ? gv * wv[i] : gv;
+                    mg += gx;
+                    mgx += gx * xh;
+                    pw[i] = gv * xh;
+                    pb[i] = gv;
+                }
+                smem_add8(sdw + 8 * p, pw);
+                smem_add8(sdb + 8 * p, pb);
+            }
+        }
+        mg = rms ? 0.f : warp_sum<float>(mg) / (float)c;
+        mgx = warp_sum<float>(mgx) / (float)c;
+        T* dr = dx + row * c;
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+            int p = lane + 32 * k;
+            if (p < np) {
+                float wv[8], av[8], out[8];
+                if (w) ld8(w + 8 * p, wv);
+                if (acc) ld8(dr + 8 * p, av);
+#pragma unroll
+                for (int i = 0; i < 8; ++i) {
+                    float gv = Num<O>::ld(gc[k].v[i]);
+                    float xh = (Num<T>::ld(xc[k].v[i]) - mean) * rs;
+                    float gx = w ? gv * wv[i] : gv;
+                    out[i] = rs * (gx - mg - xh * mgx);
+                    if (acc) out[i] += av[i];
+                }
+                st8(dr + 8 * p, out);
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+            xc[k] = xn[k];
+            gc[k] = gn[k];
+        }
+    }
+    __syncthreads();
+    float* out = part + 2 * c * blockIdx.x;
+    for (i64 j = threadIdx.x; j < 2 * c; j += blockDim.x) {
+        float a = 0.f;
+        for (int v = 0; v < warps; ++v) a += ln_smem[2 * c * v + j];
+        out[j] = a;
+    }
+}
+// `dw[j] += Σ_b part[b][j]`, `db[j] += Σ_b part[b][c + j]` over the `nb` rows of `part`
+// (either output may be null): blocks of 256 threads take 32 columns by LN_COLS_ROWS rows,
+// eight rows in flight per column, and add their sums with one atomic per column.
+#define LN_COLS_ROWS 64
+extern "C" __global__ void ln_cols(const float* part, i64 nb, i64 c, float* dw, float* db) {
+    __shared__ float sum[8][33];
+    int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+    i64 j = (i64)blockIdx.x * 32 + tx;
+    i64 b0 = (i64)blockIdx.y * LN_COLS_ROWS;
+    i64 b1 = b0 + LN_COLS_ROWS < nb ? b0 + LN_COLS_ROWS : nb;
+    float a = 0.f;
+    if (j < 2 * c) {
+#pragma unroll 8
+        for (i64 b = b0 + ty; b < b1; b += 8) a += part[b * 2 * c + j];
+    }
+    sum[ty][tx] = a;
+    __syncthreads();
+    if (ty == 0 && j < 2 * c) {
+        for (int y = 1; y < 8; ++y) a += sum[y][tx];
+        float* o = j < c ? (dw ? dw + j : 0) : (db ? db + (j - c) : 0);
+        if (o) atomicAdd(o, a);
+    }
+}
+
+#define LN8_KERNELS(S, T, SP, P, SO, O, V)                                                       \
+    extern "C" __global__ void ln_fwd8x##V##_##S##_##SP##_##SO(                                  \
+        const T* x, const P* w, const P* b, O* y, float* mean, float* rstd, i64 rows, i64 c,     \
+        float eps, int rms) {                                                                    \
+        ln_fwd8_impl<T, P, O, V>(x, w, b, y, mean, rstd, rows, c, eps, rms);                     \
+    }                                                                                            \
+    extern "C" __global__ void __launch_bounds__(128, 4) ln_bwd8x##V##_##S##_##SP##_##SO(        \
+        const T* x, const P* w, const float* mean, const float* rstd, const O* g, T* dx,         \
+        float* part, i64 rows, i64 c, int rms, int acc) {                                        \
+        ln_bwd8_impl<T, P, O, V>(x, w, mean, rstd, g, dx, part, rows, c, rms, acc);              \
+    }
+#define LN8_WIDTHS(S, T, SP, P, SO, O)                                                           \
+    LN8_KERNELS(S, T, SP, P, SO, O, 1)                                                           \
+    LN8_KERNELS(S, T, SP, P, SO, O, 2)                                                           \
+    LN8_KERNELS(S, T, SP, P, SO, O, 3)                                                           \
+    LN8_KERNELS(S, T, SP, P, SO, O, 4)
+
 #define LN_KERNELS(S, T, SP, P, SO, O)                                                           \
     extern "C" __global__ void ln_fwd_##S##_##SP##_##SO(const T* x, const P* w, const P* b,     \
                                                         O* y, float* mean, float* rstd,         \
@@ -447,8 +665,9 @@ __device__ void ln_bwd_impl(const T* x, const P* w, const float* mean_in, const 
     extern "C" __global__ void ln_bwd_##S##_##SP##_##SO(const T* x, const P* w,                 \
                                                         const float* mean, const float* rstd,   \
                                                         const O* g, T* dx, float* dw,           \
-                                                        float* db, i64 rows, i64 c, int rms) {  \
-        ln_bwd_impl<T, P, O>(x, w, mean, rstd, g, dx, dw, db, rows, c, rms);                    \
+                                                        float* db, i64 rows, i64 c, int rms,    \
+                                                        int acc) {                              \
+        ln_bwd_impl<T, P, O>(x, w, mean, rstd, g, dx, dw, db, rows, c, rms, acc);               \
     }
 // (input, parameters, output): plain f32/f16/bf16, and autocast's f32 or half input with f32
 // parameters and a half output.
@@ -459,3 +678,10 @@ LN_KERNELS(f32, float, f32, float, bf16, bf16)
 LN_KERNELS(f32, float, f32, float, f16, f16)
 LN_KERNELS(bf16, bf16, f32, float, bf16, bf16)
 LN_KERNELS(f16, f16, f32, float, f16, f16)
+LN8_WIDTHS(f32, float, f32, float, f32, float)
+LN8_WIDTHS(f16, f16, f16, f16, f16, f16)
+LN8_WIDTHS(bf16, bf16, bf16, bf16, bf16, bf16)
+LN8_WIDTHS(f32, float, f32, float, bf16, bf16)
+LN8_WIDTHS(f32, float, f32, float, f16, f16)
+LN8_WIDTHS(bf16, bf16, f32, float, bf16, bf16)
+LN8_WIDTHS(f16, f16, f32, float, f16, f16)
