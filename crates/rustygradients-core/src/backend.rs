@@ -356,16 +356,18 @@ pub trait BackendStorage: Sized {
         ignore: Option<i64>,
     ) -> Result<Self>;
     /// Fused attention on contiguous `(n, t, d)`, `(n, s, d)`, `(n, s, dv)` operands (`self` is
-    /// q): the output and what the backward needs besides q, k and v, in a form of the
+    /// q): the output and what the backward needs besides q, k, v and that output, in a form of the
     /// backend's choosing (the CPU keeps the probabilities; a GPU keeps each row's logsumexp
     /// and recomputes them, so no `(n, t, s)` tensor outlives the forward).
     fn attention_fwd(&self, k: &Self, v: &Self, dims: AttnDims) -> Result<(Self, Self)>;
-    /// Gradients of q, k and v from what the forward `saved` and the output gradient `g`.
-    #[allow(clippy::type_complexity)]
+    /// Gradients of q, k and v from the forward's output `out`, what it `saved` and the
+    /// output gradient `g`.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn attention_bwd(
         &self,
         k: &Self,
         v: &Self,
+        out: &Self,
         saved: &Self,
         g: &Self,
         dims: AttnDims,

@@ -472,11 +472,43 @@ fn grad_rule(
             v,
             saved,
             dims,
+            packed,
         } => {
             let g = g.dense()?;
+            if let Some(qkv) = packed {
+                // One buffer for the three gradients where the backend writes them so;
+                // otherwise the three joined along the channels.
+                let whole = q.storage().attention_bwd_packed(
+                    &k.storage(),
+                    &v.storage(),
+                    &out.storage(),
+                    &saved.storage(),
+                    &g.storage(),
+                    *dims,
+                )?;
+                let gqkv = match whole {
+                    Some(s) => Tensor::from_storage(s, qkv.shape().clone(), None),
+                    None => {
+                        let (dq, dk, dv) = q.storage().attention_bwd(
+                            &k.storage(),
+                            &v.storage(),
+                            &out.storage(),
+                            &saved.storage(),
+                            &g.storage(),
+                            *dims,
+                        )?;
+                        let (b, t) = (qkv.dims()[0], qkv.dims()[1]);
+                        let c = qkv.dims()[2] / 3;
+                        let part = |s| Tensor::from_storage(s, [b, t, c], None);
+                        Tensor::cat(&[part(dq), part(dk), part(dv)], 2)?
+                    }
+                };
+                return one(qkv, gqkv);
+            }
             let (dq, dk, dv) = q.storage().attention_bwd(
                 &k.storage(),
                 &v.storage(),
+                &out.storage(),
                 &saved.storage(),
                 &g.storage(),
                 *dims,

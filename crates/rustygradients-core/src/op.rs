@@ -29,6 +29,9 @@ macro_rules! inputs_of {
             Op::IndexSelect(a, i, _) | Op::Gather(a, i, _) => vec![a, i],
             Op::WhereCond(m, a, b) => vec![m, a, b],
             Op::ScatterAdd(a, i, s, _) => vec![a, i, s],
+            Op::Attention {
+                packed: Some(qkv), ..
+            } => vec![qkv],
             Op::Attention { q, k, v, .. } => vec![q, k, v],
             Op::Linear { x, w, b, r } => {
                 let mut v = vec![x, w];
@@ -111,6 +114,10 @@ pub(crate) enum Op {
         v: Tensor,
         saved: Tensor,
         dims: crate::backend::AttnDims,
+        /// When q, k and v are the thirds of one fused projection `(batch, rows, 3·channels)`
+        /// (GPT-2's `c_attn` output), that tensor: the op's one input then, whose gradient
+        /// the rule builds whole.
+        packed: Option<Tensor>,
     },
     /// `x (m, k) · wᵀ + b (+ r)` with `w (n, k)`, `b (n)` and `r` (`m·n` elements), all dense
     /// ([`Tensor::linear`], [`Tensor::linear_add`]): one GEMM each way on the GPU, the bias
@@ -165,8 +172,8 @@ pub(crate) enum Slot {
 }
 
 /// The most tensors any gradient rule reads (pow reads both inputs and its output; attention
-/// reads q, k and v).
-const MAX_SAVED: usize = 3;
+/// reads q, k, v and its output).
+const MAX_SAVED: usize = 4;
 
 /// The storage versions, at record time, of the tensors an op's gradient rule reads. A fixed
 /// array copied into the graph node: recording costs one atomic load per saved tensor and no
@@ -315,10 +322,18 @@ impl Op {
                 add(Input(0), Some(logits));
                 add(Input(1), Some(targets));
             }
+            // The rule reads the output too (the GPU's backward starts from rowsum(dO ∘ O)).
+            Op::Attention {
+                packed: Some(qkv), ..
+            } => {
+                add(Input(0), Some(qkv));
+                add(Output, None);
+            }
             Op::Attention { q, k, v, .. } => {
                 add(Input(0), Some(q));
                 add(Input(1), Some(k));
                 add(Input(2), Some(v));
+                add(Output, None);
             }
             Op::Checkpoint { x, .. } => add(Input(0), Some(x)),
             Op::NormAffine { x, w, .. } => {

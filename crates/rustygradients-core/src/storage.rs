@@ -663,37 +663,75 @@ impl Storage {
             )),
         }
     }
-    #[allow(clippy::type_complexity)]
+    /// Strided attention's q (`self`), k and v gradients written side by side into one
+    /// `(batch, rows, 3·heads·dim)` buffer, when q, k and v are the thirds of one fused
+    /// projection of that layout: its gradient with no copies. `None` where the backend has
+    /// only the separate gradients ([`Storage::attention_bwd`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_bwd_packed(
+        &self,
+        k: &Storage,
+        v: &Storage,
+        out: &Storage,
+        saved: &Storage,
+        g: &Storage,
+        dims: AttnDims,
+    ) -> Result<Option<Storage>> {
+        match (self, k, v, out, saved, g) {
+            (
+                Storage::Cuda(q),
+                Storage::Cuda(k),
+                Storage::Cuda(v),
+                Storage::Cuda(o),
+                Storage::Cuda(s),
+                Storage::Cuda(g),
+            ) => Ok(q
+                .attention_bwd_packed(k, v, o, s, g, &dims)?
+                .map(Storage::Cuda)),
+            _ => Ok(None),
+        }
+    }
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     pub fn attention_bwd(
         &self,
         k: &Storage,
         v: &Storage,
-        probs: &Storage,
+        out: &Storage,
+        saved: &Storage,
         g: &Storage,
         dims: AttnDims,
     ) -> Result<(Storage, Storage, Storage)> {
-        match (self, k, v, probs, g) {
+        match (self, k, v, out, saved, g) {
             (
                 Storage::Cpu(q),
                 Storage::Cpu(k),
                 Storage::Cpu(v),
+                Storage::Cpu(o),
                 Storage::Cpu(p),
                 Storage::Cpu(g),
             ) => q
-                .attention_bwd(k, v, p, g, dims)
+                .attention_bwd(k, v, o, p, g, dims)
                 .map(|(a, b, c)| (Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c))),
             (
                 Storage::Cuda(q),
                 Storage::Cuda(k),
                 Storage::Cuda(v),
+                Storage::Cuda(o),
                 Storage::Cuda(p),
                 Storage::Cuda(g),
             ) => q
-                .attention_bwd(k, v, p, g, dims)
+                .attention_bwd(k, v, o, p, g, dims)
                 .map(|(a, b, c)| (Storage::Cuda(a), Storage::Cuda(b), Storage::Cuda(c))),
-            (q, k, v, p, g) => Err(mismatch(
+            (q, k, v, o, p, g) => Err(mismatch(
                 "scaled_dot_product_attention_backward",
-                &[q.device(), k.device(), v.device(), p.device(), g.device()],
+                &[
+                    q.device(),
+                    k.device(),
+                    v.device(),
+                    o.device(),
+                    p.device(),
+                    g.device(),
+                ],
             )),
         }
     }

@@ -187,6 +187,24 @@ impl Tensor {
         }
     }
 
+    /// The tensor this one is a view of, when a view op (permute, reshape, narrow: ops that
+    /// always share their input's memory) made it. The op may keep only a stand-in of it
+    /// ([`Tensor::ghost`]); the handle returned has the memory, which is this tensor's.
+    pub(crate) fn view_source(&self) -> Option<Tensor> {
+        let op = self.0.node.op.lock().unwrap_or_else(|e| e.into_inner());
+        let src = match op.as_ref()? {
+            Op::Permute(x, _) | Op::Reshape(x) | Op::Narrow(x, ..) => x,
+            _ => return None,
+        };
+        Some(Tensor(Arc::new(TensorInner {
+            node: src.0.node.clone(),
+            storage: Some(self.cell().clone()),
+            layout: src.0.layout.clone(),
+            dtype: src.0.dtype,
+            device: src.0.device,
+        })))
+    }
+
     /// True when the op that made this tensor reads its values in backward.
     pub(crate) fn rule_reads_own_output(&self) -> bool {
         let op = self.0.node.op.lock().unwrap_or_else(|e| e.into_inner());

@@ -206,6 +206,69 @@ fn cuda_flash_attention_on_strided_heads() {
     }
 }
 
+/// Heads split from one fused projection (GPT-2's `c_attn`): the gradient reaches the
+/// projection whole. cuDNN writes dq, dk and dv side by side into one buffer of its layout;
+/// flash.cu's three gradients are joined. Both against the unfused f32 path.
+#[test]
+fn cuda_flash_attention_gradient_of_a_fused_projection() {
+    let Some(dev) = gpu() else { return };
+    let _g = serial();
+    manual_seed(10);
+    let (b, t, h, hd) = (2, 200, 3, 64);
+    let c = h * hd;
+    let cpu = |shape: &[usize]| Tensor::randn(shape, DType::F32, Device::Cpu).unwrap();
+    let (qkv, go) = (cpu(&[b, t, 3 * c]), cpu(&[b, t, c]));
+    // `loss = sum(attention(qkv) · go)`; the gradient of qkv.
+    let grad = |qkv: &Tensor, cudnn: bool| -> Tensor {
+        let x = qkv.to_device(dev).unwrap().requires_grad_(true).unwrap();
+        // As a linear layer returns it: a (b, t, 3c) view of its (b·t, 3c) result.
+        let proj = x
+            .reshape([b * t, 3 * c])
+            .unwrap()
+            .mul_scalar(1.0)
+            .unwrap()
+            .reshape([b, t, 3 * c])
+            .unwrap();
+        let heads = |i: usize| {
+            proj.narrow(2, i * c, c)
+                .unwrap()
+                .reshape([b, t, h, hd])
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+        };
+        set_cudnn_enabled(cudnn);
+        let y = heads(0)
+            .scaled_dot_product_attention(&heads(1), &heads(2), true, 0.0)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape([b, t, c])
+            .unwrap();
+        set_cudnn_enabled(true);
+        let go = go.to_device(dev).unwrap().to_dtype(y.dtype()).unwrap();
+        y.mul(&go)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g = x.grad().unwrap();
+        assert_eq!(g.dims(), [b, t, 3 * c]);
+        g
+    };
+    let half = qkv.to_dtype(DType::BF16).unwrap();
+    let want = grad(&half.to_dtype(DType::F32).unwrap(), false);
+    for cudnn in [true, false] {
+        let got = grad(&half, cudnn);
+        assert_eq!(got.dtype(), DType::BF16);
+        let err = max_rel_err(&got, &want);
+        assert!(err <= tol(DType::BF16), "cudnn {cudnn}: off by {err:.2e}");
+    }
+}
+
 /// O(T) memory: the forward and backward at T = 4096 allocate far less than one (T, T) score
 /// matrix per slice would take.
 #[test]

@@ -268,6 +268,7 @@ impl BackendStorage for HostBuffer {
         &self,
         k: &Self,
         v: &Self,
+        _out: &Self,
         probs: &Self,
         g: &Self,
         dims: AttnDims,

@@ -457,6 +457,9 @@ struct Key {
     causal: bool,
     /// Batch, head and row strides of q, k and v (elements).
     strides: [[usize; 3]; 3],
+    /// The row stride of dq, dk and dv: `h·d`, or `3·h·d` when they go into one
+    /// `(b, rows, 3, h, d)` buffer (see [`backward_packed`]).
+    grad_row: usize,
 }
 
 /// The forward's and backward's plans of one shape.
@@ -525,7 +528,7 @@ fn operand(d: &AttnDims, which: fn(&crate::backend::AttnStrides) -> [usize; 4]) 
 }
 
 impl Key {
-    fn of(dtype: DType, d: &AttnDims) -> Option<Key> {
+    fn of(dtype: DType, d: &AttnDims, packed_grads: bool) -> Option<Key> {
         let h = d.strided.map_or(1, |s| s.heads);
         let strides = [
             operand(d, |s| s.q),
@@ -550,6 +553,7 @@ impl Key {
             d: d.d,
             causal: d.causal,
             strides,
+            grad_row: if packed_grads { 3 } else { 1 } * h * d.d,
         })
     }
 
@@ -569,6 +573,13 @@ impl Key {
     fn output(&self) -> Shape {
         let (b, h, r, d) = (i(self.b), i(self.h), i(self.t), i(self.d));
         [[b, h, r, d], [r * h * d, d, h * d, 1]]
+    }
+
+    /// dq's, dk's and dv's layout: the output's, with rows `grad_row` apart.
+    fn grads(&self) -> Shape {
+        let (b, h, r, d) = (i(self.b), i(self.h), i(self.t), i(self.d));
+        let row = i(self.grad_row);
+        [[b, h, r, d], [r * row, d, row, 1]]
     }
 
     fn scores(&self) -> Shape {
@@ -642,9 +653,9 @@ impl Key {
         let o = g.tensor(Some(O), half, self.output(), false)?;
         let d_o = g.tensor(Some(DO), half, self.output(), false)?;
         let stats = g.tensor(Some(STATS), f, self.rows(), false)?;
-        let dq = g.tensor(Some(DQ), half, self.output(), false)?;
-        let dk = g.tensor(Some(DK), half, self.output(), false)?;
-        let dv = g.tensor(Some(DV), half, self.output(), false)?;
+        let dq = g.tensor(Some(DQ), half, self.grads(), false)?;
+        let dk = g.tensor(Some(DK), half, self.grads(), false)?;
+        let dv = g.tensor(Some(DV), half, self.grads(), false)?;
         let scale = g.scalar(SCALE)?;
         let one = g.scalar(ONE)?;
         let (ss, rs) = (self.scores(), self.rows());
@@ -790,10 +801,10 @@ fn prepare(
     q: &CudaStorage,
     k: &CudaStorage,
     v: &CudaStorage,
-    d: &AttnDims,
+    (d, packed_grads): (&AttnDims, bool),
     more: &[u64],
 ) -> Option<(sys::cudnnHandle_t, Arc<Plans>, [u64; 3])> {
-    let key = Key::of(q.dtype(), d)?;
+    let key = Key::of(q.dtype(), d, packed_grads)?;
     let ptrs = [
         q.ptr(operand(d, |s| s.q)[0]),
         k.ptr(operand(d, |s| s.k)[0]),
@@ -814,56 +825,88 @@ pub(super) fn forward(
     d: &AttnDims,
 ) -> Result<Option<(CudaStorage, CudaStorage)>> {
     let op = "scaled_dot_product_attention";
-    let Some((handle, plans, [qp, kp, vp])) = prepare(q, k, v, d, &[]) else {
+    let Some((handle, plans, [qp, kp, vp])) = prepare(q, k, v, (d, false), &[]) else {
         return Ok(None);
     };
     let dev = q.dev();
     let rows = d.n * d.t;
     let out = CudaStorage::alloc(dev, op, rows * d.d, q.dtype())?;
-    let saved = CudaStorage::alloc(dev, op, rows * d.d + 2 * rows, q.dtype())?;
+    // Each row's logsumexp (f32, two elements of the 16-bit dtype); the backward reads the
+    // output itself.
+    let saved = CudaStorage::alloc(dev, op, 2 * rows, q.dtype())?;
     let tensors = [
         (Q, qp),
         (K, kp),
         (V, vp),
         (O, out.ptr(0)),
-        (STATS, saved.ptr(rows * d.d)),
+        (STATS, saved.ptr(0)),
     ];
     execute(dev, op, (handle, &plans.fwd), d, &tensors)?;
-    // The saved copy of the output (for the backward's rowsum(dO ∘ O)).
-    let bytes = rows * d.d * q.dtype().size_in_bytes();
-    // SAFETY: both buffers hold at least `bytes`; queued on the device's stream after the
-    // attention that writes `out`.
-    unsafe {
-        cudarc::driver::result::memcpy_dtod_async(
-            saved.ptr(0),
-            out.ptr(0),
-            bytes,
-            dev.0.stream.cu_stream(),
-        )
-    }
-    .map_err(|e| dev.error(op, e))?;
     Ok(Some((out, saved)))
 }
 
 /// `flash::backward`'s gradients, or `None` when this case is not cuDNN's.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn backward(
     q: &CudaStorage,
     k: &CudaStorage,
     v: &CudaStorage,
+    out: &CudaStorage,
     saved: &CudaStorage,
     g: &CudaStorage,
     d: &AttnDims,
 ) -> Result<Option<(CudaStorage, CudaStorage, CudaStorage)>> {
     let op = "scaled_dot_product_attention_backward";
-    let Some((handle, plans, [qp, kp, vp])) = prepare(q, k, v, d, &[g.ptr(0)]) else {
+    let Some(prepared) = prepare(q, k, v, (d, false), &[g.ptr(0), out.ptr(0)]) else {
         return Ok(None);
     };
-    let dev = q.dev();
+    let (dev, n) = (q.dev(), d.n * d.t * d.d);
+    let dq = CudaStorage::alloc(dev, op, n, q.dtype())?;
+    let dk = CudaStorage::alloc(dev, op, n, q.dtype())?;
+    let dv = CudaStorage::alloc(dev, op, n, q.dtype())?;
+    let grads = [dq.ptr(0), dk.ptr(0), dv.ptr(0)];
+    run_backward(prepared, (out, saved), g, d, grads)?;
+    Ok(Some((dq, dk, dv)))
+}
+
+/// The gradients of q, k and v written side by side into one `(batch, rows, 3·heads·dim)`
+/// buffer, the layout of the fused projection they are the thirds of: its gradient, with no
+/// copies to assemble it. `None` when this case is not cuDNN's.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward_packed(
+    q: &CudaStorage,
+    k: &CudaStorage,
+    v: &CudaStorage,
+    out: &CudaStorage,
+    saved: &CudaStorage,
+    g: &CudaStorage,
+    d: &AttnDims,
+) -> Result<Option<CudaStorage>> {
+    let op = "scaled_dot_product_attention_backward";
+    let Some(s) = d.strided else {
+        return Ok(None);
+    };
+    let c = s.heads * d.d;
+    let Some(prepared) = prepare(q, k, v, (d, true), &[g.ptr(0), out.ptr(0)]) else {
+        return Ok(None);
+    };
+    let dqkv = CudaStorage::alloc(q.dev(), op, 3 * d.n * d.t * d.d, q.dtype())?;
+    let grads = [dqkv.ptr(0), dqkv.ptr(c), dqkv.ptr(2 * c)];
+    run_backward(prepared, (out, saved), g, d, grads)?;
+    Ok(Some(dqkv))
+}
+
+/// Runs the backward plan, writing dq, dk and dv at `grads`.
+fn run_backward(
+    (handle, plans, [qp, kp, vp]): (sys::cudnnHandle_t, Arc<Plans>, [u64; 3]),
+    (out, saved): (&CudaStorage, &CudaStorage),
+    g: &CudaStorage,
+    d: &AttnDims,
+    [dq, dk, dv]: [u64; 3],
+) -> Result<()> {
+    let op = "scaled_dot_product_attention_backward";
+    let dev = saved.dev();
     let rows = d.n * d.t;
-    let dtype = q.dtype();
-    let dq = CudaStorage::alloc(dev, op, rows * d.d, dtype)?;
-    let dk = CudaStorage::alloc(dev, op, rows * d.d, dtype)?;
-    let dv = CudaStorage::alloc(dev, op, rows * d.d, dtype)?;
     let delta = CudaStorage::alloc(dev, op, rows, DType::F32)?;
     let acc = CudaStorage::alloc(dev, op, rows * d.d, DType::F32)?;
     let one = 1f32;
@@ -871,17 +914,16 @@ pub(super) fn backward(
         (Q, qp),
         (K, kp),
         (V, vp),
-        (O, saved.ptr(0)),
+        (O, out.ptr(0)),
         (DO, g.ptr(0)),
-        (STATS, saved.ptr(rows * d.d)),
-        (DQ, dq.ptr(0)),
-        (DK, dk.ptr(0)),
-        (DV, dv.ptr(0)),
+        (STATS, saved.ptr(0)),
+        (DQ, dq),
+        (DK, dk),
+        (DV, dv),
         // The dropout scale cuDNN's pattern carries (none here), by value.
         (ONE, &one as *const f32 as u64),
         (DELTA, delta.ptr(0)),
         (DQ_ACC, acc.ptr(0)),
     ];
-    execute(dev, op, (handle, &plans.bwd), d, &tensors)?;
-    Ok(Some((dq, dk, dv)))
+    execute(dev, op, (handle, &plans.bwd), d, &tensors)
 }

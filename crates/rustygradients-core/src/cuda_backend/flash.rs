@@ -156,7 +156,8 @@ pub(super) fn forward(
     let dev = q.dev();
     let rows = d.n * d.t;
     let out = CudaStorage::alloc(dev, op, rows * d.d, q.dtype())?;
-    let saved = CudaStorage::alloc(dev, op, rows * d.d + 2 * rows, q.dtype())?;
+    // Each row's logsumexp (f32, two elements of the 16-bit dtype).
+    let saved = CudaStorage::alloc(dev, op, 2 * rows, q.dtype())?;
     let tiles = FWD;
     let f = dev.function(op, Module::Flash, &tiles.name(q.dtype(), d.d))?;
     let h = heads(&d);
@@ -165,8 +166,9 @@ pub(super) fn forward(
     let sk = input(k, at(|s| s.k), d.s, d.d);
     let sv = input(v, at(|s| s.v), d.s, d.d);
     let so = output(out.ptr(0), h, d.t, d.d);
-    let ss = output(saved.ptr(0), h, d.t, d.d);
-    let lp = saved.ptr(rows * d.d);
+    // No second copy of the output: the backward reads the output itself.
+    let ss = output(0, h, d.t, d.d);
+    let lp = saved.ptr(0);
     let (hh, t, s, sl2, causal) = (
         int(h),
         int(d.t),
@@ -185,15 +187,17 @@ pub(super) fn forward(
     Ok((out, saved))
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn backward(
     q: &CudaStorage,
     k: &CudaStorage,
     v: &CudaStorage,
+    out: &CudaStorage,
     saved: &CudaStorage,
     g: &CudaStorage,
     d: AttnDims,
 ) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
-    if let Some(r) = super::cudnn_attn::backward(q, k, v, saved, g, &d)? {
+    if let Some(r) = super::cudnn_attn::backward(q, k, v, out, saved, g, &d)? {
         return Ok(r);
     }
     let op = "scaled_dot_product_attention_backward";
@@ -209,7 +213,7 @@ pub(super) fn backward(
     {
         let name = format!("flash_delta_{}_{}", sfx(dtype), d.d);
         let f = dev.function(op, Module::Flash, &name)?;
-        let so = output(saved.ptr(0), h, d.t, d.d);
+        let so = output(out.ptr(0), h, d.t, d.d);
         let (dl, hh, t, r) = (delta.ptr(0), int(h), int(d.t), int(rows));
         dev.launch(
             op,
@@ -231,7 +235,7 @@ pub(super) fn backward(
         let sdq = output(dq_acc.ptr(0), h, d.t, d.d);
         let sdk = output(dk.ptr(0), h, d.s, d.d);
         let sdv = output(dv.ptr(0), h, d.s, d.d);
-        let (lp, dl) = (saved.ptr(rows * d.d), delta.ptr(0));
+        let (lp, dl) = (saved.ptr(0), delta.ptr(0));
         let (hh, t, s, scale, causal) =
             (int(h), int(d.t), int(d.s), d.scale as f32, d.causal as i32);
         dev.launch_smem(
@@ -255,5 +259,5 @@ pub(super) fn backward(
 
 /// Checks the elements `saved` must hold (an error, never a bad read, on a mismatch).
 pub(super) fn saved_len_ok(saved: &CudaStorage, d: &AttnDims) -> bool {
-    saved.elem_len() == d.n * d.t * d.d + 2 * d.n * d.t
+    saved.elem_len() == 2 * d.n * d.t
 }

@@ -289,6 +289,7 @@ pub(super) fn attention_bwd(
     q: &CudaStorage,
     k: &CudaStorage,
     v: &CudaStorage,
+    out: &CudaStorage,
     lse: &CudaStorage,
     g: &CudaStorage,
     d: AttnDims,
@@ -300,7 +301,7 @@ pub(super) fn attention_bwd(
                 .dev()
                 .error(op, "the forward's saved state does not match these sizes"));
         }
-        return super::flash::backward(q, k, v, lse, g, d);
+        return super::flash::backward(q, k, v, out, lse, g, d);
     }
     let dev = q.dev();
     let causal_t = if d.causal { d.t } else { 0 };

@@ -197,6 +197,25 @@ impl CudaStorage {
         super::lt::linear_wgrad(self, x, dims, want_bias, out)
     }
 
+    /// The gradients of strided attention's q (`self`), k and v, the thirds of one fused
+    /// projection, written into one buffer of its layout; `None` where only the separate
+    /// gradients are available (see `cudnn_attn::backward_packed`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attention_bwd_packed(
+        &self,
+        k: &CudaStorage,
+        v: &CudaStorage,
+        out: &CudaStorage,
+        saved: &CudaStorage,
+        g: &CudaStorage,
+        dims: &AttnDims,
+    ) -> Result<Option<CudaStorage>> {
+        if !super::flash::saved_len_ok(saved, dims) {
+            return Ok(None);
+        }
+        super::cudnn_attn::backward_packed(self, k, v, out, saved, g, dims)
+    }
+
     /// `(gelu_tanh(pre), pre)` with `pre (m, n) = self (m, k) · wᵀ + b` from one GEMM; `pre`
     /// only when `keep_pre`.
     #[allow(clippy::type_complexity)]
@@ -920,10 +939,11 @@ impl BackendStorage for CudaStorage {
         &self,
         k: &Self,
         v: &Self,
-        probs: &Self,
+        out: &Self,
+        saved: &Self,
         g: &Self,
         dims: AttnDims,
     ) -> Result<(Self, Self, Self)> {
-        super::matmul::attention_bwd(self, k, v, probs, g, dims)
+        super::matmul::attention_bwd(self, k, v, out, saved, g, dims)
     }
 }

@@ -82,6 +82,19 @@ impl CudaStorage {
         match *self {}
     }
 
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attention_bwd_packed(
+        &self,
+        _: &CudaStorage,
+        _: &CudaStorage,
+        _: &CudaStorage,
+        _: &CudaStorage,
+        _: &CudaStorage,
+        _: &AttnDims,
+    ) -> Result<Option<CudaStorage>> {
+        match *self {}
+    }
+
     #[allow(clippy::type_complexity)]
     pub(crate) fn linear_wgrad(
         &self,
@@ -259,6 +272,7 @@ impl BackendStorage for CudaStorage {
     }
     fn attention_bwd(
         &self,
+        _: &Self,
         _: &Self,
         _: &Self,
         _: &Self,

@@ -141,6 +141,7 @@ impl Tensor {
                     v: v.clone(),
                     saved,
                     dims,
+                    packed: packed_projection(self, k, v),
                 };
                 return Tensor::from_storage(out, [b, t, h, dv], Some(op)).transpose(1, 2);
             }
@@ -157,6 +158,7 @@ impl Tensor {
                 v: v3.clone(),
                 saved,
                 dims,
+                packed: None,
             };
             let mut out_dims = batch.to_vec();
             out_dims.extend([t, dv]);
@@ -474,4 +476,37 @@ impl Tensor {
         let mask = keep.to_dtype(self.dtype())?.mul_scalar(scale)?;
         self.mul(&mask)
     }
+}
+
+/// The fused projection `(batch, time, 3·heads·dim)` that `(batch, heads, time, dim)` views
+/// q, k and v are the three thirds of (GPT-2's `c_attn` output, split and transposed), when
+/// that is what they are: the attention's gradient is then built whole for it.
+fn packed_projection(q: &Tensor, k: &Tensor, v: &Tensor) -> Option<Tensor> {
+    let [b, h, t, d] = *q.dims() else {
+        return None;
+    };
+    let c = h * d;
+    // The nearest tensor of the projection's shape the views were taken from.
+    let root = |x: &Tensor| {
+        let mut v = x.clone();
+        while v.dims() != [b, t, 3 * c] {
+            v = v.view_source()?;
+        }
+        Some(v)
+    };
+    let base = root(q)?;
+    let start = base.layout().offset();
+    let third = |x: &Tensor, i: usize| {
+        x.dims() == q.dims()
+            && root(x).is_some_and(|r| r.id() == base.id())
+            && x.layout().offset() == start + i * c
+            && x.stride() == [t * 3 * c, d, 3 * c, 1]
+    };
+    let fits = base.is_tracked()
+        && base.dims() == [b, t, 3 * c]
+        && base.is_contiguous()
+        && third(q, 0)
+        && third(k, 1)
+        && third(v, 2);
+    fits.then_some(base)
 }
