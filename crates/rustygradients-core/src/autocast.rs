@@ -20,6 +20,7 @@
 
 use std::cell::Cell;
 
+use crate::op::Op;
 use crate::{DType, Error, Result, Tensor};
 
 thread_local! {
@@ -80,9 +81,31 @@ pub fn autocast<R>(dtype: DType, f: impl FnOnce() -> R) -> Result<R> {
 impl Tensor {
     /// This tensor as a half-precision op under autocast reads it: cast to the scope's dtype
     /// when it is f32 and a scope is active, unchanged otherwise.
+    ///
+    /// On the GPU, an f32 parameter (a leaf that requires grad) keeps its half copy between
+    /// uses, as PyTorch's autocast weight cache does, and the fused Adam step
+    /// ([`Tensor::adam_step_many`]) rewrites that copy as it updates the parameter: a training
+    /// step casts no weight. The copy is used only while neither the parameter nor the copy
+    /// has been written by anything else since.
     pub fn autocast_half(&self) -> Result<Tensor> {
         match autocast_dtype() {
-            Some(d) if self.dtype() == DType::F32 => self.to_dtype(d),
+            Some(d) if self.dtype() == DType::F32 => {
+                let param = self.is_leaf()
+                    && self.requires_grad()
+                    && self.device().is_cuda()
+                    && self.owns_storage();
+                if param {
+                    if let Some(h) = self.shadow().filter(|h| h.dtype() == d) {
+                        let cast = Op::ToDType(self.clone());
+                        return Ok(h.view_with(h.layout().clone(), Some(cast)));
+                    }
+                }
+                let h = self.to_dtype(d)?;
+                if param {
+                    self.set_shadow(&h);
+                }
+                Ok(h)
+            }
             _ => Ok(self.clone()),
         }
     }

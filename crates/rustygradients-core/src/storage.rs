@@ -196,10 +196,13 @@ impl Storage {
             (s, d) => Err(mismatch("add_into", &[s.device(), d.device()])),
         }
     }
-    /// One Adam step for every `(parameter, m, v, gradient)`, all on one device.
+    /// One Adam step for every `(parameter, m, v, gradient)`, all on one device; each
+    /// `shadows[i]` given (a half-precision copy of f32 parameter `i`, the one autocast reads)
+    /// is rewritten from the updated parameter: on the GPU in the same kernel.
     #[allow(clippy::type_complexity)]
     pub fn adam_step_many(
         items: &mut [(&mut Storage, &mut Storage, &mut Storage, &Storage)],
+        shadows: &mut [Option<&mut Storage>],
         h: AdamHyper,
     ) -> Result<()> {
         let Some(first) = items.first() else {
@@ -209,9 +212,43 @@ impl Storage {
         if let Some(d) = items
             .iter()
             .flat_map(|(p, m, v, g)| [p.device(), m.device(), v.device(), g.device()])
+            .chain(shadows.iter().flatten().map(|s| s.device()))
             .find(|d| *d != device)
         {
             return Err(mismatch("adam_step_", &[device, d]));
+        }
+        if shadows.iter().any(Option::is_some) {
+            if let Device::Cuda(_) = device {
+                let mut b = Vec::with_capacity(items.len());
+                for (p, m, v, g) in items.iter_mut() {
+                    match (&mut **p, &mut **m, &mut **v, &**g) {
+                        (
+                            Storage::Cuda(p),
+                            Storage::Cuda(m),
+                            Storage::Cuda(v),
+                            Storage::Cuda(g),
+                        ) => b.push((p, m, v, g)),
+                        _ => unreachable!("all on one device, checked above"),
+                    }
+                }
+                let mut s: Vec<Option<&mut CudaStorage>> = shadows
+                    .iter_mut()
+                    .map(|s| match s.as_deref_mut() {
+                        Some(Storage::Cuda(s)) => Some(s),
+                        _ => None,
+                    })
+                    .collect();
+                return CudaStorage::adam_step_shadowed(&mut b, &mut s, h);
+            }
+            // The CPU updates, then casts each shadowed parameter again.
+            Storage::adam_step_many(items, &mut [], h)?;
+            for ((p, ..), s) in items.iter().zip(shadows.iter_mut()) {
+                if let Some(s) = s {
+                    let dense = Layout::contiguous(p.elem_len());
+                    **s = p.to_dtype(&dense, s.dtype())?;
+                }
+            }
+            return Ok(());
         }
         macro_rules! batch {
             ($variant:ident, $ty:ty) => {{

@@ -26,6 +26,17 @@ impl TensorId {
 pub(crate) struct StorageCell {
     data: RwLock<Storage>,
     version: AtomicU64,
+    /// Autocast's half-precision copy of this (f32 parameter's) memory, when it keeps one (see
+    /// [`Tensor::autocast_half`]).
+    shadow: Mutex<Option<Shadow>>,
+}
+
+/// A half-precision copy of a storage: valid while the source is at `source_version` and the
+/// copy itself at `own_version` (nothing wrote either since the copy was made).
+pub(crate) struct Shadow {
+    cell: Arc<StorageCell>,
+    source_version: u64,
+    own_version: u64,
 }
 
 /// A tensor's place in the autograd graph, shared by the tensor and by the ops that read it.
@@ -103,6 +114,7 @@ impl Tensor {
         let cell = StorageCell {
             data: RwLock::new(storage),
             version: AtomicU64::new(0),
+            shadow: Mutex::new(None),
         };
         Self::build(Arc::new(cell), Layout::contiguous(shape), op)
     }
@@ -185,6 +197,34 @@ impl Tensor {
             }
             _ => None,
         }
+    }
+
+    /// This tensor's valid half-precision shadow (see [`StorageCell::shadow`]) as a tensor of
+    /// this shape with no graph history; a stale one is dropped.
+    pub(crate) fn shadow(&self) -> Option<Tensor> {
+        let cell = self.cell();
+        let mut slot = cell.shadow.lock().unwrap_or_else(|e| e.into_inner());
+        let s = slot.as_ref()?;
+        let valid = s.source_version == cell.version.load(Ordering::Acquire)
+            && s.own_version == s.cell.version.load(Ordering::Acquire);
+        if !valid {
+            *slot = None;
+            return None;
+        }
+        let layout = Layout::contiguous(self.shape().clone());
+        Some(Self::build(s.cell.clone(), layout, None))
+    }
+
+    /// Keeps `half` (a fresh half-precision copy of all of this tensor's memory, or the
+    /// shadow just rewritten from it) as this tensor's shadow, valid at both current versions.
+    pub(crate) fn set_shadow(&self, half: &Tensor) {
+        let cell = self.cell();
+        let shadow = Shadow {
+            cell: half.cell().clone(),
+            source_version: cell.version.load(Ordering::Acquire),
+            own_version: half.version(),
+        };
+        *cell.shadow.lock().unwrap_or_else(|e| e.into_inner()) = Some(shadow);
     }
 
     /// The tensor this one is a view of, when a view op (permute, reshape, narrow: ops that

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{gpu, max_rel_err, serial};
-use rustygradients_core::{autocast, manual_seed, DType, Device, Result, Tensor};
+use rustygradients_core::{autocast, manual_seed, AdamHyper, DType, Device, Result, Tensor};
 
 /// `y = f()` (under autocast to `half` when given), after backpropagating
 /// `loss = sum(y * r)` in f32 through it.
@@ -570,6 +570,75 @@ fn cuda_residual_adds_match_the_cpu() {
             &format!("autocast x {xs:?} h {h}"),
         );
     }
+}
+
+/// Autocast keeps a GPU parameter's bf16 copy between uses and the fused Adam step rewrites it
+/// in place: every cast then equals a fresh cast of the parameter as it is now, after Adam, after
+/// an in-place write elsewhere, and a gradient through the kept copy reaches the f32 parameter.
+#[test]
+fn cuda_autocast_parameter_copies_follow_the_parameter() {
+    let Some(dev) = gpu() else { return };
+    let _g = serial();
+    manual_seed(27);
+    let gpu_randn = |shape: &[usize]| {
+        Tensor::randn(shape, DType::F32, Device::Cpu)
+            .unwrap()
+            .to_device(dev)
+            .unwrap()
+    };
+    // 1003 elements: whole 16-byte packs and a tail in the Adam kernel.
+    let p = gpu_randn(&[17, 59]).requires_grad_(true).unwrap();
+    let (m, v) = (p.zeros_like().unwrap(), p.zeros_like().unwrap());
+    let cast = || {
+        autocast(DType::BF16, || p.autocast_half())
+            .unwrap()
+            .unwrap()
+    };
+    let bits = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
+    let fresh = || bits(&p.detach().to_dtype(DType::BF16).unwrap());
+    let first = cast();
+    assert_eq!(first.dtype(), DType::BF16);
+    assert_eq!(bits(&first), fresh());
+    assert_eq!(bits(&cast()), fresh());
+    let h = AdamHyper {
+        lr: 0.05,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        decoupled: true,
+        step: 1,
+    };
+    for step in 1..=3 {
+        let g = gpu_randn(&[17, 59]);
+        let before = first.version();
+        Tensor::adam_step_many(&[(&p, &g, &m, &v)], AdamHyper { step, ..h }).unwrap();
+        // The kept copy was rewritten in place (so a graph that saved it would refuse to run).
+        assert!(
+            first.version() > before,
+            "step {step}: the copy was not rewritten"
+        );
+        assert_eq!(bits(&cast()), fresh(), "step {step}");
+    }
+    // An in-place write that is not Adam's: the next cast sees it.
+    p.copy_(&gpu_randn(&[17, 59])).unwrap();
+    assert_eq!(bits(&cast()), fresh(), "after copy_");
+    // The gradient through the kept copy reaches the f32 parameter (as bf16 values: the
+    // gradient of a cast to f32 is cast back to bf16).
+    let w = gpu_randn(&[17, 59]);
+    autocast(DType::BF16, || -> Result<()> {
+        let y = p
+            .autocast_half()?
+            .to_dtype(DType::F32)?
+            .mul(&w)?
+            .sum_all()?;
+        y.backward()
+    })
+    .unwrap()
+    .unwrap();
+    let grad = p.grad().unwrap();
+    assert_eq!(grad.dtype(), DType::F32);
+    assert_eq!(bits(&grad), bits(&w.to_dtype(DType::BF16).unwrap()));
 }
 
 #[test]

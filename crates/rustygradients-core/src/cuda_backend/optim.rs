@@ -10,10 +10,13 @@ use crate::{Error, Result};
 /// Parameters per launch (`ADAM_MAX` in the kernel).
 const ADAM_MAX: usize = 32;
 
+/// Addresses per tensor in an Adam batch (`ADAM_WIDTH`): parameter, moments, gradient, shadow.
+const ADAM_WIDTH: usize = 5;
+
 /// Mirrors `struct AdamBatch`.
 #[repr(C)]
 struct AdamBatch {
-    ptrs: [u64; 4 * ADAM_MAX],
+    ptrs: [u64; ADAM_WIDTH * ADAM_MAX],
     ends: [i64; ADAM_MAX],
     n: i32,
 }
@@ -31,7 +34,7 @@ fn in_batches<const WIDTH: usize>(
 ) -> Result<()> {
     for chunk in tensors.chunks(ADAM_MAX) {
         let mut b = AdamBatch {
-            ptrs: [0; 4 * ADAM_MAX],
+            ptrs: [0; ADAM_WIDTH * ADAM_MAX],
             ends: [0; ADAM_MAX],
             n: chunk.len() as i32,
         };
@@ -84,6 +87,7 @@ struct AdamConsts {
     step_size: f64,
     bc2_sqrt: f64,
     decoupled: i32,
+    half: i32,
 }
 
 /// One step for every `(parameter, m, v, gradient)`: all contiguous, each of one length and
@@ -95,6 +99,22 @@ pub(crate) fn adam_step(
         &mut CudaStorage,
         &CudaStorage,
     )],
+    h: AdamHyper,
+) -> Result<()> {
+    let mut none: Vec<Option<&mut CudaStorage>> = items.iter().map(|_| None).collect();
+    adam_step_shadowed(items, &mut none, h)
+}
+
+/// [`adam_step`], also rewriting each given shadow (an f32 parameter's bf16 or f16 copy, all
+/// of one dtype, one per item or `None`) from the updated parameter in the same pass.
+pub(crate) fn adam_step_shadowed(
+    items: &mut [(
+        &mut CudaStorage,
+        &mut CudaStorage,
+        &mut CudaStorage,
+        &CudaStorage,
+    )],
+    shadows: &mut [Option<&mut CudaStorage>],
     h: AdamHyper,
 ) -> Result<()> {
     let op = "adam_step_";
@@ -127,7 +147,7 @@ pub(crate) fn adam_step(
         }
     }
     let step = h.step.max(1) as i32;
-    let k = AdamConsts {
+    let mut k = AdamConsts {
         beta1: h.beta1,
         beta2: h.beta2,
         eps: h.eps,
@@ -136,11 +156,46 @@ pub(crate) fn adam_step(
         step_size: h.lr / (1.0 - h.beta1.powi(step)),
         bc2_sqrt: (1.0 - h.beta2.powi(step)).sqrt(),
         decoupled: h.decoupled as i32,
+        half: 0,
     };
+    if shadows.len() != items.len() {
+        return Err(Error::InvalidArgument {
+            op,
+            msg: format!("{} shadows for {} parameters", shadows.len(), items.len()),
+        });
+    }
+    for (s, (p, ..)) in shadows.iter().zip(items.iter()) {
+        let Some(s) = s else { continue };
+        let code = match s.dtype() {
+            crate::DType::BF16 => 1,
+            crate::DType::F16 => 2,
+            d => {
+                return Err(Error::UnsupportedDType {
+                    op,
+                    got: d,
+                    expected: "a bf16 or f16 shadow",
+                })
+            }
+        };
+        if (k.half != 0 && k.half != code)
+            || s.elem_len() != p.elem_len()
+            || dtype != crate::DType::F32
+        {
+            return Err(Error::InvalidArgument {
+                op,
+                msg: "shadows must be one half dtype, of their f32 parameter's length".into(),
+            });
+        }
+        k.half = code;
+    }
     let f = dev.function(op, Module::Optim, &format!("adam_{}", sfx(dtype)))?;
     let tensors: Vec<_> = items
         .iter()
-        .map(|(p, m, v, g)| ([p.ptr(0), m.ptr(0), v.ptr(0), g.ptr(0)], p.elem_len()))
+        .zip(shadows.iter())
+        .map(|((p, m, v, g), s)| {
+            let sp = s.as_ref().map_or(0, |s| s.ptr(0));
+            ([p.ptr(0), m.ptr(0), v.ptr(0), g.ptr(0), sp], p.elem_len())
+        })
         .collect();
     in_batches(&tensors, |b, blocks| {
         dev.launch(op, &f, blocks, super::storage::BLOCK, &mut args![*b, k])

@@ -122,6 +122,17 @@ fn download<T: WithDType>(
 /// multi-tensor sum of squares (gradient clipping); the tensor layer calls these for GPU
 /// tensors and composes the ops from primitives elsewhere.
 impl CudaStorage {
+    /// One Adam step for every `(parameter, m, v, gradient)`, rewriting each given shadow (a
+    /// bf16 or f16 copy of its f32 parameter) in the same kernel.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn adam_step_shadowed(
+        items: &mut [(&mut Self, &mut Self, &mut Self, &Self)],
+        shadows: &mut [Option<&mut Self>],
+        h: AdamHyper,
+    ) -> Result<()> {
+        super::optim::adam_step_shadowed(items, shadows, h)
+    }
+
     /// `Σ x²` over the first `len` elements of each storage, as a one-element f64 storage.
     pub(crate) fn sum_sq_many(items: &[(&CudaStorage, usize)]) -> Result<CudaStorage> {
         super::optim::sum_sq_many(items)

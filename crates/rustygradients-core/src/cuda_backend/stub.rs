@@ -82,6 +82,15 @@ impl CudaStorage {
         match *self {}
     }
 
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn adam_step_shadowed(
+        _: &mut [(&mut Self, &mut Self, &mut Self, &Self)],
+        _: &mut [Option<&mut Self>],
+        _: AdamHyper,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn attention_bwd_packed(
         &self,

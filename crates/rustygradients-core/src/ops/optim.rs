@@ -63,18 +63,34 @@ impl Tensor {
                 ),
             });
         }
-        let gs: Vec<_> = grads.iter().map(|g| g.storage()).collect();
-        let mut ps: Vec<_> = items.iter().map(|(p, ..)| p.storage_mut()).collect();
-        let mut ms: Vec<_> = items.iter().map(|(_, _, m, _)| m.storage_mut()).collect();
-        let mut vs: Vec<_> = items.iter().map(|(.., v)| v.storage_mut()).collect();
-        let mut batch: Vec<_> = ps
-            .iter_mut()
-            .zip(ms.iter_mut())
-            .zip(vs.iter_mut())
-            .zip(gs.iter())
-            .map(|(((p, m), v), g)| (&mut **p, &mut **m, &mut **v, &**g))
-            .collect();
-        crate::storage::Storage::adam_step_many(&mut batch, h)
+        // Autocast's half copies of the parameters (see `autocast_half`), rewritten in the
+        // same pass.
+        let shadows: Vec<Option<Tensor>> = items.iter().map(|(p, ..)| p.shadow()).collect();
+        {
+            let gs: Vec<_> = grads.iter().map(|g| g.storage()).collect();
+            let mut ps: Vec<_> = items.iter().map(|(p, ..)| p.storage_mut()).collect();
+            let mut ms: Vec<_> = items.iter().map(|(_, _, m, _)| m.storage_mut()).collect();
+            let mut vs: Vec<_> = items.iter().map(|(.., v)| v.storage_mut()).collect();
+            let mut ss: Vec<_> = shadows
+                .iter()
+                .map(|s| s.as_ref().map(Tensor::storage_mut))
+                .collect();
+            let mut batch: Vec<_> = ps
+                .iter_mut()
+                .zip(ms.iter_mut())
+                .zip(vs.iter_mut())
+                .zip(gs.iter())
+                .map(|(((p, m), v), g)| (&mut **p, &mut **m, &mut **v, &**g))
+                .collect();
+            let mut shadow_refs: Vec<_> = ss.iter_mut().map(|s| s.as_deref_mut()).collect();
+            crate::storage::Storage::adam_step_many(&mut batch, &mut shadow_refs, h)?;
+        }
+        for ((p, ..), s) in items.iter().zip(&shadows) {
+            if let Some(s) = s {
+                p.set_shadow(s);
+            }
+        }
+        Ok(())
     }
 
     /// Checks one parameter's operands for `adam_step_`; returns the gradient to read (staged

@@ -1,11 +1,14 @@
 // The fused Adam/AdamW step, in place. One launch updates up to
 // ADAM_MAX parameters: `ptrs` holds, per tensor, the device addresses of parameter, first
-// moment, second moment and gradient, and `ends` the running element counts (tensor k covers
-// ends[k-1] .. ends[k] of the flattened range). The batch is passed by value: no upload.
+// moment, second moment, gradient and half-precision shadow (0 for none: the copy autocast
+// reads, rewritten from the updated parameter), and `ends` the running element counts (tensor
+// k covers ends[k-1] .. ends[k] of the flattened range). The batch is passed by value: no
+// upload. The single-pointer kernels below use the first ADAM_MAX slots of `ptrs`.
 
 #define ADAM_MAX 32
+#define ADAM_WIDTH 5
 struct AdamBatch {
-    u64 ptrs[4 * ADAM_MAX];
+    u64 ptrs[ADAM_WIDTH * ADAM_MAX];
     i64 ends[ADAM_MAX];
     int n;
 };
@@ -13,7 +16,14 @@ struct AdamBatch {
 struct AdamConsts {
     double beta1, beta2, eps, weight_decay, decay, step_size, bc2_sqrt;
     int decoupled;
+    // The shadows' dtype: 1 bf16, 2 f16.
+    int half;
 };
+
+template <typename A> __device__ __forceinline__ void store_half(u64 h, i64 j, A x, int half) {
+    if (half == 1) ((bf16*)h)[j] = f32_to_bf16((float)x);
+    else ((f16*)h)[j] = f32_to_f16((float)x);
+}
 
 // Each block works on one chunk of OPTIM_CHUNK elements inside one tensor (so no per-element
 // search for the tensor), its threads moving 16 bytes per load where the tensors are aligned.
@@ -67,10 +77,12 @@ __device__ void adam_impl(const AdamBatch& b, AdamConsts kc) {
     const int P = PackWidth<T, T>::P;
     Span s;
     if (!block_span(b, &s)) return;
-    T* __restrict__ p = (T*)b.ptrs[4 * s.t];
-    T* __restrict__ m = (T*)b.ptrs[4 * s.t + 1];
-    T* __restrict__ v = (T*)b.ptrs[4 * s.t + 2];
-    const T* __restrict__ g = (const T*)b.ptrs[4 * s.t + 3];
+    T* __restrict__ p = (T*)b.ptrs[ADAM_WIDTH * s.t];
+    T* __restrict__ m = (T*)b.ptrs[ADAM_WIDTH * s.t + 1];
+    T* __restrict__ v = (T*)b.ptrs[ADAM_WIDTH * s.t + 2];
+    const T* __restrict__ g = (const T*)b.ptrs[ADAM_WIDTH * s.t + 3];
+    const u64 h = b.ptrs[ADAM_WIDTH * s.t + 4];
+    const int half = kc.half;
     const A beta1 = (A)kc.beta1, beta2 = (A)kc.beta2, eps = (A)kc.eps, wd = (A)kc.weight_decay,
             decay = (A)kc.decay, step = (A)kc.step_size, bc2 = (A)kc.bc2_sqrt;
     const bool decoupled = kc.decoupled;
@@ -89,6 +101,7 @@ __device__ void adam_impl(const AdamBatch& b, AdamConsts kc) {
         p[j] = Num<T>::st(po);
         m[j] = Num<T>::st(mo);
         v[j] = Num<T>::st(vo);
+        if (h) store_half(h, j, Num<T>::ld(p[j]), half);
     };
     auto fp = [&](i64 j) {
         typedef Pack<T, P> V;
@@ -102,6 +115,7 @@ __device__ void adam_impl(const AdamBatch& b, AdamConsts kc) {
             pp.v[k] = Num<T>::st(po);
             mm.v[k] = Num<T>::st(mo);
             vv.v[k] = Num<T>::st(vo);
+            if (h) store_half(h, j + k, Num<T>::ld(pp.v[k]), half);
         }
         *(V*)(p + j) = pp;
         *(V*)(m + j) = mm;
