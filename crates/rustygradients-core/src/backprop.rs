@@ -475,6 +475,16 @@ fn grad_rule(
             packed,
         } => {
             let g = g.dense()?;
+            let separate = || {
+                q.storage().attention_bwd(
+                    &k.storage(),
+                    &v.storage(),
+                    &out.storage(),
+                    &saved.storage(),
+                    &g.storage(),
+                    *dims,
+                )
+            };
             if let Some(qkv) = packed {
                 // One buffer for the three gradients where the backend writes them so;
                 // otherwise the three joined along the channels.
@@ -489,14 +499,7 @@ fn grad_rule(
                 let gqkv = match whole {
                     Some(s) => Tensor::from_storage(s, qkv.shape().clone(), None),
                     None => {
-                        let (dq, dk, dv) = q.storage().attention_bwd(
-                            &k.storage(),
-                            &v.storage(),
-                            &out.storage(),
-                            &saved.storage(),
-                            &g.storage(),
-                            *dims,
-                        )?;
+                        let (dq, dk, dv) = separate()?;
                         let (b, t) = (qkv.dims()[0], qkv.dims()[1]);
                         let c = qkv.dims()[2] / 3;
                         let part = |s| Tensor::from_storage(s, [b, t, c], None);
@@ -505,14 +508,7 @@ fn grad_rule(
                 };
                 return one(qkv, gqkv);
             }
-            let (dq, dk, dv) = q.storage().attention_bwd(
-                &k.storage(),
-                &v.storage(),
-                &out.storage(),
-                &saved.storage(),
-                &g.storage(),
-                *dims,
-            )?;
+            let (dq, dk, dv) = separate()?;
             // Strided (GPU FlashAttention) gradients come (batch, rows, heads, dim)-major.
             let grad = |s, x: &Tensor| -> Result<Tensor> {
                 if dims.strided.is_some() {
