@@ -82,11 +82,12 @@ impl Tensor {
     /// This tensor as a half-precision op under autocast reads it: cast to the scope's dtype
     /// when it is f32 and a scope is active, unchanged otherwise.
     ///
-    /// On the GPU, an f32 parameter (a leaf that requires grad) keeps its half copy between
-    /// uses, as PyTorch's autocast weight cache does, and the fused Adam step
-    /// ([`Tensor::adam_step_many`]) rewrites that copy as it updates the parameter: a training
-    /// step casts no weight. The copy is used only while neither the parameter nor the copy
-    /// has been written by anything else since.
+    /// On the GPU, an f32 parameter (a leaf that requires grad) cast while gradients are
+    /// recorded (training) keeps its half copy between uses, as PyTorch's autocast weight
+    /// cache does, and the fused Adam step ([`Tensor::adam_step_many`]) rewrites that copy as
+    /// it updates the parameter: a training step casts no weight. The copy is used only while
+    /// neither the parameter nor the copy has been written by anything else since; casts made
+    /// under `no_grad` (inference) keep no copy.
     pub fn autocast_half(&self) -> Result<Tensor> {
         match autocast_dtype() {
             Some(d) if self.dtype() == DType::F32 => {
@@ -101,7 +102,7 @@ impl Tensor {
                     }
                 }
                 let h = self.to_dtype(d)?;
-                if param {
+                if param && crate::grad_mode::is_grad_enabled() {
                     self.set_shadow(&h);
                 }
                 Ok(h)
