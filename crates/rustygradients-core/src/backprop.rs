@@ -279,6 +279,13 @@ fn linear_grads(
     Ok(out)
 }
 
+/// The gradient of the residual `r` a GEMM added to its output (see [`Tensor::linear_add`]):
+/// the output's gradient `g`, in `r`'s shape.
+fn residual_grad(r: Option<&Tensor>, g: &Tensor) -> Result<Option<(Tensor, InputGrad)>> {
+    r.map(|r| Ok((r.clone(), InputGrad::Full(g.reshape(r.shape().clone())?))))
+        .transpose()
+}
+
 /// The gradient of each input of `op`, given the gradient `g` of its output `out`. A rule that
 /// can add its share into an input's gradient gathered so far takes it from `prior` (see
 /// [`take_prior`]) and returns the sum.
@@ -399,9 +406,7 @@ fn grad_rule(
         Op::Linear { x, w, b, r } => {
             let g = g.dense()?;
             let mut out = linear_grads(x, w, b.as_ref(), &g)?;
-            if let Some(r) = r {
-                out.push((r.clone(), Full(g.reshape(r.shape().clone())?)));
-            }
+            out.extend(residual_grad(r.as_ref(), &g)?);
             Ok(out)
         }
         Op::FeedForward {
@@ -417,9 +422,7 @@ fn grad_rule(
             let g = g.dense()?;
             // `act` has no graph: this gives the second layer's weight and bias gradients.
             let mut out = linear_grads(act, w2, b2.as_ref(), &g)?;
-            if let Some(r) = r {
-                out.push((r.clone(), Full(g.reshape(r.shape().clone())?)));
-            }
+            out.extend(residual_grad(r.as_ref(), &g)?);
             if x.is_tracked() || w1.is_tracked() || b1.as_ref().is_some_and(Tensor::is_tracked) {
                 let (m, h, n) = (g.dims()[0], pre.dims()[1], g.dims()[1]);
                 // One GEMM on the GPU: (g · w2) ⊙ gelu_tanh'(pre).

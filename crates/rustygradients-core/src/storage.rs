@@ -217,39 +217,7 @@ impl Storage {
         {
             return Err(mismatch("adam_step_", &[device, d]));
         }
-        if shadows.iter().any(Option::is_some) {
-            if let Device::Cuda(_) = device {
-                let mut b = Vec::with_capacity(items.len());
-                for (p, m, v, g) in items.iter_mut() {
-                    match (&mut **p, &mut **m, &mut **v, &**g) {
-                        (
-                            Storage::Cuda(p),
-                            Storage::Cuda(m),
-                            Storage::Cuda(v),
-                            Storage::Cuda(g),
-                        ) => b.push((p, m, v, g)),
-                        _ => unreachable!("all on one device, checked above"),
-                    }
-                }
-                let mut s: Vec<Option<&mut CudaStorage>> = shadows
-                    .iter_mut()
-                    .map(|s| match s.as_deref_mut() {
-                        Some(Storage::Cuda(s)) => Some(s),
-                        _ => None,
-                    })
-                    .collect();
-                return CudaStorage::adam_step_shadowed(&mut b, &mut s, h);
-            }
-            // The CPU updates, then casts each shadowed parameter again.
-            Storage::adam_step_many(items, &mut [], h)?;
-            for ((p, ..), s) in items.iter().zip(shadows.iter_mut()) {
-                if let Some(s) = s {
-                    let dense = Layout::contiguous(p.elem_len());
-                    **s = p.to_dtype(&dense, s.dtype())?;
-                }
-            }
-            return Ok(());
-        }
+        // Each backend's `(p, m, v, g)` from the items (all on `device`, checked above).
         macro_rules! batch {
             ($variant:ident, $ty:ty) => {{
                 let mut b: Vec<(&mut $ty, &mut $ty, &mut $ty, &$ty)> =
@@ -265,12 +233,31 @@ impl Storage {
                         _ => unreachable!("all on one device, checked above"),
                     }
                 }
-                <$ty as BackendStorage>::adam_step_many(&mut b, h)
+                b
             }};
         }
         match device {
-            Device::Cpu => batch!(Cpu, HostBuffer),
-            Device::Cuda(_) => batch!(Cuda, CudaStorage),
+            Device::Cpu => {
+                <HostBuffer as BackendStorage>::adam_step_many(&mut batch!(Cpu, HostBuffer), h)?;
+                // The CPU casts each shadowed parameter again.
+                for ((p, ..), s) in items.iter().zip(shadows.iter_mut()) {
+                    if let Some(s) = s {
+                        let dense = Layout::contiguous(p.elem_len());
+                        **s = p.to_dtype(&dense, s.dtype())?;
+                    }
+                }
+                Ok(())
+            }
+            Device::Cuda(_) => {
+                let mut s: Vec<Option<&mut CudaStorage>> = shadows
+                    .iter_mut()
+                    .map(|s| match s.as_deref_mut() {
+                        Some(Storage::Cuda(s)) => Some(s),
+                        _ => None,
+                    })
+                    .collect();
+                CudaStorage::adam_step_shadowed(&mut batch!(Cuda, CudaStorage), &mut s, h)
+            }
         }
     }
     pub fn unary(&self, l: &Layout, op: UnaryOp) -> Result<Storage> {

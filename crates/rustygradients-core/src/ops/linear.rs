@@ -52,11 +52,17 @@ impl Tensor {
         residual: &Tensor,
     ) -> Result<Tensor> {
         let ops = LinearOperands::new("linear_add", self, weight, bias)?;
-        let Some(r) = ops.residual(residual, &ops.out_dims)? else {
-            return residual.add(&self.linear(weight, bias)?);
-        };
-        let y = ops.product(Some(&r))?;
-        ops.record(y, Some(r))
+        match ops.residual(residual, &ops.out_dims)? {
+            Some(r) => {
+                let y = ops.product(Some(&r))?;
+                ops.record(y, Some(r))
+            }
+            // From the operands already cast and made dense, then the separate add.
+            None => {
+                let y = ops.product(None)?;
+                residual.add(&ops.record(y, None)?)
+            }
+        }
     }
 }
 
