@@ -20,7 +20,7 @@ use rustygradients_io::metrics_log::{self, MetricsLog, Record};
 use rustygradients_io::CheckpointManager;
 use rustygradients_models::{Gpt, GptConfig, Split, TextDataset};
 use rustygradients_nn::optim::{
-    clip_grad_norm_tensor, grad_norm_tensor, AdamW, AdamWConfig, GradScaler, LrSchedule, Optimizer,
+    clip_grad_coef, grad_norm_tensor, AdamW, AdamWConfig, GradScaler, LrSchedule, Optimizer,
 };
 use rustygradients_nn::{Activation, Module};
 use rustygradients_tokenizers::{CharTokenizer, Tokenizer};
@@ -413,10 +413,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         if let Some(s) = &scaler {
             s.unscale(&params)?;
         }
-        let norm = if a.grad_clip > 0.0 {
-            clip_grad_norm_tensor(&params, a.grad_clip)?
+        // Clipping's coefficient goes into the update itself (no pass over the gradients).
+        let (norm, coef) = if a.grad_clip > 0.0 {
+            clip_grad_coef(&params, a.grad_clip)?.unzip()
         } else {
-            grad_norm_tensor(&params)?
+            (grad_norm_tensor(&params)?, None)
         };
         // The step's one read-back (a sync on a GPU): the loss and the gradient norm together.
         let loss = loss.detach().to_dtype(DType::F64)?;
@@ -440,7 +441,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         };
         let scale = || scaler.as_ref().map_or(0.0, |s| s.scale());
         if take {
-            opt.step()?;
+            match &coef {
+                Some(c) => opt.step_scaled(c)?,
+                None => opt.step()?,
+            }
             bad_in_a_row = 0;
         } else if overflow {
             report(format!(

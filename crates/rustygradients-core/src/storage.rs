@@ -198,12 +198,15 @@ impl Storage {
     }
     /// One Adam step for every `(parameter, m, v, gradient)`, all on one device; each
     /// `shadows[i]` given (a half-precision copy of f32 parameter `i`, the one autocast reads)
-    /// is rewritten from the updated parameter: on the GPU in the same kernel.
+    /// is rewritten from the updated parameter: on the GPU in the same kernel. `grad_scale`
+    /// (one f64, on a GPU only: the tensor layer scales a CPU step's gradients itself)
+    /// multiplies every gradient as it is read.
     #[allow(clippy::type_complexity)]
     pub fn adam_step_many(
         items: &mut [(&mut Storage, &mut Storage, &mut Storage, &Storage)],
         shadows: &mut [Option<&mut Storage>],
         h: AdamHyper,
+        grad_scale: Option<&Storage>,
     ) -> Result<()> {
         let Some(first) = items.first() else {
             return Ok(());
@@ -213,6 +216,7 @@ impl Storage {
             .iter()
             .flat_map(|(p, m, v, g)| [p.device(), m.device(), v.device(), g.device()])
             .chain(shadows.iter().flatten().map(|s| s.device()))
+            .chain(grad_scale.map(|s| s.device()))
             .find(|d| *d != device)
         {
             return Err(mismatch("adam_step_", &[device, d]));
@@ -238,6 +242,12 @@ impl Storage {
         }
         match device {
             Device::Cpu => {
+                if grad_scale.is_some() {
+                    return Err(Error::InvalidArgument {
+                        op: "adam_step_",
+                        msg: "a CPU step takes its gradients already scaled".into(),
+                    });
+                }
                 <HostBuffer as BackendStorage>::adam_step_many(&mut batch!(Cpu, HostBuffer), h)?;
                 // The CPU casts each shadowed parameter again.
                 for ((p, ..), s) in items.iter().zip(shadows.iter_mut()) {
@@ -256,7 +266,11 @@ impl Storage {
                         _ => None,
                     })
                     .collect();
-                CudaStorage::adam_step_shadowed(&mut batch!(Cuda, CudaStorage), &mut s, h)
+                let scale = match grad_scale {
+                    Some(Storage::Cuda(c)) => Some(c),
+                    _ => None,
+                };
+                CudaStorage::adam_step_shadowed(&mut batch!(Cuda, CudaStorage), &mut s, h, scale)
             }
         }
     }

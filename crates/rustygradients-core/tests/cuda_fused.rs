@@ -145,7 +145,8 @@ fn cuda_norm_gradient_joins_the_residual_streams() {
     let Some(dev) = gpu() else { return };
     let _g = serial();
     manual_seed(25);
-    for (rows, c) in [(300, 768), (100, 1000)] {
+    // 4000 rows: more than the grid has warps, so warps also carry a prefetched row.
+    for (rows, c) in [(300, 768), (100, 1000), (4000, 768)] {
         let cpu = |shape: &[usize]| Tensor::randn(shape, DType::F64, Device::Cpu).unwrap();
         let (x, w, b, r1, r2) = (
             cpu(&[rows, c]),
@@ -265,6 +266,86 @@ fn cuda_mul_many_scales_in_place() {
                 err <= tol,
                 "{dtype:?}: off by {err:.2e} (tolerance {tol:.0e})"
             );
+        }
+    }
+}
+
+/// The fused Adam step with a gradient scale read on the device (clipping's coefficient)
+/// equals scaling the gradients in place first and stepping without it: to the bit in f32,
+/// within bf16 rounding in bf16 (where the in-place scaling rounds the scaled gradient to bf16
+/// and the fused step does not); 40 parameters (two launches, tails and whole packs), L2 and
+/// decoupled decay; the gradients are left unscaled.
+#[test]
+fn cuda_adam_grad_scale_equals_scaled_gradients() {
+    let Some(dev) = gpu() else { return };
+    let _g = serial();
+    manual_seed(29);
+    for dtype in [DType::F32, DType::BF16] {
+        for decoupled in [false, true] {
+            let make = || -> Vec<Tensor> {
+                (0..40)
+                    .map(|i| {
+                        Tensor::randn([i * 29 + 3], DType::F32, Device::Cpu)
+                            .unwrap()
+                            .to_dtype(dtype)
+                            .unwrap()
+                            .to_device(dev)
+                            .unwrap()
+                    })
+                    .collect()
+            };
+            let (p, g) = (make(), make());
+            let (p2, g2): (Vec<_>, Vec<_>) = (
+                p.iter().map(|t| t.copy().unwrap()).collect(),
+                g.iter().map(|t| t.copy().unwrap()).collect(),
+            );
+            let zeros = |v: &[Tensor]| -> Vec<Tensor> {
+                v.iter().map(|t| t.zeros_like().unwrap()).collect()
+            };
+            let (m, v, m2, v2) = (zeros(&p), zeros(&p), zeros(&p), zeros(&p));
+            let coef = Tensor::full(0.37, (), DType::F64, dev).unwrap();
+            let h = AdamHyper {
+                lr: 0.01,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.1,
+                decoupled,
+                step: 2,
+            };
+            let items = |p: &[Tensor],
+                         g: &[Tensor],
+                         m: &[Tensor],
+                         v: &[Tensor]|
+             -> Vec<(Tensor, Tensor, Tensor, Tensor)> {
+                (0..p.len())
+                    .map(|i| (p[i].clone(), g[i].clone(), m[i].clone(), v[i].clone()))
+                    .collect()
+            };
+            let a = items(&p, &g, &m, &v);
+            let refs: Vec<_> = a.iter().map(|(p, g, m, v)| (p, g, m, v)).collect();
+            Tensor::adam_step_many(&refs, h, Some(&coef)).unwrap();
+            Tensor::mul_many_(&g2, &coef).unwrap();
+            let b = items(&p2, &g2, &m2, &v2);
+            let refs: Vec<_> = b.iter().map(|(p, g, m, v)| (p, g, m, v)).collect();
+            Tensor::adam_step_many(&refs, h, None).unwrap();
+            let bits = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
+            for i in 0..p.len() {
+                let what = format!("{dtype:?} decoupled {decoupled}, tensor {i}");
+                assert_ne!(bits(&g[i]), bits(&g2[i]), "{what}: the gradient was scaled");
+                for (name, x, y) in [
+                    ("parameter", &p[i], &p2[i]),
+                    ("m", &m[i], &m2[i]),
+                    ("v", &v[i], &v2[i]),
+                ] {
+                    if dtype == DType::F32 {
+                        assert_eq!(bits(x), bits(y), "{what}: {name}");
+                    } else {
+                        let err = max_rel_err(x, y);
+                        assert!(err <= 2e-2, "{what}: {name} off by {err:.2e}");
+                    }
+                }
+            }
         }
     }
 }
@@ -612,7 +693,10 @@ fn cuda_autocast_parameter_copies_follow_the_parameter() {
     for step in 1..=3 {
         let g = gpu_randn(&[17, 59]);
         let before = first.version();
-        Tensor::adam_step_many(&[(&p, &g, &m, &v)], AdamHyper { step, ..h }).unwrap();
+        // Step 2 reads its gradient through a device-side scale.
+        let scale = (step == 2).then(|| Tensor::full(0.5, (), DType::F64, dev).unwrap());
+        Tensor::adam_step_many(&[(&p, &g, &m, &v)], AdamHyper { step, ..h }, scale.as_ref())
+            .unwrap();
         // The kept copy was rewritten in place (so a graph that saved it would refuse to run).
         assert!(
             first.version() > before,

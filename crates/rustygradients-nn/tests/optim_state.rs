@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use rustygradients_core::{manual_seed, DType, Device, Result, Tensor};
 use rustygradients_io::CheckpointManager;
 use rustygradients_nn::optim::{
-    decay_groups, AdamW, AdamWConfig, Optimizer, ParamGroup, Sgd, SgdConfig,
+    clip_grad_coef, clip_grad_norm_tensor, decay_groups, AdamW, AdamWConfig, Optimizer, ParamGroup,
+    Sgd, SgdConfig,
 };
 use rustygradients_nn::{
     load_latest_checkpoint, save_checkpoint, Forward, LayerNorm, Linear, Module,
@@ -192,4 +193,62 @@ fn bad_optimizer_state_dicts_name_the_entry() {
         "a failed load changed the state"
     );
     opt.load_state_dict(&good).unwrap();
+}
+
+/// Clipping inside the update (`clip_grad_coef` + `step_scaled`) takes the same steps, to the
+/// bit, as scaling the gradients first (`clip_grad_norm_tensor` + `step`): AdamW through its
+/// fused update, SGD through the trait's scaled copies. The gradients are left unscaled.
+#[test]
+fn clipping_inside_the_step_equals_clipping_the_gradients() {
+    type Make = fn(&Mlp) -> Box<dyn Optimizer>;
+    let makers: [(&str, Make); 2] = [
+        ("adamw", |m| Box::new(AdamW::new(m, CFG))),
+        ("sgd", |m| {
+            let cfg = SgdConfig {
+                lr: 0.1,
+                momentum: 0.9,
+                ..Default::default()
+            };
+            Box::new(Sgd::new(vec![ParamGroup::all(m, 0.0)], cfg))
+        }),
+    ];
+    for (name, make) in makers {
+        let (a, b) = (mlp(7), mlp(7));
+        let (mut oa, mut ob) = (make(&a), make(&b));
+        for i in 0..6 {
+            let mut norms = Vec::new();
+            for (m, opt, inside) in [(&a, &mut oa, false), (&b, &mut ob, true)] {
+                opt.zero_grad();
+                let loss = m
+                    .forward(&batch(i))
+                    .unwrap()
+                    .sqr()
+                    .unwrap()
+                    .mean_all()
+                    .unwrap();
+                loss.backward().unwrap();
+                let params = opt.params();
+                // A limit below the norm: the coefficient is not 1.
+                if inside {
+                    let before: Vec<Vec<f32>> = params
+                        .iter()
+                        .map(|p| p.grad().unwrap().to_vec().unwrap())
+                        .collect();
+                    let (norm, coef) = clip_grad_coef(&params, 0.05).unwrap().unwrap();
+                    assert!(coef.item().unwrap() < 1.0, "{name} step {i}");
+                    norms.push(norm.item().unwrap());
+                    opt.step_scaled(&coef).unwrap();
+                    for (p, g) in params.iter().zip(before) {
+                        assert_eq!(p.grad().unwrap().to_vec::<f32>().unwrap(), g, "{name}");
+                    }
+                } else {
+                    let norm = clip_grad_norm_tensor(&params, 0.05).unwrap().unwrap();
+                    norms.push(norm.item().unwrap());
+                    opt.step().unwrap();
+                }
+            }
+            assert_eq!(norms[0], norms[1], "{name} step {i}: norms");
+            assert_eq!(bits(&a), bits(&b), "{name} step {i}");
+        }
+    }
 }

@@ -9,17 +9,18 @@
 //!   AdamW, gradient clipping, no dropout) in each of `--modes` (fp32, tf32, bf16, fp16):
 //!   tokens/s (median of the timed steps) and peak GPU memory; `--recompute` turns on per-block
 //!   activation checkpointing, `--no-cudnn` keeps attention on our own kernels, `--gelu erf`
-//!   uses the exact GELU instead of GPT-2's tanh form (which runs inside the MLP's GEMMs).
+//!   uses the exact GELU instead of GPT-2's tanh form (which runs inside the MLP's GEMMs),
+//!   `--clip-pass` clips the gradients in a pass of their own instead of inside AdamW.
 //!
 //! Build with `cargo build --release --features cuda --example gpu_bench`; run as
 //! `gpu_bench [--steps N] [--batch B] [--layers L --heads H --embd C] [--modes fp32,tf32,bf16]
-//! [--recompute] [--no-cudnn] [--gelu tanh|erf] [--only matmul|attention|gpt]`.
+//! [--recompute] [--no-cudnn] [--gelu tanh|erf] [--clip-pass] [--only matmul|attention|gpt]`.
 
 use std::time::Instant;
 
 use rustygradients::models::{Gpt, GptConfig};
 use rustygradients::nn::{Activation, Module};
-use rustygradients::optim::{clip_grad_norm_tensor, AdamW, AdamWConfig, Optimizer};
+use rustygradients::optim::{clip_grad_coef, clip_grad_norm_tensor, AdamW, AdamWConfig, Optimizer};
 use rustygradients::{
     cudnn_attention_calls, manual_seed, set_cudnn_enabled, set_matmul_allow_tf32, DType, Device,
     Precision, Result, Tensor,
@@ -166,6 +167,7 @@ fn gpt2(dev: Device, batch: usize, steps: usize) -> Result<()> {
         },
     };
     let recompute = flag("--recompute");
+    let clip_pass = flag("--clip-pass");
     // `--no-cudnn`: attention on our own kernels even where cuDNN is installed.
     set_cudnn_enabled(!flag("--no-cudnn"));
     let modes = arg_str("--modes").unwrap_or_else(|| "fp32,tf32,bf16".into());
@@ -189,8 +191,14 @@ fn gpt2(dev: Device, batch: usize, steps: usize) -> Result<()> {
                 loss.backward()?;
                 loss
             };
-            clip_grad_norm_tensor(&params, 1.0)?;
-            opt.step()?;
+            // Clipping's coefficient applied inside the fused AdamW, or (`--clip-pass`) by a
+            // pass over the gradients first.
+            if clip_pass {
+                clip_grad_norm_tensor(&params, 1.0)?;
+                opt.step()?;
+            } else if let Some((_, coef)) = clip_grad_coef(&params, 1.0)? {
+                opt.step_scaled(&coef)?;
+            }
             let queued = t.elapsed().as_secs_f64();
             Ok((loss.item()?, queued))
         };

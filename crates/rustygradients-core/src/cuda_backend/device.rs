@@ -26,6 +26,8 @@ pub(super) struct Inner {
     /// cuDNN (fused attention), opened on first use.
     pub(super) cudnn: super::cudnn_attn::Slot,
     arch: String,
+    /// Streaming multiprocessors.
+    sms: usize,
     modules: Mutex<HashMap<Module, Arc<CudaModule>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
     /// `[op code, index, size]` of the first bad index a kernel met since the last check.
@@ -118,6 +120,10 @@ impl CudaDevice {
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone()).map_err(|e| fail(&e))?;
         let (major, minor) = ctx.compute_capability().map_err(|e| fail(&e))?;
+        let sms = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| fail(&e))?
+            .max(1) as usize;
         // Freed memory stays in the pool for reuse instead of going back to the driver at each
         // synchronisation: allocation is then a pointer bump in stream order.
         let pool = unsafe {
@@ -144,6 +150,7 @@ impl CudaDevice {
             lt: Mutex::new(None),
             cudnn: Mutex::new(None),
             arch: format!("sm_{major}{minor}"),
+            sms,
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
             err,
@@ -205,6 +212,22 @@ impl CudaDevice {
             .unwrap_or_else(|e| e.into_inner())
             .insert(f.cu_function() as usize, name.to_string());
         Ok(f)
+    }
+
+    /// How many blocks of `block` threads using `smem` bytes of dynamic shared memory (at most
+    /// 48 KiB) the device runs at once: the grid of a grid-stride kernel that fills every SM in
+    /// one wave.
+    pub(super) fn resident_blocks(
+        &self,
+        op: &'static str,
+        f: &CudaFunction,
+        block: u32,
+        smem: u32,
+    ) -> Result<usize> {
+        let per_sm = f
+            .occupancy_max_active_blocks_per_multiprocessor(block, smem as usize, None)
+            .map_err(|e| self.error(op, format!("querying a kernel's occupancy: {e}")))?;
+        Ok(self.0.sms * per_sm.max(1) as usize)
     }
 
     /// Queues `f` with `grid` blocks of `block` threads; `args` point at the argument values.

@@ -88,6 +88,7 @@ struct AdamConsts {
     bc2_sqrt: f64,
     decoupled: i32,
     half: i32,
+    gscale: u64,
 }
 
 /// One step for every `(parameter, m, v, gradient)`: all contiguous, each of one length and
@@ -102,11 +103,12 @@ pub(crate) fn adam_step(
     h: AdamHyper,
 ) -> Result<()> {
     let mut none: Vec<Option<&mut CudaStorage>> = items.iter().map(|_| None).collect();
-    adam_step_shadowed(items, &mut none, h)
+    adam_step_shadowed(items, &mut none, h, None)
 }
 
 /// [`adam_step`], also rewriting each given shadow (an f32 parameter's bf16 or f16 copy, all
-/// of one dtype, one per item or `None`) from the updated parameter in the same pass.
+/// of one dtype, one per item or `None`) from the updated parameter in the same pass; with
+/// `grad_scale` (one f64 on the device), every gradient is read multiplied by it.
 pub(crate) fn adam_step_shadowed(
     items: &mut [(
         &mut CudaStorage,
@@ -116,6 +118,7 @@ pub(crate) fn adam_step_shadowed(
     )],
     shadows: &mut [Option<&mut CudaStorage>],
     h: AdamHyper,
+    grad_scale: Option<&CudaStorage>,
 ) -> Result<()> {
     let op = "adam_step_";
     let Some(first) = items.first() else {
@@ -157,7 +160,21 @@ pub(crate) fn adam_step_shadowed(
         bc2_sqrt: (1.0 - h.beta2.powi(step)).sqrt(),
         decoupled: h.decoupled as i32,
         half: 0,
+        gscale: 0,
     };
+    if let Some(c) = grad_scale {
+        if c.dtype() != crate::DType::F64 || c.elem_len() != 1 {
+            return Err(Error::InvalidArgument {
+                op,
+                msg: format!(
+                    "the gradient scale must be one f64, not {} {:?} elements",
+                    c.elem_len(),
+                    c.dtype()
+                ),
+            });
+        }
+        k.gscale = c.ptr(0);
+    }
     if shadows.len() != items.len() {
         return Err(Error::InvalidArgument {
             op,

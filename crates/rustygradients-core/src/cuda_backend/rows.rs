@@ -376,9 +376,8 @@ pub(super) fn cross_entropy_bwd_into(
 /// (each adds its column sums to the weight and bias gradients once).
 const LN_WARPS: usize = 8;
 const LN_BWD_BLOCKS: usize = 264;
-/// The packed backward's warps per block and most blocks: four blocks on each of 132 SMs.
+/// The packed backward's warps per block; it runs as many blocks as the device holds at once.
 const LN8_BWD_WARPS: usize = 4;
-const LN8_BWD_BLOCKS: usize = 528;
 
 /// Which normalisation kernel serves rows of `c`: `"8x{v}"` for the packed kernels (rows a whole
 /// number of 8-element packs, at most `32·v` of them per row, `v <= 4`, and every pointer given
@@ -531,7 +530,9 @@ pub(super) fn layer_norm_bwd(
     } else {
         // Each warp's column sums in shared memory, each block's in its row of `part`, then
         // `ln_cols` adds the rows into `dw`/`db` (32 columns by 64 rows a block).
-        let grid = rows.div_ceil(LN8_BWD_WARPS).min(LN8_BWD_BLOCKS);
+        let smem = (2 * c * 4 * LN8_BWD_WARPS) as u32;
+        let full = dev.resident_blocks(op, &f, (32 * LN8_BWD_WARPS) as u32, smem)?;
+        let grid = rows.div_ceil(LN8_BWD_WARPS).min(full);
         let part = CudaStorage::alloc(dev, op, grid * 2 * c, DType::F32)?;
         let pp = part.ptr(0);
         dev.launch_smem(
@@ -539,7 +540,7 @@ pub(super) fn layer_norm_bwd(
             &f,
             (grid as u32, 1),
             (32 * LN8_BWD_WARPS) as u32,
-            (2 * c * 4 * LN8_BWD_WARPS) as u32,
+            smem,
             &mut args![xp, wp, mp, rp, gp, dxp, pp, r, cc, rm, accumulate],
         )?;
         if want_dw || want_db {

@@ -123,14 +123,16 @@ fn download<T: WithDType>(
 /// tensors and composes the ops from primitives elsewhere.
 impl CudaStorage {
     /// One Adam step for every `(parameter, m, v, gradient)`, rewriting each given shadow (a
-    /// bf16 or f16 copy of its f32 parameter) in the same kernel.
+    /// bf16 or f16 copy of its f32 parameter) in the same kernel, each gradient read
+    /// multiplied by `grad_scale` (one f64) when given.
     #[allow(clippy::type_complexity)]
     pub(crate) fn adam_step_shadowed(
         items: &mut [(&mut Self, &mut Self, &mut Self, &Self)],
         shadows: &mut [Option<&mut Self>],
         h: AdamHyper,
+        grad_scale: Option<&Self>,
     ) -> Result<()> {
-        super::optim::adam_step_shadowed(items, shadows, h)
+        super::optim::adam_step_shadowed(items, shadows, h, grad_scale)
     }
 
     /// `Σ x²` over the first `len` elements of each storage, as a one-element f64 storage.

@@ -87,6 +87,7 @@ impl CudaStorage {
         _: &mut [(&mut Self, &mut Self, &mut Self, &Self)],
         _: &mut [Option<&mut Self>],
         _: AdamHyper,
+        _: Option<&Self>,
     ) -> Result<()> {
         Ok(())
     }

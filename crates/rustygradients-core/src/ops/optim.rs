@@ -25,16 +25,37 @@ impl Tensor {
     /// # Ok::<(), rustygradients_core::Error>(())
     /// ```
     pub fn adam_step_(&self, grad: &Tensor, m: &Tensor, v: &Tensor, h: AdamHyper) -> Result<()> {
-        Tensor::adam_step_many(&[(self, grad, m, v)], h)
+        Tensor::adam_step_many(&[(self, grad, m, v)], h, None)
     }
 
     /// [`Tensor::adam_step_`] for many parameters at once, all with the same hyperparameters
     /// and step count: `(parameter, gradient, m, v)` each. A GPU updates up to 32 parameters
     /// per kernel launch. No tensor may appear twice, and no parameter or moment may share
     /// memory with another.
+    ///
+    /// `grad_scale`, a one-element float tensor on the parameters' device, multiplies every
+    /// gradient first (PyTorch's fused Adam `grad_scale`): gradient clipping's coefficient
+    /// (from `clip_grad_coef`-style code), applied without a pass of its own on a GPU, where
+    /// it is read on the device. The gradients themselves are left as they are.
+    ///
+    /// ```
+    /// use rustygradients_core::{AdamHyper, Device, Tensor};
+    /// let p = Tensor::from_vec(vec![1.0f32], &[1], Device::Cpu)?;
+    /// let g = Tensor::from_vec(vec![4.0f32], &[1], Device::Cpu)?;
+    /// let (m, v) = (p.zeros_like()?, p.zeros_like()?);
+    /// let h = AdamHyper { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1,
+    ///                     decoupled: false, step: 1 };
+    /// let half = Tensor::from_vec(vec![0.5f64], &[], Device::Cpu)?;
+    /// Tensor::adam_step_many(&[(&p, &g, &m, &v)], h, Some(&half))?;
+    /// // The first moment saw 0.5·4 plus the L2 term 0.1·1.
+    /// assert!((m.to_vec::<f32>()?[0] - 0.1 * 2.1).abs() < 1e-6);
+    /// assert_eq!(g.to_vec::<f32>()?, [4.0]);
+    /// # Ok::<(), rustygradients_core::Error>(())
+    /// ```
     pub fn adam_step_many(
         items: &[(&Tensor, &Tensor, &Tensor, &Tensor)],
         h: AdamHyper,
+        grad_scale: Option<&Tensor>,
     ) -> Result<()> {
         let op = "adam_step_";
         let mut written = std::collections::HashSet::new();
@@ -63,6 +84,39 @@ impl Tensor {
                 ),
             });
         }
+        let grad_scale = match (grad_scale, items.first()) {
+            (Some(c), Some((p, ..))) => {
+                if c.elem_count() != 1 || !c.dtype().is_float() {
+                    return Err(Error::InvalidArgument {
+                        op,
+                        msg: format!(
+                            "the gradient scale must be one float, not shape {} of {:?}",
+                            c.shape(),
+                            c.dtype()
+                        ),
+                    });
+                }
+                if c.device() != p.device() {
+                    return Err(Error::DeviceMismatch {
+                        op,
+                        lhs: p.device(),
+                        rhs: c.device(),
+                    });
+                }
+                let c = c.detach().reshape(())?;
+                if p.device().is_cpu() {
+                    // Scaled copies of the gradients: the CPU kernel reads plain ones.
+                    for g in &mut grads {
+                        *g = g.mul(&c.to_dtype(g.dtype())?)?;
+                    }
+                    None
+                } else {
+                    // Read by the kernel while it writes the parameters: memory of its own.
+                    Some(c.to_dtype(crate::DType::F64)?.copy()?)
+                }
+            }
+            _ => None,
+        };
         // Autocast's half copies of the parameters (see `autocast_half`), rewritten in the
         // same pass.
         let shadows: Vec<Option<Tensor>> = items.iter().map(|(p, ..)| p.shadow()).collect();
@@ -83,7 +137,13 @@ impl Tensor {
                 .map(|(((p, m), v), g)| (&mut **p, &mut **m, &mut **v, &**g))
                 .collect();
             let mut shadow_refs: Vec<_> = ss.iter_mut().map(|s| s.as_deref_mut()).collect();
-            crate::storage::Storage::adam_step_many(&mut batch, &mut shadow_refs, h)?;
+            let scale = grad_scale.as_ref().map(|c| c.storage());
+            crate::storage::Storage::adam_step_many(
+                &mut batch,
+                &mut shadow_refs,
+                h,
+                scale.as_deref(),
+            )?;
         }
         for ((p, ..), s) in items.iter().zip(&shadows) {
             if let Some(s) = s {

@@ -1,7 +1,7 @@
 //! Adam and AdamW. With `decoupled_weight_decay` (AdamW) the decay shrinks the weights directly;
 //! without it (Adam) the decay is added to the gradient as an L2 term. PyTorch's update rule.
 
-use rustygradients_core::{no_grad, AdamHyper, Result, Tensor};
+use rustygradients_core::{no_grad, AdamHyper, Error, Result, Tensor};
 
 use super::{check_state_count, state_like, Optimizer, ParamGroup, ParamState};
 
@@ -142,10 +142,35 @@ impl Adam {
     }
 }
 
-impl Optimizer for Adam {
-    fn step(&mut self) -> Result<()> {
+impl Adam {
+    /// The update, with every gradient read multiplied by `grad_scale` when given.
+    fn update(&mut self, grad_scale: Option<&Tensor>) -> Result<()> {
         let c = self.cfg;
         c.validate()?;
+        // Checked before any state advances.
+        if let Some(s) = grad_scale {
+            let device = self
+                .groups
+                .iter()
+                .flat_map(|g| &g.params)
+                .next()
+                .map(Tensor::device);
+            if s.elem_count() != 1
+                || !s.dtype().is_float()
+                || device.is_some_and(|d| d != s.device())
+            {
+                return Err(Error::InvalidArgument {
+                    op: "Adam::step_scaled",
+                    msg: format!(
+                        "the gradient scale must be one float on the parameters' device, not \
+                         shape {} of {:?} on {}",
+                        s.shape(),
+                        s.dtype(),
+                        s.device()
+                    ),
+                });
+            }
+        }
         no_grad(|| {
             // Every parameter with a gradient advances its state; then one batched update per
             // (group, step count): a GPU updates 32 parameters per kernel launch.
@@ -192,11 +217,21 @@ impl Optimizer for Adam {
                             decoupled: c.decoupled_weight_decay,
                             step: *step,
                         },
+                        grad_scale,
                     )?;
                 }
             }
             Ok(())
         })
+    }
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self) -> Result<()> {
+        self.update(None)
+    }
+    fn step_scaled(&mut self, grad_scale: &Tensor) -> Result<()> {
+        self.update(Some(grad_scale))
     }
     fn learning_rate(&self) -> f64 {
         self.cfg.lr
@@ -367,6 +402,9 @@ impl AdamW {
 impl Optimizer for AdamW {
     fn step(&mut self) -> Result<()> {
         self.inner.step()
+    }
+    fn step_scaled(&mut self, grad_scale: &Tensor) -> Result<()> {
+        self.inner.step_scaled(grad_scale)
     }
     fn learning_rate(&self) -> f64 {
         self.inner.learning_rate()

@@ -66,18 +66,31 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> Result<f64> {
 /// `min(1, max_norm / (norm + 1e-6))` is computed and applied on the device, so gradients
 /// within the limit are multiplied by exactly 1.
 pub fn clip_grad_norm_tensor(params: &[Tensor], max_norm: f64) -> Result<Option<Tensor>> {
-    let Some(norm) = grad_norm_tensor(params)? else {
+    let Some((norm, coef)) = clip_grad_coef(params, max_norm)? else {
         return Ok(None);
     };
     no_grad(|| {
-        let coef = norm
-            .add_scalar(1e-6)?
-            .recip()?
-            .mul_scalar(max_norm)?
-            .minimum_scalar(1.0)?;
         // Every gradient scaled in place: one multi-tensor kernel per 32 on a GPU.
         let grads: Vec<Tensor> = params.iter().filter_map(Tensor::grad).collect();
         Tensor::mul_many_(&grads, &coef)?;
         Ok(Some(norm))
     })
+}
+
+/// The global L2 norm of the gradients and clipping's coefficient `min(1, max_norm / (norm +
+/// 1e-6))`, both 0-d f64 tensors on the gradients' device, computed there and with the
+/// gradients left as they are (`None` when no parameter has a gradient): hand the coefficient
+/// to [`Optimizer::step_scaled`](super::Optimizer::step_scaled), which applies it inside the
+/// update, instead of a pass over every gradient as [`clip_grad_norm_tensor`] makes.
+pub fn clip_grad_coef(params: &[Tensor], max_norm: f64) -> Result<Option<(Tensor, Tensor)>> {
+    let Some(norm) = grad_norm_tensor(params)? else {
+        return Ok(None);
+    };
+    let coef = no_grad(|| {
+        norm.add_scalar(1e-6)?
+            .recip()?
+            .mul_scalar(max_norm)?
+            .minimum_scalar(1.0)
+    })?;
+    Ok(Some((norm, coef)))
 }

@@ -9,7 +9,9 @@ mod schedule;
 mod sgd;
 
 pub use adam::{Adam, AdamConfig, AdamState, AdamW, AdamWConfig};
-pub use clip::{clip_grad_norm, clip_grad_norm_tensor, grad_norm, grad_norm_tensor};
+pub use clip::{
+    clip_grad_coef, clip_grad_norm, clip_grad_norm_tensor, grad_norm, grad_norm_tensor,
+};
 pub use scaler::GradScaler;
 pub use schedule::LrSchedule;
 pub use sgd::{Sgd, SgdConfig};
@@ -121,6 +123,50 @@ pub trait Optimizer {
     /// Applies one update from the parameters' accumulated gradients (params without one are
     /// skipped).
     fn step(&mut self) -> Result<()>;
+    /// [`Optimizer::step`] as if every gradient were first multiplied by `grad_scale`, a
+    /// one-element float tensor on the parameters' device (read there): gradient clipping's
+    /// coefficient from [`clip_grad_coef`], applied without scaling the gradients themselves,
+    /// which are left as they are. Adam and AdamW apply it inside their fused update, with no
+    /// pass over the gradients of its own; other optimizers step on scaled copies.
+    ///
+    /// ```
+    /// use rustygradients_core::{DType, Device, Tensor};
+    /// use rustygradients_nn::optim::{clip_grad_coef, Optimizer, ParamGroup, Sgd, SgdConfig};
+    /// use rustygradients_nn::Linear;
+    ///
+    /// # fn main() -> rustygradients_core::Result<()> {
+    /// let model = Linear::new(2, 1, false)?;
+    /// let mut opt = Sgd::new(vec![ParamGroup::all(&model, 0.0)], SgdConfig { lr: 1.0, ..Default::default() });
+    /// let w = opt.params()[0].clone();
+    /// let before = w.to_vec::<f32>()?;
+    /// w.set_grad(Some(Tensor::from_vec(vec![3.0f32, 4.0], &[1, 2], Device::Cpu)?))?;
+    /// // The norm is 5: clipped to 1, each gradient is multiplied by 1/5.
+    /// let (norm, coef) = clip_grad_coef(&opt.params(), 1.0)?.unwrap();
+    /// assert_eq!(norm.item()?, 5.0);
+    /// opt.step_scaled(&coef)?;
+    /// let after = w.to_vec::<f32>()?;
+    /// assert!((before[0] - after[0] - 0.6).abs() < 1e-5 && (before[1] - after[1] - 0.8).abs() < 1e-5);
+    /// assert_eq!(w.grad().unwrap().to_vec::<f32>()?, [3.0, 4.0]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn step_scaled(&mut self, grad_scale: &Tensor) -> Result<()> {
+        let params = self.params();
+        let grads: Vec<Option<Tensor>> = params.iter().map(Tensor::grad).collect();
+        let scaled = rustygradients_core::no_grad(|| {
+            let c = grad_scale.detach().reshape(())?;
+            for (p, g) in params.iter().zip(&grads) {
+                if let Some(g) = g {
+                    p.set_grad(Some(g.mul(&c.to_dtype(g.dtype())?)?))?;
+                }
+            }
+            self.step()
+        });
+        for (p, g) in params.iter().zip(grads) {
+            p.set_grad(g)?;
+        }
+        scaled
+    }
     /// The learning rate the next [`Optimizer::step`] uses (one for all groups).
     fn learning_rate(&self) -> f64;
     /// Sets the learning rate of every following step, e.g. from an [`LrSchedule`] before each

@@ -18,6 +18,9 @@ struct AdamConsts {
     int decoupled;
     // The shadows' dtype: 1 bf16, 2 f16.
     int half;
+    // 0, or the address of one f64 every gradient is multiplied by first (gradient clipping's
+    // coefficient, read on the device).
+    u64 gscale;
 };
 
 template <typename A> __device__ __forceinline__ void store_half(u64 h, i64 j, A x, int half) {
@@ -86,7 +89,9 @@ __device__ void adam_impl(const AdamBatch& b, AdamConsts kc) {
     const A beta1 = (A)kc.beta1, beta2 = (A)kc.beta2, eps = (A)kc.eps, wd = (A)kc.weight_decay,
             decay = (A)kc.decay, step = (A)kc.step_size, bc2 = (A)kc.bc2_sqrt;
     const bool decoupled = kc.decoupled;
+    const A gs = kc.gscale ? (A)(*(const double*)kc.gscale) : (A)1;
     auto one = [&](A pf, A gf, A mf, A vf, A* po, A* mo, A* vo) {
+        gf *= gs;
         if (decoupled) pf *= decay; else gf += wd * pf;
         mf = beta1 * mf + ((A)1 - beta1) * gf;
         vf = beta2 * vf + ((A)1 - beta2) * gf * gf;
@@ -107,6 +112,9 @@ __device__ void adam_impl(const AdamBatch& b, AdamConsts kc) {
         typedef Pack<T, P> V;
         V pp = *(const V*)(p + j), gg = *(const V*)(g + j), mm = *(const V*)(m + j),
           vv = *(const V*)(v + j);
+        // The shadow's P elements, written as one store (2·P bytes, aligned where `h` is
+        // 16-byte aligned: j is a multiple of P).
+        Pack<unsigned short, P> hh;
 #pragma unroll
         for (int k = 0; k < P; ++k) {
             A po, mo, vo;
@@ -115,13 +123,18 @@ __device__ void adam_impl(const AdamBatch& b, AdamConsts kc) {
             pp.v[k] = Num<T>::st(po);
             mm.v[k] = Num<T>::st(mo);
             vv.v[k] = Num<T>::st(vo);
-            if (h) store_half(h, j + k, Num<T>::ld(pp.v[k]), half);
+            if (h) {
+                float q = (float)Num<T>::ld(pp.v[k]);
+                hh.v[k] = half == 1 ? f32_to_bf16(q).x : f32_to_f16(q).x;
+            }
         }
         *(V*)(p + j) = pp;
         *(V*)(m + j) = mm;
         *(V*)(v + j) = vv;
+        if (h) *(Pack<unsigned short, P>*)((unsigned short*)h + j) = hh;
     };
-    bool packs = aligned16((u64)p) && aligned16((u64)m) && aligned16((u64)v) && aligned16((u64)g);
+    bool packs = aligned16((u64)p) && aligned16((u64)m) && aligned16((u64)v) &&
+                 aligned16((u64)g) && aligned16(h);
     span_loop<P>(s, packs, f, fp);
 }
 

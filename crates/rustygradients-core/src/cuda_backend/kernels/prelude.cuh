@@ -69,14 +69,19 @@ __device__ __forceinline__ float bf16_to_f32(bf16 b) {
     return __uint_as_float(((u32)b.x) << 16);
 }
 __device__ __forceinline__ bf16 f32_to_bf16(float f) {
-    u32 u = __float_as_uint(f);
     bf16 b;
+#if __CUDA_ARCH__ >= 800
+    // One instruction (round to nearest even; NaN stays NaN).
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b.x) : "f"(f));
+#else
+    u32 u = __float_as_uint(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) {
         b.x = (unsigned short)((u >> 16) | 0x40);  // quiet NaN
     } else {
         u += 0x7fffu + ((u >> 16) & 1u);            // round to nearest even
         b.x = (unsigned short)(u >> 16);
     }
+#endif
     return b;
 }
 
