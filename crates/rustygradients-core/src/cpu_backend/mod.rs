@@ -4,6 +4,7 @@
 mod attention;
 #[cfg(feature = "cpu-blas")]
 mod blas;
+mod caches;
 mod cross_entropy;
 mod device;
 mod elementwise;

@@ -26,8 +26,26 @@ const NR: usize = 32;
 const KC: usize = 384;
 /// Rows of A packed at once (MC × KC floats = 720 KiB, in a 1 MiB L2).
 const MC: usize = 480;
-/// Columns of B packed at once (KC × NC floats = 6 MiB, in L3).
+/// Columns of B packed at once, at most (KC × NC floats = 6 MiB, in L3); see [`nc`].
 const NC: usize = 4096;
+
+/// Columns of B packed at once on this CPU. Each A panel runs over the whole packed B block,
+/// so the block is re-read once per 12 rows of A: from L3 at [`NC`] columns. A Zen core's L3
+/// feeds that (86% of the FMA peak at 1024×768·768×3072 on a Zen 5, 2026-11-27), an Intel
+/// Xeon's mesh L3 does not (49%). On Intel the block is sized to half the core's L2 (640
+/// columns for a 2 MiB L2: 70% at that shape, 2026-11-28), at the price of reading A once per
+/// block.
+fn nc() -> usize {
+    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        let l2 = if super::caches::is_intel() {
+            super::caches::l2_bytes()
+        } else {
+            None
+        };
+        l2.map_or(NC, |b| (b / 2 / (KC * 4) / NR * NR).clamp(4 * NR, NC))
+    })
+}
 
 /// A 64-byte aligned block of 16 floats: the packed buffers are made of these.
 #[derive(Clone, Copy)]
@@ -80,8 +98,8 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut
         let mut packs = packs.borrow_mut();
         let (pa, pb) = &mut *packs;
         let (pa, pb) = (grown(pa, A_LINES), grown(pb, b_lines(n)));
-        for jc in (0..n).step_by(NC) {
-            let nc = NC.min(n - jc);
+        for jc in (0..n).step_by(nc()) {
+            let nc = nc().min(n - jc);
             for pc in (0..k).step_by(KC) {
                 let kc = KC.min(k - pc);
                 pack_b(kc, nc, b, pc, jc, pb);
@@ -101,7 +119,7 @@ const A_LINES: usize = MC.next_multiple_of(MR) * KC / 16;
 
 /// Lines of a packed B block for `n` columns (`KC × NC` at most, columns rounded up to `NR`).
 fn b_lines(n: usize) -> usize {
-    NC.min(n.next_multiple_of(NR)) * KC / 16
+    nc().min(n.next_multiple_of(NR)) * KC / 16
 }
 
 /// The buffer grown to at least `lines` lines (never shrunk: reused across calls), as the
@@ -120,7 +138,10 @@ fn grown(v: &mut Vec<Line>, lines: usize) -> *mut f32 {
 /// # Safety
 /// As [`sgemm`]; `pa` holds an `MC × KC` block.
 unsafe fn a_block(mc: usize, kc: usize, a: Mat, ic: usize, pc: usize, pa: *mut f32) -> Mat {
-    if a.cs == 1 || a.rs == 1 {
+    // A transposed A whose columns lie 4 KiB or more apart is packed: read in place, each step
+    // of k would touch a new page (gᵀ·x at 3072×1024·1024×768: 185 → 280 GFLOP/s packed, on
+    // an Intel Xeon, 2026-11-28).
+    if a.cs == 1 || (a.rs == 1 && a.cs.unsigned_abs() < 1024) {
         Mat {
             ptr: a.ptr.offset(ic as isize * a.rs + pc as isize * a.cs),
             ..a
@@ -177,8 +198,8 @@ pub(crate) unsafe fn sgemm_bands(
     let (cc, band_rows) = (Shared(c), band_rows.max(1));
     // Panels per packing task: a few hundred KiB of B each.
     const PANELS: usize = 4;
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
+    for jc in (0..n).step_by(nc()) {
+        let nc = nc().min(n - jc);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             let panels = nc.div_ceil(NR);
