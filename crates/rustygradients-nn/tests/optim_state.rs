@@ -46,17 +46,22 @@ fn batch(i: usize) -> Tensor {
     Tensor::from_vec(v, [8, 5], Device::Cpu).unwrap()
 }
 
+/// Fresh gradients of the mean squared output on batch `i`.
+fn backward(m: &Mlp, opt: &dyn Optimizer, i: usize) {
+    opt.zero_grad();
+    let loss = m
+        .forward(&batch(i))
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .mean_all()
+        .unwrap();
+    loss.backward().unwrap();
+}
+
 fn train(m: &Mlp, opt: &mut dyn Optimizer, steps: std::ops::Range<usize>) {
     for i in steps {
-        opt.zero_grad();
-        let loss = m
-            .forward(&batch(i))
-            .unwrap()
-            .sqr()
-            .unwrap()
-            .mean_all()
-            .unwrap();
-        loss.backward().unwrap();
+        backward(m, opt, i);
         opt.step().unwrap();
     }
 }
@@ -218,15 +223,7 @@ fn clipping_inside_the_step_equals_clipping_the_gradients() {
         for i in 0..6 {
             let mut norms = Vec::new();
             for (m, opt, inside) in [(&a, &mut oa, false), (&b, &mut ob, true)] {
-                opt.zero_grad();
-                let loss = m
-                    .forward(&batch(i))
-                    .unwrap()
-                    .sqr()
-                    .unwrap()
-                    .mean_all()
-                    .unwrap();
-                loss.backward().unwrap();
+                backward(m, opt.as_ref(), i);
                 let params = opt.params();
                 // A limit below the norm: the coefficient is not 1.
                 if inside {
