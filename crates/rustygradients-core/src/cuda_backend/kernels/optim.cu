@@ -23,9 +23,9 @@ struct AdamConsts {
     u64 gscale;
 };
 
-template <typename A> __device__ __forceinline__ void store_half(u64 h, i64 j, A x, int half) {
-    if (half == 1) ((bf16*)h)[j] = f32_to_bf16((float)x);
-    else ((f16*)h)[j] = f32_to_f16((float)x);
+// `x` rounded to the shadows' dtype (`half`: 1 bf16, 2 f16), as raw bits.
+template <typename A> __device__ __forceinline__ unsigned short half_bits(A x, int half) {
+    return half == 1 ? f32_to_bf16((float)x).x : f32_to_f16((float)x).x;
 }
 
 // Each block works on one chunk of OPTIM_CHUNK elements inside one tensor (so no per-element
@@ -106,7 +106,7 @@ __device__ void adam_impl(const AdamBatch& b, AdamConsts kc) {
         p[j] = Num<T>::st(po);
         m[j] = Num<T>::st(mo);
         v[j] = Num<T>::st(vo);
-        if (h) store_half(h, j, Num<T>::ld(p[j]), half);
+        if (h) ((unsigned short*)h)[j] = half_bits(Num<T>::ld(p[j]), half);
     };
     auto fp = [&](i64 j) {
         typedef Pack<T, P> V;
@@ -123,10 +123,7 @@ __device__ void adam_impl(const AdamBatch& b, AdamConsts kc) {
             pp.v[k] = Num<T>::st(po);
             mm.v[k] = Num<T>::st(mo);
             vv.v[k] = Num<T>::st(vo);
-            if (h) {
-                float q = (float)Num<T>::ld(pp.v[k]);
-                hh.v[k] = half == 1 ? f32_to_bf16(q).x : f32_to_f16(q).x;
-            }
+            if (h) hh.v[k] = half_bits(Num<T>::ld(pp.v[k]), half);
         }
         *(V*)(p + j) = pp;
         *(V*)(m + j) = mm;

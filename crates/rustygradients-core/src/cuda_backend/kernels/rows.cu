@@ -642,7 +642,7 @@ extern "C" __global__ void ln_cols(const float* part, i64 nb, i64 c, float* dw, 
     }
 }
 
-#define LN8_KERNELS(S, T, SP, P, SO, O, V, B)                                                     \
+#define LN8_KERNELS(S, T, SP, P, SO, O, V, B)                                                    \
     extern "C" __global__ void ln_fwd8x##V##_##S##_##SP##_##SO(                                  \
         const T* x, const P* w, const P* b, O* y, float* mean, float* rstd, i64 rows, i64 c,     \
         float eps, int rms) {                                                                    \
@@ -653,10 +653,12 @@ extern "C" __global__ void ln_cols(const float* part, i64 nb, i64 c, float* dw, 
         float* part, i64 rows, i64 c, int rms, int acc) {                                        \
         ln_bwd8_impl<T, P, O, V>(x, w, mean, rstd, g, dx, part, rows, c, rms, acc);              \
     }
+// The last argument: the blocks an SM runs, which bounds the backward's registers (four packs
+// a lane, c up to 1024, need more than 128 registers without spilling: three blocks).
 #define LN8_WIDTHS(S, T, SP, P, SO, O)                                                           \
-    LN8_KERNELS(S, T, SP, P, SO, O, 1, 4)                                                           \
-    LN8_KERNELS(S, T, SP, P, SO, O, 2, 4)                                                           \
-    LN8_KERNELS(S, T, SP, P, SO, O, 3, 4)                                                           \
+    LN8_KERNELS(S, T, SP, P, SO, O, 1, 4)                                                        \
+    LN8_KERNELS(S, T, SP, P, SO, O, 2, 4)                                                        \
+    LN8_KERNELS(S, T, SP, P, SO, O, 3, 4)                                                        \
     LN8_KERNELS(S, T, SP, P, SO, O, 4, 3)
 
 #define LN_KERNELS(S, T, SP, P, SO, O)                                                           \
