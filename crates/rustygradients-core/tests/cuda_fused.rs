@@ -199,7 +199,8 @@ fn cuda_norm_gradient_joins_the_residual_streams() {
 }
 
 /// The multi-tensor sum of squares (gradient clipping's norm): 70 tensors (three launches of
-/// up to 32), odd sizes and a non-contiguous view, in f32, bf16 and f16, against the CPU in f64.
+/// up to 32), odd sizes, two tensors that span several blocks of 32768 elements with a partial
+/// pack at the end, and a non-contiguous view, in f32, bf16 and f16, against the CPU in f64.
 #[test]
 fn cuda_sum_sq_many_matches_the_cpu() {
     let Some(dev) = gpu() else { return };
@@ -208,7 +209,12 @@ fn cuda_sum_sq_many_matches_the_cpu() {
     for dtype in [DType::F32, DType::BF16, DType::F16] {
         let cpu: Vec<Tensor> = (0..70)
             .map(|i| {
-                Tensor::randn([(i * 37) % 301 + 1, 3], DType::F32, Device::Cpu)
+                let rows = match i {
+                    7 => 21_847,  // 65,541 elements: two full blocks and 5 more
+                    40 => 33_331, // 99,993
+                    _ => (i * 37) % 301 + 1,
+                };
+                Tensor::randn([rows, 3], DType::F32, Device::Cpu)
                     .unwrap()
                     .to_dtype(dtype)
                     .unwrap()

@@ -10,11 +10,15 @@
 //!   tokens/s (median of the timed steps) and peak GPU memory; `--recompute` turns on per-block
 //!   activation checkpointing, `--no-cudnn` keeps attention on our own kernels, `--gelu erf`
 //!   uses the exact GELU instead of GPT-2's tanh form (which runs inside the MLP's GEMMs),
-//!   `--clip-pass` clips the gradients in a pass of their own instead of inside AdamW.
+//!   `--clip-pass` clips the gradients in a pass of their own instead of inside AdamW;
+//! - the optimizer step alone (`--only adamw`): the fused AdamW over the same model's
+//!   parameters after a bf16 step (f32 masters, moments and gradients, bf16 copies, clipping's
+//!   coefficient read on the device), its milliseconds and the bytes it moves per second, and
+//!   clipping's coefficient (the gradients' norm), next to a device-to-device copy of 1 GiB (read + write) as the card's reachable bandwidth.
 //!
 //! Build with `cargo build --release --features cuda --example gpu_bench`; run as
 //! `gpu_bench [--steps N] [--batch B] [--layers L --heads H --embd C] [--modes fp32,tf32,bf16]
-//! [--recompute] [--no-cudnn] [--gelu tanh|erf] [--clip-pass] [--only matmul|attention|gpt]`.
+//! [--recompute] [--no-cudnn] [--gelu tanh|erf] [--clip-pass] [--only matmul|attention|gpt|adamw]`.
 
 use std::time::Instant;
 
@@ -153,8 +157,8 @@ fn matmuls(dev: Device) -> Result<()> {
     Ok(())
 }
 
-fn gpt2(dev: Device, batch: usize, steps: usize) -> Result<()> {
-    let cfg = GptConfig {
+fn gpt_config() -> GptConfig {
+    GptConfig {
         vocab_size: 50304,
         block_size: 1024,
         n_layer: arg("--layers", 12),
@@ -165,7 +169,44 @@ fn gpt2(dev: Device, batch: usize, steps: usize) -> Result<()> {
             Some("erf") => Activation::Gelu,
             _ => Activation::GeluTanh,
         },
-    };
+    }
+}
+
+/// The fused AdamW step over `gpt_config()`'s parameters after one bf16 training step (so the
+/// gradients and the bf16 weight copies exist), against a 1 GiB device copy.
+fn adamw(dev: Device) -> Result<()> {
+    manual_seed(1337);
+    let model = Gpt::new(gpt_config(), DType::F32, dev)?;
+    let mut opt = AdamW::new(&model, AdamWConfig::default().with_weight_decay(0.1));
+    let params = model.parameters();
+    let x = Tensor::randint(0, 50257, [4, 1024], dev)?;
+    {
+        let _p = Precision::Bf16.enter();
+        model.loss(&x, &x)?.backward()?;
+    }
+    let (_, coef) = clip_grad_coef(&params, 1.0)?.expect("the model has gradients");
+    let secs = time(dev, 3, 20, || opt.step_scaled(&coef))?;
+    // Clipping's coefficient: the gradients' sum of squares and a few scalar kernels.
+    let clip = time(dev, 3, 20, || clip_grad_coef(&params, 1.0).map(|_| ()))?;
+    let n: usize = params.iter().map(|p| p.elem_count()).sum();
+    // Read: parameter, gradient, two moments (f32); written: parameter, moments, bf16 copy.
+    let bytes = (n * (4 * 4 + 3 * 4 + 2)) as f64;
+    let src = Tensor::zeros([1 << 28], DType::F32, dev)?;
+    let dst = Tensor::zeros([1 << 28], DType::F32, dev)?;
+    let copy = time(dev, 3, 20, || dst.copy_(&src))?;
+    println!(
+        "{{\"bench\":\"adamw\",\"params\":{n},\"ms\":{:.4},\"gb_per_s\":{:.1},\"clip_coef_ms\":{:.4},\"copy_1gib_ms\":{:.4},\"copy_gb_per_s\":{:.1}}}",
+        secs * 1e3,
+        bytes / secs / 1e9,
+        clip * 1e3,
+        copy * 1e3,
+        2.0 * (4usize << 28) as f64 / copy / 1e9
+    );
+    Ok(())
+}
+
+fn gpt2(dev: Device, batch: usize, steps: usize) -> Result<()> {
+    let cfg = gpt_config();
     let recompute = flag("--recompute");
     let clip_pass = flag("--clip-pass");
     // `--no-cudnn`: attention on our own kernels even where cuDNN is installed.
@@ -260,6 +301,9 @@ fn main() -> Result<()> {
     }
     if run("gpt") {
         gpt2(dev, arg("--batch", 8), arg("--steps", 10))?;
+    }
+    if which.as_deref() == Some("adamw") {
+        adamw(dev)?;
     }
     Ok(())
 }

@@ -25,24 +25,29 @@ struct AdamBatch {
 /// works inside one tensor.
 const CHUNK: usize = 4096;
 
+/// Elements per block of the sum of squares (`SUMSQ_CHUNK`), which ends each block with a
+/// reduction and an atomic add.
+const SUMSQ_CHUNK: usize = 32768;
+
 /// Calls `launch` once per [`ADAM_MAX`] tensors with their batch (each tensor's `WIDTH`
 /// addresses side by side, and the running element counts) and the blocks it needs (one per
-/// [`CHUNK`] elements of each tensor); batches of no elements launch nothing.
+/// `chunk` elements of each tensor); batches of no elements launch nothing.
 fn in_batches<const WIDTH: usize>(
     tensors: &[([u64; WIDTH], usize)],
+    chunk: usize,
     mut launch: impl FnMut(&AdamBatch, u32) -> Result<()>,
 ) -> Result<()> {
-    for chunk in tensors.chunks(ADAM_MAX) {
+    for group in tensors.chunks(ADAM_MAX) {
         let mut b = AdamBatch {
             ptrs: [0; ADAM_WIDTH * ADAM_MAX],
             ends: [0; ADAM_MAX],
-            n: chunk.len() as i32,
+            n: group.len() as i32,
         };
         let (mut total, mut blocks) = (0usize, 0usize);
-        for (i, (ptrs, len)) in chunk.iter().enumerate() {
+        for (i, (ptrs, len)) in group.iter().enumerate() {
             b.ptrs[WIDTH * i..WIDTH * (i + 1)].copy_from_slice(ptrs);
             total += len;
-            blocks += len.div_ceil(CHUNK);
+            blocks += len.div_ceil(chunk);
             b.ends[i] = total as i64;
         }
         if total > 0 {
@@ -214,7 +219,7 @@ pub(crate) fn adam_step_shadowed(
             ([p.ptr(0), m.ptr(0), v.ptr(0), g.ptr(0), sp], p.elem_len())
         })
         .collect();
-    in_batches(&tensors, |b, blocks| {
+    in_batches(&tensors, CHUNK, |b, blocks| {
         dev.launch(op, &f, blocks, super::storage::BLOCK, &mut args![*b, k])
     })
 }
@@ -234,7 +239,7 @@ pub(crate) fn scale_many(
     let f = dev.function(op, Module::Optim, &format!("scale_many_{}", sfx(dtype)))?;
     let tensors: Vec<_> = items.iter().map(|(s, len)| ([s.ptr(0)], *len)).collect();
     let c = coef.ptr(0);
-    in_batches(&tensors, |b, blocks| {
+    in_batches(&tensors, CHUNK, |b, blocks| {
         dev.launch(op, &f, blocks, super::storage::BLOCK, &mut args![*b, c])
     })
 }
@@ -249,7 +254,7 @@ pub(crate) fn sum_sq_many(items: &[(&CudaStorage, usize)]) -> Result<CudaStorage
     let f = dev.function(op, Module::Optim, &format!("sumsq_{}", sfx(dtype)))?;
     let tensors: Vec<_> = items.iter().map(|(s, len)| ([s.ptr(0)], *len)).collect();
     let o = out.ptr(0);
-    in_batches(&tensors, |b, blocks| {
+    in_batches(&tensors, SUMSQ_CHUNK, |b, blocks| {
         dev.launch(op, &f, blocks, super::storage::BLOCK, &mut args![*b, o])
     })?;
     Ok(out)

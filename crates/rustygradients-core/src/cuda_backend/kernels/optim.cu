@@ -30,22 +30,24 @@ template <typename A> __device__ __forceinline__ unsigned short half_bits(A x, i
 
 // Each block works on one chunk of OPTIM_CHUNK elements inside one tensor (so no per-element
 // search for the tensor), its threads moving 16 bytes per load where the tensors are aligned.
+// The sum of squares, which writes one number per block, takes SUMSQ_CHUNK.
 #define OPTIM_CHUNK 4096
+#define SUMSQ_CHUNK 32768
 
 struct Span {
     int t;
     i64 begin, end;
 };
-// The tensor and element range of this block: tensor k has ceil(len_k / OPTIM_CHUNK) blocks.
-__device__ bool block_span(const AdamBatch& b, Span* s) {
+// The tensor and element range of this block: tensor k has ceil(len_k / chunk) blocks.
+template <int CHUNK> __device__ bool block_span(const AdamBatch& b, Span* s) {
     i64 first = 0, prev = 0;
     for (int t = 0; t < b.n; ++t) {
         i64 len = b.ends[t] - prev;
-        i64 nb = (len + OPTIM_CHUNK - 1) / OPTIM_CHUNK;
+        i64 nb = (len + CHUNK - 1) / CHUNK;
         if ((i64)blockIdx.x < first + nb) {
             s->t = t;
-            s->begin = ((i64)blockIdx.x - first) * OPTIM_CHUNK;
-            s->end = s->begin + OPTIM_CHUNK < len ? s->begin + OPTIM_CHUNK : len;
+            s->begin = ((i64)blockIdx.x - first) * CHUNK;
+            s->end = s->begin + CHUNK < len ? s->begin + CHUNK : len;
             return true;
         }
         first += nb;
@@ -79,7 +81,7 @@ __device__ void adam_impl(const AdamBatch& b, AdamConsts kc) {
     typedef typename Num<T>::acc A;
     const int P = PackWidth<T, T>::P;
     Span s;
-    if (!block_span(b, &s)) return;
+    if (!block_span<OPTIM_CHUNK>(b, &s)) return;
     T* __restrict__ p = (T*)b.ptrs[ADAM_WIDTH * s.t];
     T* __restrict__ m = (T*)b.ptrs[ADAM_WIDTH * s.t + 1];
     T* __restrict__ v = (T*)b.ptrs[ADAM_WIDTH * s.t + 2];
@@ -145,23 +147,40 @@ FOR_FLOATS(ADAM)
 template <typename T>
 __device__ void sumsq_impl(const AdamBatch& b, double* out) {
     const int P = PackWidth<T, T>::P;
+    // Packs each thread loads before it adds any.
+    const int U = 4;
     Span s;
-    if (!block_span(b, &s)) return;  // uniform per block: block_sum below is safe
+    if (!block_span<SUMSQ_CHUNK>(b, &s)) return;  // uniform per block: block_sum below is safe
     const T* x = (const T*)b.ptrs[s.t];
     double acc = 0;
-    auto f = [&](i64 j) {
-        double v = Num<T>::to_f64(x[j]);
+    auto add = [&](T e) {
+        double v = Num<T>::to_f64(e);
         acc += v * v;
     };
-    auto fp = [&](i64 j) {
-        Pack<T, P> pk = *(const Pack<T, P>*)(x + j);
+    if (aligned16((u64)x)) {
+        typedef Pack<T, P> V;
+        const i64 stride = (i64)blockDim.x * P;
+        for (i64 j0 = s.begin + (i64)threadIdx.x * P; j0 < s.end; j0 += stride * U) {
+            V pk[U];
 #pragma unroll
-        for (int k = 0; k < P; ++k) {
-            double v = Num<T>::to_f64(pk.v[k]);
-            acc += v * v;
+            for (int u = 0; u < U; ++u) {
+                const i64 j = j0 + u * stride;
+                if (j + P <= s.end) pk[u] = *(const V*)(x + j);
+            }
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                const i64 j = j0 + u * stride;
+                if (j + P <= s.end) {
+#pragma unroll
+                    for (int k = 0; k < P; ++k) add(pk[u].v[k]);
+                } else {
+                    for (i64 q = j; q < s.end; ++q) add(x[q]);
+                }
+            }
         }
-    };
-    span_loop<P>(s, aligned16((u64)x), f, fp);
+    } else {
+        for (i64 j = s.begin + threadIdx.x; j < s.end; j += blockDim.x) add(x[j]);
+    }
     double total = block_sum<double>(acc);
     if (threadIdx.x == 0) atomicAdd(out, total);
 }
@@ -177,7 +196,7 @@ __device__ void scale_many_impl(const AdamBatch& b, const double* coef) {
     typedef typename Num<T>::acc A;
     const int P = PackWidth<T, T>::P;
     Span s;
-    if (!block_span(b, &s)) return;
+    if (!block_span<OPTIM_CHUNK>(b, &s)) return;
     T* x = (T*)b.ptrs[s.t];
     const A k = (A)(*coef);
     auto f = [&](i64 j) { x[j] = Num<T>::st(Num<T>::ld(x[j]) * k); };
