@@ -493,11 +493,14 @@ fn attention_ref(
 #[test]
 fn causal_attention_forward_and_grads() {
     let mut rng = Rng(6);
-    // (batch, heads, T, D): B·H = 8 slices; T = 67 and D = 41 leave tails in every loop.
+    // (batch, heads, T, D): B·H = 8 slices; T = 67 and D = 41 leave tails in every loop; T 131
+    // and D 64 take the 64-lane blocks (AVX-512 on Intel) with the odd query and key last.
     for ((b, h, t, d), causal) in [
         ((2, 4, 64, 32), true),
         ((2, 4, 67, 41), true),
         ((1, 3, 67, 41), false),
+        ((1, 3, 131, 64), true),
+        ((1, 2, 131, 64), false),
     ] {
         let shape = [b, h, t, d];
         let len = b * h * t * d;

@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use super::lanes::{row_max, sum_map, sum_map2};
-use super::strided::has_avx2;
+use super::strided::{isa, Isa};
 use super::HostBuf;
 use super::HostBuffer;
 use crate::backend::AttnDims;
@@ -17,7 +17,7 @@ use crate::{Error, FloatDType, Result};
 /// 32 lanes per output (with `R = 2`, eight independent vector chains), then 8 lanes, then
 /// scalars. Every product in this file is one of these.
 #[inline(always)]
-fn lincomb<'a, T: FloatDType, const R: usize>(
+fn lincomb<'a, T: FloatDType, const R: usize, const W: usize>(
     mut outs: [&mut [T]; R],
     rows: std::ops::Range<usize>,
     coef: impl Fn(usize) -> [T; R],
@@ -26,6 +26,10 @@ fn lincomb<'a, T: FloatDType, const R: usize>(
     let n = outs[0].len();
     debug_assert!(outs.iter().all(|o| o.len() == n));
     let mut o = 0;
+    while W > 32 && o + W <= n {
+        lincomb_block::<T, R, W>(&mut outs, o, rows.clone(), &coef, &row);
+        o += W;
+    }
     while o + 32 <= n {
         lincomb_block::<T, R, 32>(&mut outs, o, rows.clone(), &coef, &row);
         o += 32;
@@ -71,12 +75,21 @@ fn lincomb_block<'a, T: FloatDType, const R: usize, const B: usize>(
     }
 }
 
-/// The `(cols, rows)` transpose of a row-major `(rows, cols)` block, written column by column.
+/// The `(cols, rows)` transpose of a row-major `(rows, cols)` block, in bands of 16 rows: each
+/// band's rows are read side by side and each output row gets 16 consecutive elements (a
+/// column walk over all rows would touch a new cache line per element).
 #[inline(always)]
 fn transpose<T: FloatDType>(x: &[T], rows: usize, cols: usize) -> Vec<T> {
-    let mut t = Vec::with_capacity(rows * cols);
-    for c in 0..cols {
-        t.extend(x[c..].iter().step_by(cols).take(rows).copied());
+    const BAND: usize = 16;
+    let mut t = vec![T::zero(); rows * cols];
+    for r0 in (0..rows).step_by(BAND) {
+        let band = BAND.min(rows - r0);
+        for c in 0..cols {
+            let out = &mut t[c * rows + r0..c * rows + r0 + band];
+            for (r, o) in out.iter_mut().enumerate() {
+                *o = x[(r0 + r) * cols + c];
+            }
+        }
     }
     t
 }
@@ -101,68 +114,93 @@ fn padded(n: usize, s: usize) -> usize {
     n.next_multiple_of(32).min(s).max(n)
 }
 
-/// Two consecutive rows `i`, `i + 1` of a row-major matrix with rows of length `w`.
+/// `G` consecutive rows of a row-major matrix with rows of length `w`, from row `i`.
 #[inline(always)]
-fn row_pair<T>(m: &mut [T], i: usize, w: usize) -> (&mut [T], &mut [T]) {
-    m[i * w..(i + 2) * w].split_at_mut(w)
+fn rows_mut<T, const G: usize>(m: &mut [T], i: usize, w: usize) -> [&mut [T]; G] {
+    let mut rows = m[i * w..(i + G) * w].chunks_mut(w);
+    std::array::from_fn(|_| rows.next().expect("G rows"))
 }
 
-/// One `(batch, head)` slice of the forward pass. Queries go two at a time, so every key and
-/// value row loaded serves both; the first query of a pair sees at most one key fewer, and its
-/// probability for that key is set to zero, so both can run over the longer range.
+/// Queries `i .. i + G` of one `(batch, head)` slice of the forward pass, together, so every
+/// key and value row loaded serves all `G`. The earlier queries of a group see up to `G - 1`
+/// keys fewer than the last; their probabilities for those keys are set to zero, so the whole
+/// group runs over the last one's range.
 #[inline(always)]
-fn forward_slice<T: FloatDType>(q: &[T], k: &[T], v: &[T], o: &mut [T], p: &mut [T], a: AttnDims) {
+#[allow(clippy::too_many_arguments)]
+fn forward_group<T: FloatDType, const G: usize, const W: usize>(
+    i: usize,
+    q: &[T],
+    kt: &[T],
+    v: &[T],
+    o: &mut [T],
+    p: &mut [T],
+    a: AttnDims,
+    scale: T,
+) {
     let (s, d, dv) = (a.s, a.d, a.dv);
-    let scale = T::from_f64(a.scale);
-    let kt = transpose(k, s, d);
-    let mut i = 0;
-    while i + 1 < a.t {
-        let (n0, n1) = (a.visible(i), a.visible(i + 1));
-        let m = padded(n1, s);
-        let (q0, q1) = (&q[i * d..(i + 1) * d], &q[(i + 1) * d..(i + 2) * d]);
-        let (p0, p1) = row_pair(p, i, s);
-        // Scores: Σ_c q_ic · Kᵀ[c, ..].
-        lincomb(
-            [&mut p0[..m], &mut p1[..m]],
-            0..d,
-            |c| [q0[c] * scale, q1[c] * scale],
-            |c| &kt[c * s..c * s + m],
-        );
-        softmax_row(&mut p0[..n0]);
-        p0[n0..m].fill(T::zero());
-        softmax_row(&mut p1[..n1]);
-        p1[n1..m].fill(T::zero());
-        let (p0, p1) = (&*p0, &*p1);
-        let (o0, o1) = row_pair(o, i, dv);
-        lincomb(
-            [o0, o1],
-            0..n1,
-            |j| [p0[j], p1[j]],
-            |j| &v[j * dv..(j + 1) * dv],
-        );
-        i += 2;
-    }
-    if i < a.t {
-        let (n, m) = (a.visible(i), padded(a.visible(i), s));
-        let qi = &q[i * d..(i + 1) * d];
-        let row = &mut p[i * s..i * s + m];
-        lincomb(
-            [&mut *row],
-            0..d,
-            |c| [qi[c] * scale],
-            |c| &kt[c * s..c * s + m],
-        );
+    let last = a.visible(i + G - 1);
+    let m = padded(last, s);
+    let qs: [&[T]; G] = std::array::from_fn(|r| &q[(i + r) * d..(i + r + 1) * d]);
+    let mut ps = rows_mut::<T, G>(p, i, s);
+    // Scores: Σ_c q_ic · Kᵀ[c, ..].
+    lincomb::<T, G, W>(
+        ps.each_mut().map(|r| &mut r[..m]),
+        0..d,
+        |c| std::array::from_fn(|r| qs[r][c] * scale),
+        |c| &kt[c * s..c * s + m],
+    );
+    for (r, row) in ps.iter_mut().enumerate() {
+        let n = a.visible(i + r);
         softmax_row(&mut row[..n]);
-        row[n..].fill(T::zero());
-        let row = &p[i * s..i * s + n];
-        let oi = &mut o[i * dv..(i + 1) * dv];
-        lincomb([oi], 0..n, |j| [row[j]], |j| &v[j * dv..(j + 1) * dv]);
+        row[n..m].fill(T::zero());
+    }
+    let ps = ps.map(|r| &*r);
+    lincomb::<T, G, W>(
+        rows_mut::<T, G>(o, i, dv),
+        0..last,
+        |j| std::array::from_fn(|r| ps[r][j]),
+        |j| &v[j * dv..(j + 1) * dv],
+    );
+}
+
+/// One `(batch, head)` slice of the forward pass: queries in groups of `G` (the rest one by
+/// one), products `W` lanes wide.
+#[inline(always)]
+fn forward_slice<T: FloatDType, const G: usize, const W: usize>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    o: &mut [T],
+    p: &mut [T],
+    a: AttnDims,
+) {
+    let scale = T::from_f64(a.scale);
+    let kt = transpose(k, a.s, a.d);
+    let mut i = 0;
+    while i + G <= a.t {
+        forward_group::<T, G, W>(i, q, &kt, v, o, p, a, scale);
+        i += G;
+    }
+    while i < a.t {
+        forward_group::<T, 1, W>(i, q, &kt, v, o, p, a, scale);
+        i += 1;
     }
 }
 
-/// `forward_slice` compiled for AVX2 + FMA (its body is inlined here). Not `simd()`'s AVX-512
-/// frame: 16-wide, these loops measured slower (fwd+bwd 114 against 134 GFLOP/s, B 8, H 12,
-/// T 256, D 64, Zen 5, 2026-11-27).
+/// The code the slices run: AVX-512 (64 lanes) on Intel CPUs that have it, AVX2 (32 lanes)
+/// on other AVX-512 CPUs and AVX2 ones, else portable. At B 8, H 12, T 256, D 64 (fwd+bwd),
+/// 64 lanes measured 96–97 against 86–87 GFLOP/s for AVX2 on an Intel Xeon (2026-11-28); on
+/// a Zen 5 the AVX-512 build of the 32-lane loops measured slower than AVX2 (114 against
+/// 134, 2026-11-27) and the 64-lane one has not been measured there. Query groups of 4 rows
+/// instead of 2 measured slower on the Xeon (75 against 78 in a single-purpose run).
+fn slice_isa() -> Isa {
+    match isa() {
+        Isa::Avx512 if !super::caches::is_intel() => Isa::Avx2,
+        other => other,
+    }
+}
+
+/// `forward_slice` compiled for AVX2 + FMA (its body is inlined here), 32 lanes wide.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn forward_slice_avx2<T: FloatDType>(
@@ -173,14 +211,29 @@ unsafe fn forward_slice_avx2<T: FloatDType>(
     p: &mut [T],
     a: AttnDims,
 ) {
-    forward_slice(q, k, v, o, p, a)
+    forward_slice::<T, 2, 32>(q, k, v, o, p, a)
+}
+
+/// `forward_slice` compiled for AVX-512, its products 64 lanes wide (four 16-lane vectors per
+/// output, so that two outputs keep eight FMA chains in flight, as 32 lanes do at AVX2).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+unsafe fn forward_slice_avx512<T: FloatDType>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    o: &mut [T],
+    p: &mut [T],
+    a: AttnDims,
+) {
+    forward_slice::<T, 2, 64>(q, k, v, o, p, a)
 }
 
 fn forward<T: FloatDType>(q: &[T], k: &[T], v: &[T], a: AttnDims) -> (Vec<T>, Vec<T>) {
     let (t, s, d, dv) = (a.t, a.s, a.d, a.dv);
     let mut out = vec![T::zero(); a.n * t * dv];
     let mut probs = vec![T::zero(); a.n * t * s];
-    let avx2 = has_avx2();
+    let isa = slice_isa();
     out.par_chunks_mut(t * dv)
         .zip(probs.par_chunks_mut(t * s))
         .enumerate()
@@ -190,12 +243,14 @@ fn forward<T: FloatDType>(q: &[T], k: &[T], v: &[T], a: AttnDims) -> (Vec<T>, Ve
                 &k[b * s * d..(b + 1) * s * d],
                 &v[b * s * dv..(b + 1) * s * dv],
             );
+            // SAFETY (both calls): `isa` checked the CPU features.
             #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: `has_avx2` checked the CPU features.
-                return unsafe { forward_slice_avx2(q, k, v, o, p, a) };
+            match isa {
+                Isa::Avx512 => return unsafe { forward_slice_avx512(q, k, v, o, p, a) },
+                Isa::Avx2 => return unsafe { forward_slice_avx2(q, k, v, o, p, a) },
+                Isa::Scalar => {}
             }
-            forward_slice(q, k, v, o, p, a)
+            forward_slice::<T, 2, 32>(q, k, v, o, p, a)
         });
     (out, probs)
 }
@@ -219,13 +274,82 @@ fn softmax_grad_row<T: FloatDType>(ds: &mut [T], p: &[T], scale: T) {
     }
 }
 
-/// One `(batch, head)` slice of the backward pass, as five small products:
-/// dP = G Vᵀ, dS = P ∘ (dP − rowsum(P ∘ dP)), dQ = dS K, dK = dSᵀ Q, dV = Pᵀ G.
-/// Rows go in pairs as in the forward pass; masked entries of `P` and `dS` are zero, so a pair
-/// can run over the longer of its two ranges.
+/// Query rows `i .. i + G` of dS (scaled) and dQ, together (see [`forward_group`]):
+/// dP = G Vᵀ, dS = P ∘ (dP − rowsum(P ∘ dP)) · scale, dQ = dS K.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn backward_slice<T: FloatDType>(
+fn backward_query_group<T: FloatDType, const G: usize, const W: usize>(
+    i: usize,
+    k: &[T],
+    vt: &[T],
+    p: &[T],
+    g: &[T],
+    ds: &mut [T],
+    dq: &mut [T],
+    a: AttnDims,
+    scale: T,
+) {
+    let (s, d, dv) = (a.s, a.d, a.dv);
+    let last = a.visible(i + G - 1);
+    let m = padded(last, s);
+    let gs: [&[T]; G] = std::array::from_fn(|r| &g[(i + r) * dv..(i + r + 1) * dv]);
+    let mut dss = rows_mut::<T, G>(ds, i, s);
+    lincomb::<T, G, W>(
+        dss.each_mut().map(|r| &mut r[..m]),
+        0..dv,
+        |c| std::array::from_fn(|r| gs[r][c]),
+        |c| &vt[c * s..c * s + m],
+    );
+    for (r, row) in dss.iter_mut().enumerate() {
+        let n = a.visible(i + r);
+        softmax_grad_row(&mut row[..n], &p[(i + r) * s..(i + r) * s + n], scale);
+        row[n..m].fill(T::zero());
+    }
+    let dss = dss.map(|r| &*r);
+    lincomb::<T, G, W>(
+        rows_mut::<T, G>(dq, i, d),
+        0..last,
+        |j| std::array::from_fn(|r| dss[r][j]),
+        |j| &k[j * d..(j + 1) * d],
+    );
+}
+
+/// Key rows `j .. j + G` of dK = dSᵀ Q and dV = Pᵀ G, together: masked entries of `P` and dS
+/// are zero, so the group runs over the queries that see its first key.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_key_group<T: FloatDType, const G: usize, const W: usize>(
+    j: usize,
+    q: &[T],
+    p: &[T],
+    g: &[T],
+    ds: &[T],
+    dk: &mut [T],
+    dvb: &mut [T],
+    a: AttnDims,
+) {
+    let (t, s, d, dv) = (a.t, a.s, a.d, a.dv);
+    let lo = first_query(&a, j).min(t);
+    lincomb::<T, G, W>(
+        rows_mut::<T, G>(dk, j, d),
+        lo..t,
+        |i| std::array::from_fn(|r| ds[i * s + j + r]),
+        |i| &q[i * d..(i + 1) * d],
+    );
+    lincomb::<T, G, W>(
+        rows_mut::<T, G>(dvb, j, dv),
+        lo..t,
+        |i| std::array::from_fn(|r| p[i * s + j + r]),
+        |i| &g[i * dv..(i + 1) * dv],
+    );
+}
+
+/// One `(batch, head)` slice of the backward pass, as five small products:
+/// dP = G Vᵀ, dS = P ∘ (dP − rowsum(P ∘ dP)), dQ = dS K, dK = dSᵀ Q, dV = Pᵀ G;
+/// rows in groups of `G` (the rest one by one), products `W` lanes wide.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_slice<T: FloatDType, const G: usize, const W: usize>(
     q: &[T],
     k: &[T],
     v: &[T],
@@ -236,81 +360,28 @@ fn backward_slice<T: FloatDType>(
     dvb: &mut [T],
     a: AttnDims,
 ) {
-    let (t, s, d, dv) = (a.t, a.s, a.d, a.dv);
+    let (t, s) = (a.t, a.s);
     let scale = T::from_f64(a.scale);
-    let vt = transpose(v, s, dv);
+    let vt = transpose(v, s, a.dv);
     // dS (scaled), row-major (t, s); masked entries stay zero.
     let mut ds = vec![T::zero(); t * s];
     let mut i = 0;
-    while i + 1 < t {
-        let (n0, n1) = (a.visible(i), a.visible(i + 1));
-        let m = padded(n1, s);
-        let (g0, g1) = (&g[i * dv..(i + 1) * dv], &g[(i + 1) * dv..(i + 2) * dv]);
-        let (d0, d1) = row_pair(&mut ds, i, s);
-        lincomb(
-            [&mut d0[..m], &mut d1[..m]],
-            0..dv,
-            |c| [g0[c], g1[c]],
-            |c| &vt[c * s..c * s + m],
-        );
-        softmax_grad_row(&mut d0[..n0], &p[i * s..i * s + n0], scale);
-        d0[n0..m].fill(T::zero());
-        softmax_grad_row(&mut d1[..n1], &p[(i + 1) * s..(i + 1) * s + n1], scale);
-        d1[n1..m].fill(T::zero());
-        let (d0, d1) = (&*d0, &*d1);
-        let (dq0, dq1) = row_pair(dq, i, d);
-        lincomb(
-            [dq0, dq1],
-            0..n1,
-            |j| [d0[j], d1[j]],
-            |j| &k[j * d..(j + 1) * d],
-        );
-        i += 2;
+    while i + G <= t {
+        backward_query_group::<T, G, W>(i, k, &vt, p, g, &mut ds, dq, a, scale);
+        i += G;
     }
-    if i < t {
-        let (n, m) = (a.visible(i), padded(a.visible(i), s));
-        let gi = &g[i * dv..(i + 1) * dv];
-        let dsi = &mut ds[i * s..i * s + m];
-        lincomb([&mut *dsi], 0..dv, |c| [gi[c]], |c| &vt[c * s..c * s + m]);
-        softmax_grad_row(&mut dsi[..n], &p[i * s..i * s + n], scale);
-        dsi[n..].fill(T::zero());
-        let dsi = &ds[i * s..i * s + n];
-        let dqi = &mut dq[i * d..(i + 1) * d];
-        lincomb([dqi], 0..n, |j| [dsi[j]], |j| &k[j * d..(j + 1) * d]);
+    while i < t {
+        backward_query_group::<T, 1, W>(i, k, &vt, p, g, &mut ds, dq, a, scale);
+        i += 1;
     }
     let mut j = 0;
-    while j + 1 < s {
-        let lo = first_query(&a, j).min(t);
-        let (k0, k1) = row_pair(dk, j, d);
-        lincomb(
-            [k0, k1],
-            lo..t,
-            |i| [ds[i * s + j], ds[i * s + j + 1]],
-            |i| &q[i * d..(i + 1) * d],
-        );
-        let (v0, v1) = row_pair(dvb, j, dv);
-        lincomb(
-            [v0, v1],
-            lo..t,
-            |i| [p[i * s + j], p[i * s + j + 1]],
-            |i| &g[i * dv..(i + 1) * dv],
-        );
-        j += 2;
+    while j + G <= s {
+        backward_key_group::<T, G, W>(j, q, p, g, &ds, dk, dvb, a);
+        j += G;
     }
-    if j < s {
-        let lo = first_query(&a, j).min(t);
-        lincomb(
-            [&mut dk[j * d..(j + 1) * d]],
-            lo..t,
-            |i| [ds[i * s + j]],
-            |i| &q[i * d..(i + 1) * d],
-        );
-        lincomb(
-            [&mut dvb[j * dv..(j + 1) * dv]],
-            lo..t,
-            |i| [p[i * s + j]],
-            |i| &g[i * dv..(i + 1) * dv],
-        );
+    while j < s {
+        backward_key_group::<T, 1, W>(j, q, p, g, &ds, dk, dvb, a);
+        j += 1;
     }
 }
 
@@ -328,7 +399,25 @@ unsafe fn backward_slice_avx2<T: FloatDType>(
     dvb: &mut [T],
     a: AttnDims,
 ) {
-    backward_slice(q, k, v, p, g, dq, dk, dvb, a)
+    backward_slice::<T, 2, 32>(q, k, v, p, g, dq, dk, dvb, a)
+}
+
+/// `backward_slice` compiled for AVX-512, 64 lanes wide (see `forward_slice_avx512`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn backward_slice_avx512<T: FloatDType>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    p: &[T],
+    g: &[T],
+    dq: &mut [T],
+    dk: &mut [T],
+    dvb: &mut [T],
+    a: AttnDims,
+) {
+    backward_slice::<T, 2, 64>(q, k, v, p, g, dq, dk, dvb, a)
 }
 
 #[allow(clippy::type_complexity)]
@@ -344,7 +433,7 @@ fn backward<T: FloatDType>(
     let mut dq = vec![T::zero(); a.n * t * d];
     let mut dk = vec![T::zero(); a.n * s * d];
     let mut dvv = vec![T::zero(); a.n * s * dv];
-    let avx2 = has_avx2();
+    let isa = slice_isa();
     dq.par_chunks_mut(t * d)
         .zip(dk.par_chunks_mut(s * d))
         .zip(dvv.par_chunks_mut(s * dv))
@@ -355,12 +444,16 @@ fn backward<T: FloatDType>(
             let v = &v[b * s * dv..(b + 1) * s * dv];
             let p = &p[b * t * s..(b + 1) * t * s];
             let g = &g[b * t * dv..(b + 1) * t * dv];
+            // SAFETY (both calls): `isa` checked the CPU features.
             #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: `has_avx2` checked the CPU features.
-                return unsafe { backward_slice_avx2(q, k, v, p, g, dq, dk, dvb, a) };
+            match isa {
+                Isa::Avx512 => {
+                    return unsafe { backward_slice_avx512(q, k, v, p, g, dq, dk, dvb, a) }
+                }
+                Isa::Avx2 => return unsafe { backward_slice_avx2(q, k, v, p, g, dq, dk, dvb, a) },
+                Isa::Scalar => {}
             }
-            backward_slice(q, k, v, p, g, dq, dk, dvb, a)
+            backward_slice::<T, 2, 32>(q, k, v, p, g, dq, dk, dvb, a)
         });
     (dq, dk, dvv)
 }
