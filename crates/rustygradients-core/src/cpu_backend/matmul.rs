@@ -55,20 +55,20 @@ trait BandGemm: 'static + Copy + Default + Send + Sync {
     ) {
         crate_gemm(rows, n, k, dst, a, b, one)
     }
-    /// The whole product on the pool in bands of `band_rows` rows sharing one packing of B;
-    /// false (nothing done) where this type has no such kernel.
+    /// The whole product on the pool as a grid of at most `tasks` tiles (rows and columns
+    /// split); false (nothing done) where this type has no such kernel.
     ///
     /// # Safety
     /// As [`BandGemm::band`], for all `m` rows.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn bands_shared_b(
+    unsafe fn tiles(
         _m: usize,
         _n: usize,
         _k: usize,
         _dst: *mut Self,
         _a: (*const Self, isize, isize),
         _b: (*const Self, isize, isize),
-        _band_rows: usize,
+        _tasks: usize,
     ) -> bool {
         false
     }
@@ -140,14 +140,14 @@ impl BandGemm for f32 {
         }
         crate_gemm(rows, n, k, dst, a, b, one)
     }
-    unsafe fn bands_shared_b(
+    unsafe fn tiles(
         m: usize,
         n: usize,
         k: usize,
         dst: *mut f32,
         a: (*const f32, isize, isize),
         b: (*const f32, isize, isize),
-        band_rows: usize,
+        tasks: usize,
     ) -> bool {
         if !super::sgemm::applies() {
             return false;
@@ -157,7 +157,7 @@ impl BandGemm for f32 {
             rs: x.2,
             cs: x.1,
         };
-        super::sgemm::sgemm_bands(m, n, k, mat(a), mat(b), dst, n, band_rows);
+        super::sgemm::sgemm_grid(m, n, k, mat(a), mat(b), dst, n, tasks);
         true
     }
 }
@@ -174,22 +174,23 @@ fn gemm_batched<T: BandGemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout, one: T)
     debug_assert!(la.storage_extent() <= a.len() && lb.storage_extent() <= b.len());
     let big = m * n * k >= 64 * 64 * 64;
     let batch = ma.offsets.len();
-    // Large products split their rows into one band per thread, each band a single-threaded
-    // GEMM: no synchronisation inside the product, and each band packs its own operands.
+    // Large products split into one task per thread, each a single-threaded GEMM: no
+    // synchronisation inside the product, and each task packs its own operands. Up to 3
+    // tasks take row bands; from GRID_TASKS on, a grid of tiles (rows and columns split, where
+    // the type has it), so that no task packs all of B.
     // Batches of small products split across the batch.
-    // Each band gets at least BAND_WORK multiply-adds (and 32 rows), so that small products
-    // on many cores use fewer threads than the pool has instead of paying a wake-up, and a
-    // packing of B, per thread for a few microseconds of arithmetic each.
-    const BAND_WORK: usize = 1 << 21;
-    // From this many bands on, packing B once per band costs more memory traffic than two
-    // extra synchronisations per KC slice (packing it once, shared).
-    const SHARED_B_BANDS: usize = 4;
+    // Each task gets at least TASK_WORK multiply-adds (and a band 32 rows), so that small
+    // products on many cores use fewer threads than the pool has instead of paying a
+    // wake-up, and a packing of B, per thread for a few microseconds of arithmetic each.
+    const TASK_WORK: usize = 1 << 21;
+    const GRID_TASKS: usize = 4;
     let threads = rayon::current_num_threads();
-    let bands = if big && threads > 1 {
-        threads.min(m / 32).min(m * n * k / BAND_WORK).max(1)
+    let tasks = if big && threads > 1 {
+        threads.min(m * n * k / TASK_WORK).max(1)
     } else {
         1
     };
+    let bands = tasks.min(m / 32).max(1);
     let band_rows = m.div_ceil(bands).next_multiple_of(16).min(m);
     // `rows` of output rows starting at `r0` of matrix `bi`, into `dst` (those rows only).
     let band = |bi: usize, r0: usize, rows: usize, dst: &mut [MaybeUninit<T>]| {
@@ -211,27 +212,26 @@ fn gemm_batched<T: BandGemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout, one: T)
         }
     };
     let one_matrix = |bi: usize, dst: &mut [MaybeUninit<T>]| {
-        if bands == 1 {
-            return band(bi, 0, m, dst);
-        }
-        // With many bands, one packing of B shared by all of them (where the type has it).
-        if bands >= SHARED_B_BANDS {
+        if tasks >= GRID_TASKS {
             let (oa, ob) = (ma.offsets[bi], mb.offsets[bi]);
             // SAFETY: as in `band`, for all `m` rows of matrix `bi`.
             let done = unsafe {
-                T::bands_shared_b(
+                T::tiles(
                     m,
                     n,
                     k,
                     dst.as_mut_ptr().cast::<T>(),
                     (a.as_ptr().add(oa), ma.cs as isize, ma.rs as isize),
                     (b.as_ptr().add(ob), mb.cs as isize, mb.rs as isize),
-                    band_rows,
+                    tasks,
                 )
             };
             if done {
                 return;
             }
+        }
+        if bands == 1 {
+            return band(bi, 0, m, dst);
         }
         use rayon::prelude::*;
         dst.par_chunks_mut(band_rows * n)

@@ -55,9 +55,6 @@ struct Line([f32; 16]);
 thread_local! {
     /// Each thread's packing buffers (A block, B block), grown on demand and reused.
     static PACKS: RefCell<(Vec<Line>, Vec<Line>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-    /// The B block [`sgemm_bands`] shares out, owned by the thread that calls it: taken out for
-    /// the call (a nested call on the same thread finds it empty and grows its own) and put back.
-    static SHARED_B: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A matrix operand: element `(i, j)` at `ptr + i·rs + j·cs`.
@@ -71,6 +68,19 @@ pub(crate) struct Mat {
 // SAFETY: an operand is only read, by any number of threads at once.
 unsafe impl Send for Mat {}
 unsafe impl Sync for Mat {}
+
+impl Mat {
+    /// The operand from its element `(r, c)` on.
+    ///
+    /// # Safety
+    /// `(r, c)` must address an element of the operand.
+    unsafe fn from(self, r: usize, c: usize) -> Mat {
+        Mat {
+            ptr: self.ptr.offset(r as isize * self.rs + c as isize * self.cs),
+            ..self
+        }
+    }
+}
 
 /// Whether this CPU runs the kernel (AVX-512 F; decided with the other kernels, see
 /// `strided::isa`).
@@ -142,10 +152,7 @@ unsafe fn a_block(mc: usize, kc: usize, a: Mat, ic: usize, pc: usize, pa: *mut f
     // of k would touch a new page (gᵀ·x at 3072×1024·1024×768: 185 → 280 GFLOP/s packed, on
     // an Intel Xeon, 2026-11-28).
     if a.cs == 1 || (a.rs == 1 && a.cs.unsigned_abs() < 1024) {
-        Mat {
-            ptr: a.ptr.offset(ic as isize * a.rs + pc as isize * a.cs),
-            ..a
-        }
+        a.from(ic, pc)
     } else {
         pack_a(mc, kc, a, ic, pc, pa);
         Mat {
@@ -156,11 +163,10 @@ unsafe fn a_block(mc: usize, kc: usize, a: Mat, ic: usize, pc: usize, pa: *mut f
     }
 }
 
-/// A pointer shared by the tasks of [`sgemm_bands`] (each writes its own part).
+/// C's pointer, shared by the tasks of [`sgemm_grid`] (each writes its own tile).
 #[derive(Clone, Copy)]
 struct Shared(*mut f32);
-// SAFETY: the tasks write disjoint regions (B panels, C row bands) and read what every task
-// finished writing before the parallel region that reads it began.
+// SAFETY: the tasks write disjoint tiles of C.
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
@@ -171,14 +177,17 @@ impl Shared {
     }
 }
 
-/// [`sgemm`] on the thread pool for many threads: the rows of C split into bands of
-/// `band_rows`, but each KC × NC block of B packed once, its panels shared out among the
-/// threads, instead of once per band (which at 16 threads streams B 16 times per slice).
+/// [`sgemm`] on the thread pool for many threads: C split into a grid of at most `tasks`
+/// tiles, each a single-threaded [`sgemm`] over the whole depth with its own packing, so a
+/// product costs one fork and join. The grid's shape minimises what each tile reads
+/// (its rows of A plus its columns of B): at 16 threads, 1024×3072·3072×768 runs as 4 × 4
+/// tiles, each packing a quarter of B, where 16 row bands would pack all of B 16 times, and
+/// sharing one packing of B among them (as before) cost two synchronisations per KC slice.
 ///
 /// # Safety
 /// As [`sgemm`].
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn sgemm_bands(
+pub(crate) unsafe fn sgemm_grid(
     m: usize,
     n: usize,
     k: usize,
@@ -186,47 +195,44 @@ pub(crate) unsafe fn sgemm_bands(
     b: Mat,
     c: *mut f32,
     ldc: usize,
-    band_rows: usize,
+    tasks: usize,
 ) {
     use rayon::prelude::*;
-    if m == 0 || n == 0 || k == 0 {
-        return sgemm(m, n, k, a, b, c, ldc);
-    }
-    let mut packed = SHARED_B.with(|b| b.take());
-    // pack_b writes each panel before any task reads it (the next parallel region).
-    let pb = Shared(grown(&mut packed, b_lines(n)));
-    let (cc, band_rows) = (Shared(c), band_rows.max(1));
-    // Panels per packing task: a few hundred KiB of B each.
-    const PANELS: usize = 4;
-    for jc in (0..n).step_by(nc()) {
-        let nc = nc().min(n - jc);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            let panels = nc.div_ceil(NR);
-            (0..panels.div_ceil(PANELS)).into_par_iter().for_each(|t| {
-                let p0 = t * PANELS;
-                let cols = (NR * PANELS).min(nc - p0 * NR);
-                // SAFETY: panels p0.. of this block, written by this task only.
-                unsafe { pack_b(kc, cols, b, pc, jc + p0 * NR, pb.get().add(p0 * NR * kc)) };
-            });
-            (0..m.div_ceil(band_rows)).into_par_iter().for_each(|bi| {
-                let (r0, r1) = (bi * band_rows, ((bi + 1) * band_rows).min(m));
-                PACKS.with(|packs| {
-                    let pa = grown(&mut packs.borrow_mut().0, A_LINES);
-                    for ic in (r0..r1).step_by(MC) {
-                        let mc = MC.min(r1 - ic);
-                        // SAFETY: as in `sgemm`; rows ic..ic+mc of C belong to this band.
-                        unsafe {
-                            let block = a_block(mc, kc, a, ic, pc, pa);
-                            let ct = cc.get().add(ic * ldc + jc);
-                            macro_tile(mc, nc, kc, block, pa, pb.get(), ct, ldc, pc > 0);
-                        }
-                    }
-                });
-            });
+    let (gm, gn) = grid(m, n, tasks);
+    let rows = m.div_ceil(gm).next_multiple_of(16).min(m);
+    let cols = n.div_ceil(gn).next_multiple_of(NR).min(n);
+    let (tm, tn) = (m.div_ceil(rows), n.div_ceil(cols));
+    let cc = Shared(c);
+    (0..tm * tn).into_par_iter().for_each(|t| {
+        let (r0, c0) = ((t / tn) * rows, (t % tn) * cols);
+        // SAFETY: as in `sgemm`; the tile's rows of A, columns of B and block of C lie inside
+        // the product, and no other task writes that block of C.
+        unsafe {
+            let c = cc.get().add(r0 * ldc + c0);
+            sgemm(
+                rows.min(m - r0),
+                cols.min(n - c0),
+                k,
+                a.from(r0, 0),
+                b.from(0, c0),
+                c,
+                ldc,
+            );
         }
-    }
-    SHARED_B.with(|b| b.replace(packed));
+    });
+}
+
+/// The `(row, column)` split of an `m × n` product into `tasks` tiles that minimises the rows
+/// of A plus the columns of B each tile reads, keeping tiles at least 16 rows and `NR` columns
+/// (row bands where no split does).
+fn grid(m: usize, n: usize, tasks: usize) -> (usize, usize) {
+    let tasks = tasks.max(1);
+    (1..=tasks)
+        .filter(|g| tasks % g == 0)
+        .map(|gm| (gm, tasks / gm))
+        .filter(|&(gm, gn)| m / gm >= 16 && n / gn >= NR)
+        .min_by_key(|&(gm, gn)| m.div_ceil(gm) + n.div_ceil(gn))
+        .unwrap_or((tasks, 1))
 }
 
 /// B[pc.., jc..] (kc × nc) into NR-wide panels: panel `j` holds, for each of the kc rows, NR
@@ -492,6 +498,17 @@ unsafe fn kernel(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn grids_read_the_least() {
+        // GPT-2-small's products at 16 threads: square-ish tiles.
+        assert_eq!(super::grid(1024, 768, 16), (4, 4));
+        assert_eq!(super::grid(1024, 3072, 16), (2, 8));
+        // Too narrow to split the columns: row bands.
+        assert_eq!(super::grid(1024, 40, 8), (8, 1));
+        // Nothing fits the minimum tile: row bands all the same.
+        assert_eq!(super::grid(20, 20, 4), (4, 1));
+    }
+
     #[test]
     fn transpose16_transposes() {
         if !super::applies() {
