@@ -228,7 +228,7 @@ pub(crate) unsafe fn sgemm_grid(
 fn grid(m: usize, n: usize, tasks: usize) -> (usize, usize) {
     let tasks = tasks.max(1);
     (1..=tasks)
-        .filter(|g| tasks % g == 0)
+        .filter(|&g| tasks.is_multiple_of(g))
         .map(|gm| (gm, tasks / gm))
         .filter(|&(gm, gn)| m / gm >= 16 && n / gn >= NR)
         .min_by_key(|&(gm, gn)| m.div_ceil(gm) + n.div_ceil(gn))
