@@ -21,9 +21,12 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let biased = n + (8_388_608.0 + 127.0);
+    // Near the top of the range n reaches 128, one past the largest exponent: 2^n is built as
+    // 2^min(n, 127) and the result doubled where n was 128 (e^88.7 is finite).
+    let n1 = n.min(127.0);
+    let biased = n1 + (8_388_608.0 + 127.0);
     let scale = f32::from_bits((biased.to_bits() & 0x7f_ffff) << 23);
-    let y = p * scale;
+    let y = p * scale * (1.0 + (n - n1));
     // Past the clamp: exact limits; NaN passes through the arithmetic above.
     if x < -87.336_55 {
         0.0
@@ -60,7 +63,7 @@ mod tests {
         while x < 100.0 {
             let (e, t) = (exp_f32(x) as f64, tanh_f32(x) as f64);
             let (we, wt) = ((x as f64).exp(), (x as f64).tanh());
-            if we > 1e-37 && we < 1e38 {
+            if we > 1e-37 && we < f32::MAX as f64 {
                 worst_exp = worst_exp.max(((e - we) / we).abs());
             }
             worst_tanh = worst_tanh.max((t - wt).abs());
@@ -71,6 +74,12 @@ mod tests {
         assert_eq!(exp_f32(-1000.0), 0.0);
         assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp_f32(1000.0), f32::INFINITY);
+        // The top of the range, where 2^n needs the largest exponent and one more.
+        for x in [88.0f32, 88.4, 88.6, 88.72] {
+            let (e, we) = (exp_f32(x) as f64, (x as f64).exp());
+            assert!(((e - we) / we).abs() < 3e-7, "exp({x}) = {e}, not {we}");
+        }
+        assert_eq!(exp_f32(88.73), f32::INFINITY);
         assert!(exp_f32(f32::NAN).is_nan() && tanh_f32(f32::NAN).is_nan());
         assert_eq!(tanh_f32(50.0), 1.0);
         assert_eq!(tanh_f32(-50.0), -1.0);
