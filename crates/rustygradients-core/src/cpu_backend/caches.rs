@@ -1,8 +1,14 @@
 //! What the kernels' blocking needs to know about this CPU beyond its instruction set: the
 //! vendor (whose cache hierarchy differs) and the size of a core's L2 cache.
 
-/// True on an Intel CPU (CPUID vendor "GenuineIntel").
+/// True on an Intel CPU (CPUID vendor "GenuineIntel"), read once per process: kernels ask on
+/// every call, and CPUID traps to the hypervisor in a VM.
 pub(crate) fn is_intel() -> bool {
+    static INTEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INTEL.get_or_init(vendor_is_intel)
+}
+
+fn vendor_is_intel() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         // Leaf 0 (the vendor) exists on every x86-64 CPU.
