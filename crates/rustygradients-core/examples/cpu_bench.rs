@@ -165,7 +165,17 @@ fn run() -> Result<()> {
             false,
         ));
     }
-    for (name, m, k, n, ta, tb) in shapes {
+    // The same products with bf16 products on AMX tiles (f32 in and out), where the CPU has
+    // them: `isa` "amx-bf16".
+    let amx = rustygradients_core::cpu_amx_available();
+    let runs = shapes
+        .iter()
+        .map(|s| (s, false))
+        .chain(shapes.iter().filter(|_| amx).map(|s| (s, true)))
+        .collect::<Vec<_>>();
+    for (&(ref name, m, k, n, ta, tb), bf16) in runs {
+        rustygradients_core::set_matmul_allow_bf16(bf16);
+        let isa = if bf16 { "amx-bf16" } else { isa.as_str() };
         let a = if ta {
             Tensor::randn([k, m], DType::F32, Device::Cpu)?.t()?
         } else {
@@ -184,6 +194,7 @@ fn run() -> Result<()> {
             flop / secs / 1e9
         );
     }
+    rustygradients_core::set_matmul_allow_bf16(false);
     // One row times a weight matrix (a token being generated): the weights' bytes per second.
     for (k, n, transposed) in [(768, 3072, false), (768, 50304, true)] {
         let x = Tensor::randn([1, k], DType::F32, Device::Cpu)?;

@@ -46,7 +46,10 @@ pub use grad_mode::{is_grad_enabled, no_grad, NoGradGuard};
 pub use host::{HostBuf, HostBuffer, SharedBytes};
 pub use layout::Layout;
 pub use ops::Reduction;
-pub use precision::{matmul_allow_tf32, set_matmul_allow_tf32, Precision, PrecisionGuard};
+pub use precision::{
+    cpu_amx_available, matmul_allow_bf16, matmul_allow_tf32, set_matmul_allow_bf16,
+    set_matmul_allow_tf32, Precision, PrecisionGuard,
+};
 pub use random::manual_seed;
 pub use shape::{All, Dim, Dims, Shape};
 pub use tensor::{Tensor, TensorId};

@@ -660,6 +660,98 @@ fn matmul_f32_within_rounding_bound() {
     check_matmul("batched matmul", &y, &a, &b, (m, k, n));
 }
 
+/// `v` rounded to bf16 (to nearest even) and back.
+fn bf16_rounded(v: &[f32]) -> Vec<f32> {
+    values(
+        &tensor(v, &[v.len()])
+            .to_dtype(DType::BF16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap(),
+    )
+}
+
+/// With bf16 products allowed, on a CPU with AMX: each product equals the f64 product of its
+/// operands rounded to bf16, within f32's summation bound. (Unrounded, the normwise error would
+/// be near 2^-9, hundreds of times [`NORMWISE`]: the test fails if the f32 path ran instead.)
+/// Without AMX the switch changes nothing, and the products are checked as f32. Runs only in
+/// the child processes of [`matmul_bf16_in_child_processes`], since the switch is process-wide.
+#[test]
+fn matmul_bf16_products_within_rounding_bound() {
+    if std::env::var(CHILD_MARKER).as_deref() != Ok("bf16") {
+        return;
+    }
+    rustygradients_core::set_matmul_allow_bf16(true);
+    let amx = rustygradients_core::cpu_amx_available();
+    eprintln!("bf16 products on AMX: {amx}");
+    let reference = |v: &[f32]| if amx { bf16_rounded(v) } else { v.to_vec() };
+    let mut rng = Rng(11);
+    // Partial tiles at every edge; past every block (256 rows, 512 deep, 1024 columns); the
+    // GPT-2 products' shapes.
+    for (m, k, n) in [
+        (37, 130, 41),
+        (768, 128, 384),
+        (5, 33, 17),
+        (491, 517, 1100),
+    ] {
+        let a = rng.normals(m * k, 0.1, 1.0);
+        let b = rng.normals(k * n, -0.1, 1.0);
+        let (ra, rb) = (reference(&a), reference(&b));
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let at = if ta {
+                tensor(&transposed(&a, m, k), &[k, m]).t().unwrap()
+            } else {
+                tensor(&a, &[m, k])
+            };
+            let bt = if tb {
+                tensor(&transposed(&b, k, n), &[n, k]).t().unwrap()
+            } else {
+                tensor(&b, &[k, n])
+            };
+            let y = values(&at.matmul(&bt).unwrap());
+            let what = format!("bf16 matmul {m}x{k}·{k}x{n} (transposed: {ta}, {tb})");
+            check_matmul(&what, &y, &ra, &rb, (m, k, n));
+        }
+        // Neither stride 1: every other element of a wider operand.
+        let spread = |v: &[f32]| v.iter().flat_map(|&x| [x, f32::NAN]).collect::<Vec<_>>();
+        let strided = |v: &[f32], r: usize, c: usize| {
+            tensor(&spread(v), &[r, c, 2])
+                .narrow(2, 0, 1)
+                .unwrap()
+                .squeeze(2)
+                .unwrap()
+        };
+        let y = values(&strided(&a, m, k).matmul(&strided(&b, k, n)).unwrap());
+        let what = format!("bf16 matmul {m}x{k}·{k}x{n} (strided)");
+        check_matmul(&what, &y, &ra, &rb, (m, k, n));
+    }
+}
+
+/// [`matmul_bf16_products_within_rounding_bound`] on one thread (one GEMM through every block)
+/// and on eight (the grid of tiles, each on its own thread and tile configuration).
+#[test]
+fn matmul_bf16_in_child_processes() {
+    if std::env::var_os(CHILD_MARKER).is_some() {
+        return;
+    }
+    let test = "matmul_bf16_products_within_rounding_bound";
+    for threads in ["1", "8"] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env("RAYON_NUM_THREADS", threads)
+            .env(CHILD_MARKER, "bf16")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("test result: ok. 1 passed"),
+            "{test} on {threads} threads failed ({})\n--- stdout\n{stdout}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// A few rows times a large matrix (a token being generated) takes the streaming path: both
 /// weight layouts, widths that are not a multiple of its blocks, each row the same alone as in
 /// a batch, and f16/bf16 weights widened as they stream.

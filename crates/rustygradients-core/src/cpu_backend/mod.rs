@@ -1,6 +1,7 @@
 //! The CPU backend: contiguous host vectors of each dtype and the kernels that read them through
 //! strided layouts. Large elementwise work is split over rayon's threads.
 
+mod amx;
 mod attention;
 #[cfg(feature = "cpu-blas")]
 mod blas;
@@ -31,6 +32,12 @@ use crate::backend::{
 use crate::{DType, Device, Error, Layout, Result, WithDType};
 
 pub(crate) use strided::{copy_strided, map1};
+
+/// Whether f32 matmuls multiply on AMX tiles when [`crate::set_matmul_allow_bf16`] allows it:
+/// the CPU and OS run AMX and the kernels run AVX-512 code (not forced lower by `RG_CPU_ISA`).
+pub(crate) fn amx_available() -> bool {
+    sgemm::applies() && amx::usable()
+}
 
 /// The error for a float-only kernel given a storage of another dtype.
 pub(crate) fn float_only(op: &'static str, s: &HostBuffer) -> Error {

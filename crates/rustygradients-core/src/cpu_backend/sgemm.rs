@@ -74,7 +74,7 @@ impl Mat {
     ///
     /// # Safety
     /// `(r, c)` must address an element of the operand.
-    unsafe fn from(self, r: usize, c: usize) -> Mat {
+    pub(crate) unsafe fn from(self, r: usize, c: usize) -> Mat {
         Mat {
             ptr: self.ptr.offset(r as isize * self.rs + c as isize * self.cs),
             ..self
@@ -103,6 +103,9 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut
             std::ptr::write_bytes(c.add(i * ldc), 0, n);
         }
         return;
+    }
+    if super::amx::applies() {
+        return super::amx::bgemm(m, n, k, a, b, c, ldc);
     }
     PACKS.with(|packs| {
         let mut packs = packs.borrow_mut();
@@ -300,7 +303,7 @@ unsafe fn pack_b(kc: usize, nc: usize, b: Mat, pc: usize, jc: usize, out: *mut f
 /// Writes the transpose of a 16×16 block: row `q` of the output (at `dst + q·ld_dst`, 16
 /// floats) is element `q` of each of the 16 source vectors (vector `c` at `src + c·ld_src`).
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose16(src: *const f32, ld_src: isize, dst: *mut f32, ld_dst: usize) {
+pub(crate) unsafe fn transpose16(src: *const f32, ld_src: isize, dst: *mut f32, ld_dst: usize) {
     use std::arch::x86_64::*;
     let r: [__m512; 16] = std::array::from_fn(|c| _mm512_loadu_ps(src.offset(c as isize * ld_src)));
     // Pairs of rows interleaved, then pairs of pairs, then 128-bit lanes regrouped twice.
