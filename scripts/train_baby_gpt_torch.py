@@ -74,6 +74,10 @@ def parse_args():
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads (default: torch's own default)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="bf16 on the CPU: f32 tensors, matmuls multiplied in bf16 by oneDNN "
+                         "(torch.backends.mkldnn.matmul.fp32_precision), as the Rust trainer's "
+                         "--precision bf16 does on a CPU")
     ap.add_argument("--sample-chars", type=int, default=300)
     return ap.parse_args()
 
@@ -302,6 +306,10 @@ def main():
     args = parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.precision == "bf16":
+        if args.device != "cpu":
+            raise SystemExit("--precision bf16 is the CPU's f32-with-bf16-matmuls mode")
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
     torch.manual_seed(args.seed)
 
     data = CharData(args.data)
@@ -313,7 +321,8 @@ def main():
     n_params = model.num_params()
     print(f"model: {args.n_layer} layers, {args.n_head} heads, n_embd {args.n_embd}, "
           f"block {args.block_size}: {n_params:,} parameters")
-    print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}")
+    print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
+          f"precision {args.precision}")
 
     optimizer = make_optimizer(model, args.weight_decay, args.lr, (args.beta1, args.beta2))
 
@@ -362,6 +371,7 @@ def main():
         "impl": "pytorch",
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
+        "precision": args.precision,
         "final_train_loss": losses["train"],
         "final_val_loss": losses["val"],
         "tokens_per_s": tokens_per_s,

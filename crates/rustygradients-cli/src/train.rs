@@ -15,7 +15,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rustygradients_core::{manual_seed, no_grad, DType, Device, Tensor};
+use rustygradients_core::{manual_seed, no_grad, DType, Device, Precision, Tensor};
 use rustygradients_io::metrics_log::{self, MetricsLog, Record};
 use rustygradients_io::CheckpointManager;
 use rustygradients_models::{Gpt, GptConfig, Split, TextDataset};
@@ -55,7 +55,7 @@ fn evaluate_batches(
     device: Device,
 ) -> anyhow::Result<(f64, f64)> {
     model.eval();
-    let _precision = a.precision.unwrap_or_default().enter();
+    let _precision = a.precision.unwrap_or_default().enter_on(device);
     let mut mean = |split| -> anyhow::Result<f64> {
         let mut total = 0.0;
         for _ in 0..a.eval_iters {
@@ -249,9 +249,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut model = Gpt::new(cfg, DType::F32, device)?;
     model.activation_checkpointing = a.activation_checkpointing;
     let precision = a.precision.unwrap_or_default();
+    let cpu_bf16 = match (device, precision) {
+        (Device::Cpu, Precision::Bf16) if rustygradients_core::cpu_amx_available() => {
+            " (f32, matmuls in bf16 on AMX)"
+        }
+        (Device::Cpu, Precision::Bf16) => " (autocast: this CPU has no AMX)",
+        _ => "",
+    };
     say!(
         "model: {} layers, {} heads, {} embd, block {} — {} parameters; device {device}, \
-         precision {precision}{}",
+         precision {precision}{cpu_bf16}{}",
         a.n_layer,
         a.n_head,
         a.n_embd,
@@ -402,7 +409,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         let (x, y) = data.batch(Split::Train, a.batch_size, a.block_size, device)?;
         opt.zero_grad();
         let loss = {
-            let _precision = precision.enter();
+            let _precision = precision.enter_on(device);
             let loss = model.loss(&x, &y)?;
             match &scaler {
                 Some(s) => s.scale_loss(&loss)?.backward()?,

@@ -71,8 +71,9 @@ pub struct TrainArgs {
     pub device: String,
     /// How the steps compute: fp32, tf32 (TF32 GPU matmuls), bf16 or fp16 (autocast: matmuls
     /// and attention in half precision, norms, softmax and the loss in f32, f32 master weights
-    /// and optimizer state; fp16 adds dynamic loss scaling). Checkpoints hold f32 either way,
-    /// so `--resume` may continue in another precision.
+    /// and optimizer state; fp16 adds dynamic loss scaling). On a CPU with AMX tiles,
+    /// bf16 keeps f32 tensors and multiplies the matmuls in bf16 on the tiles.
+    /// Checkpoints hold f32 either way, so `--resume` may continue in another precision.
     #[arg(long, value_name = "fp32|tf32|bf16|fp16")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision: Option<Precision>,

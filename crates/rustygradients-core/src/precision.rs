@@ -68,6 +68,11 @@ pub fn cpu_amx_available() -> bool {
 /// Parameters, gradients and optimizer state stay f32 in every mode, so a checkpoint written
 /// in one precision resumes in any other.
 ///
+/// On a CPU with AMX tiles ([`Precision::enter_on`], [`cpu_amx_available`]), `Bf16` keeps every
+/// tensor f32 and lets the f32 matmuls multiply in bf16 on the tiles
+/// ([`set_matmul_allow_bf16`]): the CPU has nothing else that gains from half precision, and
+/// autocast's casts would only cost memory traffic there. Other CPUs run autocast as above.
+///
 /// ```
 /// use rustygradients_core::{DType, Device, Precision, Tensor};
 /// let p: Precision = "bf16".parse()?;
@@ -127,11 +132,41 @@ impl Precision {
     /// Enters this precision on the current thread (autocast) and for the process's f32 GPU
     /// matmuls (TF32) until the guard drops.
     pub fn enter(self) -> PrecisionGuard {
+        self.enter_with(self.autocast_dtype(), false)
+    }
+
+    /// Enters this precision for work on `device`: as [`Precision::enter`], except that `Bf16`
+    /// on a CPU with AMX tiles keeps f32 tensors and multiplies f32 matmuls in bf16 on them
+    /// (see the table above).
+    ///
+    /// ```
+    /// use rustygradients_core::{cpu_amx_available, DType, Device, Precision, Tensor};
+    /// let a = Tensor::ones(&[2, 3], DType::F32, Device::Cpu)?;
+    /// let _bf16 = Precision::Bf16.enter_on(Device::Cpu);
+    /// let y = a.matmul(&a.t()?)?;
+    /// if cpu_amx_available() {
+    ///     assert_eq!(y.dtype(), DType::F32); // bf16 products on the tiles, f32 result
+    /// } else {
+    ///     assert_eq!(y.dtype(), DType::BF16); // autocast
+    /// }
+    /// # Ok::<(), rustygradients_core::Error>(())
+    /// ```
+    pub fn enter_on(self, device: crate::Device) -> PrecisionGuard {
+        if device == crate::Device::Cpu && self == Precision::Bf16 && cpu_amx_available() {
+            self.enter_with(None, true)
+        } else {
+            self.enter()
+        }
+    }
+
+    fn enter_with(self, autocast: Option<crate::DType>, bf16: bool) -> PrecisionGuard {
         let tf32 = ALLOW_TF32.swap(self == Precision::Tf32, Ordering::Relaxed);
-        let autocast = crate::AutocastGuard::new(self.autocast_dtype())
+        let bf16 = ALLOW_BF16.swap(bf16, Ordering::Relaxed);
+        let autocast = crate::AutocastGuard::new(autocast)
             .expect("autocast dtypes of a Precision are half types");
         PrecisionGuard {
             tf32,
+            bf16,
             _autocast: autocast,
         }
     }
@@ -166,11 +201,13 @@ impl std::str::FromStr for Precision {
 /// Restores the previous precision when dropped (see [`Precision::enter`]).
 pub struct PrecisionGuard {
     tf32: bool,
+    bf16: bool,
     _autocast: crate::AutocastGuard,
 }
 
 impl Drop for PrecisionGuard {
     fn drop(&mut self) {
         ALLOW_TF32.store(self.tf32, Ordering::Relaxed);
+        ALLOW_BF16.store(self.bf16, Ordering::Relaxed);
     }
 }

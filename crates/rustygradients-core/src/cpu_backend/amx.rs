@@ -295,26 +295,34 @@ fn bf16_bits(x: f32) -> u16 {
 unsafe fn pack_a(mc: usize, kc: usize, a: Mat, out: *mut u16) {
     let kbs = kc.div_ceil(32);
     let panels = mc.div_ceil(32) * 2;
+    let line = |panel: usize, kb: usize, r: usize| out.add((panel * kbs + kb) * TILE + r * 32);
+    if a.cs == 1 {
+        // A row-major A (x, g): each row read once along its length, 32 k into each tile.
+        for i in 0..panels * 16 {
+            let row = a.ptr.wrapping_offset(i as isize * a.rs);
+            for kb in 0..kbs {
+                let (p0, d) = (kb * 32, kc - kb * 32);
+                let v = if i < mc {
+                    let at = row.add(p0);
+                    run32(
+                        load16(at, d),
+                        load16(at.wrapping_add(16), d.saturating_sub(16)),
+                    )
+                } else {
+                    _mm512_setzero_si512()
+                };
+                _mm512_store_si512(line(i / 16, kb, i % 16).cast(), v);
+            }
+        }
+        return;
+    }
     for panel in 0..panels {
         for kb in 0..kbs {
-            let tile = out.add((panel * kbs + kb) * TILE);
+            let tile = line(panel, kb, 0);
             let (i0, p0) = (panel * 16, kb * 32);
             let h = mc.saturating_sub(i0).min(16);
             let d = kc - p0;
-            if a.cs == 1 {
-                for r in 0..16 {
-                    let v = if r < h {
-                        let row = a.ptr.offset((i0 + r) as isize * a.rs + p0 as isize);
-                        run32(
-                            load16(row, d),
-                            load16(row.wrapping_add(16), d.saturating_sub(16)),
-                        )
-                    } else {
-                        _mm512_setzero_si512()
-                    };
-                    _mm512_store_si512(tile.add(r * 32).cast(), v);
-                }
-            } else if a.rs == 1 && h == 16 {
+            if a.rs == 1 && h == 16 {
                 // A transposed A (gᵀ): each k is a contiguous run of rows. Pair words of
                 // (k, k + 1) across the 16 rows, then transposed to one row per line.
                 let mut t = [Line([0; 32]); 16];
@@ -354,26 +362,40 @@ unsafe fn pack_a(mc: usize, kc: usize, a: Mat, out: *mut u16) {
 unsafe fn pack_b(kc: usize, nc: usize, b: Mat, out: *mut u16) {
     let kbs = kc.div_ceil(32);
     let panels = nc.div_ceil(32) * 2;
+    let tile = |panel: usize, kb: usize| out.add((panel * kbs + kb) * TILE);
+    if b.cs == 1 {
+        // A row-major B (W in g·W, x in gᵀ·x): each pair of rows read once along its length,
+        // 16 columns at a time into each panel's line for that pair.
+        for kb in 0..kbs {
+            for q in 0..16 {
+                let p = kb * 32 + 2 * q;
+                let row = |p: usize| b.ptr.wrapping_offset(p as isize * b.rs);
+                let (r0, r1) = (row(p), row(p + 1));
+                for panel in 0..panels {
+                    let j0 = panel * 16;
+                    let w = nc.saturating_sub(j0).min(16);
+                    let load = |r: *const f32, p: usize| {
+                        if p < kc && w > 0 {
+                            load16(r.add(j0), w)
+                        } else {
+                            _mm512_setzero_ps()
+                        }
+                    };
+                    let v = pairs(load(r0, p), load(r1, p + 1));
+                    _mm512_store_si512(tile(panel, kb).add(q * 32).cast(), v);
+                }
+            }
+        }
+        return;
+    }
     for panel in 0..panels {
         let j0 = panel * 16;
         let w = nc.saturating_sub(j0).min(16);
         for kb in 0..kbs {
-            let tile = out.add((panel * kbs + kb) * TILE);
+            let tile = tile(panel, kb);
             let p0 = kb * 32;
             let d = kc - p0;
-            if b.cs == 1 {
-                let row = |p: usize| {
-                    if p < kc && w > 0 {
-                        load16(b.ptr.offset(p as isize * b.rs + j0 as isize), w)
-                    } else {
-                        _mm512_setzero_ps()
-                    }
-                };
-                for q in 0..16 {
-                    let p = p0 + 2 * q;
-                    _mm512_store_si512(tile.add(q * 32).cast(), pairs(row(p), row(p + 1)));
-                }
-            } else if b.rs == 1 {
+            if b.rs == 1 {
                 // A transposed B (Wᵀ): each column is a contiguous run of k, which as bf16
                 // is already that column's 16 pair words; transposed to one k-pair per line.
                 let mut t = [Line([0; 32]); 16];
@@ -402,6 +424,47 @@ unsafe fn pack_b(kc: usize, nc: usize, b: Mat, out: *mut u16) {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GFLOP/s of the 32×32 block on panels that stay in L1 (`cargo test --release -p
+    /// rustygradients-core --lib amx_block_rate -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn amx_block_rate() {
+        if !usable() {
+            return;
+        }
+        for kbs in [2usize, 4, 8, 16] {
+            let pa = vec![Line([0x3f80; 32]); 2 * kbs * 16];
+            let pb = vec![Line([0x3f80; 32]); 2 * kbs * 16];
+            let mut c = vec![0f32; 32 * 32];
+            let reps = 200_000 / kbs;
+            let config = TileConfig::new();
+            let t = std::time::Instant::now();
+            // SAFETY: AMX usable; the panels hold 2 × kbs tiles each, C 32 × 32.
+            unsafe {
+                asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+                for r in 0..reps {
+                    block(
+                        kbs,
+                        pa.as_ptr().cast(),
+                        pb.as_ptr().cast(),
+                        c.as_mut_ptr(),
+                        32,
+                        r > 0,
+                    );
+                }
+                asm!("tilerelease", options(nostack, nomem));
+            }
+            let s = t.elapsed().as_secs_f64();
+            let flop = (reps * kbs * 32 * 32 * 32 * 2) as f64;
+            eprintln!("kbs {kbs}: {:.0} GFLOP/s", flop / s / 1e9);
         }
     }
 }
