@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CPU benchmark: the FMA peak and copy bandwidth of this host, our f32 GEMM with each kernel
 # the CPU runs (RG_CPU_ISA=avx2, and avx512 where present), PyTorch and numpy/OpenBLAS, in one
-# run, then a table of GFLOP/s and ratios. From the repository root:
+# run, then a table of GFLOP/s and ratios. On a CPU with AMX, a second table: the same f32
+# products multiplied in bf16, ours on AMX tiles against PyTorch's oneDNN in that mode. From the repository root:
 #
 #   scripts/bench_cpu.sh [--quick]      # RAYON_NUM_THREADS sets the threads of all three
 #
@@ -33,12 +34,13 @@ copy = [r["gbs"] for r in rows if r["bench"] == "copy"]
 print(f"FMA peak (GFLOP/s): {peak}; copy bandwidth: {max(copy) if copy else '?'} GB/s")
 ours = {}
 for r in rows:
-    if r["bench"] == "sgemm" and "isa" in r:
+    if r["bench"] == "sgemm" and "isa" in r and r["isa"] != "amx-bf16":
         ours.setdefault(r["shape"], {})[r["isa"]] = r["gflops"]
 base = {}
 for r in rows:
     if r["bench"] == "sgemm" and "impl" in r:
         base.setdefault(r["shape"], {})[r["impl"]] = r["gflops"]
+amx = {r["shape"]: r["gflops"] for r in rows if r["bench"] == "sgemm" and r.get("isa") == "amx-bf16"}
 isas = sorted({i for v in ours.values() for i in v})
 head = "".join(f"{'ours ' + i:>12}" for i in isas)
 print(f"{'sgemm (GFLOP/s)':<26}{head}{'torch':>10}{'numpy':>10}{'best/torch':>12}{'best/numpy':>12}{'% peak':>8}")
@@ -51,6 +53,14 @@ for shape, v in ours.items():
     top = max(peak.values()) if peak else None
     pct = f"{100 * best / top:>7.0f}%" if top else ""
     print(f"{shape:<26}{cells}{(t or 0):>10.1f}{(n or 0):>10.1f}{ratio(t)}{ratio(n)}{pct}")
+if amx:
+    # f32 in and out, products in bf16 on AMX tiles: ours and oneDNN's (torch-bf16).
+    print(f"{'bf16 products (GFLOP/s)':<26}{'ours amx':>12}{'torch-bf16':>12}{'vs torch':>10}{'vs f32 torch':>14}")
+    for shape, v in amx.items():
+        b = base.get(shape, {})
+        tb, t = b.get("torch-bf16"), b.get("torch")
+        vs = lambda x: f"{v / x:>10.2f}" if x else f"{'':>10}"
+        print(f"{shape:<26}{v:>12.1f}{(tb or 0):>12.1f}{vs(tb)}{vs(t):>14}")
 
 # GEMV (GB/s of weights), elementwise (Gelem/s), row kernels (GB/s of input) and attention
 # forward + backward (GFLOP/s): ours with the

@@ -26,6 +26,14 @@ def median_secs(reps, f):
     return t[len(t) // 2]
 
 
+def amx():
+    """Whether this CPU has AMX-BF16 (the flag Linux lists in /proc/cpuinfo)."""
+    try:
+        return " amx_bf16" in open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+
+
 def shapes(quick):
     out = [(f"square {s}", s, s, s, False, False) for s in ([1024] if quick else [1024, 2048, 4096])]
     for rows, fi, fo in [(768, 128, 384), (768, 128, 512), (1024, 768, 3072)]:
@@ -61,6 +69,19 @@ def main():
         secs = median_secs(reps, lambda: mm(a, b))
         print(json.dumps({"bench": "sgemm", "impl": which, "version": version, "shape": name,
                           "threads": threads, "gflops": round(flop / secs / 1e9, 1)}), flush=True)
+    if which == "torch" and amx():
+        # f32 products multiplied in bf16 by oneDNN (AMX), beside ours with `isa` "amx-bf16".
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+        for name, m, k, n, ta, tb in shapes(quick):
+            a = randn(k, m).T if ta else randn(m, k)
+            b = randn(n, k).T if tb else randn(k, n)
+            flop = 2.0 * m * k * n
+            reps = max(5, min(200, int(2e10 / flop)))
+            secs = median_secs(reps, lambda: mm(a, b))
+            print(json.dumps({"bench": "sgemm", "impl": "torch-bf16", "version": version,
+                              "shape": name, "threads": threads,
+                              "gflops": round(flop / secs / 1e9, 1)}), flush=True)
+        torch.backends.mkldnn.matmul.fp32_precision = "none"
     for k, n, transposed in [(768, 3072, False), (768, 50304, True)]:
         x = randn(1, k)
         w = randn(n, k).T if transposed else randn(k, n)

@@ -8,6 +8,10 @@
 #   scripts/bench_cpu_threads.sh BIN DATA     # BIN: a release build of the `rustygradients` CLI
 #
 # PyTorch comes from `python3` (or PY); it uses torch.set_num_threads, ours RAYON_NUM_THREADS.
+# PRECISIONS="fp32 bf16" also runs both trainers with --precision bf16: on a CPU with AMX,
+# f32 tensors with matmuls multiplied in bf16 (ours on AMX tiles, PyTorch through oneDNN's
+# mkldnn.matmul.fp32_precision = "bf16"). The table then sets each of ours beside PyTorch in
+# the same precision and beside PyTorch's faster one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$1
@@ -21,27 +25,36 @@ cat "$OUT/cpu.txt" | cut -c1-120
 baby=(--n-layer 4 --n-head 4 --n-embd 128 --block-size 64 --batch-size 12)
 gpt2=(--n-layer 12 --n-head 12 --n-embd 768 --block-size 256 --batch-size 4)
 common=(--dropout 0.0 --lr 1e-3 --min-lr 1e-4 --warmup 10 --weight-decay 0.1 --seed 1337)
-run() {  # name steps threads model...
-    local name=$1 steps=$2 th=$3
-    shift 3
-    RAYON_NUM_THREADS=$th "$BIN" train --data "$DATA" "$@" "${common[@]}" --steps "$steps" \
-        --eval-interval 1000000 --eval-iters 1 --sample-chars 0 --overwrite --out "$OUT/run" > "$OUT/${name}_rg_$th.log"
-    "$PY" scripts/train_baby_gpt_torch.py --data "$DATA" "$@" "${common[@]}" --max-iters "$steps" \
-        --eval-interval 1000000 --eval-iters 1 --threads "$th" --sample-chars 0 > "$OUT/${name}_pt_$th.log"
+PRECISIONS=${PRECISIONS:-fp32}
+run() {  # name steps threads precision model...
+    local name=$1 steps=$2 th=$3 p=$4
+    shift 4
+    RAYON_NUM_THREADS=$th "$BIN" train --data "$DATA" "$@" "${common[@]}" --steps "$steps" --precision "$p" \
+        --eval-interval 1000000 --eval-iters 1 --sample-chars 0 --overwrite --out "$OUT/run" > "$OUT/${name}_rg_${p}_$th.log"
+    "$PY" scripts/train_baby_gpt_torch.py --data "$DATA" "$@" "${common[@]}" --max-iters "$steps" --precision "$p" \
+        --eval-interval 1000000 --eval-iters 1 --threads "$th" --sample-chars 0 > "$OUT/${name}_pt_${p}_$th.log"
 }
 for th in $THREADS; do
-    run baby "${BABY_STEPS:-150}" "$th" "${baby[@]}"
-    run gpt2 "${GPT2_STEPS:-4}" "$th" "${gpt2[@]}"
+    for p in $PRECISIONS; do
+        run baby "${BABY_STEPS:-150}" "$th" "$p" "${baby[@]}"
+        run gpt2 "${GPT2_STEPS:-4}" "$th" "$p" "${gpt2[@]}"
+    done
 done
-"$PY" - "$OUT" "$THREADS" <<'PY'
+"$PY" - "$OUT" "$THREADS" "$PRECISIONS" <<'PY'
 import json, sys
-out, threads = sys.argv[1], sys.argv[2].split()
+out, threads, precisions = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
 def tps(p):
     return json.loads(next(l for l in open(p) if l.startswith("RESULT "))[7:])["tokens_per_s"]
 for name in ("baby", "gpt2"):
     print(f"{name}: tokens/s by threads")
-    print(f"{'threads':>8}{'RustyGradients':>16}{'PyTorch':>10}{'ratio':>8}")
+    head = "".join(f"{'ours ' + p:>12}{'torch ' + p:>12}{'ratio':>7}" for p in precisions)
+    best = f"{'best/best':>10}" if len(precisions) > 1 else ""
+    print(f"{'threads':>8}{head}{best}")
     for th in threads:
-        a, b = tps(f"{out}/{name}_rg_{th}.log"), tps(f"{out}/{name}_pt_{th}.log")
-        print(f"{th:>8}{a:>16.0f}{b:>10.0f}{a / b:>8.2f}")
+        ours = {p: tps(f"{out}/{name}_rg_{p}_{th}.log") for p in precisions}
+        torch = {p: tps(f"{out}/{name}_pt_{p}_{th}.log") for p in precisions}
+        cells = "".join(f"{ours[p]:>12.0f}{torch[p]:>12.0f}{ours[p] / torch[p]:>7.2f}" for p in precisions)
+        if len(precisions) > 1:
+            cells += f"{max(ours.values()) / max(torch.values()):>10.2f}"
+        print(f"{th:>8}{cells}")
 PY

@@ -309,7 +309,10 @@ def main():
     if args.precision == "bf16":
         if args.device != "cpu":
             raise SystemExit("--precision bf16 is the CPU's f32-with-bf16-matmuls mode")
-        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+        try:
+            torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+        except AttributeError:  # PyTorch before 2.9: the older switch
+            torch.set_float32_matmul_precision("medium")
     torch.manual_seed(args.seed)
 
     data = CharData(args.data)

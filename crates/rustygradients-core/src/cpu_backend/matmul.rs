@@ -72,7 +72,14 @@ trait BandGemm: 'static + Copy + Default + Send + Sync {
     ) -> bool {
         false
     }
+    /// The fewest tasks that take [`BandGemm::tiles`] instead of row bands.
+    fn grid_from() -> usize {
+        GRID_TASKS
+    }
 }
+
+/// Tasks from which a product runs as a grid of tiles (see [`BandGemm::grid_from`]).
+const GRID_TASKS: usize = 4;
 
 /// [`BandGemm::band`] through the `gemm` crate, which does not read `dst` (`read_dst` is false)
 /// and writes all of it.
@@ -160,6 +167,16 @@ impl BandGemm for f32 {
         super::sgemm::sgemm_grid(m, n, k, mat(a), mat(b), dst, n, tasks);
         true
     }
+    fn grid_from() -> usize {
+        // AMX tiles multiply so fast that packing is a large part of a product: from two
+        // tasks on, a grid, so that no task packs all of B (x·Wᵀ at 1024×768→3072 on 2
+        // threads splits W in halves).
+        if super::amx::applies() {
+            2
+        } else {
+            GRID_TASKS
+        }
+    }
 }
 
 fn gemm_batched<T: BandGemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout, one: T) -> Vec<T> {
@@ -183,7 +200,6 @@ fn gemm_batched<T: BandGemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout, one: T)
     // products on many cores use fewer threads than the pool has instead of paying a
     // wake-up, and a packing of B, per thread for a few microseconds of arithmetic each.
     const TASK_WORK: usize = 1 << 21;
-    const GRID_TASKS: usize = 4;
     let threads = rayon::current_num_threads();
     let tasks = if big && threads > 1 {
         threads.min(m * n * k / TASK_WORK).max(1)
@@ -212,7 +228,7 @@ fn gemm_batched<T: BandGemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout, one: T)
         }
     };
     let one_matrix = |bi: usize, dst: &mut [MaybeUninit<T>]| {
-        if tasks >= GRID_TASKS {
+        if tasks >= T::grid_from() {
             let (oa, ob) = (ma.offsets[bi], mb.offsets[bi]);
             // SAFETY: as in `band`, for all `m` rows of matrix `bi`.
             let done = unsafe {
