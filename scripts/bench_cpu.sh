@@ -12,8 +12,11 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-target/bench-cpu}
 mkdir -p "$OUT"
 PY=${PY:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
-cargo build --release -q -p rustygradients-core --example cpu_bench
-BIN=target/release/examples/cpu_bench
+# BIN: a prebuilt cpu_bench (on a machine without the toolchain); else built here.
+if [ -z "${BIN:-}" ]; then
+    cargo build --release -q -p rustygradients-core --example cpu_bench
+    BIN=target/release/examples/cpu_bench
+fi
 grep -m1 "model name" /proc/cpuinfo | tee "$OUT/cpu.txt"
 grep -m1 -o "avx512[a-z_0-9]*\|avx2\|fma" /proc/cpuinfo | sort -u | tr '\n' ' ' | tee -a "$OUT/cpu.txt"; echo
 : >"$OUT/results.jsonl"
