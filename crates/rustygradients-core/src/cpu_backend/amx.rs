@@ -316,8 +316,10 @@ unsafe fn pack_a(mc: usize, kc: usize, a: Mat, out: *mut u16) {
         }
         return;
     }
-    for panel in 0..panels {
-        for kb in 0..kbs {
+    // Depth blocks outermost: a transposed A (gᵀ) is then read along its rows of storage (the
+    // 32 k of a block, every panel's 16 rows in turn), not down its columns.
+    for kb in 0..kbs {
+        for panel in 0..panels {
             let tile = line(panel, kb, 0);
             let (i0, p0) = (panel * 16, kb * 32);
             let h = mc.saturating_sub(i0).min(16);
