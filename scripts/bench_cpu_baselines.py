@@ -61,26 +61,22 @@ def main():
         randn = lambda *s: rng.standard_normal(s, dtype=np.float32)
         mm = np.matmul
         version = np.__version__
-    for name, m, k, n, ta, tb in shapes(quick):
-        a = randn(k, m).T if ta else randn(m, k)
-        b = randn(n, k).T if tb else randn(k, n)
-        flop = 2.0 * m * k * n
-        reps = max(5, min(200, int(2e10 / flop)))
-        secs = median_secs(reps, lambda: mm(a, b))
-        print(json.dumps({"bench": "sgemm", "impl": which, "version": version, "shape": name,
-                          "threads": threads, "gflops": round(flop / secs / 1e9, 1)}), flush=True)
-    if which == "torch" and amx():
-        # f32 products multiplied in bf16 by oneDNN (AMX), beside ours with `isa` "amx-bf16".
-        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+    def sgemms(impl):
         for name, m, k, n, ta, tb in shapes(quick):
             a = randn(k, m).T if ta else randn(m, k)
             b = randn(n, k).T if tb else randn(k, n)
             flop = 2.0 * m * k * n
             reps = max(5, min(200, int(2e10 / flop)))
             secs = median_secs(reps, lambda: mm(a, b))
-            print(json.dumps({"bench": "sgemm", "impl": "torch-bf16", "version": version,
-                              "shape": name, "threads": threads,
-                              "gflops": round(flop / secs / 1e9, 1)}), flush=True)
+            print(json.dumps({"bench": "sgemm", "impl": impl, "version": version, "shape": name,
+                              "threads": threads, "gflops": round(flop / secs / 1e9, 1)}),
+                  flush=True)
+
+    sgemms(which)
+    if which == "torch" and amx():
+        # f32 products multiplied in bf16 by oneDNN (AMX), beside ours with `isa` "amx-bf16".
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+        sgemms("torch-bf16")
         torch.backends.mkldnn.matmul.fp32_precision = "none"
     for k, n, transposed in [(768, 3072, False), (768, 50304, True)]:
         x = randn(1, k)

@@ -600,6 +600,16 @@ fn transposed(v: &[f32], r: usize, c: usize) -> Vec<f32> {
     t
 }
 
+/// The `[r, c]` row-major values as a tensor: stored so (`t` false), or stored transposed and
+/// read through the transposed view.
+fn as_stored(v: &[f32], r: usize, c: usize, t: bool) -> Tensor {
+    if t {
+        tensor(&transposed(v, r, c), &[c, r]).t().unwrap()
+    } else {
+        tensor(v, &[r, c])
+    }
+}
+
 #[test]
 fn matmul_f32_within_rounding_bound() {
     let mut rng = Rng(7);
@@ -610,17 +620,11 @@ fn matmul_f32_within_rounding_bound() {
         let b = rng.normals(k * n, -0.1, 1.0);
         // Each operand plain, or stored transposed and read through its transposed view.
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            let at = if ta {
-                tensor(&transposed(&a, m, k), &[k, m]).t().unwrap()
-            } else {
-                tensor(&a, &[m, k])
-            };
-            let bt = if tb {
-                tensor(&transposed(&b, k, n), &[n, k]).t().unwrap()
-            } else {
-                tensor(&b, &[k, n])
-            };
-            let y = values(&at.matmul(&bt).unwrap());
+            let y = values(
+                &as_stored(&a, m, k, ta)
+                    .matmul(&as_stored(&b, k, n, tb))
+                    .unwrap(),
+            );
             let what = format!("matmul {m}x{k}·{k}x{n} (transposed: {ta}, {tb})");
             check_matmul(&what, &y, &a, &b, (m, k, n));
         }
@@ -698,17 +702,11 @@ fn matmul_bf16_products_within_rounding_bound() {
         let b = rng.normals(k * n, -0.1, 1.0);
         let (ra, rb) = (reference(&a), reference(&b));
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            let at = if ta {
-                tensor(&transposed(&a, m, k), &[k, m]).t().unwrap()
-            } else {
-                tensor(&a, &[m, k])
-            };
-            let bt = if tb {
-                tensor(&transposed(&b, k, n), &[n, k]).t().unwrap()
-            } else {
-                tensor(&b, &[k, n])
-            };
-            let y = values(&at.matmul(&bt).unwrap());
+            let y = values(
+                &as_stored(&a, m, k, ta)
+                    .matmul(&as_stored(&b, k, n, tb))
+                    .unwrap(),
+            );
             let what = format!("bf16 matmul {m}x{k}·{k}x{n} (transposed: {ta}, {tb})");
             check_matmul(&what, &y, &ra, &rb, (m, k, n));
         }

@@ -118,22 +118,15 @@ impl TileConfig {
 }
 
 /// `C (m × n, row-major, row stride ldc) = A (m × k) · B (k × n)` with bf16 products and f32
-/// sums; C is written, never read.
+/// sums; C is written, never read. [`sgemm`](super::sgemm::sgemm) calls it for non-empty
+/// products (m, n and k at least 1).
 ///
 /// # Safety
 /// [`usable`] must hold; `a` and `b` must address `m × k` and `k × n` valid elements through
 /// their strides, and `c` `m` rows of `n` writable elements `ldc` apart.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 pub(crate) unsafe fn bgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut f32, ldc: usize) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        for i in 0..m {
-            std::ptr::write_bytes(c.add(i * ldc), 0, n);
-        }
-        return;
-    }
+    debug_assert!(m > 0 && n > 0 && k > 0);
     let config = TileConfig::new();
     asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
     PACKS.with(|packs| {
