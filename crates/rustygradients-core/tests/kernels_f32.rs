@@ -725,6 +725,67 @@ fn matmul_bf16_products_within_rounding_bound() {
     }
 }
 
+/// bf16 × bf16 matmul (autocast's, a bf16 model's): on a CPU with AMX it runs on the tiles,
+/// elsewhere it widens to f32. Either way each element is the f64 product of the operands
+/// within f32's summation bound plus one rounding to bf16, for every packing layout, partial
+/// tiles, past every block, and a batch of small products.
+#[test]
+fn matmul_bf16_tensors_within_rounding_bound() {
+    let mut rng = Rng(13);
+    let bf16_tensor = |v: &[f32], shape: &[usize]| tensor(v, shape).to_dtype(DType::BF16).unwrap();
+    for (bs, m, k, n) in [(1, 37, 130, 41), (1, 491, 517, 1100), (3, 37, 130, 41)] {
+        let a = bf16_rounded(&rng.normals(bs * m * k, 0.1, 1.0));
+        let b = bf16_rounded(&rng.normals(bs * k * n, -0.1, 1.0));
+        let layouts: &[(bool, bool)] = if bs == 1 {
+            &[(false, false), (true, false), (false, true), (true, true)]
+        } else {
+            &[(false, false)]
+        };
+        for &(ta, tb) in layouts {
+            let (at, bt) = if bs == 1 {
+                (
+                    as_stored(&a, m, k, ta).to_dtype(DType::BF16).unwrap(),
+                    as_stored(&b, k, n, tb).to_dtype(DType::BF16).unwrap(),
+                )
+            } else {
+                (bf16_tensor(&a, &[bs, m, k]), bf16_tensor(&b, &[bs, k, n]))
+            };
+            let y = at.matmul(&bt).unwrap();
+            assert_eq!(y.dtype(), DType::BF16);
+            let got = values(&y.to_dtype(DType::F32).unwrap());
+            let what = format!("bf16 tensors {bs}x{m}x{k}·{k}x{n} (transposed: {ta}, {tb})");
+            let (mut e2, mut w2) = (0.0, 0.0);
+            for bi in 0..bs {
+                for i in 0..m {
+                    for j in 0..n {
+                        let (mut want, mut mag) = (0.0f64, 0.0f64);
+                        for p in 0..k {
+                            let t = a[(bi * m + i) * k + p] as f64 * b[(bi * k + p) * n + j] as f64;
+                            want += t;
+                            mag += t.abs();
+                        }
+                        let g = got[(bi * m + i) * n + j] as f64;
+                        let bound = k as f64 * EPS * mag + want.abs() / 256.0 + 1e-30;
+                        assert!(
+                            (g - want).abs() <= bound,
+                            "{what}: ({bi}, {i}, {j}) is {g}, the f64 product {want}"
+                        );
+                        e2 += (g - want) * (g - want);
+                        w2 += want * want;
+                    }
+                }
+            }
+            // One rounding to bf16 (8 significant bits): a normwise error near 2^-9.5.
+            let normwise = (e2 / w2).sqrt();
+            eprintln!("{what}: normwise error {normwise:.2e}");
+            assert!(
+                normwise < 1.0 / 512.0,
+                "{what}: normwise error {normwise:.2e}"
+            );
+        }
+    }
+}
+
 /// [`matmul_bf16_products_within_rounding_bound`] on one thread (one GEMM through every block)
 /// and on eight (the grid of tiles, each on its own thread and tile configuration).
 #[test]

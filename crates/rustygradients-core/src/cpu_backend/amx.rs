@@ -45,6 +45,7 @@ pub(crate) fn usable() -> bool {
     *OK.get_or_init(|| {
         let cpu = std::arch::is_x86_feature_detected!("avx512bf16")
             && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
             && {
                 // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
                 // SAFETY: leaf 7 exists on every CPU with AVX-512.
@@ -124,8 +125,16 @@ impl TileConfig {
 /// # Safety
 /// [`usable`] must hold; `a` and `b` must address `m × k` and `k × n` valid elements through
 /// their strides, and `c` `m` rows of `n` writable elements `ldc` apart.
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-pub(crate) unsafe fn bgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut f32, ldc: usize) {
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+pub(crate) unsafe fn bgemm<T: Source>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<T>,
+    b: Mat<T>,
+    c: *mut f32,
+    ldc: usize,
+) {
     debug_assert!(m > 0 && n > 0 && k > 0);
     let config = TileConfig::new();
     asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
@@ -150,6 +159,31 @@ pub(crate) unsafe fn bgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut
         }
     });
     asm!("tilerelease", options(nostack, nomem));
+}
+
+/// bf16 × bf16 → f32 (the products exact, the sums f32) as a grid of at most `tasks` tiles
+/// on the pool, each a [`bgemm`].
+///
+/// # Safety
+/// [`usable`] must hold and m, n, k be at least 1; as [`bgemm`] otherwise.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn bgemm_bf16(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<half::bf16>,
+    b: Mat<half::bf16>,
+    c: *mut f32,
+    ldc: usize,
+    tasks: usize,
+) {
+    if tasks <= 1 {
+        return bgemm(m, n, k, a, b, c, ldc);
+    }
+    super::sgemm::in_grid(m, n, k, a, b, c, ldc, tasks, |m, n, k, a, b, c, ldc| {
+        // SAFETY: as this function's contract, for the tile.
+        unsafe { bgemm(m, n, k, a, b, c, ldc) }
+    });
 }
 
 /// Every 32×32 block of an mc × nc block of C from the packed panels (`kbs` tiles deep).
@@ -249,13 +283,46 @@ unsafe fn block(
     );
 }
 
-/// The first `len` (≤ 16) floats at `p`, zero past them.
-#[inline(always)]
-unsafe fn load16(p: *const f32, len: usize) -> __m512 {
-    if len >= 16 {
-        _mm512_loadu_ps(p)
-    } else {
-        _mm512_maskz_loadu_ps(((1u32 << len) - 1) as u16, p)
+/// An element type the packing reads: f32 (rounded to bf16 as it is packed) or bf16 (packed as
+/// it is, so that bf16 × bf16 products are exact).
+pub(crate) trait Source: Copy + Send + Sync + 'static {
+    /// The first `min(len, 16)` elements at `p` as f32, zero past them (nothing is read past
+    /// them).
+    ///
+    /// # Safety
+    /// AVX-512 F, BW and VL; those elements readable.
+    unsafe fn load16(p: *const Self, len: usize) -> __m512;
+    /// The element as bf16 bits, rounded to nearest even (NaN stays NaN), as the vector paths
+    /// round.
+    fn bits(self) -> u16;
+}
+
+impl Source for f32 {
+    #[inline(always)]
+    unsafe fn load16(p: *const f32, len: usize) -> __m512 {
+        if len >= 16 {
+            _mm512_loadu_ps(p)
+        } else {
+            _mm512_maskz_loadu_ps(((1u32 << len) - 1) as u16, p)
+        }
+    }
+    fn bits(self) -> u16 {
+        half::bf16::from_f32(self).to_bits()
+    }
+}
+
+impl Source for half::bf16 {
+    #[inline(always)]
+    unsafe fn load16(p: *const half::bf16, len: usize) -> __m512 {
+        let v = if len >= 16 {
+            _mm256_loadu_si256(p.cast())
+        } else {
+            _mm256_maskz_loadu_epi16(((1u32 << len) - 1) as u16, p.cast())
+        };
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(v)))
+    }
+    fn bits(self) -> u16 {
+        self.to_bits()
     }
 }
 
@@ -277,15 +344,10 @@ unsafe fn run32(lo: __m512, hi: __m512) -> __m512i {
     std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
 }
 
-/// One f32 as bf16 bits, rounded to nearest even (NaN stays NaN), as the vector paths round.
-fn bf16_bits(x: f32) -> u16 {
-    half::bf16::from_f32(x).to_bits()
-}
-
 /// A (mc × kc, its element (0, 0) at `a`) into 16-row panels of 32-deep tiles, rows padded
 /// to a multiple of 32 and depth to a multiple of 32 with zeros.
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn pack_a(mc: usize, kc: usize, a: Mat, out: *mut u16) {
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn pack_a<T: Source>(mc: usize, kc: usize, a: Mat<T>, out: *mut u16) {
     let kbs = kc.div_ceil(32);
     let panels = mc.div_ceil(32) * 2;
     let line = |panel: usize, kb: usize, r: usize| out.add((panel * kbs + kb) * TILE + r * 32);
@@ -298,8 +360,8 @@ unsafe fn pack_a(mc: usize, kc: usize, a: Mat, out: *mut u16) {
                 let v = if i < mc {
                     let at = row.add(p0);
                     run32(
-                        load16(at, d),
-                        load16(at.wrapping_add(16), d.saturating_sub(16)),
+                        T::load16(at, d),
+                        T::load16(at.wrapping_add(16), d.saturating_sub(16)),
                     )
                 } else {
                     _mm512_setzero_si512()
@@ -325,7 +387,7 @@ unsafe fn pack_a(mc: usize, kc: usize, a: Mat, out: *mut u16) {
                     let p = p0 + 2 * q;
                     let col = |p: usize| {
                         if p < kc {
-                            load16(a.ptr.offset(i0 as isize + p as isize * a.cs), 16)
+                            T::load16(a.ptr.offset(i0 as isize + p as isize * a.cs), 16)
                         } else {
                             _mm512_setzero_ps()
                         }
@@ -336,13 +398,13 @@ unsafe fn pack_a(mc: usize, kc: usize, a: Mat, out: *mut u16) {
             } else {
                 for r in 0..16 {
                     for q in 0..32 {
-                        let v = if r < h && q < d {
-                            *a.ptr
-                                .offset((i0 + r) as isize * a.rs + (p0 + q) as isize * a.cs)
+                        *tile.add(r * 32 + q) = if r < h && q < d {
+                            (*a.ptr
+                                .offset((i0 + r) as isize * a.rs + (p0 + q) as isize * a.cs))
+                            .bits()
                         } else {
-                            0.0
+                            0
                         };
-                        *tile.add(r * 32 + q) = bf16_bits(v);
                     }
                 }
             }
@@ -353,8 +415,8 @@ unsafe fn pack_a(mc: usize, kc: usize, a: Mat, out: *mut u16) {
 /// B (kc × nc, its element (0, 0) at `b`) into 16-column panels of 32-deep VNNI tiles: row
 /// `q` of a tile holds, for each of the 16 columns, k = 2q and 2q + 1. Columns padded to a
 /// multiple of 32 and depth to a multiple of 32 with zeros.
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn pack_b(kc: usize, nc: usize, b: Mat, out: *mut u16) {
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn pack_b<T: Source>(kc: usize, nc: usize, b: Mat<T>, out: *mut u16) {
     let kbs = kc.div_ceil(32);
     let panels = nc.div_ceil(32) * 2;
     let tile = |panel: usize, kb: usize| out.add((panel * kbs + kb) * TILE);
@@ -369,9 +431,9 @@ unsafe fn pack_b(kc: usize, nc: usize, b: Mat, out: *mut u16) {
                 for panel in 0..panels {
                     let j0 = panel * 16;
                     let w = nc.saturating_sub(j0).min(16);
-                    let load = |r: *const f32, p: usize| {
+                    let load = |r: *const T, p: usize| {
                         if p < kc && w > 0 {
-                            load16(r.add(j0), w)
+                            T::load16(r.add(j0), w)
                         } else {
                             _mm512_setzero_ps()
                         }
@@ -397,8 +459,8 @@ unsafe fn pack_b(kc: usize, nc: usize, b: Mat, out: *mut u16) {
                 for (j, line) in t.iter_mut().enumerate().take(w) {
                     let col = b.ptr.offset(p0 as isize + (j0 + j) as isize * b.cs);
                     let v = run32(
-                        load16(col, d),
-                        load16(col.wrapping_add(16), d.saturating_sub(16)),
+                        T::load16(col, d),
+                        T::load16(col.wrapping_add(16), d.saturating_sub(16)),
                     );
                     _mm512_store_si512(line.0.as_mut_ptr().cast(), v);
                 }
@@ -408,13 +470,13 @@ unsafe fn pack_b(kc: usize, nc: usize, b: Mat, out: *mut u16) {
                     for j in 0..16 {
                         for s in 0..2 {
                             let p = 2 * q + s;
-                            let v = if j < w && p < d {
-                                *b.ptr
-                                    .offset((p0 + p) as isize * b.rs + (j0 + j) as isize * b.cs)
+                            *tile.add(q * 32 + 2 * j + s) = if j < w && p < d {
+                                (*b.ptr
+                                    .offset((p0 + p) as isize * b.rs + (j0 + j) as isize * b.cs))
+                                .bits()
                             } else {
-                                0.0
+                                0
                             };
-                            *tile.add(q * 32 + 2 * j + s) = bf16_bits(v);
                         }
                     }
                 }

@@ -81,6 +81,70 @@ trait BandGemm: 'static + Copy + Default + Send + Sync {
 /// Tasks from which a product runs as a grid of tiles (see [`BandGemm::grid_from`]).
 const GRID_TASKS: usize = 4;
 
+/// The tasks one large product (m·n·k of at least 64³) is split into: one per thread, each
+/// with at least `TASK_WORK` multiply-adds, so that small products on many cores use fewer
+/// threads than the pool has instead of paying a wake-up, and a packing of B, per thread for
+/// a few microseconds of arithmetic each. Smaller products run on the calling thread.
+fn tasks(m: usize, n: usize, k: usize) -> usize {
+    const TASK_WORK: usize = 1 << 21;
+    let threads = rayon::current_num_threads();
+    if m * n * k >= 64 * 64 * 64 && threads > 1 {
+        threads.min(m * n * k / TASK_WORK).max(1)
+    } else {
+        1
+    }
+}
+
+/// bf16 × bf16 on AMX tiles (exact products, f32 sums), each result rounded once to bf16;
+/// `None` where the CPU has no AMX. Batches of small products run in parallel over the batch.
+fn bf16_on_tiles(a: &[bf16], la: &Layout, b: &[bf16], lb: &Layout) -> Option<Vec<bf16>> {
+    if !super::amx_available() {
+        return None;
+    }
+    let (ma, mb) = (mats(la), mats(lb));
+    let (m, k, n) = (ma.rows, ma.cols, mb.cols);
+    let batch = ma.offsets.len();
+    let mut out = vec![0f32; batch * m * n];
+    if m == 0 || n == 0 || k == 0 {
+        return Some(vec![bf16::ZERO; out.len()]);
+    }
+    debug_assert!(la.storage_extent() <= a.len() && lb.storage_extent() <= b.len());
+    let tasks = tasks(m, n, k);
+    let one = |bi: usize, dst: &mut [f32], tasks: usize| {
+        let mat = |data: &[bf16], off: usize, mm: &Mats| super::sgemm::Mat {
+            // SAFETY: the batch offset lies inside the storage (checked above in debug builds).
+            ptr: unsafe { data.as_ptr().add(off) },
+            rs: mm.rs as isize,
+            cs: mm.cs as isize,
+        };
+        // SAFETY: AMX usable (above); the layouts keep every element inside its storage, and
+        // `dst` is this matrix's `m × n` block of the output.
+        unsafe {
+            super::amx::bgemm_bf16(
+                m,
+                n,
+                k,
+                mat(a, ma.offsets[bi], &ma),
+                mat(b, mb.offsets[bi], &mb),
+                dst.as_mut_ptr(),
+                n,
+                tasks,
+            )
+        };
+    };
+    if tasks == 1 && batch > 1 && batch * m * n * k >= 64 * 64 * 64 {
+        use rayon::prelude::*;
+        out.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(bi, dst)| one(bi, dst, 1));
+    } else {
+        for (bi, dst) in out.chunks_mut(m * n).enumerate() {
+            one(bi, dst, tasks);
+        }
+    }
+    Some(out.into_iter().map(bf16::from_f32).collect())
+}
+
 /// [`BandGemm::band`] through the `gemm` crate, which does not read `dst` (`read_dst` is false)
 /// and writes all of it.
 ///
@@ -196,16 +260,7 @@ fn gemm_batched<T: BandGemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout, one: T)
     // tasks take row bands; from GRID_TASKS on, a grid of tiles (rows and columns split, where
     // the type has it), so that no task packs all of B.
     // Batches of small products split across the batch.
-    // Each task gets at least TASK_WORK multiply-adds (and a band 32 rows), so that small
-    // products on many cores use fewer threads than the pool has instead of paying a
-    // wake-up, and a packing of B, per thread for a few microseconds of arithmetic each.
-    const TASK_WORK: usize = 1 << 21;
-    let threads = rayon::current_num_threads();
-    let tasks = if big && threads > 1 {
-        threads.min(m * n * k / TASK_WORK).max(1)
-    } else {
-        1
-    };
+    let tasks = tasks(m, n, k);
     let bands = tasks.min(m / 32).max(1);
     let band_rows = m.div_ceil(bands).next_multiple_of(16).min(m);
     // `rows` of output rows starting at `r0` of matrix `bi`, into `dst` (those rows only).
@@ -337,7 +392,8 @@ pub(crate) fn matmul(
     {
         use super::blas::gemm_batched as blas;
         let out = match (a, b) {
-            (HostBuffer::F32(x), HostBuffer::F32(y)) => {
+            // Not when bf16 products are asked for: OpenBLAS has none, our AMX kernel does.
+            (HostBuffer::F32(x), HostBuffer::F32(y)) if !super::amx_applies() => {
                 blas(x, la, y, lb).map(HostBuf::from).map(HostBuffer::F32)
             }
             (HostBuffer::F64(x), HostBuffer::F64(y)) => {
@@ -360,7 +416,10 @@ pub(crate) fn matmul(
             HostBuffer::F16(HostBuf::from(gemm_batched(x, la, y, lb, f16::ONE)))
         }
         (HostBuffer::BF16(x), HostBuffer::BF16(y)) => {
-            // No bf16 GEMM kernel: widen to f32 (exact), multiply, round once.
+            if let Some(out) = bf16_on_tiles(x, la, y, lb) {
+                return Ok(HostBuffer::BF16(HostBuf::from(out)));
+            }
+            // No AMX: widen to f32 (exact), multiply, round once.
             let (xf, yf) = (map1(x, la, |v| v.to_f32()), map1(y, lb, |v| v.to_f32()));
             let (cla, clb) = (
                 Layout::contiguous(la.shape().clone()),

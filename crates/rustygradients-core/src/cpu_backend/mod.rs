@@ -39,6 +39,12 @@ pub(crate) fn amx_available() -> bool {
     sgemm::applies() && amx::usable()
 }
 
+/// Whether f32 matmuls multiply in bf16 on AMX tiles now: allowed and [`amx_available`].
+#[cfg_attr(not(feature = "cpu-blas"), allow(dead_code))]
+pub(crate) fn amx_applies() -> bool {
+    crate::matmul_allow_bf16() && amx_available()
+}
+
 /// The error for a float-only kernel given a storage of another dtype.
 pub(crate) fn float_only(op: &'static str, s: &HostBuffer) -> Error {
     Error::UnsupportedDType {

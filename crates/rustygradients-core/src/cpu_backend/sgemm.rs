@@ -57,24 +57,31 @@ thread_local! {
     static PACKS: RefCell<(Vec<Line>, Vec<Line>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// A matrix operand: element `(i, j)` at `ptr + i·rs + j·cs`.
-#[derive(Clone, Copy)]
-pub(crate) struct Mat {
-    pub ptr: *const f32,
+/// A matrix operand: element `(i, j)` at `ptr + i·rs + j·cs` (f32 here; the AMX kernel also
+/// reads bf16 ones).
+pub(crate) struct Mat<T = f32> {
+    pub ptr: *const T,
     pub rs: isize,
     pub cs: isize,
 }
 
-// SAFETY: an operand is only read, by any number of threads at once.
-unsafe impl Send for Mat {}
-unsafe impl Sync for Mat {}
+impl<T> Clone for Mat<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Mat<T> {}
 
-impl Mat {
+// SAFETY: an operand is only read, by any number of threads at once.
+unsafe impl<T> Send for Mat<T> {}
+unsafe impl<T> Sync for Mat<T> {}
+
+impl<T> Mat<T> {
     /// The operand from its element `(r, c)` on.
     ///
     /// # Safety
     /// `(r, c)` must address an element of the operand.
-    pub(crate) unsafe fn from(self, r: usize, c: usize) -> Mat {
+    pub(crate) unsafe fn from(self, r: usize, c: usize) -> Mat<T> {
         Mat {
             ptr: self.ptr.offset(r as isize * self.rs + c as isize * self.cs),
             ..self
@@ -200,6 +207,30 @@ pub(crate) unsafe fn sgemm_grid(
     ldc: usize,
     tasks: usize,
 ) {
+    in_grid(m, n, k, a, b, c, ldc, tasks, |m, n, k, a, b, c, ldc| {
+        // SAFETY: as this function's contract, for the tile.
+        unsafe { sgemm(m, n, k, a, b, c, ldc) }
+    });
+}
+
+/// Runs `gemm(rows, cols, k, A from (r0, 0), B from (0, c0), C at (r0, c0), ldc)` for each
+/// tile of [`grid`]'s split of C, the tiles in parallel.
+///
+/// # Safety
+/// `a` and `b` must address `m × k` and `k × n` valid elements through their strides, and `c`
+/// `m` rows of `n` writable elements `ldc` apart.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn in_grid<T>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<T>,
+    b: Mat<T>,
+    c: *mut f32,
+    ldc: usize,
+    tasks: usize,
+    gemm: impl Fn(usize, usize, usize, Mat<T>, Mat<T>, *mut f32, usize) + Sync,
+) {
     use rayon::prelude::*;
     let (gm, gn) = grid(m, n, tasks);
     let rows = m.div_ceil(gm).next_multiple_of(16).min(m);
@@ -208,11 +239,11 @@ pub(crate) unsafe fn sgemm_grid(
     let cc = Shared(c);
     (0..tm * tn).into_par_iter().for_each(|t| {
         let (r0, c0) = ((t / tn) * rows, (t % tn) * cols);
-        // SAFETY: as in `sgemm`; the tile's rows of A, columns of B and block of C lie inside
-        // the product, and no other task writes that block of C.
+        // SAFETY: the tile's rows of A, columns of B and block of C lie inside the product,
+        // and no other task writes that block of C.
         unsafe {
             let c = cc.get().add(r0 * ldc + c0);
-            sgemm(
+            gemm(
                 rows.min(m - r0),
                 cols.min(n - c0),
                 k,
