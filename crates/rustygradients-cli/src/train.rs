@@ -250,9 +250,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     model.activation_checkpointing = a.activation_checkpointing;
     let precision = a.precision.unwrap_or_default();
     let cpu_bf16 = match (device, precision) {
-        (Device::Cpu, Precision::Bf16) if rustygradients_core::cpu_amx_available() => {
-            " (f32, matmuls in bf16 on AMX)"
-        }
+        _ if precision.bf16_products_on(device) => " (f32, matmuls in bf16 on AMX)",
         (Device::Cpu, Precision::Bf16) => " (autocast: this CPU has no AMX)",
         _ => "",
     };

@@ -152,11 +152,17 @@ impl Precision {
     /// # Ok::<(), rustygradients_core::Error>(())
     /// ```
     pub fn enter_on(self, device: crate::Device) -> PrecisionGuard {
-        if device == crate::Device::Cpu && self == Precision::Bf16 && cpu_amx_available() {
+        if self.bf16_products_on(device) {
             self.enter_with(None, true)
         } else {
             self.enter()
         }
+    }
+
+    /// Whether [`Precision::enter_on`] `device` keeps f32 tensors and multiplies f32 matmuls in
+    /// bf16 on AMX tiles (`Bf16` on a CPU with them) rather than entering autocast.
+    pub fn bf16_products_on(self, device: crate::Device) -> bool {
+        device == crate::Device::Cpu && self == Precision::Bf16 && cpu_amx_available()
     }
 
     fn enter_with(self, autocast: Option<crate::DType>, bf16: bool) -> PrecisionGuard {

@@ -47,8 +47,8 @@ pub(crate) fn usable() -> bool {
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vl")
             && {
-                // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
-                // SAFETY: leaf 7 exists on every CPU with AVX-512.
+                // CPUID leaf 7 (present on every CPU with AVX-512): EDX bit 22 AMX-BF16,
+                // bit 24 AMX-TILE.
                 let edx = __cpuid_count(7, 0).edx;
                 edx & (1 << 22) != 0 && edx & (1 << 24) != 0
             };
@@ -75,12 +75,6 @@ fn request_tile_state() -> bool {
     {
         false
     }
-}
-
-/// Whether f32 matmuls run here now: allowed ([`crate::matmul_allow_bf16`]) and [`usable`]
-/// (the f32 GEMM asks only when the kernels' ISA is AVX-512).
-pub(crate) fn applies() -> bool {
-    crate::matmul_allow_bf16() && usable()
 }
 
 /// A 64-byte aligned line of 32 bf16 (as bits): the packed buffers are made of these.

@@ -235,7 +235,7 @@ impl BandGemm for f32 {
         // AMX tiles multiply so fast that packing is a large part of a product: from two
         // tasks on, a grid, so that no task packs all of B (x·Wᵀ at 1024×768→3072 on 2
         // threads splits W in halves).
-        if super::amx::applies() {
+        if super::amx_applies() {
             2
         } else {
             GRID_TASKS

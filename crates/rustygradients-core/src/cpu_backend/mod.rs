@@ -40,7 +40,6 @@ pub(crate) fn amx_available() -> bool {
 }
 
 /// Whether f32 matmuls multiply in bf16 on AMX tiles now: allowed and [`amx_available`].
-#[cfg_attr(not(feature = "cpu-blas"), allow(dead_code))]
 pub(crate) fn amx_applies() -> bool {
     crate::matmul_allow_bf16() && amx_available()
 }

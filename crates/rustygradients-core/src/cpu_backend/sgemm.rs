@@ -111,7 +111,7 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut
         }
         return;
     }
-    if super::amx::applies() {
+    if super::amx_applies() {
         return super::amx::bgemm(m, n, k, a, b, c, ldc);
     }
     PACKS.with(|packs| {
