@@ -616,6 +616,13 @@ fn grad_rule(
                 Tensor::from_storage(dx, logits.shape().clone(), None),
             )
         }
+        Op::CrossEntropyGrad { logits, scale } => {
+            let g = g.dense()?;
+            logits
+                .storage_mut()
+                .cross_entropy_grad_rescale(&g.storage(), *scale)?;
+            one(logits, logits.view_with(logits.layout().clone(), None))
+        }
         Op::SoftmaxLast(x, log) => one(x, out.softmax_last_backward(g, *log)?),
         Op::NormLast(x, rstd, rms) => one(x, out.norm_last_backward(rstd, g, *rms)?),
         Op::Cat(ts, dim) => {

@@ -24,7 +24,8 @@ macro_rules! inputs_of {
             | Op::Expand(a)
             | Op::SoftmaxLast(a, _)
             | Op::NormLast(a, _, _)
-            | Op::Checkpoint { x: a, .. } => vec![a],
+            | Op::Checkpoint { x: a, .. }
+            | Op::CrossEntropyGrad { logits: a, .. } => vec![a],
             Op::Binary(a, b, _) | Op::Matmul(a, b) => vec![a, b],
             Op::IndexSelect(a, i, _) | Op::Gather(a, i, _) => vec![a, i],
             Op::WhereCond(m, a, b) => vec![m, a, b],
@@ -105,6 +106,13 @@ pub(crate) enum Op {
         targets: Tensor,
         lse: Tensor,
         ignore: Option<i64>,
+    },
+    /// Cross-entropy whose forward wrote the logits' gradient over them, for an output gradient
+    /// of `scale` per row (see `Storage::cross_entropy_fwd_grad`): the rule only rescales rows
+    /// where the output gradient differs.
+    CrossEntropyGrad {
+        logits: Tensor,
+        scale: f64,
     },
     /// Fused attention on `(N, T, d)` / `(N, S, d)` / `(N, S, dv)` inputs, with what the
     /// backend's forward saved for the rule (flattened; see `BackendStorage::attention_fwd`).
@@ -227,7 +235,7 @@ impl Op {
             Op::NormLast(_, _, false) => "layer_norm",
             Op::NormLast(_, _, true) => "rms_norm",
             Op::Attention { .. } => "scaled_dot_product_attention",
-            Op::CrossEntropy { .. } => "cross_entropy",
+            Op::CrossEntropy { .. } | Op::CrossEntropyGrad { .. } => "cross_entropy",
             Op::Checkpoint { .. } => "checkpoint",
             Op::NormAffine { rms: false, .. } => "layer_norm",
             Op::NormAffine { rms: true, .. } => "rms_norm",
@@ -336,6 +344,7 @@ impl Op {
                 add(Output, None);
             }
             Op::Checkpoint { x, .. } => add(Input(0), Some(x)),
+            Op::CrossEntropyGrad { logits, .. } => add(Input(0), Some(logits)),
             Op::NormAffine { x, w, .. } => {
                 add(Input(0), Some(x));
                 if let Some(w) = w {

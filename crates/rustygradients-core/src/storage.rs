@@ -682,6 +682,47 @@ impl Storage {
             )),
         }
     }
+    /// Cross-entropy losses of contiguous `(N, C)` logits covering this storage, computed in the
+    /// same pass that overwrites them with their gradient `(softmax - onehot) · scale` (0 for
+    /// ignored rows), for a loss whose logits nothing else reads: one pass over the logits
+    /// instead of the forward's and the backward's. `Ok(None)` (nothing done) where the backend
+    /// has no such form for this dtype (the CPU's f16 and bf16).
+    pub fn cross_entropy_fwd_grad(
+        &mut self,
+        l: &Layout,
+        targets: &Storage,
+        tl: &Layout,
+        scale: f64,
+        ignore: Option<i64>,
+    ) -> Result<Option<Storage>> {
+        match (&mut *self, targets) {
+            (Storage::Cpu(x), Storage::Cpu(t)) => {
+                Ok(crate::cpu_backend::cross_entropy::cross_entropy_fwd_grad(
+                    x, l, t, tl, scale, ignore,
+                )?
+                .map(Storage::Cpu))
+            }
+            (Storage::Cuda(x), Storage::Cuda(t)) => Ok(Some(Storage::Cuda(
+                x.cross_entropy_fwd_grad(l, t, tl, scale, ignore)?,
+            ))),
+            (x, t) => Err(mismatch("cross_entropy", &[x.device(), t.device()])),
+        }
+    }
+    /// Brings gradient rows that [`Storage::cross_entropy_fwd_grad`] wrote at `scale` to the
+    /// contiguous `(N,)` output gradient `g`, in place (rows where `g` equals `scale` are left
+    /// as they are).
+    pub fn cross_entropy_grad_rescale(&mut self, g: &Storage, scale: f64) -> Result<()> {
+        match (&mut *self, g) {
+            (Storage::Cpu(x), Storage::Cpu(g)) => {
+                crate::cpu_backend::cross_entropy::cross_entropy_grad_rescale(x, g, scale)
+            }
+            (Storage::Cuda(x), Storage::Cuda(g)) => x.cross_entropy_grad_rescale(g, scale),
+            (x, g) => Err(mismatch(
+                "cross_entropy_backward",
+                &[x.device(), g.device()],
+            )),
+        }
+    }
     pub fn attention_fwd(
         &self,
         k: &Storage,

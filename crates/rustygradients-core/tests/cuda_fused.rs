@@ -804,14 +804,15 @@ fn cuda_vectorised_elementwise_matches_the_cpu() {
 
 #[test]
 fn cuda_cross_entropy_matches_the_cpu_at_vocabulary_width() {
-    // GPT-2's padded vocabulary (rows read 16 bytes at a time) and an odd width (one element
+    // GPT-2's padded vocabulary and a width of whole 16-byte packs (rows read 16 bytes at a
+    // time; rows the fused forward keeps in shared memory), and an odd width (one element
     // at a time), in each float dtype, with ignored targets and a row holding -inf logits:
     // the per-row losses and the logits' gradient against the CPU on the same rounded logits.
     let Some(dev) = gpu() else { return };
     let _g = serial();
     manual_seed(24);
     use rustygradients_core::Reduction;
-    for c in [50304usize, 1003] {
+    for c in [50304usize, 1000, 1003] {
         let rows = 40;
         let mut logits = Tensor::randn([rows, c], DType::F64, Device::Cpu)
             .unwrap()
@@ -881,6 +882,36 @@ fn cuda_cross_entropy_matches_the_cpu_at_vocabulary_width() {
                 e <= tol,
                 "{dtype:?} c {c}: in-place gradient off by {e:.2e}"
             );
+            // Logits handed over whole get their gradient in the forward pass: a sum with
+            // ignored rows and a mean, each backpropagated from 1 (rows left as written) and
+            // scaled by 0.5 (rows rescaled), against the two-pass path.
+            let all = targets.maximum_scalar(0.0).unwrap().to_device(dev).unwrap();
+            for (t, ignore, r) in [
+                (&tg, Some(-100), Reduction::Sum),
+                (&all, None, Reduction::Mean),
+            ] {
+                for scale in [1.0, 0.5] {
+                    let run = |fused: bool| {
+                        xg.zero_grad();
+                        let x = xg.mul_scalar(2.0).unwrap();
+                        let l = if fused {
+                            x.into_cross_entropy(t, ignore, r)
+                        } else {
+                            x.cross_entropy(t, ignore, r)
+                        };
+                        let l = l.unwrap().mul_scalar(scale).unwrap();
+                        l.backward().unwrap();
+                        (l.to_dtype(DType::F64).unwrap(), xg.grad().unwrap())
+                    };
+                    let ((wl, wg), (gl, gg)) = (run(false), run(true));
+                    let (el, eg) = (max_rel_err(&gl, &wl), max_rel_err(&gg, &wg));
+                    assert!(
+                        el <= 1e-6 && eg <= tol,
+                        "{dtype:?} c {c} {r:?} x{scale}: fused loss off by {el:.2e}, \
+                         gradient by {eg:.2e}"
+                    );
+                }
+            }
         }
     }
 }

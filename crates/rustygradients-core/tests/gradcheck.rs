@@ -319,6 +319,38 @@ fn gradcheck_cross_entropy() {
     });
 }
 
+/// The consuming form, whose forward writes the gradient over logits only it holds: a mean, a
+/// sum with ignored targets, a scaled loss (the backward rescales), a transposed input (its
+/// dense copy is written) and a broadcast one.
+#[test]
+fn gradcheck_into_cross_entropy() {
+    let logits = randn_away(&[5, 4], 97, 0.0);
+    let targets = Tensor::from_vec(vec![1i64, 3, 0, 0, 2], 5, Device::Cpu).unwrap();
+    let ignored = Tensor::from_vec(vec![1i64, 3, -100, 0, 2], 5, Device::Cpu).unwrap();
+    gradcheck(&[logits.clone()], |v| {
+        v[0].mul_scalar(1.5)?
+            .into_cross_entropy(&targets, None, Reduction::Mean)
+    });
+    gradcheck(&[logits.clone()], |v| {
+        v[0].mul_scalar(1.5)?
+            .into_cross_entropy(&ignored, Some(-100), Reduction::Sum)
+    });
+    gradcheck(&[logits.clone()], |v| {
+        v[0].mul_scalar(1.5)?
+            .into_cross_entropy(&targets, None, Reduction::Mean)?
+            .mul_scalar(3.0)
+    });
+    let (tt, row) = (randn_away(&[4, 5], 98, 0.0), randn_away(&[4], 99, 0.0));
+    gradcheck(&[tt], |v| {
+        v[0].t()?
+            .into_cross_entropy(&targets, None, Reduction::Mean)
+    });
+    gradcheck(&[logits, row], |v| {
+        v[0].add(&v[1])?
+            .into_cross_entropy(&targets, None, Reduction::Mean)
+    });
+}
+
 #[test]
 fn gradcheck_embedding() {
     let ids = Tensor::from_vec(vec![1i64, 0, 3, 1, 1, 2], [2, 3], Device::Cpu).unwrap();

@@ -321,53 +321,111 @@ fn softmax_and_log_softmax_forward_and_grads() {
     }
 }
 
+/// Per row in f64: the loss `logsumexp - x[target]` and the gradient `softmax - onehot`, both 0
+/// for an ignored (`-100`) target.
+fn cross_entropy_ref(x: &[f32], targets: &[i64], c: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut nll = vec![0.0; targets.len()];
+    let mut dx = vec![0.0; x.len()];
+    for (r, &t) in targets.iter().enumerate() {
+        if t == -100 {
+            continue;
+        }
+        let row = wide(&x[r * c..(r + 1) * c]);
+        let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = row.iter().map(|v| (v - max).exp()).sum();
+        nll[r] = max + sum.ln() - row[t as usize];
+        for j in 0..c {
+            let p = (row[j] - max).exp() / sum;
+            dx[r * c + j] = p - (j == t as usize) as u8 as f64;
+        }
+    }
+    (nll, dx)
+}
+
+/// Targets in `0..c`, every seventh ignored (`-100`) when `ignore`.
+fn class_targets(rng: &mut Rng, n: usize, c: usize, ignore: bool) -> Vec<i64> {
+    (0..n)
+        .map(|i| {
+            if ignore && i % 7 == 3 {
+                -100
+            } else {
+                (rng.next_u64() % c as u64) as i64
+            }
+        })
+        .collect()
+}
+
+/// 512×65 (a character vocabulary) is above the threading threshold.
+const CE_SHAPES: [(usize, usize); 3] = [(512, 65), (256, 1000), (37, 130)];
+
 #[test]
 fn cross_entropy_mean_and_grad() {
     let mut rng = Rng(4);
-    // 512×65 (a character vocabulary) is above the threading threshold.
-    for (n, c) in [(512, 65), (256, 1000), (37, 130)] {
+    for (n, c) in CE_SHAPES {
         let x = rng.normals(n * c, 0.0, 3.0);
-        // Every seventh target ignored.
-        let targets: Vec<i64> = (0..n)
-            .map(|i| {
-                if i % 7 == 3 {
-                    -100
-                } else {
-                    (rng.next_u64() % c as u64) as i64
-                }
-            })
-            .collect();
+        let targets = class_targets(&mut rng, n, c, true);
         let xt = leaf(&x, &[n, c]);
         let tt = Tensor::from_slice(&targets, [n], CPU).unwrap();
         let loss = xt.cross_entropy(&tt, Some(-100), Reduction::Mean).unwrap();
         loss.backward().unwrap();
-        // Reference: mean over kept rows of logsumexp - x[target]; the gradient is
-        // (softmax - one_hot) / kept for kept rows, zero for ignored ones.
+        // The mean over kept rows; the gradient is (softmax - one_hot) / kept.
         let kept = targets.iter().filter(|&&t| t != -100).count() as f64;
-        let mut total = 0.0;
-        let mut dx = vec![0.0; n * c];
-        for (r, &t) in targets.iter().enumerate() {
-            if t == -100 {
-                continue;
-            }
-            let row = wide(&x[r * c..(r + 1) * c]);
-            let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let sum: f64 = row.iter().map(|v| (v - max).exp()).sum();
-            total += max + sum.ln() - row[t as usize];
-            for j in 0..c {
-                let p = (row[j] - max).exp() / sum;
-                dx[r * c + j] = (p - (j == t as usize) as u8 as f64) / kept;
-            }
-        }
+        let (nll, dx) = cross_entropy_ref(&x, &targets, c);
+        let dx: Vec<f64> = dx.iter().map(|v| v / kept).collect();
         let at = format!("cross_entropy {n}x{c}");
         check(
             &format!("{at} loss"),
             &values(&loss),
-            &[total / kept],
+            &[nll.iter().sum::<f64>() / kept],
             tol(c) + tol(n),
             0.0,
         );
         check_scaled(&format!("{at} dlogits"), &grad(&xt), &dx, tol(c));
+    }
+}
+
+#[test]
+fn into_cross_entropy_writes_the_gradient_in_its_forward() {
+    // Logits only the loss holds (`x · 2`) get their gradient in the forward pass: a mean
+    // backpropagated from 1 (the rows are not touched again), the same mean scaled by 0.25
+    // (every row rescaled), and a sum with ignored rows.
+    let mut rng = Rng(5);
+    for (n, c) in CE_SHAPES {
+        let x = rng.normals(n * c, 0.0, 1.5);
+        let doubled: Vec<f32> = x.iter().map(|v| v * 2.0).collect();
+        for (ignore, reduction, scale) in [
+            (false, Reduction::Mean, 1.0),
+            (false, Reduction::Mean, 0.25),
+            (true, Reduction::Sum, 1.0),
+        ] {
+            let targets = class_targets(&mut rng, n, c, ignore);
+            let (nll, dx) = cross_entropy_ref(&doubled, &targets, c);
+            let per_row = match reduction {
+                Reduction::Mean => scale / n as f64,
+                _ => scale,
+            };
+            let xt = leaf(&x, &[n, c]);
+            let tt = Tensor::from_slice(&targets, [n], CPU).unwrap();
+            let ignore = ignore.then_some(-100);
+            let loss = xt
+                .mul_scalar(2.0)
+                .unwrap()
+                .into_cross_entropy(&tt, ignore, reduction)
+                .unwrap()
+                .mul_scalar(scale)
+                .unwrap();
+            loss.backward().unwrap();
+            let at = format!("into_cross_entropy {n}x{c} {reduction:?} x{scale}");
+            check(
+                &format!("{at} loss"),
+                &values(&loss),
+                &[nll.iter().sum::<f64>() * per_row],
+                tol(c) + tol(n),
+                0.0,
+            );
+            let dx: Vec<f64> = dx.iter().map(|v| v * 2.0 * per_row).collect();
+            check_scaled(&format!("{at} dlogits"), &grad(&xt), &dx, tol(c));
+        }
     }
 }
 

@@ -246,13 +246,14 @@ impl Gpt {
 
     /// Mean cross-entropy of next-token predictions: `idx` and `targets` are `(B, T)`.
     pub fn loss(&self, idx: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        let logits = self.logits(idx)?;
         let v = self.config.vocab_size;
-        logits.reshape([logits.elem_count() / v, v])?.cross_entropy(
-            &targets.flatten_all()?,
-            None,
-            Reduction::Mean,
-        )
+        // The logits are handed over whole (their (B, T, V) handle dropped with this
+        // statement), so the loss may write their gradient over them as it reads them.
+        let logits = {
+            let l = self.logits(idx)?;
+            l.reshape([l.elem_count() / v, v])?
+        };
+        logits.into_cross_entropy(&targets.flatten_all()?, None, Reduction::Mean)
     }
 }
 

@@ -110,6 +110,75 @@ fn bwd<T: FloatDType>(
     out
 }
 
+/// [`fwd`] and the gradient at output gradient `scale` in one pass per row, the gradient
+/// written over the logits `x`: returns the losses.
+fn fwd_grad<T: FloatDType>(
+    x: &mut [T],
+    c: usize,
+    t: &[i64],
+    scale: T,
+    ignore: Option<i64>,
+) -> Vec<T> {
+    let mut out = vec![T::zero(); t.len()];
+    if c == 0 {
+        return out;
+    }
+    let row = |a| fwd_grad_row(a, scale, ignore);
+    if x.len() >= PAR_MIN {
+        x.par_chunks_mut(c)
+            .zip(out.par_iter_mut())
+            .zip(t.par_iter())
+            .with_min_len(rows_per_task(c))
+            .for_each(|a| {
+                simd(
+                    #[inline(always)]
+                    || row(a),
+                )
+            });
+    } else {
+        simd(|| x.chunks_mut(c).zip(out.iter_mut()).zip(t).for_each(row));
+    }
+    out
+}
+
+/// One row of [`fwd_grad`] (a function with `inline(always)`, as [`bwd_row`]).
+#[inline(always)]
+fn fwd_grad_row<T: FloatDType>(
+    ((r, nll), &t): ((&mut [T], &mut T), &i64),
+    scale: T,
+    ignore: Option<i64>,
+) {
+    let max = row_max(r);
+    let lse = max + sum_map(r, |v| (v - max).fast_exp()).ln();
+    if Some(t) == ignore {
+        r.iter_mut().for_each(|v| *v = T::zero());
+        return;
+    }
+    *nll = lse - r[t as usize];
+    for v in r.iter_mut() {
+        *v = (*v - lse).fast_exp() * scale;
+    }
+    r[t as usize] = r[t as usize] - scale;
+}
+
+/// Rows of a gradient written at `scale` by [`fwd_grad`], brought to the output gradient `g`.
+fn rescale<T: FloatDType>(d: &mut [T], c: usize, g: &[T], scale: T) {
+    let row = |(r, &g): (&mut [T], &T)| {
+        if g != scale {
+            let f = g / scale;
+            r.iter_mut().for_each(|v| *v = *v * f);
+        }
+    };
+    if d.len() >= PAR_MIN {
+        d.par_chunks_mut(c)
+            .zip(g.par_iter())
+            .with_min_len(rows_per_task(c))
+            .for_each(row);
+    } else {
+        d.chunks_mut(c).zip(g).for_each(row);
+    }
+}
+
 type Row<'a, T> = ((&'a mut [T], &'a [T]), ((&'a i64, &'a T), &'a T));
 
 /// One row of [`bwd`]: `(softmax - onehot) · g`. A function with `inline(always)` (not a
@@ -228,4 +297,58 @@ pub(super) fn cross_entropy_bwd(
     } else {
         grad.to_dtype(&xl, x.dtype())
     }
+}
+
+/// [`cross_entropy_fwd`] with the logits `x` (contiguous, covering the buffer) overwritten by
+/// their gradient at output gradient `scale`; `None` for f16/bf16 logits, which this backend
+/// computes in a widened copy.
+pub(crate) fn cross_entropy_fwd_grad(
+    x: &mut HostBuffer,
+    l: &Layout,
+    t: &HostBuffer,
+    tl: &Layout,
+    scale: f64,
+    ignore: Option<i64>,
+) -> Result<Option<HostBuffer>> {
+    let c = l.dims()[1];
+    let t = checked_targets(t, tl, c, ignore)?;
+    Ok(match x {
+        HostBuffer::F32(v) => Some(HostBuffer::F32(HostBuf::from(fwd_grad(
+            v,
+            c,
+            &t,
+            scale as f32,
+            ignore,
+        )))),
+        HostBuffer::F64(v) => Some(HostBuffer::F64(HostBuf::from(fwd_grad(
+            v, c, &t, scale, ignore,
+        )))),
+        _ => None,
+    })
+}
+
+/// Gradient rows written at `scale` by [`cross_entropy_fwd_grad`] brought to the contiguous
+/// `(N,)` output gradient `g`, in place.
+pub(crate) fn cross_entropy_grad_rescale(
+    d: &mut HostBuffer,
+    g: &HostBuffer,
+    scale: f64,
+) -> Result<()> {
+    let n = g.len();
+    let c = d.len().checked_div(n).unwrap_or(0);
+    if c == 0 {
+        return Ok(());
+    }
+    match (d, g) {
+        (HostBuffer::F32(d), HostBuffer::F32(g)) => rescale(d, c, g, scale as f32),
+        (HostBuffer::F64(d), HostBuffer::F64(g)) => rescale(d, c, g, scale),
+        (d, g) => {
+            return Err(Error::DTypeMismatch {
+                op: "cross_entropy_backward",
+                lhs: d.dtype(),
+                rhs: g.dtype(),
+            })
+        }
+    }
+    Ok(())
 }

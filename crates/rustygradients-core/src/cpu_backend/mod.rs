@@ -6,7 +6,7 @@ mod attention;
 #[cfg(feature = "cpu-blas")]
 mod blas;
 mod caches;
-mod cross_entropy;
+pub(crate) mod cross_entropy;
 mod device;
 mod elementwise;
 mod gemv;

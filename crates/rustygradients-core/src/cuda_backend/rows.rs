@@ -372,6 +372,99 @@ pub(super) fn cross_entropy_bwd_into(
     Ok(())
 }
 
+/// The widest row (in bytes) `ce_fwd_grad_smem` keeps in shared memory: two blocks per SM of a
+/// Hopper GPU (228 KiB) fit with it, GPT-2's bf16 vocabulary row (98.25 KiB) among them.
+const CE_SMEM_ROW: usize = 112 * 1024;
+/// That kernel's threads per block.
+const CE_SMEM_THREADS: u32 = 512;
+
+/// [`cross_entropy_fwd`] for logits whose memory nothing else reads: the losses, and the rows
+/// of `x` overwritten by their gradient at output gradient `scale` (see `ce_fwd_grad_impl`).
+pub(super) fn cross_entropy_fwd_grad(
+    x: &CudaStorage,
+    n: usize,
+    c: usize,
+    t: &CudaStorage,
+    scale: f64,
+    ignore: Option<i64>,
+) -> Result<CudaStorage> {
+    let op = "cross_entropy";
+    float_only(op, x.dtype())?;
+    let dev = x.dev();
+    let nll = CudaStorage::alloc(dev, op, n, lse_dtype(x.dtype()))?;
+    if n == 0 {
+        return Ok(nll);
+    }
+    if c == 0 {
+        return Err(Error::IndexOutOfRange {
+            op,
+            index: 0,
+            size: 0,
+        });
+    }
+    // Rows of whole 16-byte packs that two blocks per SM can hold in shared memory are read
+    // from global memory once; others are read twice.
+    let bytes = c * x.dtype().size_in_bytes();
+    let (name, block, smem) =
+        if bytes.is_multiple_of(16) && x.ptr(0).is_multiple_of(16) && bytes <= CE_SMEM_ROW {
+            ("ce_fwd_grad_smem", CE_SMEM_THREADS, bytes as u32)
+        } else {
+            ("ce_fwd_grad", row_block(c), 0)
+        };
+    let f = dev.function(op, Module::Rows, &format!("{name}_{}", sfx(x.dtype())))?;
+    let (xp, tp, np, cc) = (x.ptr(0), t.ptr(0), nll.ptr(0), c as i64);
+    let (ig, has, err) = (ignore.unwrap_or(0), ignore.is_some() as i32, dev.0.err);
+    let grid = (blocks(x, op, n)?, 1);
+    if x.dtype() == DType::F64 {
+        let s = scale;
+        let a = &mut args![xp, tp, np, cc, s, ig, has, err];
+        dev.launch_smem(op, &f, grid, block, smem, a)?;
+    } else {
+        let s = scale as f32;
+        let a = &mut args![xp, tp, np, cc, s, ig, has, err];
+        dev.launch_smem(op, &f, grid, block, smem, a)?;
+    }
+    Ok(nll)
+}
+
+/// Brings the gradient rows [`cross_entropy_fwd_grad`] wrote at `scale` to the contiguous
+/// `(N,)` output gradient `g`, in place; rows where `g` is `scale` are not touched.
+pub(super) fn cross_entropy_grad_rescale(
+    d: &CudaStorage,
+    g: &CudaStorage,
+    scale: f64,
+) -> Result<()> {
+    let op = "cross_entropy_backward";
+    let dev = d.dev();
+    if g.dtype() != lse_dtype(d.dtype()) {
+        return Err(Error::DTypeMismatch {
+            op,
+            lhs: d.dtype(),
+            rhs: g.dtype(),
+        });
+    }
+    let n = g.elem_len();
+    let c = d.elem_len().checked_div(n).unwrap_or(0);
+    if n == 0 || c == 0 {
+        return Ok(());
+    }
+    let f = dev.function(
+        op,
+        Module::Rows,
+        &format!("ce_grad_rescale_{}", sfx(d.dtype())),
+    )?;
+    let (dp, gp, rows, cc) = (d.ptr(0), g.ptr(0), n as i64, c as i64);
+    let grid = blocks(d, op, n.min(LN_BWD_BLOCKS))?;
+    if d.dtype() == DType::F64 {
+        let s = scale;
+        dev.launch(op, &f, grid, row_block(c), &mut args![dp, gp, rows, cc, s])?;
+    } else {
+        let s = scale as f32;
+        dev.launch(op, &f, grid, row_block(c), &mut args![dp, gp, rows, cc, s])?;
+    }
+    Ok(())
+}
+
 /// Eight rows (warps) per block, and the most blocks the normalisation backward spreads over
 /// (each adds its column sums to the weight and bias gradients once).
 const LN_WARPS: usize = 8;

@@ -269,6 +269,25 @@ impl CudaStorage {
         let out = self.ptr(0);
         super::rows::cross_entropy_bwd_into(self, &t, lse, g, ignore, out)
     }
+    /// Cross-entropy losses of these contiguous `(n, c)` logits, which are overwritten by their
+    /// gradient at output gradient `scale` (see `Storage::cross_entropy_fwd_grad`).
+    pub(crate) fn cross_entropy_fwd_grad(
+        &mut self,
+        l: &Layout,
+        targets: &CudaStorage,
+        tl: &Layout,
+        scale: f64,
+        ignore: Option<i64>,
+    ) -> Result<CudaStorage> {
+        rows_of("cross_entropy", l)?;
+        let t = targets.ids_i64("cross_entropy", tl)?;
+        super::rows::cross_entropy_fwd_grad(self, l.dims()[0], l.dims()[1], &t, scale, ignore)
+    }
+    /// Gradient rows written at `scale` by [`CudaStorage::cross_entropy_fwd_grad`] brought to
+    /// the output gradient `g`, in place.
+    pub(crate) fn cross_entropy_grad_rescale(&mut self, g: &CudaStorage, scale: f64) -> Result<()> {
+        super::rows::cross_entropy_grad_rescale(self, g, scale)
+    }
 }
 
 impl CudaStorage {

@@ -380,6 +380,34 @@ impl Tensor {
         ignore_index: Option<i64>,
         reduction: Reduction,
     ) -> Result<Tensor> {
+        self.clone()
+            .into_cross_entropy(targets, ignore_index, reduction)
+    }
+
+    /// [`Tensor::cross_entropy`], consuming the logits. When this was the last handle to
+    /// their memory (a model's loss that never returns its logits) and autograd records the
+    /// op, the forward overwrites the logits with their gradient in the same pass that computes
+    /// the loss: one pass over a vocabulary-wide classifier's logits instead of three, and no
+    /// second logits-sized buffer. The backward then only rescales rows whose output gradient
+    /// is not the one the forward assumed (1 per row for a sum, `1/N` for a mean), so losses
+    /// scaled before `backward` stay exact, at the cost of one more rounding of each gradient
+    /// element. f16 logits keep the two-pass path: their gradient at `1/N` would underflow.
+    ///
+    /// ```
+    /// use rustygradients_core::{DType, Device, Reduction, Tensor};
+    /// let logits = Tensor::randn([4, 10], DType::F32, Device::Cpu)?.requires_grad_(true)?;
+    /// let targets = Tensor::from_vec(vec![1i64, 0, 9, 3], &[4], Device::Cpu)?;
+    /// let loss = logits.affine(2.0, 0.0)?.into_cross_entropy(&targets, None, Reduction::Mean)?;
+    /// loss.backward()?;
+    /// assert_eq!(logits.grad().unwrap().dims(), &[4, 10]);
+    /// # Ok::<(), rustygradients_core::Error>(())
+    /// ```
+    pub fn into_cross_entropy(
+        self,
+        targets: &Tensor,
+        ignore_index: Option<i64>,
+        reduction: Reduction,
+    ) -> Result<Tensor> {
         let op = "cross_entropy";
         if self.rank() != 2 || targets.rank() != 1 || targets.dims()[0] != self.dims()[0] {
             return Err(Error::InvalidArgument {
@@ -399,26 +427,70 @@ impl Tensor {
                 expected: "targets must be class indices of dtype i64 or u32",
             });
         }
+        let (n, self_dtype) = (self.dims()[0], self.dtype());
+        // The output gradient each row will most likely get, when the forward may write the
+        // gradient: a mean without ignored targets (1/N), or a sum (1).
+        let scale = match (reduction, ignore_index) {
+            (Reduction::Mean, None) => Some(1.0 / n as f64),
+            (Reduction::Sum, _) => Some(1.0),
+            _ => None,
+        };
         let x = self.dense()?;
+        drop(self);
+        if let Some(scale) = scale.filter(|_| {
+            x.is_tracked()
+                && crate::grad_mode::is_grad_enabled()
+                && x.dtype() != DType::F16
+                && x.exclusively_owned()
+        }) {
+            let nll = x.storage_mut().cross_entropy_fwd_grad(
+                x.layout(),
+                &targets.storage(),
+                targets.layout(),
+                scale,
+                ignore_index,
+            )?;
+            if let Some(nll) = nll {
+                let op = Op::CrossEntropyGrad { logits: x, scale };
+                let nll = Tensor::from_storage(nll, n, Some(op));
+                return Self::reduce_nll(nll, targets, ignore_index, reduction, self_dtype);
+            }
+        }
         let (nll, lse) = x.storage().cross_entropy_fwd(
             x.layout(),
             &targets.storage(),
             targets.layout(),
             ignore_index,
         )?;
-        let n = self.dims()[0];
         let lse = Tensor::from_storage(lse, n, None);
         let op = Op::CrossEntropy {
-            logits: x.clone(),
+            logits: x,
             targets: targets.clone(),
             lse,
             ignore: ignore_index,
         };
-        let mut nll = Tensor::from_storage(nll, n, Some(op));
+        Self::reduce_nll(
+            Tensor::from_storage(nll, n, Some(op)),
+            targets,
+            ignore_index,
+            reduction,
+            self_dtype,
+        )
+    }
+
+    /// The losses of [`Tensor::into_cross_entropy`]'s rows, reduced.
+    fn reduce_nll(
+        mut nll: Tensor,
+        targets: &Tensor,
+        ignore_index: Option<i64>,
+        reduction: Reduction,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let n = nll.dims()[0];
         // The backends compute f16/bf16 losses in f32. Under autocast they stay f32 (PyTorch's
         // autocast runs cross_entropy in f32); otherwise the result keeps the logits' dtype.
         if crate::autocast_dtype().is_none() {
-            nll = nll.to_dtype(self.dtype())?;
+            nll = nll.to_dtype(dtype)?;
         }
         match reduction {
             Reduction::None => Ok(nll),
@@ -509,4 +581,57 @@ fn packed_projection(q: &Tensor, k: &Tensor, v: &Tensor) -> Option<Tensor> {
         && third(k, 1)
         && third(v, 2);
     fits.then_some(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::op::Op;
+    use crate::{DType, Device, Reduction, Tensor};
+
+    /// Whether the graph below `t` recorded a cross-entropy that wrote its gradient in the
+    /// forward pass.
+    fn fused_below(t: &Tensor) -> bool {
+        let op = t.0.node.op.lock().unwrap();
+        match op.as_ref() {
+            Some(Op::CrossEntropyGrad { .. }) => true,
+            Some(op) => op.inputs().into_iter().any(fused_below),
+            None => false,
+        }
+    }
+
+    #[test]
+    fn into_cross_entropy_fuses_only_logits_nothing_else_holds() {
+        let x = Tensor::randn([6, 9], DType::F32, Device::Cpu)
+            .unwrap()
+            .requires_grad_(true)
+            .unwrap();
+        let t = Tensor::from_vec(vec![0i64, 8, 3, 3, 1, 2], &[6], Device::Cpu).unwrap();
+        let mean = |l: Tensor| l.into_cross_entropy(&t, None, Reduction::Mean).unwrap();
+        assert!(fused_below(&mean(x.mul_scalar(2.0).unwrap())));
+        // Held elsewhere (a clone, a leaf, a view of kept logits): the two-pass path.
+        let kept = x.mul_scalar(2.0).unwrap();
+        assert!(!fused_below(&mean(kept.clone())));
+        assert!(!fused_below(&mean(x.clone())));
+        assert!(!fused_below(
+            &kept.cross_entropy(&t, None, Reduction::Mean).unwrap()
+        ));
+        // A mean over ignored targets, per-row losses, f16: two passes.
+        let ignoring = x
+            .mul_scalar(2.0)
+            .unwrap()
+            .into_cross_entropy(&t, Some(3), Reduction::Mean)
+            .unwrap();
+        assert!(!fused_below(&ignoring));
+        let rows = x.mul_scalar(2.0).unwrap();
+        assert!(!fused_below(
+            &rows.into_cross_entropy(&t, None, Reduction::None).unwrap()
+        ));
+        let half = x.to_dtype(DType::F16).unwrap().mul_scalar(2.0).unwrap();
+        assert!(!fused_below(&mean(half)));
+        // The kept logits still hold their values.
+        assert_eq!(
+            kept.to_vec::<f32>().unwrap(),
+            x.mul_scalar(2.0).unwrap().to_vec::<f32>().unwrap()
+        );
+    }
 }

@@ -96,13 +96,6 @@ template <int N> __device__ __forceinline__ void cp_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N));
 }
 
-// 2^x on the special-function unit, subnormal results flushed to zero (one instruction;
-// exp2f's IEEE handling of subnormals costs three more per element).
-__device__ __forceinline__ float ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
 // dst[0..2] += (a, b) in one 8-byte reduction (dst 8-byte aligned).
 __device__ __forceinline__ void red_add2(float* dst, float a, float b) {
     asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" ::"l"(dst), "f"(a), "f"(b) : "memory");

@@ -174,6 +174,15 @@ __device__ __forceinline__ void report_bad_index(i64* err, i64 code, i64 index, 
     }
 }
 
+// 2^x on the special-function unit, subnormal results flushed to zero (one instruction;
+// exp2f's IEEE handling of subnormals costs three more per element).
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ double ex2(double x) { return exp2(x); }
+
 // Block-wide sum of `v` (all threads get the result); `blockDim.x` a multiple of 32, <= 1024.
 template <typename A> __device__ A block_sum(A v) {
     __shared__ A partial[32];

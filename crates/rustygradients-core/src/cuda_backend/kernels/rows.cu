@@ -204,19 +204,17 @@ template <typename T> __device__ bool packed_rows(const void* p, i64 c) {
     return c % PackWidth<T, T>::P == 0 && ((u64)p & 15) == 0;
 }
 
+// The logsumexp of row `xr` (`c` wide), reduced over the block; every thread gets it, and all
+// have finished reading the row when it returns.
 template <typename T>
-__device__ void ce_fwd_impl(const T* x, const i64* targets, typename Num<T>::acc* nll,
-                            typename Num<T>::acc* lse_out,
-                            i64 c, i64 ignore, int has_ignore, i64* err) {
+__device__ typename Num<T>::acc ce_row_lse(const T* xr, i64 c) {
     typedef typename Num<T>::acc A;
     const int P = PackWidth<T, T>::P;
-    i64 row = blockIdx.x;
-    const T* xr = x + row * c;
     // One pass over the row: each thread keeps a running max and the sum of exponentials
     // relative to it, and the block combines the pairs (a NaN anywhere gives NaN). Values
     // are merged a pack at a time: the pack's max first, then one rescale of the sum.
     A m = -INFINITY, s = 0;
-    if (packed_rows<T>(x, c)) {
+    if (packed_rows<T>(xr, c)) {
         const Pack<T, P>* xp = (const Pack<T, P>*)xr;
         for (i64 j = threadIdx.x; j < c / P; j += blockDim.x) {
             Pack<T, P> pk = xp[j];
@@ -247,7 +245,16 @@ __device__ void ce_fwd_impl(const T* x, const i64* targets, typename Num<T>::acc
     }
     A mm = block_max<A>(m);
     s = block_sum<A>(m == -INFINITY ? (A)0 : s * fexp(m - mm));
-    A lse = mm + log(s);
+    return mm + log(s);
+}
+template <typename T>
+__device__ void ce_fwd_impl(const T* x, const i64* targets, typename Num<T>::acc* nll,
+                            typename Num<T>::acc* lse_out,
+                            i64 c, i64 ignore, int has_ignore, i64* err) {
+    typedef typename Num<T>::acc A;
+    i64 row = blockIdx.x;
+    const T* xr = x + row * c;
+    A lse = ce_row_lse<T>(xr, c);
     if (threadIdx.x == 0) {
         i64 t;
         bool ok = ce_target<T>(targets, row, c, ignore, has_ignore, err, &t);
@@ -284,6 +291,126 @@ __device__ void ce_bwd_impl(const T* x, const i64* targets, const typename Num<T
             A p = fexp(Num<T>::ld(xr[j]) - l);
             orow[j] = Num<T>::st((p - (j == t ? (A)1 : (A)0)) * gv);
         }
+    }
+}
+
+// The forward and the backward in one pass, for a loss whose logits nothing else reads: each
+// row's loss, and the row overwritten by its gradient `(softmax - onehot) · scale` (0 for an
+// ignored target). The thread that holds the target's logit writes the loss.
+template <typename T>
+__device__ void ce_fwd_grad_impl(T* x, const i64* targets, typename Num<T>::acc* nll, i64 c,
+                                 typename Num<T>::acc scale, i64 ignore, int has_ignore, i64* err) {
+    typedef typename Num<T>::acc A;
+    const int P = PackWidth<T, T>::P;
+    i64 row = blockIdx.x;
+    T* xr = x + row * c;
+    A l = ce_row_lse<T>(xr, c);
+    i64 t;
+    bool ok = ce_target<T>(targets, row, c, ignore, has_ignore, err, &t);
+    A gv = ok ? scale : (A)0;
+    if (!ok) {
+        t = -1;
+        if (threadIdx.x == 0) nll[row] = 0;
+    }
+    if (packed_rows<T>(x, c)) {
+        Pack<T, P>* xp = (Pack<T, P>*)xr;
+        for (i64 j = threadIdx.x; j < c / P; j += blockDim.x) {
+            Pack<T, P> pk = xp[j], r;
+#pragma unroll
+            for (int k = 0; k < P; ++k) {
+                A v = Num<T>::ld(pk.v[k]);
+                bool hit = j * P + k == t;
+                if (hit) nll[row] = l - v;
+                r.v[k] = Num<T>::st((fexp(v - l) - (hit ? (A)1 : (A)0)) * gv);
+            }
+            xp[j] = r;
+        }
+    } else {
+        for (i64 j = threadIdx.x; j < c; j += blockDim.x) {
+            A v = Num<T>::ld(xr[j]);
+            if (j == t) nll[row] = l - v;
+            xr[j] = Num<T>::st((fexp(v - l) - (j == t ? (A)1 : (A)0)) * gv);
+        }
+    }
+}
+// `ce_fwd_grad_impl` for rows of whole packs that fit in shared memory, at the cost of memory
+// rather than arithmetic: the row is read from global memory once (four packs in flight per
+// thread) into shared memory, with its maximum; then the sum of exponentials and the gradient
+// are each one FFMA and one `ex2` per element from shared memory; the target's element is fixed
+// by the thread whose pack holds it. A NaN anywhere makes the sum, so the loss, NaN.
+template <typename T>
+__device__ void ce_fwd_grad_smem_impl(T* x, const i64* targets, typename Num<T>::acc* nll, i64 c,
+                                      typename Num<T>::acc scale, i64 ignore, int has_ignore,
+                                      i64* err) {
+    typedef typename Num<T>::acc A;
+    const int P = PackWidth<T, T>::P, U = 4;
+    const A L2E = (A)1.4426950408889634;
+    extern __shared__ __align__(16) unsigned char ce_smem[];
+    Pack<T, P>* sp = (Pack<T, P>*)ce_smem;
+    i64 row = blockIdx.x;
+    Pack<T, P>* xp = (Pack<T, P>*)(x + row * c);
+    int np = (int)(c / P), nt = blockDim.x;
+    A m = -INFINITY;
+    for (int j0 = threadIdx.x; j0 < np; j0 += U * nt) {
+        Pack<T, P> pk[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+            if (j0 + u * nt < np) pk[u] = xp[j0 + u * nt];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            if (j0 + u * nt >= np) break;
+            sp[j0 + u * nt] = pk[u];
+#pragma unroll
+            for (int k = 0; k < P; ++k) m = fmax(m, Num<T>::ld(pk[u].v[k]));
+        }
+    }
+    m = block_max<A>(m);
+    // exp(v - m) = 2^(v·log2e - m·log2e); a row of -inf sums to 0 (logsumexp -inf).
+    A ml = m == -INFINITY ? (A)0 : m * L2E, s = 0;
+    for (int j = threadIdx.x; j < np; j += nt) {
+        Pack<T, P> pk = sp[j];
+#pragma unroll
+        for (int k = 0; k < P; ++k) s += ex2(Num<T>::ld(pk.v[k]) * L2E - ml);
+    }
+    s = block_sum<A>(s);
+    A l = m + log(s), ll = l * L2E;
+    i64 t;
+    bool ok = ce_target<T>(targets, row, c, ignore, has_ignore, err, &t);
+    A gv = ok ? scale : (A)0;
+    if (!ok) {
+        t = -1;
+        if (threadIdx.x == 0) nll[row] = 0;
+    }
+    int jt = ok ? (int)(t / P) : -1;
+    for (int j = threadIdx.x; j < np; j += nt) {
+        Pack<T, P> pk = sp[j], r;
+#pragma unroll
+        for (int k = 0; k < P; ++k) r.v[k] = Num<T>::st(ex2(Num<T>::ld(pk.v[k]) * L2E - ll) * gv);
+        if (j == jt) {
+#pragma unroll
+            for (int k = 0; k < P; ++k)
+                if (k == t - (i64)jt * P) {
+                    A v = Num<T>::ld(pk.v[k]);
+                    nll[row] = l - v;
+                    r.v[k] = Num<T>::st((ex2(v * L2E - ll) - (A)1) * gv);
+                }
+        }
+        xp[j] = r;
+    }
+}
+// Rows of a gradient written at `scale` (above) brought to the output gradient `g[row]`: rows
+// where the two agree (a mean loss backpropagated from 1) are left alone, so that the usual
+// backward reads no more than `g`. Blocks walk rows grid-stride.
+template <typename T>
+__device__ void ce_grad_rescale_impl(T* d, const typename Num<T>::acc* g, i64 rows, i64 c,
+                                     typename Num<T>::acc scale) {
+    typedef typename Num<T>::acc A;
+    for (i64 row = blockIdx.x; row < rows; row += gridDim.x) {
+        A gv = g[row];
+        if (gv == scale) continue;
+        A f = gv / scale;
+        T* r = d + row * c;
+        for (i64 j = threadIdx.x; j < c; j += blockDim.x) r[j] = Num<T>::st(Num<T>::ld(r[j]) * f);
     }
 }
 
@@ -324,6 +451,20 @@ __device__ void ce_bwd_impl(const T* x, const i64* targets, const typename Num<T
                                           const Num<T>::acc* g, T* out, i64 c, i64 ignore,      \
                                           int has_ignore, i64* err) {                           \
         ce_bwd_impl<T>(x, t, lse, g, out, c, ignore, has_ignore, err);                          \
+    }                                                                                           \
+    extern "C" __global__ void ce_fwd_grad_##S(T* x, const i64* t, Num<T>::acc* nll, i64 c,     \
+                                               Num<T>::acc scale, i64 ignore, int has_ignore,   \
+                                               i64* err) {                                      \
+        ce_fwd_grad_impl<T>(x, t, nll, c, scale, ignore, has_ignore, err);                      \
+    }                                                                                           \
+    extern "C" __global__ void ce_fwd_grad_smem_##S(T* x, const i64* t, Num<T>::acc* nll,       \
+                                                    i64 c, Num<T>::acc scale, i64 ignore,       \
+                                                    int has_ignore, i64* err) {                 \
+        ce_fwd_grad_smem_impl<T>(x, t, nll, c, scale, ignore, has_ignore, err);                 \
+    }                                                                                           \
+    extern "C" __global__ void ce_grad_rescale_##S(T* d, const Num<T>::acc* g, i64 rows, i64 c, \
+                                                   Num<T>::acc scale) {                         \
+        ce_grad_rescale_impl<T>(d, g, rows, c, scale);                                          \
     }
 FOR_FLOATS(ROWS)
 
