@@ -279,6 +279,36 @@ fn linear_grads(
     Ok(out)
 }
 
+/// The gradient of `x` from `g` gathered at `ids` along `dim` (an embedding, `index_select`,
+/// `gather`): `g` added at `ids` into the gradient `x` has gathered so far, or into zeros.
+/// Where the backend can, into that memory itself (a tied embedding's table-sized gradient
+/// then costs no copy and no separate sum).
+fn scatter_grad(
+    x: &Tensor,
+    ids: &Tensor,
+    g: &Tensor,
+    dim: usize,
+    prior: &mut dyn FnMut(&Tensor) -> Option<Tensor>,
+) -> Result<Tensor> {
+    let base = match prior(x) {
+        Some(p) => p,
+        None => x.zeros_like()?,
+    };
+    if base.exclusively_owned()
+        && base.storage_mut().scatter_add_in_place(
+            base.layout(),
+            &ids.storage(),
+            ids.layout(),
+            &g.storage(),
+            g.layout(),
+            dim,
+        )?
+    {
+        return Ok(base);
+    }
+    base.scatter_add(dim, ids, g)
+}
+
 /// The gradient of the residual `r` a GEMM added to its output (see [`Tensor::linear_add`]):
 /// the output's gradient `g`, in `r`'s shape.
 fn residual_grad(r: Option<&Tensor>, g: &Tensor) -> Result<Option<(Tensor, InputGrad)>> {
@@ -462,9 +492,9 @@ fn grad_rule(
             let mut idx_shape = vec![1; g.rank()];
             idx_shape[*dim] = ids.elem_count();
             let full = ids.reshape(idx_shape)?.broadcast_to(g.shape().clone())?;
-            one(x, x.zeros_like()?.scatter_add(*dim, &full, g)?)
+            one(x, scatter_grad(x, &full, g, *dim, prior)?)
         }
-        Op::Gather(x, ids, dim) => one(x, x.zeros_like()?.scatter_add(*dim, ids, g)?),
+        Op::Gather(x, ids, dim) => one(x, scatter_grad(x, ids, g, *dim, prior)?),
         Op::ScatterAdd(x, ids, src, dim) => Ok(vec![
             (x.clone(), Full(g.clone())),
             (src.clone(), Full(g.gather(*dim, ids)?)),

@@ -333,6 +333,30 @@ impl Storage {
         let (a, i, s) = (self, ids, src);
         Ok(same_device!("scatter_add", (a, i, s) => a.scatter_add(l, i, il, s, sl, dim)))
     }
+    /// [`Storage::scatter_add`] into this storage itself (dense, of `l`'s shape): `Ok(false)`
+    /// (nothing done) where the backend has no in-place form (the CPU).
+    #[allow(clippy::too_many_arguments)]
+    pub fn scatter_add_in_place(
+        &mut self,
+        l: &Layout,
+        ids: &Storage,
+        il: &Layout,
+        src: &Storage,
+        sl: &Layout,
+        dim: usize,
+    ) -> Result<bool> {
+        match (&mut *self, ids, src) {
+            (Storage::Cpu(_), ..) => Ok(false),
+            (Storage::Cuda(a), Storage::Cuda(i), Storage::Cuda(s)) => {
+                a.scatter_add_in_place(l, i, il, s, sl, dim)?;
+                Ok(true)
+            }
+            (a, i, s) => Err(mismatch(
+                "scatter_add",
+                &[a.device(), i.device(), s.device()],
+            )),
+        }
+    }
     pub fn softmax_last(&self, l: &Layout, log: bool) -> Result<Storage> {
         Ok(one!(self, s => s.softmax_last(l, log)))
     }

@@ -1493,6 +1493,25 @@ fn cuda_indexing() {
         tol,
         |x| x[0].index_select(&x[1], 1),
     );
+    // A table read twice, as a tied embedding is: the lookup's gradient is added into the
+    // one the other use gathered first (in place on the GPU), in either order of use.
+    check(
+        dev,
+        "tied embedding: a lookup, then a product with the same table",
+        &[table.clone(), e_ids.clone()],
+        SUM,
+        |x| x[0].embedding(&x[1])?.matmul(&x[0].t()?),
+    );
+    check(
+        dev,
+        "tied embedding: the table scaled, then a lookup added",
+        &[table.clone(), e_ids.clone()],
+        SUM,
+        |x| {
+            let scaled = x[0].mul_scalar(3.0)?.sum_all()?;
+            x[0].embedding(&x[1])?.sum_all()?.add(&scaled)
+        },
+    );
     let src = randn(&[4, 6]);
     check(
         dev,

@@ -355,6 +355,10 @@ fn gradcheck_into_cross_entropy() {
 fn gradcheck_embedding() {
     let ids = Tensor::from_vec(vec![1i64, 0, 3, 1, 1, 2], [2, 3], Device::Cpu).unwrap();
     gradcheck(&[randn_away(&[4, 3], 94, 0.0)], |v| v[0].embedding(&ids));
+    // Tied: the lookup's gradient joins the one the table's other use gathered.
+    gradcheck(&[randn_away(&[4, 3], 100, 0.0)], |v| {
+        v[0].embedding(&ids)?.matmul(&v[0].t()?)
+    });
 }
 
 #[test]

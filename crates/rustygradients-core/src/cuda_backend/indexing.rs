@@ -132,9 +132,25 @@ pub(super) fn scatter_add(
     sl: &Layout,
     dim: usize,
 ) -> Result<CudaStorage> {
+    let out = s.copy_strided(l)?;
+    scatter_add_into(&out, l, ids, il, src, sl, dim)?;
+    Ok(out)
+}
+
+/// [`scatter_add`] into `out` itself, a dense tensor of `l`'s shape.
+pub(super) fn scatter_add_into(
+    out: &CudaStorage,
+    l: &Layout,
+    ids: &CudaStorage,
+    il: &Layout,
+    src: &CudaStorage,
+    sl: &Layout,
+    dim: usize,
+) -> Result<()> {
     let op = "scatter_add";
     check_index_shape(op, l, il, dim)?;
     check_index_shape(op, sl, il, usize::MAX)?;
+    let s = out;
     if s.dtype() != src.dtype() {
         return Err(Error::DTypeMismatch {
             op,
@@ -145,10 +161,9 @@ pub(super) fn scatter_add(
     let dev = s.dev();
     let mut keep = None;
     let (ids, il) = ids_i64(op, ids, il, &mut keep)?;
-    let out = s.copy_strided(l)?;
     let n = il.elem_count();
     if n == 0 {
-        return Ok(out);
+        return Ok(());
     }
     let f = dev.function(
         op,
@@ -175,5 +190,5 @@ pub(super) fn scatter_add(
         super::storage::BLOCK,
         &mut args![nn, o, lo, ip, li, sp, ls, d, err],
     )?;
-    Ok(out)
+    Ok(())
 }

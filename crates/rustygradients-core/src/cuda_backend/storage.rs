@@ -269,6 +269,18 @@ impl CudaStorage {
         let out = self.ptr(0);
         super::rows::cross_entropy_bwd_into(self, &t, lse, g, ignore, out)
     }
+    /// `scatter_add` into this dense tensor of `l`'s shape itself.
+    pub(crate) fn scatter_add_in_place(
+        &mut self,
+        l: &Layout,
+        ids: &CudaStorage,
+        il: &Layout,
+        src: &CudaStorage,
+        sl: &Layout,
+        dim: usize,
+    ) -> Result<()> {
+        super::indexing::scatter_add_into(self, l, ids, il, src, sl, dim)
+    }
     /// Cross-entropy losses of these contiguous `(n, c)` logits, which are overwritten by their
     /// gradient at output gradient `scale` (see `Storage::cross_entropy_fwd_grad`).
     pub(crate) fn cross_entropy_fwd_grad(

@@ -147,6 +147,18 @@ impl CudaStorage {
         match *self {}
     }
 
+    pub(crate) fn scatter_add_in_place(
+        &mut self,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+        _: usize,
+    ) -> Result<()> {
+        match *self {}
+    }
+
     pub(crate) fn cross_entropy_fwd_grad(
         &mut self,
         _: &Layout,
