@@ -294,6 +294,18 @@ __device__ void ce_bwd_impl(const T* x, const i64* targets, const typename Num<T
     }
 }
 
+// The fused forward's target for `row` (-1 when ignored or out of range, whose loss is then
+// written as 0 here) and the scale of the row's gradient (0 for those rows).
+template <typename T>
+__device__ typename Num<T>::acc ce_grad_target(const i64* targets, i64 row, i64 c,
+                                               typename Num<T>::acc scale, i64 ignore,
+                                               int has_ignore, i64* err,
+                                               typename Num<T>::acc* nll, i64* t) {
+    if (ce_target<T>(targets, row, c, ignore, has_ignore, err, t)) return scale;
+    *t = -1;
+    if (threadIdx.x == 0) nll[row] = 0;
+    return 0;
+}
 // The forward and the backward in one pass, for a loss whose logits nothing else reads: each
 // row's loss, and the row overwritten by its gradient `(softmax - onehot) · scale` (0 for an
 // ignored target). The thread that holds the target's logit writes the loss.
@@ -306,12 +318,7 @@ __device__ void ce_fwd_grad_impl(T* x, const i64* targets, typename Num<T>::acc*
     T* xr = x + row * c;
     A l = ce_row_lse<T>(xr, c);
     i64 t;
-    bool ok = ce_target<T>(targets, row, c, ignore, has_ignore, err, &t);
-    A gv = ok ? scale : (A)0;
-    if (!ok) {
-        t = -1;
-        if (threadIdx.x == 0) nll[row] = 0;
-    }
+    A gv = ce_grad_target<T>(targets, row, c, scale, ignore, has_ignore, err, nll, &t);
     if (packed_rows<T>(x, c)) {
         Pack<T, P>* xp = (Pack<T, P>*)xr;
         for (i64 j = threadIdx.x; j < c / P; j += blockDim.x) {
@@ -375,13 +382,8 @@ __device__ void ce_fwd_grad_smem_impl(T* x, const i64* targets, typename Num<T>:
     s = block_sum<A>(s);
     A l = m + log(s), ll = l * L2E;
     i64 t;
-    bool ok = ce_target<T>(targets, row, c, ignore, has_ignore, err, &t);
-    A gv = ok ? scale : (A)0;
-    if (!ok) {
-        t = -1;
-        if (threadIdx.x == 0) nll[row] = 0;
-    }
-    int jt = ok ? (int)(t / P) : -1;
+    A gv = ce_grad_target<T>(targets, row, c, scale, ignore, has_ignore, err, nll, &t);
+    int jt = t < 0 ? -1 : (int)(t / P);
     for (int j = threadIdx.x; j < np; j += nt) {
         Pack<T, P> pk = sp[j], r;
 #pragma unroll
