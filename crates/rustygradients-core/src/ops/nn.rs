@@ -605,7 +605,7 @@ mod tests {
             .unwrap()
             .requires_grad_(true)
             .unwrap();
-        let t = Tensor::from_vec(vec![0i64, 8, 3, 3, 1, 2], &[6], Device::Cpu).unwrap();
+        let t = Tensor::from_vec(vec![0i64, 8, 3, 3, 1, 2], [6], Device::Cpu).unwrap();
         let mean = |l: Tensor| l.into_cross_entropy(&t, None, Reduction::Mean).unwrap();
         assert!(fused_below(&mean(x.mul_scalar(2.0).unwrap())));
         // Held elsewhere (a clone, a leaf, a view of kept logits): the two-pass path.
