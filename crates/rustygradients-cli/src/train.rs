@@ -339,169 +339,179 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut bad_in_a_row = 0usize;
     let params = opt.params();
     pb.set_position(step as u64);
-    loop {
-        let done =
-            step >= a.steps || stop.load(Ordering::SeqCst) || a.stop_at.is_some_and(|s| step >= s);
-        // The checkpoint a run resumes from was saved right after this step's evaluation.
-        let evaluated = resumed_at == Some(step);
-        if (step.is_multiple_of(a.eval_interval) || done) && !evaluated {
-            let (tr, va) = evaluate(&model, &mut data, &a, step, device)?;
-            last_eval = (tr, va);
-            report(format!("step {step}: train loss {tr:.4}, val loss {va:.4}"));
+    let mut train = || -> anyhow::Result<()> {
+        loop {
+            let done = step >= a.steps
+                || stop.load(Ordering::SeqCst)
+                || a.stop_at.is_some_and(|s| step >= s);
+            // The checkpoint a run resumes from was saved right after this step's evaluation.
+            let evaluated = resumed_at == Some(step);
+            if (step.is_multiple_of(a.eval_interval) || done) && !evaluated {
+                let (tr, va) = evaluate(&model, &mut data, &a, step, device)?;
+                last_eval = (tr, va);
+                report(format!("step {step}: train loss {tr:.4}, val loss {va:.4}"));
+                let rec = Record {
+                    step,
+                    train_loss: records.last().map_or(tr, |r| r.train_loss),
+                    val_loss: Some(va),
+                    eval_train_loss: Some(tr),
+                    grad_norm: None,
+                    skipped: false,
+                    lr: schedule.lr_at(step),
+                    tokens_per_s: step as f64 * tokens_per_step / train_secs.max(1e-9),
+                    time_s: started.elapsed().as_secs_f64(),
+                };
+                log.write(&rec)?;
+                records.push(rec);
+                plot::loss_curve(&out.join("loss.png"), &records)?;
+                let finite_model = model
+                    .parameters()
+                    .iter()
+                    .map(|p| p.all_finite())
+                    .collect::<rustygradients_core::Result<Vec<_>>>()?
+                    .into_iter()
+                    .all(|f| f);
+                if !(tr.is_finite() && va.is_finite() && finite_model) {
+                    pb.finish_and_clear();
+                    anyhow::bail!(
+                        "training diverged: at step {step} the evaluation gave train loss {tr}, val \
+                         loss {va}{}; the model was not saved. {}",
+                        if finite_model {
+                            ""
+                        } else {
+                            " (the weights hold NaN or infinite values)"
+                        },
+                        ways_on(&out, last_saved)
+                    );
+                }
+                model_dir::save(&out, &model, &tok, settings.clone(), step)?;
+                let metrics = [("train_loss".to_string(), tr), ("val_loss".to_string(), va)];
+                run_state::save(
+                    &manager,
+                    &a,
+                    &model,
+                    &opt,
+                    &tok,
+                    &data,
+                    step,
+                    metrics.into_iter().collect(),
+                    train_secs,
+                    scaler.as_ref(),
+                )?;
+                last_saved = Some(step);
+            }
+            if done {
+                break;
+            }
+            let t0 = Instant::now();
+            let lr = schedule.lr_at(step);
+            opt.set_learning_rate(lr);
+            let (x, y) = data.batch(Split::Train, a.batch_size, a.block_size, device)?;
+            opt.zero_grad();
+            let loss = {
+                let _precision = precision.enter_on(device);
+                let loss = model.loss(&x, &y)?;
+                match &scaler {
+                    Some(s) => s.scale_loss(&loss)?.backward()?,
+                    None => loss.backward()?,
+                }
+                loss
+            };
+            if let Some(s) = &scaler {
+                s.unscale(&params)?;
+            }
+            // Clipping's coefficient goes into the update itself (no pass over the gradients).
+            let (norm, coef) = if a.grad_clip > 0.0 {
+                clip_grad_coef(&params, a.grad_clip)?.unzip()
+            } else {
+                (grad_norm_tensor(&params)?, None)
+            };
+            // The step's one read-back (a sync on a GPU): the loss and the gradient norm together.
+            let loss = loss.detach().to_dtype(DType::F64)?;
+            let (loss, norm) = match norm {
+                Some(n) => {
+                    let v = Tensor::stack(&[loss, n], 0)?.to_vec::<f64>()?;
+                    (v[0], v[1])
+                }
+                None => (loss.item()?, 0.0),
+            };
+            let finite = loss.is_finite() && norm.is_finite();
+            // fp16: gradients that overflowed at a finite loss lower the loss scale and skip the
+            // update, gradients that all flushed to zero raise it and skip the update; that is the
+            // scaler at work, not a diverging run.
+            let overflow = scaler.is_some() && loss.is_finite() && !norm.is_finite();
+            let underflow = scaler.is_some() && loss.is_finite() && norm == 0.0;
+            let take = match scaler.as_mut() {
+                Some(s) if loss.is_finite() => s.update_with_norm(norm),
+                Some(s) => s.update(false),
+                None => finite,
+            };
+            let scale = || scaler.as_ref().map_or(0.0, |s| s.scale());
+            if take {
+                match &coef {
+                    Some(c) => opt.step_scaled(c)?,
+                    None => opt.step()?,
+                }
+                bad_in_a_row = 0;
+            } else if overflow {
+                report(format!(
+                    "step {}: gradients overflowed in fp16: update skipped, loss scale lowered to {}",
+                    step + 1,
+                    scale()
+                ));
+            } else if underflow {
+                report(format!(
+                    "step {}: gradients underflowed to zero in fp16: update skipped, loss scale \
+                     raised to {}",
+                    step + 1,
+                    scale()
+                ));
+            } else {
+                bad_in_a_row += 1;
+                report(format!(
+                    "step {}: loss {loss}, gradient norm {norm}: update skipped ({bad_in_a_row} in a \
+                     row; the run stops at {})",
+                    step + 1,
+                    a.max_bad_steps
+                ));
+            }
+            train_secs += t0.elapsed().as_secs_f64();
+            step += 1;
+            let tps = step as f64 * tokens_per_step / train_secs;
+            pb.set_position(step as u64);
+            pb.set_message(format!("loss {loss:.4} | lr {lr:.2e} | {tps:.0} tok/s"));
             let rec = Record {
                 step,
-                train_loss: records.last().map_or(tr, |r| r.train_loss),
-                val_loss: Some(va),
-                eval_train_loss: Some(tr),
-                grad_norm: None,
-                skipped: false,
-                lr: schedule.lr_at(step),
-                tokens_per_s: step as f64 * tokens_per_step / train_secs.max(1e-9),
+                train_loss: loss,
+                val_loss: None,
+                eval_train_loss: None,
+                grad_norm: Some(norm),
+                skipped: !take,
+                lr,
+                tokens_per_s: tps,
                 time_s: started.elapsed().as_secs_f64(),
             };
             log.write(&rec)?;
             records.push(rec);
-            plot::loss_curve(&out.join("loss.png"), &records)?;
-            let finite_model = model
-                .parameters()
-                .iter()
-                .map(|p| p.all_finite())
-                .collect::<rustygradients_core::Result<Vec<_>>>()?
-                .into_iter()
-                .all(|f| f);
-            if !(tr.is_finite() && va.is_finite() && finite_model) {
+            if bad_in_a_row >= a.max_bad_steps {
                 pb.finish_and_clear();
+                plot::loss_curve(&out.join("loss.png"), &records)?;
                 anyhow::bail!(
-                    "training diverged: at step {step} the evaluation gave train loss {tr}, val \
-                     loss {va}{}; the model was not saved. {}",
-                    if finite_model {
-                        ""
-                    } else {
-                        " (the weights hold NaN or infinite values)"
-                    },
+                    "training diverged: the loss or gradient norm was NaN or infinite for {} steps \
+                     in a row (the last at step {step}: loss {loss}, gradient norm {norm}); their \
+                     updates were skipped and nothing non-finite was saved. {}",
+                    bad_in_a_row,
                     ways_on(&out, last_saved)
                 );
             }
-            model_dir::save(&out, &model, &tok, settings.clone(), step)?;
-            let metrics = [("train_loss".to_string(), tr), ("val_loss".to_string(), va)];
-            run_state::save(
-                &manager,
-                &a,
-                &model,
-                &opt,
-                &tok,
-                &data,
-                step,
-                metrics.into_iter().collect(),
-                train_secs,
-                scaler.as_ref(),
-            )?;
-            last_saved = Some(step);
         }
-        if done {
-            break;
-        }
-        let t0 = Instant::now();
-        let lr = schedule.lr_at(step);
-        opt.set_learning_rate(lr);
-        let (x, y) = data.batch(Split::Train, a.batch_size, a.block_size, device)?;
-        opt.zero_grad();
-        let loss = {
-            let _precision = precision.enter_on(device);
-            let loss = model.loss(&x, &y)?;
-            match &scaler {
-                Some(s) => s.scale_loss(&loss)?.backward()?,
-                None => loss.backward()?,
-            }
-            loss
-        };
-        if let Some(s) = &scaler {
-            s.unscale(&params)?;
-        }
-        // Clipping's coefficient goes into the update itself (no pass over the gradients).
-        let (norm, coef) = if a.grad_clip > 0.0 {
-            clip_grad_coef(&params, a.grad_clip)?.unzip()
-        } else {
-            (grad_norm_tensor(&params)?, None)
-        };
-        // The step's one read-back (a sync on a GPU): the loss and the gradient norm together.
-        let loss = loss.detach().to_dtype(DType::F64)?;
-        let (loss, norm) = match norm {
-            Some(n) => {
-                let v = Tensor::stack(&[loss, n], 0)?.to_vec::<f64>()?;
-                (v[0], v[1])
-            }
-            None => (loss.item()?, 0.0),
-        };
-        let finite = loss.is_finite() && norm.is_finite();
-        // fp16: gradients that overflowed at a finite loss lower the loss scale and skip the
-        // update, gradients that all flushed to zero raise it and skip the update; that is the
-        // scaler at work, not a diverging run.
-        let overflow = scaler.is_some() && loss.is_finite() && !norm.is_finite();
-        let underflow = scaler.is_some() && loss.is_finite() && norm == 0.0;
-        let take = match scaler.as_mut() {
-            Some(s) if loss.is_finite() => s.update_with_norm(norm),
-            Some(s) => s.update(false),
-            None => finite,
-        };
-        let scale = || scaler.as_ref().map_or(0.0, |s| s.scale());
-        if take {
-            match &coef {
-                Some(c) => opt.step_scaled(c)?,
-                None => opt.step()?,
-            }
-            bad_in_a_row = 0;
-        } else if overflow {
-            report(format!(
-                "step {}: gradients overflowed in fp16: update skipped, loss scale lowered to {}",
-                step + 1,
-                scale()
-            ));
-        } else if underflow {
-            report(format!(
-                "step {}: gradients underflowed to zero in fp16: update skipped, loss scale \
-                 raised to {}",
-                step + 1,
-                scale()
-            ));
-        } else {
-            bad_in_a_row += 1;
-            report(format!(
-                "step {}: loss {loss}, gradient norm {norm}: update skipped ({bad_in_a_row} in a \
-                 row; the run stops at {})",
-                step + 1,
-                a.max_bad_steps
-            ));
-        }
-        train_secs += t0.elapsed().as_secs_f64();
-        step += 1;
-        let tps = step as f64 * tokens_per_step / train_secs;
-        pb.set_position(step as u64);
-        pb.set_message(format!("loss {loss:.4} | lr {lr:.2e} | {tps:.0} tok/s"));
-        let rec = Record {
-            step,
-            train_loss: loss,
-            val_loss: None,
-            eval_train_loss: None,
-            grad_norm: Some(norm),
-            skipped: !take,
-            lr,
-            tokens_per_s: tps,
-            time_s: started.elapsed().as_secs_f64(),
-        };
-        log.write(&rec)?;
-        records.push(rec);
-        if bad_in_a_row >= a.max_bad_steps {
-            pb.finish_and_clear();
-            plot::loss_curve(&out.join("loss.png"), &records)?;
-            anyhow::bail!(
-                "training diverged: the loss or gradient norm was NaN or infinite for {} steps \
-                 in a row (the last at step {step}: loss {loss}, gradient norm {norm}); their \
-                 updates were skipped and nothing non-finite was saved. {}",
-                bad_in_a_row,
-                ways_on(&out, last_saved)
-            );
-        }
+        Ok(())
+    };
+    // On the CPU the pool's other workers stay awake between the step's kernels.
+    if device == Device::Cpu {
+        rustygradients_core::with_active_workers(train)?;
+    } else {
+        train()?;
     }
     pb.finish_and_clear();
     if stop.load(Ordering::SeqCst) {

@@ -53,4 +53,4 @@ pub use precision::{
 pub use random::manual_seed;
 pub use shape::{All, Dim, Dims, Shape};
 pub use tensor::{Tensor, TensorId};
-pub use threads::{num_threads, set_num_threads};
+pub use threads::{num_threads, set_num_threads, with_active_workers};

@@ -3,6 +3,8 @@
 //! Small tensors stay on the calling thread whatever the count (see the CPU kernels' grain
 //! sizes), so a large pool costs them nothing.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::{Error, Result};
 
 /// Sets the number of threads CPU kernels run on. The pool is created once per process, at
@@ -41,4 +43,97 @@ pub fn set_num_threads(n: usize) -> Result<()> {
 /// The number of threads CPU kernels run on (starting the pool if it has not started).
 pub fn num_threads() -> usize {
     rayon::current_num_threads()
+}
+
+/// Runs `f` on the CPU thread pool with the pool's other workers kept busy looking for work
+/// until it returns (OpenMP's active wait), and returns its result.
+///
+/// Idle rayon workers go to sleep after a few microseconds, and every parallel kernel after
+/// that first wakes them: a futex call and a reschedule, tens of microseconds on a virtual
+/// machine, paid by each of the hundreds of kernels of a training step. Inside `f` they start at
+/// once. The price is that the other workers spin on their cores for as long as `f` runs, so
+/// wrap loops of CPU tensor work (a training loop), not programs that mostly wait.
+///
+/// ```
+/// use rustygradients_core::{with_active_workers, DType, Device, Tensor};
+/// let s = with_active_workers(|| {
+///     let x = Tensor::ones([256, 256], DType::F32, Device::Cpu)?;
+///     x.matmul(&x)?.sum_all()?.to_scalar::<f32>()
+/// })?;
+/// assert_eq!(s, 256.0 * 256.0 * 256.0);
+/// # Ok::<(), rustygradients_core::Error>(())
+/// ```
+pub fn with_active_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let workers = rayon::current_num_threads();
+    if workers < 2 {
+        return f();
+    }
+    let done = AtomicBool::new(false);
+    rayon::scope(|s| {
+        let (here, done) = (rayon::current_thread_index(), &done);
+        for _ in 1..workers {
+            s.spawn(move |_| {
+                // A spinner picked up by the thread running `f` (while that thread waits
+                // inside one of its own kernels) must not keep it: it returns at once.
+                if rayon::current_thread_index() == here {
+                    return;
+                }
+                let mut idle = 0u32;
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                        idle = 0;
+                    } else {
+                        idle = idle.wrapping_add(1);
+                        // Now and then let the OS run anything else that wants this core.
+                        if idle.is_multiple_of(1024) {
+                            std::thread::yield_now();
+                        } else {
+                            std::hint::spin_loop();
+                        }
+                    }
+                }
+            });
+        }
+        // Set however `f` ends (a panic too), or the scope would wait for the spinners forever.
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        let _done = Done(done);
+        f()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_active_workers;
+    use crate::{DType, Device, Tensor};
+
+    #[test]
+    fn active_workers_run_parallel_kernels_and_return_the_result() {
+        crate::manual_seed(3);
+        // Large enough for the threaded GEMM and elementwise paths.
+        let a = Tensor::randn([300, 400], DType::F32, Device::Cpu).unwrap();
+        let b = Tensor::randn([400, 500], DType::F32, Device::Cpu).unwrap();
+        let run = || a.matmul(&b)?.gelu()?.to_vec::<f32>();
+        let want = run().unwrap();
+        for _ in 0..3 {
+            assert_eq!(with_active_workers(run).unwrap(), want);
+        }
+        // Nested: the spinning workers still serve a second call's kernels.
+        let nested = with_active_workers(|| with_active_workers(run)).unwrap();
+        assert_eq!(nested, want);
+    }
+
+    #[test]
+    fn a_panic_inside_active_workers_reaches_the_caller() {
+        let r = std::panic::catch_unwind(|| {
+            with_active_workers(|| panic!("inside"));
+        });
+        assert!(r.is_err());
+        // The pool still works afterwards.
+        assert_eq!(with_active_workers(|| 7), 7);
+    }
 }
