@@ -45,6 +45,10 @@ pub fn num_threads() -> usize {
     rayon::current_num_threads()
 }
 
+/// `pause` instructions a spinning worker of [`with_active_workers`] waits between two looks
+/// for work.
+const SPIN_PAUSES: u32 = 32;
+
 /// Runs `f` on the CPU thread pool with the pool's other workers kept busy looking for work
 /// until it returns (OpenMP's active wait), and returns its result.
 ///
@@ -82,14 +86,18 @@ pub fn with_active_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
                 while !done.load(Ordering::Acquire) {
                     if rayon::yield_now() == Some(rayon::Yield::Executed) {
                         idle = 0;
-                    } else {
-                        idle = idle.wrapping_add(1);
-                        // Now and then let the OS run anything else that wants this core.
-                        if idle.is_multiple_of(1024) {
-                            std::thread::yield_now();
-                        } else {
-                            std::hint::spin_loop();
-                        }
+                        continue;
+                    }
+                    idle = idle.wrapping_add(1);
+                    // Now and then let the OS run anything else that wants this core.
+                    if idle.is_multiple_of(256) {
+                        std::thread::yield_now();
+                    }
+                    // Between looks, a couple of microseconds of `pause`: each look scans every
+                    // worker's queue, and many spinners scanning without a break slow the
+                    // workers whose queues they read.
+                    for _ in 0..SPIN_PAUSES {
+                        std::hint::spin_loop();
                     }
                 }
             });
