@@ -148,12 +148,12 @@ fn fwd_grad_row<T: FloatDType>(
     scale: T,
     ignore: Option<i64>,
 ) {
-    let max = row_max(r);
-    let lse = max + sum_map(r, |v| (v - max).fast_exp()).ln();
     if Some(t) == ignore {
         r.iter_mut().for_each(|v| *v = T::zero());
         return;
     }
+    let max = row_max(r);
+    let lse = max + sum_map(r, |v| (v - max).fast_exp()).ln();
     *nll = lse - r[t as usize];
     for v in r.iter_mut() {
         *v = (*v - lse).fast_exp() * scale;
